@@ -1,0 +1,39 @@
+"""[compute] options: how moves behave, as Nova's options of the same name."""
+from oslo_config import cfg
+
+group = cfg.OptGroup('compute', title='Resize and migration behaviour')
+
+opts = [
+    cfg.BoolOpt(
+        'allow_resize_to_same_host',
+        default=False,
+        help='Let a resize choose the host the instance is on. A cold '
+             'migration never does.'),
+    cfg.IntOpt(
+        'shutdown_timeout',
+        default=60,
+        min=0,
+        help='Seconds a guest is given to shut down cleanly (ACPI) before '
+             'it is powered off hard. 0 powers off at once.'),
+    cfg.IntOpt(
+        'running_wait_timeout',
+        default=60,
+        min=1,
+        help='Seconds to wait for a guest that was powered on to report '
+             'RUNNING before the step fails.'),
+    cfg.FloatOpt(
+        'power_poll_interval',
+        default=0.2,
+        min=0.01,
+        help='Seconds between two reads of a guest\'s power state while '
+             'waiting for it to change.'),
+]
+
+
+def register_opts(conf):
+    conf.register_group(group)
+    conf.register_opts(opts, group=group)
+
+
+def list_opts():
+    return {group: opts}

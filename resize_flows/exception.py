@@ -1,0 +1,162 @@
+"""One error hierarchy for resize-flows.
+
+Every error is a :class:`ResizeFlowsException`: a message template filled from
+keyword arguments, which stay available as attributes, and the status a REST
+front would answer with (``code``). libvirt's own errors are translated into
+these inside ``resize_flows.virt.libvirt`` and never leak past it.
+"""
+
+
+class ResizeFlowsException(Exception):
+    msg_fmt = "An unknown error occurred."
+    code = 500
+
+    def __init__(self, message=None, **kwargs):
+        self.kwargs = kwargs
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+        if message is None:
+            try:
+                message = self.msg_fmt % kwargs
+            except (KeyError, TypeError, ValueError):
+                message = self.msg_fmt
+        self.message = str(message)
+        super().__init__(self.message)
+
+
+# 400 -----------------------------------------------------------------------
+
+class Invalid(ResizeFlowsException):
+    msg_fmt = "Invalid input: %(reason)s"
+    code = 400
+
+
+class InvalidInput(Invalid):
+    msg_fmt = "Invalid input: %(reason)s"
+
+
+class CannotResizeToSameFlavor(Invalid):
+    msg_fmt = "When resizing, instances must change flavor."
+
+
+class CannotResizeDisk(Invalid):
+    msg_fmt = "Server disk was unable to be resized because: %(reason)s"
+
+
+class NoValidHost(Invalid):
+    msg_fmt = "No valid host was found. %(reason)s"
+
+
+class FlowFactoryInvalid(Invalid):
+    msg_fmt = "Flow %(flow_id)s cannot be rebuilt: %(reason)s"
+
+
+# 404 -----------------------------------------------------------------------
+
+class NotFound(ResizeFlowsException):
+    msg_fmt = "Resource could not be found."
+    code = 404
+
+
+class InstanceNotFound(NotFound):
+    msg_fmt = "Instance %(instance_id)s could not be found."
+
+
+class FlavorNotFound(NotFound):
+    msg_fmt = "Flavor %(flavor_id)s could not be found."
+
+
+class HostNotFound(NotFound):
+    msg_fmt = "Compute host %(host)s could not be found."
+
+
+class MigrationNotFound(NotFound):
+    msg_fmt = "Migration %(migration_id)s could not be found."
+
+
+class MigrationNotFoundByStatus(MigrationNotFound):
+    msg_fmt = ("Instance %(instance_id)s has no migration with status "
+               "%(status)s.")
+
+
+class FlowNotFound(NotFound):
+    msg_fmt = "Flow %(flow_id)s could not be found."
+
+
+# 409 -----------------------------------------------------------------------
+
+class Conflict(ResizeFlowsException):
+    msg_fmt = "Conflict: %(reason)s"
+    code = 409
+
+
+class InstanceInvalidState(Conflict):
+    msg_fmt = ("Cannot '%(method)s' instance %(instance_uuid)s while it is "
+               "in %(attr)s %(state)s.")
+
+
+class InstanceIsLocked(Conflict):
+    msg_fmt = "Instance %(instance_uuid)s is locked."
+
+
+class UnexpectedTaskStateError(Conflict):
+    msg_fmt = ("Instance %(instance_uuid)s: unexpected task state: expecting "
+               "%(expected)s but the actual state is %(actual)s.")
+
+
+class UnexpectedMigrationStatus(Conflict):
+    msg_fmt = ("Migration %(migration_uuid)s: unexpected status: expecting "
+               "%(expected)s but the actual status is %(actual)s.")
+
+
+class Duplicate(Conflict):
+    msg_fmt = "%(kind)s %(name)s already exists."
+
+
+# Capacity (raised by claims; the scheduler turns them into NoValidHost) -----
+
+class InsufficientResources(Conflict):
+    msg_fmt = ("Host %(host)s has not enough free %(resource)s: requested "
+               "%(requested)s, free %(free)s.")
+
+
+# Hypervisor and disks (500 unless said otherwise) --------------------------
+
+class HypervisorError(ResizeFlowsException):
+    msg_fmt = "Hypervisor error on host %(host)s: %(reason)s"
+
+
+class HypervisorUnavailable(HypervisorError):
+    msg_fmt = "Connection to the hypervisor of host %(host)s failed: %(reason)s"
+    code = 503
+
+
+class InstanceNotFoundOnHost(HypervisorError, NotFound):
+    msg_fmt = "Instance %(instance_uuid)s has no domain on host %(host)s."
+    code = 404
+
+
+class InstanceExistsOnHost(HypervisorError, Conflict):
+    msg_fmt = "Instance %(instance_uuid)s already exists on host %(host)s."
+    code = 409
+
+
+class InstancePowerOnFailure(HypervisorError):
+    msg_fmt = "Failed to power on instance %(instance_uuid)s: %(reason)s"
+
+
+class InstancePowerOffFailure(HypervisorError):
+    msg_fmt = "Failed to power off instance %(instance_uuid)s: %(reason)s"
+
+
+class DiskError(HypervisorError):
+    msg_fmt = "Disk operation failed on host %(host)s: %(reason)s"
+
+
+class InstanceDirectoryConflict(HypervisorError, Conflict):
+    msg_fmt = "Instance directory %(path)s on host %(host)s: %(reason)s"
+    code = 409
+
+
+class CannotUndo(ResizeFlowsException):
+    msg_fmt = "Cannot undo %(step)s: %(reason)s"

@@ -1,0 +1,192 @@
+"""SQLAlchemy 2 models of the records resize-flows keeps.
+
+Every change here needs an alembic revision under ``migrations/versions``;
+``tests/functional/test_db_migrations.py`` fails when the two disagree.
+TaskFlow's flow log (logbooks, flowdetails, atomdetails) lives in the same
+database but is TaskFlow's schema, not declared here.
+"""
+import datetime
+from typing import Optional
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+NAMING = {
+    'ix': 'ix_%(table_name)s_%(column_0_N_name)s',
+    'uq': 'uq_%(table_name)s_%(column_0_N_name)s',
+    'fk': 'fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s',
+    'pk': 'pk_%(table_name)s',
+    'ck': 'ck_%(table_name)s_%(constraint_name)s',
+}
+
+
+class Base(orm.DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING)
+
+
+class TimestampMixin:
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        sa.DateTime, default=utcnow, nullable=False)
+    updated_at: orm.Mapped[Optional[datetime.datetime]] = orm.mapped_column(
+        sa.DateTime, onupdate=utcnow)
+
+
+class Host(TimestampMixin, Base):
+    """A compute host: one libvirt hypervisor and its instances path."""
+    __tablename__ = 'hosts'
+
+    id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(255), unique=True)
+    uri: orm.Mapped[str] = orm.mapped_column(sa.String(1024))
+    instances_path: orm.Mapped[str] = orm.mapped_column(sa.String(1024))
+    vcpus: orm.Mapped[int]
+    memory_mb: orm.Mapped[int]
+    disk_gb: orm.Mapped[int]
+    enabled: orm.Mapped[bool] = orm.mapped_column(default=True)
+
+
+class Flavor(TimestampMixin, Base):
+    __tablename__ = 'flavors'
+
+    id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(255), unique=True)
+    vcpus: orm.Mapped[int]
+    memory_mb: orm.Mapped[int]
+    root_gb: orm.Mapped[int]
+    is_public: orm.Mapped[bool] = orm.mapped_column(default=True)
+
+    projects: orm.Mapped[list['FlavorProject']] = orm.relationship(
+        back_populates='flavor', cascade='all, delete-orphan',
+        lazy='selectin')
+
+
+class FlavorProject(Base):
+    """A project allowed to use a private flavor."""
+    __tablename__ = 'flavor_projects'
+    __table_args__ = (sa.UniqueConstraint('flavor_id', 'project_id'),)
+
+    id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+    flavor_id: orm.Mapped[int] = orm.mapped_column(
+        sa.ForeignKey('flavors.id', ondelete='CASCADE'))
+    project_id: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+
+    flavor: orm.Mapped[Flavor] = orm.relationship(back_populates='projects')
+
+
+class Instance(TimestampMixin, Base):
+    __tablename__ = 'instances'
+
+    id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+    uuid: orm.Mapped[str] = orm.mapped_column(sa.String(36), unique=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(255), index=True)
+    project_id: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    user_id: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    host: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey('hosts.name'), index=True)
+    flavor_id: orm.Mapped[int] = orm.mapped_column(sa.ForeignKey('flavors.id'))
+    # Set while a move is under way or awaits confirm/revert, as Nova's
+    # instance.old_flavor / instance.new_flavor.
+    old_flavor_id: orm.Mapped[Optional[int]] = orm.mapped_column(
+        sa.ForeignKey('flavors.id'))
+    new_flavor_id: orm.Mapped[Optional[int]] = orm.mapped_column(
+        sa.ForeignKey('flavors.id'))
+    vm_state: orm.Mapped[str] = orm.mapped_column(sa.String(32))
+    task_state: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(32))
+    power_state: orm.Mapped[int] = orm.mapped_column(default=0)
+    locked: orm.Mapped[bool] = orm.mapped_column(default=False)
+
+
+class Migration(TimestampMixin, Base):
+    __tablename__ = 'migrations'
+    __table_args__ = (
+        sa.Index('ix_migrations_instance_uuid_status', 'instance_uuid',
+                 'status'),
+    )
+
+    id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+    uuid: orm.Mapped[str] = orm.mapped_column(sa.String(36), unique=True)
+    instance_uuid: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey('instances.uuid'))
+    migration_type: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    source_compute: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey('hosts.name'))
+    # Chosen by the flow's SelectDestination step, so empty at first.
+    dest_compute: orm.Mapped[Optional[str]] = orm.mapped_column(
+        sa.ForeignKey('hosts.name'))
+    old_flavor_id: orm.Mapped[int] = orm.mapped_column(
+        sa.ForeignKey('flavors.id'))
+    new_flavor_id: orm.Mapped[int] = orm.mapped_column(
+        sa.ForeignKey('flavors.id'))
+    # vm_state before the move: revert powers the guest on only if ACTIVE.
+    old_vm_state: orm.Mapped[str] = orm.mapped_column(sa.String(32))
+    status: orm.Mapped[str] = orm.mapped_column(sa.String(32))
+    # The flow log's flow detail uuid of the operation now acting on it.
+    flow_id: orm.Mapped[Optional[str]] = orm.mapped_column(
+        sa.String(36), index=True)
+
+
+class Allocation(TimestampMixin, Base):
+    """Capacity a consumer holds on a host (Placement's allocations).
+
+    The consumer is an instance, or during a move, the migration that holds
+    the source host's share (Nova's "migration-based allocations").
+    """
+    __tablename__ = 'allocations'
+    __table_args__ = (sa.UniqueConstraint('consumer_uuid', 'host_id'),)
+
+    id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+    consumer_uuid: orm.Mapped[str] = orm.mapped_column(
+        sa.String(36), index=True)
+    consumer_type: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    host_id: orm.Mapped[int] = orm.mapped_column(
+        sa.ForeignKey('hosts.id'), index=True)
+    vcpus: orm.Mapped[int]
+    memory_mb: orm.Mapped[int]
+    disk_gb: orm.Mapped[int]
+
+
+class InstanceAction(Base):
+    """A user-visible operation on an instance, as Nova's instance_actions."""
+    __tablename__ = 'instance_actions'
+
+    id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+    request_id: orm.Mapped[str] = orm.mapped_column(sa.String(64), index=True)
+    instance_uuid: orm.Mapped[str] = orm.mapped_column(
+        sa.String(36), index=True)
+    action: orm.Mapped[str] = orm.mapped_column(sa.String(32))
+    project_id: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(255))
+    user_id: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(255))
+    start_time: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        sa.DateTime, default=utcnow)
+    finish_time: orm.Mapped[Optional[datetime.datetime]] = orm.mapped_column(
+        sa.DateTime)
+    message: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(255))
+
+    events: orm.Mapped[list['InstanceActionEvent']] = orm.relationship(
+        back_populates='action', cascade='all, delete-orphan',
+        order_by='InstanceActionEvent.id', lazy='selectin')
+
+
+class InstanceActionEvent(Base):
+    """One step of an action: a task of its flow, with its outcome."""
+    __tablename__ = 'instance_action_events'
+
+    id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+    action_id: orm.Mapped[int] = orm.mapped_column(
+        sa.ForeignKey('instance_actions.id', ondelete='CASCADE'), index=True)
+    event: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    start_time: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        sa.DateTime, default=utcnow)
+    finish_time: orm.Mapped[Optional[datetime.datetime]] = orm.mapped_column(
+        sa.DateTime)
+    result: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(32))
+    traceback: orm.Mapped[Optional[str]] = orm.mapped_column(sa.Text)
+    host: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(255))
+
+    action: orm.Mapped[InstanceAction] = orm.relationship(
+        back_populates='events')
