@@ -1,0 +1,166 @@
+"""The hypervisor driver interface, in Nova's verbs.
+
+One driver object acts on one host: its hypervisor (a libvirt URI) and its
+instances path. An instance lives in ``<instances_path>/<uuid>/`` with a
+qcow2 ``disk`` and its domain XML ``libvirt.xml``. During a move the source
+directory is renamed ``<uuid>_resize`` and keeps the instance's disk with an
+internal qcow2 snapshot taken for the resize; confirm deletes it, revert
+rolls the disk back to the snapshot and renames the directory back.
+
+Nova's ``migrate_disk_and_power_off`` is here as a whole and as its parts
+(``power_off``, ``stash_for_resize``, ``copy_disk_to``), because the flows
+run each part as its own revertible task. Every method is idempotent: it
+may be called again after a crash that came after its effect, and it
+finishes or confirms the effect instead of failing on it.
+
+Arguments are plain values (uuids, ints, dicts) so that the tasks that call
+a driver can store them in the flow log.
+"""
+import abc
+import dataclasses
+
+RESIZE_SUFFIX = '_resize'
+# Destination files set aside by a revert until the revert is final.
+REVERT_SUFFIX = '_revert'
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceInfo:
+    """What the hypervisor says about one guest."""
+    power_state: int          # resize_flows.states power state number
+    vcpus: int
+    memory_mb: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DiskInfo:
+    """What qemu-img says about an instance's disk."""
+    path: str
+    virtual_size: int         # bytes
+    actual_size: int          # bytes allocated on the host's file system
+    snapshots: tuple          # names of the internal snapshots
+
+
+class ComputeDriver(abc.ABC):
+    """Acts on one host's hypervisor and instance directories."""
+
+    #: the host's name, for messages and errors
+    host = None
+    #: the host's instances path
+    instances_path = None
+
+    # -- guests ---------------------------------------------------------
+    @abc.abstractmethod
+    def spawn(self, instance, flavor, power_on=True):
+        """Create the instance: a blank qcow2 disk of ``flavor['root_gb']``
+        GiB, its domain (vcpus, memory_mb of the flavor), started and waited
+        for RUNNING when ``power_on``.
+
+        ``instance`` is ``{'uuid', 'name'}``; ``flavor`` is ``{'name',
+        'vcpus', 'memory_mb', 'root_gb'}``.
+        """
+
+    @abc.abstractmethod
+    def destroy(self, instance_uuid, destroy_disks=True):
+        """Power off and undefine the domain; with ``destroy_disks`` remove
+        ``<uuid>/`` too. Nothing there is not an error."""
+
+    @abc.abstractmethod
+    def power_off(self, instance_uuid, timeout=0):
+        """Shut the guest down: ACPI first for up to ``timeout`` seconds,
+        then hard. Returns True if it was running. Already off is fine."""
+
+    @abc.abstractmethod
+    def power_on(self, instance_uuid):
+        """Start the guest and wait for RUNNING (bounded by
+        ``[compute]/running_wait_timeout``). Already running is fine."""
+
+    @abc.abstractmethod
+    def get_info(self, instance_uuid):
+        """:class:`InstanceInfo` of the guest; ``InstanceNotFoundOnHost``
+        when it has no domain here."""
+
+    @abc.abstractmethod
+    def instance_exists(self, instance_uuid):
+        """Whether a domain for this instance is defined here."""
+
+    @abc.abstractmethod
+    def list_instance_uuids(self):
+        """Uuids of every domain defined here."""
+
+    @abc.abstractmethod
+    def ensure_defined(self, instance_uuid, dirname=None):
+        """(Re)define the domain from ``<dirname or uuid>/libvirt.xml``,
+        leaving its power state alone. Returns True if it had to define it.
+        """
+
+    # -- directories and disks -----------------------------------------
+    @abc.abstractmethod
+    def instance_dir(self, instance_uuid, suffix=''):
+        """Path of ``<instances_path>/<uuid><suffix>``."""
+
+    @abc.abstractmethod
+    def disk_info(self, instance_uuid, suffix=''):
+        """:class:`DiskInfo` of ``<uuid><suffix>/disk``, or None if there is
+        no such file."""
+
+    @abc.abstractmethod
+    def list_instance_dirs(self):
+        """Names of the entries of the instances path (for checks)."""
+
+    # -- resize / cold migrate -----------------------------------------
+    def migrate_disk_and_power_off(self, instance_uuid, dest, snapshot_name,
+                                   timeout=0):
+        """Nova's verb: power off, stash the source, copy the disk to
+        ``dest`` (another driver, possibly for this same host). Returns the
+        destination :class:`DiskInfo`."""
+        self.power_off(instance_uuid, timeout)
+        self.stash_for_resize(instance_uuid, snapshot_name)
+        return self.copy_disk_to(instance_uuid, dest)
+
+    @abc.abstractmethod
+    def stash_for_resize(self, instance_uuid, snapshot_name):
+        """The guest is off: take the internal snapshot ``snapshot_name`` of
+        ``<uuid>/disk`` and rename ``<uuid>`` to ``<uuid>_resize``."""
+
+    @abc.abstractmethod
+    def unstash_after_failed_resize(self, instance_uuid, snapshot_name):
+        """Undo :meth:`stash_for_resize`: rename ``<uuid>_resize`` back,
+        delete the snapshot, make sure the domain is defined from the
+        instance's own ``libvirt.xml``. Does not power on."""
+
+    @abc.abstractmethod
+    def copy_disk_to(self, instance_uuid, dest):
+        """Copy ``<uuid>_resize/disk`` of this host into ``<uuid>/disk`` on
+        ``dest`` (sparse, atomically: a partial copy never has the final
+        name). Returns the destination :class:`DiskInfo`."""
+
+    @abc.abstractmethod
+    def rename_instance_dir(self, instance_uuid, old_suffix, new_suffix):
+        """Rename ``<uuid><old_suffix>`` to ``<uuid><new_suffix>``. Done
+        already (only the new one exists) is fine; both or neither existing
+        raises ``InstanceDirectoryConflict``."""
+
+    @abc.abstractmethod
+    def remove_instance_dir(self, instance_uuid, suffix=''):
+        """Delete ``<uuid><suffix>/`` if present."""
+
+    @abc.abstractmethod
+    def finish_migration(self, instance, flavor, snapshot_name, power_on):
+        """On the destination: drop ``snapshot_name`` from the copied disk,
+        grow the disk to ``flavor['root_gb']`` (never shrink), write
+        ``libvirt.xml`` with the flavor's vcpus and memory, define the
+        domain, and power it on (waiting for RUNNING) if ``power_on``."""
+
+    @abc.abstractmethod
+    def confirm_migration(self, instance_uuid, snapshot_name, host_changed):
+        """On the source, after a confirmed move: undefine the source domain
+        if the host changed, delete the snapshot, delete ``<uuid>_resize``.
+        """
+
+    @abc.abstractmethod
+    def finish_revert_migration(self, instance, snapshot_name, power_on):
+        """On the source, reverting: rename ``<uuid>_resize`` back to
+        ``<uuid>``, roll the disk back to ``snapshot_name`` and delete it,
+        define the domain from its ``libvirt.xml`` (the old flavor), and
+        power it on (waiting for RUNNING) if ``power_on``."""
