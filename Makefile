@@ -1,0 +1,50 @@
+# resize-flows: developer entry points.
+#
+#   make test            system packages, .venv, then pytest over tests/
+#                        (integration tests included: they run real QEMU)
+#   make demo            system packages, .venv, then tools/demo.sh
+#   make sample-config   regenerate etc/resize-flows.conf.sample
+#   make deps | venv     just one of the first two steps
+#   make clean           remove .venv, caches and build output
+#
+# Extra pytest arguments: make test PYTEST_ARGS='-k migrations -x'
+
+PYTHON ?= python3
+VENV := .venv
+# Written once `pip install -e '.[test]'` succeeded; redone when the
+# package's metadata changes, so `make venv` is cheap when nothing did.
+VENV_STAMP := $(VENV)/.resize-flows-installed
+PYTEST_ARGS ?=
+
+.PHONY: all deps venv test demo sample-config clean
+
+all: test
+
+deps:
+	PYTHON=$(PYTHON) tools/install-deps.sh
+
+venv: $(VENV_STAMP)
+
+# deps is order-only: it is checked every time, but only a change to the
+# package's metadata reinstalls the package.
+$(VENV_STAMP): setup.cfg pyproject.toml | deps
+	if ! $(VENV)/bin/python -c '' 2>/dev/null; then \
+	    $(PYTHON) -m venv --clear $(VENV); \
+	fi
+	$(VENV)/bin/python -m pip install --disable-pip-version-check \
+	    --progress-bar off -e '.[test]'
+	touch $@
+
+test: venv
+	$(VENV)/bin/pytest tests/ $(PYTEST_ARGS)
+
+demo: venv
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH tools/demo.sh
+
+sample-config: venv
+	$(VENV)/bin/oslo-config-generator \
+	    --config-file etc/resize-flows-config-generator.conf
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .hypothesis *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
