@@ -6,14 +6,16 @@ Migration statuses follow Nova's lifecycle of a resize or cold migration.
 """
 
 # vm_state ------------------------------------------------------------------
+BUILDING = 'building'
 ACTIVE = 'active'
 STOPPED = 'stopped'
 RESIZED = 'resized'
 ERROR = 'error'
 
-VM_STATES = (ACTIVE, STOPPED, RESIZED, ERROR)
+VM_STATES = (BUILDING, ACTIVE, STOPPED, RESIZED, ERROR)
 
 # task_state ----------------------------------------------------------------
+SPAWNING = 'spawning'
 RESIZE_PREP = 'resize_prep'
 RESIZE_MIGRATING = 'resize_migrating'
 RESIZE_MIGRATED = 'resize_migrated'
@@ -21,7 +23,7 @@ RESIZE_FINISH = 'resize_finish'
 RESIZE_CONFIRMING = 'resize_confirming'
 RESIZE_REVERTING = 'resize_reverting'
 
-TASK_STATES = (RESIZE_PREP, RESIZE_MIGRATING, RESIZE_MIGRATED, RESIZE_FINISH,
+TASK_STATES = (SPAWNING, RESIZE_PREP, RESIZE_MIGRATING, RESIZE_MIGRATED, RESIZE_FINISH,
                RESIZE_CONFIRMING, RESIZE_REVERTING)
 
 # power_state (Nova's numbers) ----------------------------------------------

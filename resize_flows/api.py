@@ -1,0 +1,307 @@
+"""The embedding API: one function per operation, Nova's checks first.
+
+Every operation validates before it changes anything, so a refused request
+leaves the database, the hypervisors and the disks as they were. A move
+then stores its flow, starts in the records with one compare-and-swap
+transaction (which is what stops two operations on one instance), and runs
+the flow to its end. The CLI is a thin user of these functions.
+"""
+import dataclasses
+import uuid as uuidlib
+
+from resize_flows.conf import CONF
+from resize_flows import engine
+from resize_flows import exception
+from resize_flows.persistence import repository
+from resize_flows import scheduler
+from resize_flows import states
+from resize_flows import virt
+from resize_flows.virt.libvirt import local
+
+
+@dataclasses.dataclass
+class RequestContext:
+    """Who asks: user, project, roles; one request id per request."""
+    user_id: str = 'admin'
+    project_id: str = 'admin'
+    roles: tuple = ('admin',)
+    request_id: str = dataclasses.field(
+        default_factory=lambda: 'req-' + str(uuidlib.uuid4()))
+
+    @property
+    def is_admin(self):
+        return 'admin' in self.roles
+
+
+def get_admin_context():
+    return RequestContext()
+
+
+# -- hosts and flavors -------------------------------------------------------
+
+def _positive(**values):
+    for name, value in values.items():
+        if not isinstance(value, int) or value < 0:
+            raise exception.InvalidInput(
+                reason='%s must be a whole number >= 0, not %r' % (
+                    name, value))
+
+
+def create_host(ctx, name, vcpus, memory_mb, disk_gb, uri=None,
+                instances_path=None):
+    """Register a compute host.
+
+    Without ``uri`` the host is a local simulated one under
+    ``$state_dir/hosts/<name>`` (``[libvirt]/local_hypervisor`` says which
+    kind), set up here. With ``uri``, ``instances_path`` is required.
+    """
+    _positive(vcpus=vcpus, memory_mb=memory_mb, disk_gb=disk_gb)
+    if not name or '/' in name:
+        raise exception.InvalidInput(reason='invalid host name %r' % name)
+    try:
+        repository.host_get(name)
+    except exception.HostNotFound:
+        pass
+    else:
+        raise exception.Duplicate(kind='Host', name=name)
+    if uri is None:
+        if instances_path is not None:
+            raise exception.InvalidInput(
+                reason='--instances-path needs --uri (a local host keeps '
+                       'its instances under its own directory)')
+        spec = local.create_local_host(name)
+        uri, instances_path = spec['uri'], spec['instances_path']
+    elif not instances_path:
+        raise exception.InvalidInput(
+            reason='a host given by URI needs its instances path')
+    host = repository.host_create(name, uri, instances_path, vcpus,
+                                  memory_mb, disk_gb)
+    virt.get_driver(host).list_instance_uuids()
+    return host
+
+
+def list_hosts(ctx):
+    return repository.host_list_with_usage()
+
+
+def create_flavor(ctx, name, vcpus, memory_mb, root_gb, is_public=True,
+                  projects=()):
+    _positive(vcpus=vcpus, memory_mb=memory_mb, root_gb=root_gb)
+    if vcpus < 1 or memory_mb < 1:
+        raise exception.InvalidInput(
+            reason='a flavor needs at least 1 vCPU and 1 MB of RAM')
+    if not name or name.isdigit():
+        raise exception.InvalidInput(
+            reason='a flavor name must be non-empty and not all digits')
+    return repository.flavor_create(name, vcpus, memory_mb, root_gb,
+                                    is_public=is_public, projects=projects)
+
+
+def list_flavors(ctx):
+    return [f for f in repository.flavor_list()
+            if f['is_public'] or ctx.is_admin
+            or ctx.project_id in f['projects']]
+
+
+def _get_flavor(ctx, ident):
+    flavor = repository.flavor_get(ident)
+    if (not flavor['is_public'] and not ctx.is_admin
+            and ctx.project_id not in flavor['projects']):
+        raise exception.FlavorNotFound(flavor_id=ident)
+    return flavor
+
+
+# -- servers -----------------------------------------------------------------
+
+def get_server(ctx, ident):
+    project = None if ctx.is_admin else ctx.project_id
+    return repository.instance_find(ident, project_id=project)
+
+
+def list_servers(ctx, host=None):
+    project = None if ctx.is_admin else ctx.project_id
+    return repository.instance_list(project_id=project, host=host)
+
+
+def create_server(ctx, name, flavor, host, power_on=True):
+    """Boot a server on a named host: a blank qcow2 root disk of the
+    flavor's size and a guest, running unless ``power_on`` is False."""
+    if not name:
+        raise exception.InvalidInput(reason='a server needs a name')
+    flavor = _get_flavor(ctx, flavor)
+    host = repository.host_get(host)
+    if not host['enabled']:
+        raise exception.NoValidHost(reason='host %s is disabled.' %
+                                    host['name'])
+    try:
+        inst = repository.instance_create(
+            name, ctx.project_id, ctx.user_id, host['name'], flavor,
+            vm_state=states.BUILDING, task_state=states.SPAWNING)
+    except exception.InsufficientResources as e:
+        raise exception.NoValidHost(reason=e.message)
+    drv = virt.get_driver(host)
+    try:
+        drv.spawn({'uuid': inst['uuid'], 'name': name},
+                  {k: flavor[k] for k in
+                   ('name', 'vcpus', 'memory_mb', 'root_gb')},
+                  power_on=power_on)
+        power = drv.get_info(inst['uuid']).power_state
+    except Exception:
+        drv.destroy(inst['uuid'], destroy_disks=True)
+        repository.instance_destroy(inst['uuid'])
+        raise
+    return repository.instance_update(inst['uuid'], {
+        'vm_state': states.vm_state_for_power(power), 'task_state': None,
+        'power_state': power})
+
+
+# -- moves -------------------------------------------------------------------
+
+def _check_state(inst, method, ctx):
+    if inst['locked'] and not ctx.is_admin:
+        raise exception.InstanceIsLocked(instance_uuid=inst['uuid'])
+    if inst['vm_state'] not in states.ALLOWED_VM_STATES[method]:
+        raise exception.InstanceInvalidState(
+            method=method, instance_uuid=inst['uuid'], attr='vm_state',
+            state=inst['vm_state'])
+    if inst['task_state'] is not None:
+        raise exception.InstanceInvalidState(
+            method=method, instance_uuid=inst['uuid'], attr='task_state',
+            state=inst['task_state'])
+
+
+def _result(handle, state=None):
+    mig = repository.migration_get(handle.meta['migration_uuid'])
+    return {'migration': mig, 'flow_id': handle.flow_id,
+            'flow_state': state}
+
+
+def _start_move(ctx, inst, operation, old, new, requested_host, listeners):
+    migration_uuid = str(uuidlib.uuid4())
+    store = {'migration_uuid': migration_uuid,
+             'instance_uuid': inst['uuid'],
+             'request_id': ctx.request_id}
+    handle = engine.create(operation, store, inst['uuid'], migration_uuid)
+    try:
+        repository.start_move(
+            inst['uuid'],
+            {'task_state': states.RESIZE_PREP,
+             'old_flavor_id': old['id'], 'new_flavor_id': new['id']},
+            expected_vm_state=inst['vm_state'],
+            migration_values={
+                'uuid': migration_uuid,
+                'migration_type': (states.MIGRATION_TYPE_RESIZE
+                                   if operation == 'resize'
+                                   else states.MIGRATION_TYPE_MIGRATION),
+                'source_compute': inst['host'],
+                'dest_compute': requested_host,
+                'old_flavor_id': old['id'], 'new_flavor_id': new['id'],
+                'old_vm_state': inst['vm_state'],
+                'status': states.MIGRATION_PRE_MIGRATING,
+                'flow_id': handle.flow_id},
+            action=operation, request_id=ctx.request_id,
+            user_id=ctx.user_id, project_id=ctx.project_id)
+    except Exception:
+        engine.discard(handle.flow_id)
+        raise
+    return _result(handle, engine.run(handle, listeners))
+
+
+def resize(ctx, server, flavor, listeners=()):
+    """Resize a server to another flavor (Nova's resize).
+
+    Raises, changing nothing: InstanceNotFound, FlavorNotFound,
+    InstanceIsLocked, InstanceInvalidState (not ACTIVE/SHUTOFF or busy),
+    CannotResizeToSameFlavor, CannotResizeDisk (smaller root disk),
+    NoValidHost. Returns {'migration', 'flow_id', 'flow_state'} once the
+    flow has ended; a failed flow is undone and its error raised.
+    """
+    inst = get_server(ctx, server)
+    new = _get_flavor(ctx, flavor)
+    _check_state(inst, 'resize', ctx)
+    old = repository.flavor_get(inst['flavor_id'])
+    if new['id'] == old['id']:
+        raise exception.CannotResizeToSameFlavor()
+    if new['root_gb'] < old['root_gb']:
+        raise exception.CannotResizeDisk(
+            reason='flavor %s has a smaller root disk (%d GB) than the '
+                   'server\'s (%d GB)' % (new['name'], new['root_gb'],
+                                          old['root_gb']))
+    scheduler.select_destinations(
+        repository.flavor_resources(new), inst['host'],
+        allow_same_host=CONF.compute.allow_resize_to_same_host)
+    return _start_move(ctx, inst, 'resize', old, new, None, listeners)
+
+
+def migrate(ctx, server, host=None, listeners=()):
+    """Cold-migrate a server, keeping its flavor, to ``host`` or to the
+    scheduler's choice (never its own host).
+
+    Raises, changing nothing: InstanceNotFound, HostNotFound,
+    InstanceIsLocked, InstanceInvalidState, InvalidInput (same host),
+    NoValidHost.
+    """
+    inst = get_server(ctx, server)
+    if host is not None:
+        repository.host_get(host)
+    _check_state(inst, 'migrate', ctx)
+    if host is not None and host == inst['host']:
+        raise exception.InvalidInput(
+            reason='cannot migrate server %s to the host it is on (%s)' % (
+                inst['uuid'], host))
+    flavor = repository.flavor_get(inst['flavor_id'])
+    scheduler.select_destinations(
+        repository.flavor_resources(flavor), inst['host'],
+        requested_host=host)
+    return _start_move(ctx, inst, 'migrate', flavor, flavor, host, listeners)
+
+
+def _resolve(ctx, server, method, task_state, status, operation,
+             listeners):
+    inst = get_server(ctx, server)
+    _check_state(inst, method, ctx)
+    mig = repository.migration_get_by_instance_and_status(
+        inst['uuid'], states.MIGRATION_FINISHED)
+    store = {'migration_uuid': mig['uuid'], 'instance_uuid': inst['uuid'],
+             'request_id': ctx.request_id}
+    handle = engine.create(operation, store, inst['uuid'], mig['uuid'])
+    try:
+        repository.start_resolution(
+            inst['uuid'], task_state, mig['uuid'], status, handle.flow_id,
+            action=operation, request_id=ctx.request_id,
+            user_id=ctx.user_id, project_id=ctx.project_id)
+    except Exception:
+        engine.discard(handle.flow_id)
+        raise
+    return _result(handle, engine.run(handle, listeners))
+
+
+def confirm_resize(ctx, server, listeners=()):
+    """Confirm a finished resize or migration: the source host's copy and
+    usage go. Raises, changing nothing, unless the server is RESIZED."""
+    return _resolve(ctx, server, 'confirm_resize', states.RESIZE_CONFIRMING,
+                    states.MIGRATION_CONFIRMING, 'confirm_resize', listeners)
+
+
+def revert_resize(ctx, server, listeners=()):
+    """Revert a finished resize or migration: the server runs again on its
+    source host with its old flavor, powered on only if it was ACTIVE.
+    Raises, changing nothing, unless the server is RESIZED."""
+    return _resolve(ctx, server, 'revert_resize', states.RESIZE_REVERTING,
+                    states.MIGRATION_REVERTING, 'revert_resize', listeners)
+
+
+# -- reads -------------------------------------------------------------------
+
+def list_migrations(ctx, server=None):
+    if server is None:
+        if not ctx.is_admin:
+            return [m for s in list_servers(ctx)
+                    for m in repository.migration_list(s['uuid'])]
+        return repository.migration_list()
+    return repository.migration_list(get_server(ctx, server)['uuid'])
+
+
+def list_actions(ctx, server):
+    """Actions of a server, newest first, each with its events."""
+    return repository.action_list(get_server(ctx, server)['uuid'])

@@ -1,0 +1,45 @@
+"""The base of every resize-flows task.
+
+It puts the fault injection points of :mod:`resize_flows.testing.faults`
+around each subclass's ``execute`` and ``revert`` (keeping their signatures,
+which TaskFlow reads to wire arguments), and gives tasks their hosts'
+drivers and records.
+"""
+import functools
+
+from taskflow import task
+
+from resize_flows.persistence import repository
+from resize_flows.testing import faults
+from resize_flows import virt
+
+
+def _with_points(method, before, after):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        faults.hit(self.name, before)
+        result = method(self, *args, **kwargs)
+        faults.hit(self.name, after)
+        return result
+    wrapper.fault_points = True
+    return wrapper
+
+
+class ResizeFlowsTask(task.Task):
+    """A revertible step whose arguments and results are plain JSON."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name, before, after in (
+                ('execute', faults.BEFORE_EXECUTE, faults.AFTER_EXECUTE),
+                ('revert', faults.BEFORE_REVERT, faults.AFTER_REVERT)):
+            method = getattr(cls, name)
+            if not getattr(method, 'fault_points', False):
+                setattr(cls, name, _with_points(method, before, after))
+
+    def revert(self, *args, **kwargs):
+        """Nothing to undo (the default)."""
+
+    @staticmethod
+    def driver(host_name):
+        return virt.get_driver(repository.host_get(host_name))

@@ -1,0 +1,43 @@
+"""Tasks that move disks between hosts."""
+import dataclasses
+
+from resize_flows.persistence import repository
+from resize_flows import states
+from resize_flows.tasks import base
+from resize_flows.virt import driver as virt_driver
+
+
+class CopyDisk(base.ResizeFlowsTask):
+    """Copy the stashed source disk into ``<uuid>/disk`` on the destination
+    (sparse; a partial copy never has the final name). The task becomes
+    ``resize_migrated``, the migration ``post-migrating``. Provides the
+    copied disk's size and allocation.
+
+    Reversion strategy: remove the destination's ``<uuid>`` directory (on
+    the same host only while the source is safely in ``<uuid>_resize``)
+    and put task and migration back to ``resize_migrating``/``migrating``.
+    """
+
+    def execute(self, migration_uuid, dest_host):
+        mig = repository.migration_get(migration_uuid)
+        info = self.driver(mig['source_compute']).copy_disk_to(
+            mig['instance_uuid'], self.driver(dest_host))
+        repository.instance_update(mig['instance_uuid'], {
+            'task_state': states.RESIZE_MIGRATED})
+        repository.migration_update(
+            migration_uuid, {'status': states.MIGRATION_POST_MIGRATING})
+        out = dataclasses.asdict(info)
+        out['snapshots'] = list(out['snapshots'])
+        return out
+
+    def revert(self, migration_uuid, dest_host, **kwargs):
+        mig = repository.migration_get(migration_uuid)
+        uuid = mig['instance_uuid']
+        dest = self.driver(dest_host)
+        if dest_host != mig['source_compute'] or dest.disk_info(
+                uuid, virt_driver.RESIZE_SUFFIX) is not None:
+            dest.remove_instance_dir(uuid)
+        repository.instance_update(uuid, {
+            'task_state': states.RESIZE_MIGRATING})
+        repository.migration_update(
+            migration_uuid, {'status': states.MIGRATION_MIGRATING})

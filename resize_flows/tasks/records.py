@@ -1,0 +1,267 @@
+"""Tasks that act on the records: states, destination choice, capacity.
+
+Each reads what it needs from the database by the migration's uuid, so its
+arguments stay small and every re-run sees the current truth.
+"""
+from resize_flows.conf import CONF
+from resize_flows import exception
+from resize_flows.persistence import repository
+from resize_flows import scheduler
+from resize_flows import states
+from resize_flows.tasks import base
+
+
+def _power_state(host_name, instance_uuid):
+    """What the hypervisor says, or NOSTATE when it has no such guest."""
+    try:
+        return base.ResizeFlowsTask.driver(host_name).get_info(
+            instance_uuid).power_state
+    except exception.InstanceNotFoundOnHost:
+        return states.NOSTATE
+
+
+# -- resize / cold migrate ---------------------------------------------------
+
+class BeginMigration(base.ResizeFlowsTask):
+    """First task of a move: check the move is the one the API started.
+
+    The API has already swapped the instance into ``resize_prep`` and
+    created the migration (``pre-migrating``) in one transaction.
+
+    Reversion strategy: this is the lifecycle task, so its revert runs last
+    when the flow is undone: the migration becomes ``error`` and the
+    instance returns to its old vm_state with no task under way and no
+    old/new flavor, its power state read back from its host.
+    """
+
+    def execute(self, migration_uuid):
+        mig = repository.migration_get(migration_uuid)
+        if mig['status'] in states.MIGRATION_TERMINAL:
+            raise exception.UnexpectedMigrationStatus(
+                migration_uuid=migration_uuid, expected='not terminal',
+                actual=mig['status'])
+
+    def revert(self, migration_uuid, **kwargs):
+        mig = repository.migration_get(migration_uuid)
+        source = mig['source_compute']
+        repository.instance_update(mig['instance_uuid'], {
+            'task_state': None, 'vm_state': mig['old_vm_state'],
+            'host': source, 'flavor_id': mig['old_flavor_id'],
+            'old_flavor_id': None, 'new_flavor_id': None,
+            'power_state': _power_state(source, mig['instance_uuid'])})
+        repository.migration_update(migration_uuid,
+                                    {'status': states.MIGRATION_ERROR})
+
+
+class SelectDestination(base.ResizeFlowsTask):
+    """Choose the destination host (Nova's select_destinations).
+
+    A host named by the request, or chosen by an earlier run of this task,
+    is kept; otherwise the scheduler picks the best enabled host with room
+    for the new flavor. Provides ``dest_host`` and records it on the
+    migration.
+
+    Reversion strategy: nothing was claimed or changed but the migration's
+    ``dest_compute``, which stays as a record of what was tried.
+    """
+    default_provides = 'dest_host'
+
+    def execute(self, migration_uuid):
+        mig = repository.migration_get(migration_uuid)
+        if mig['dest_compute']:
+            return mig['dest_compute']
+        flavor = repository.flavor_get(mig['new_flavor_id'])
+        allow_same = (mig['migration_type'] == states.MIGRATION_TYPE_RESIZE
+                      and CONF.compute.allow_resize_to_same_host)
+        dest = scheduler.select_destinations(
+            repository.flavor_resources(flavor), mig['source_compute'],
+            allow_same_host=allow_same)[0]
+        repository.migration_update(migration_uuid, {'dest_compute': dest})
+        return dest
+
+
+class ClaimResources(base.ResizeFlowsTask):
+    """Claim the destination's capacity, Nova's way, in one transaction:
+    the instance's allocation on the source is handed to the migration, and
+    the instance claims the new flavor on the destination.
+
+    Reversion strategy: drop the destination claim and hand the source
+    allocation back to the instance, only if the claim was made (a failed
+    claim wrote nothing).
+    """
+
+    def execute(self, migration_uuid, dest_host):
+        mig = repository.migration_get(migration_uuid)
+        flavor = repository.flavor_get(mig['new_flavor_id'])
+        repository.claim_for_move(
+            mig['instance_uuid'], migration_uuid, mig['source_compute'],
+            dest_host, repository.flavor_resources(flavor))
+
+    def revert(self, migration_uuid, dest_host, **kwargs):
+        mig = repository.migration_get(migration_uuid)
+        repository.unclaim_for_move(mig['instance_uuid'], migration_uuid,
+                                    mig['source_compute'], dest_host)
+
+
+class MarkMigrationFinished(base.ResizeFlowsTask):
+    """The move is done: the instance lives on the destination with the new
+    flavor, vm_state RESIZED, awaiting confirm or revert; the migration is
+    ``finished``.
+
+    Reversion strategy: the instance points at its source host and old
+    flavor again, its task back to ``resize_finish``; the migration back to
+    ``post-migrating``.
+    """
+
+    def execute(self, migration_uuid, dest_host):
+        mig = repository.migration_get(migration_uuid)
+        repository.instance_update(mig['instance_uuid'], {
+            'host': dest_host, 'flavor_id': mig['new_flavor_id'],
+            'old_flavor_id': mig['old_flavor_id'],
+            'new_flavor_id': mig['new_flavor_id'],
+            'vm_state': states.RESIZED, 'task_state': None,
+            'power_state': _power_state(dest_host, mig['instance_uuid'])})
+        repository.migration_update(
+            migration_uuid, {'status': states.MIGRATION_FINISHED})
+
+    def revert(self, migration_uuid, dest_host, result, **kwargs):
+        mig = repository.migration_get(migration_uuid)
+        repository.instance_update(mig['instance_uuid'], {
+            'host': mig['source_compute'], 'flavor_id': mig['old_flavor_id'],
+            'vm_state': mig['old_vm_state'],
+            'task_state': states.RESIZE_FINISH})
+        repository.migration_update(
+            migration_uuid, {'status': states.MIGRATION_POST_MIGRATING})
+
+
+# -- confirm -----------------------------------------------------------------
+
+class BeginConfirm(base.ResizeFlowsTask):
+    """First task of a confirm: the API has swapped the instance into
+    ``resize_confirming`` and the migration into ``confirming``.
+
+    Reversion strategy: a confirm undone before its point of no return
+    leaves the move as it was: migration ``finished``, instance RESIZED
+    with no task under way, ready to be confirmed or reverted again.
+    """
+
+    def execute(self, migration_uuid):
+        repository.migration_get(migration_uuid)
+
+    def revert(self, migration_uuid, **kwargs):
+        mig = repository.migration_get(migration_uuid)
+        repository.instance_update(mig['instance_uuid'], {
+            'task_state': None, 'vm_state': states.RESIZED})
+        repository.migration_update(
+            migration_uuid, {'status': states.MIGRATION_FINISHED})
+
+
+class ReleaseSourceClaim(base.ResizeFlowsTask):
+    """Drop the migration's allocation on the source host (the old flavor's
+    usage that was kept there for a revert).
+
+    Reversion strategy: claim it again for the migration (this fails, and
+    says so, if the capacity was taken meanwhile).
+    """
+
+    def execute(self, migration_uuid):
+        repository.release(migration_uuid)
+
+    def revert(self, migration_uuid, **kwargs):
+        mig = repository.migration_get(migration_uuid)
+        old = repository.flavor_get(mig['old_flavor_id'])
+        repository.claim(migration_uuid, repository.CONSUMER_MIGRATION,
+                         mig['source_compute'],
+                         repository.flavor_resources(old))
+
+
+class MarkConfirmed(base.ResizeFlowsTask):
+    """The instance rests on the destination: vm_state ACTIVE or STOPPED as
+    its guest is, no old/new flavor; the migration is ``confirmed``.
+
+    Reversion strategy: back to RESIZED with its old/new flavor, task
+    ``resize_confirming``, migration ``confirming``.
+    """
+
+    def execute(self, migration_uuid):
+        mig = repository.migration_get(migration_uuid)
+        power = _power_state(mig['dest_compute'], mig['instance_uuid'])
+        repository.instance_update(mig['instance_uuid'], {
+            'vm_state': states.vm_state_for_power(power),
+            'power_state': power, 'task_state': None,
+            'old_flavor_id': None, 'new_flavor_id': None})
+        repository.migration_update(
+            migration_uuid, {'status': states.MIGRATION_CONFIRMED})
+
+    def revert(self, migration_uuid, **kwargs):
+        mig = repository.migration_get(migration_uuid)
+        repository.instance_update(mig['instance_uuid'], {
+            'vm_state': states.RESIZED,
+            'task_state': states.RESIZE_CONFIRMING,
+            'old_flavor_id': mig['old_flavor_id'],
+            'new_flavor_id': mig['new_flavor_id']})
+        repository.migration_update(
+            migration_uuid, {'status': states.MIGRATION_CONFIRMING})
+
+
+# -- revert ------------------------------------------------------------------
+
+class BeginRevert(BeginConfirm):
+    """First task of a revert: the API has swapped the instance into
+    ``resize_reverting`` and the migration into ``reverting``.
+
+    Reversion strategy: as a confirm's: back to RESIZED and ``finished``.
+    """
+
+
+class ReleaseDestinationClaim(base.ResizeFlowsTask):
+    """Drop the instance's claim on the destination and hand the source
+    allocation, held by the migration, back to the instance.
+
+    Reversion strategy: redo the move's claim in one transaction (fails,
+    and says so, if the destination's capacity was taken meanwhile).
+    """
+
+    def execute(self, migration_uuid):
+        mig = repository.migration_get(migration_uuid)
+        repository.unclaim_for_move(mig['instance_uuid'], migration_uuid,
+                                    mig['source_compute'],
+                                    mig['dest_compute'])
+
+    def revert(self, migration_uuid, **kwargs):
+        mig = repository.migration_get(migration_uuid)
+        new = repository.flavor_get(mig['new_flavor_id'])
+        repository.claim_for_move(
+            mig['instance_uuid'], migration_uuid, mig['source_compute'],
+            mig['dest_compute'], repository.flavor_resources(new))
+
+
+class MarkReverted(base.ResizeFlowsTask):
+    """The instance is back on its source host with its old flavor and old
+    vm_state; the migration is ``reverted``.
+
+    Reversion strategy: back to RESIZED on the destination with the new
+    flavor, task ``resize_reverting``, migration ``reverting``.
+    """
+
+    def execute(self, migration_uuid):
+        mig = repository.migration_get(migration_uuid)
+        source = mig['source_compute']
+        repository.instance_update(mig['instance_uuid'], {
+            'host': source, 'flavor_id': mig['old_flavor_id'],
+            'old_flavor_id': None, 'new_flavor_id': None,
+            'vm_state': mig['old_vm_state'], 'task_state': None,
+            'power_state': _power_state(source, mig['instance_uuid'])})
+        repository.migration_update(
+            migration_uuid, {'status': states.MIGRATION_REVERTED})
+
+    def revert(self, migration_uuid, **kwargs):
+        mig = repository.migration_get(migration_uuid)
+        repository.instance_update(mig['instance_uuid'], {
+            'host': mig['dest_compute'], 'flavor_id': mig['new_flavor_id'],
+            'old_flavor_id': mig['old_flavor_id'],
+            'new_flavor_id': mig['new_flavor_id'],
+            'vm_state': states.RESIZED,
+            'task_state': states.RESIZE_REVERTING})
+        repository.migration_update(
+            migration_uuid, {'status': states.MIGRATION_REVERTING})

@@ -1,0 +1,82 @@
+"""Fault injection into named tasks, the one mechanism for every test.
+
+A fault is ``(task, point, action)``: when the task named ``task`` reaches
+``point`` the action runs. Points:
+
+- ``before-execute``: before execute() does anything;
+- ``after-execute``: after execute()'s side effects, before its result is
+  returned (so before the flow log records success);
+- ``before-revert`` / ``after-revert``: the same around revert().
+
+Actions: ``raise`` (an exception of a given class, by default
+:class:`InjectedFault`) or ``crash`` (the process dies at once through
+``os._exit``: no cleanup, no ``finally`` blocks, no flow log update).
+
+Every task of :mod:`resize_flows.tasks` consults this registry; an empty
+registry costs one dict lookup per call.
+"""
+import os
+import threading
+
+BEFORE_EXECUTE = 'before-execute'
+AFTER_EXECUTE = 'after-execute'
+BEFORE_REVERT = 'before-revert'
+AFTER_REVERT = 'after-revert'
+POINTS = (BEFORE_EXECUTE, AFTER_EXECUTE, BEFORE_REVERT, AFTER_REVERT)
+
+RAISE = 'raise'
+CRASH = 'crash'
+ACTIONS = (RAISE, CRASH)
+
+CRASH_EXIT_CODE = 137
+
+_LOCK = threading.Lock()
+_FAULTS = {}
+
+
+class InjectedFault(Exception):
+    """Raised by a ``raise`` fault that names no other exception class."""
+
+
+def inject(task, point=BEFORE_EXECUTE, action=RAISE, exc_class=None,
+           times=1):
+    """Arm a fault. ``times`` is how many hits fire it (None: every hit)."""
+    if point not in POINTS:
+        raise ValueError('unknown fault point %r (one of %s)' % (
+            point, ', '.join(POINTS)))
+    if action not in ACTIONS:
+        raise ValueError('unknown fault action %r (one of %s)' % (
+            action, ', '.join(ACTIONS)))
+    with _LOCK:
+        _FAULTS[(task, point)] = {
+            'action': action, 'exc_class': exc_class or InjectedFault,
+            'remaining': times, 'hits': 0}
+
+
+def clear():
+    with _LOCK:
+        _FAULTS.clear()
+
+
+def hits(task, point=BEFORE_EXECUTE):
+    """How many times an armed fault has fired."""
+    with _LOCK:
+        fault = _FAULTS.get((task, point))
+        return fault['hits'] if fault else 0
+
+
+def hit(task, point):
+    """Called by tasks at each point: fire the fault armed there, if any."""
+    if not _FAULTS:
+        return
+    with _LOCK:
+        fault = _FAULTS.get((task, point))
+        if fault is None or fault['remaining'] == 0:
+            return
+        if fault['remaining'] is not None:
+            fault['remaining'] -= 1
+        fault['hits'] += 1
+        action, exc_class = fault['action'], fault['exc_class']
+    if action == CRASH:
+        os._exit(CRASH_EXIT_CODE)
+    raise exc_class('fault injected into %s at %s' % (task, point))
