@@ -1,0 +1,44 @@
+"""Hypervisor drivers: the interface (:mod:`.driver`) and where to get one.
+
+:func:`get_driver` hands out one driver per host (name and URI) for the
+life of the process, so the connections behind them are opened once; test
+hosts (``test:///``) depend on that, their hypervisor lives in the
+connection. :func:`reset` closes everything (tests call it between cases).
+"""
+import os
+import threading
+
+_drivers = {}
+_lock = threading.Lock()
+
+
+def _field(host, key):
+    if isinstance(host, dict):
+        return host[key]
+    return getattr(host, key)
+
+
+def get_driver(host):
+    """The driver of ``host``: a dict or object with ``name``, ``uri`` and
+    ``instances_path``. Cached per (name, uri); a changed instances path
+    gives a new driver on the same connection."""
+    # Imported here so that the interface can be used without libvirt.
+    from resize_flows.virt.libvirt import driver as libvirt_driver
+    name = _field(host, 'name')
+    uri = _field(host, 'uri')
+    instances_path = _field(host, 'instances_path')
+    with _lock:
+        drv = _drivers.get((name, uri))
+        if drv is None or drv.instances_path != os.path.abspath(instances_path):
+            drv = libvirt_driver.LibvirtDriver(name, uri, instances_path)
+            _drivers[(name, uri)] = drv
+        return drv
+
+
+def reset():
+    """Forget every driver and close every hypervisor connection; the
+    state of test hypervisors is gone afterwards."""
+    from resize_flows.virt.libvirt import host as libvirt_host
+    with _lock:
+        _drivers.clear()
+    libvirt_host.close_all()

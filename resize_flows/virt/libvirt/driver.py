@@ -1,0 +1,516 @@
+"""The libvirt implementation of :class:`resize_flows.virt.driver.ComputeDriver`.
+
+One :class:`LibvirtDriver` acts on one host: a libvirt URI (a local session
+daemon ``qemu+unix:///session?socket=...``, libvirt's test driver
+``test:///<node.xml>``, or any URI libvirt opens) and an instances path on
+this machine. The domain of an instance is named ``instance-<uuid>`` and
+has the instance's uuid; its XML is built in :mod:`.config` and kept in
+``<uuid>/libvirt.xml`` beside the qcow2 ``disk``. Disks are handled with
+qemu-img (:mod:`.disk`), so they are real files on both kinds of host.
+
+Every libvirt error is translated here: a missing domain is
+``InstanceNotFoundOnHost``, a lost daemon ``HypervisorUnavailable``, the
+rest ``HypervisorError`` or the power/disk error of the step.
+
+When this process is root, what the driver creates (directories, disks,
+``libvirt.xml``) is given to the owner of the instances path, which is the
+user QEMU runs as on a local session host.
+"""
+import contextlib
+import os
+import shutil
+import time
+import uuid as uuid_lib
+import xml.etree.ElementTree as ET
+
+import libvirt
+
+from resize_flows.conf import CONF
+from resize_flows import exception
+from resize_flows import states
+from resize_flows.virt import driver
+from resize_flows.virt.libvirt import config
+from resize_flows.virt.libvirt import disk
+from resize_flows.virt.libvirt import host as libvirt_host
+
+DISK_NAME = 'disk'
+XML_NAME = 'libvirt.xml'
+
+# libvirt domain state -> Nova power state (as Nova's libvirt driver maps).
+LIBVIRT_POWER_STATE = {
+    libvirt.VIR_DOMAIN_NOSTATE: states.NOSTATE,
+    libvirt.VIR_DOMAIN_RUNNING: states.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: states.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: states.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: states.SHUTDOWN,
+    libvirt.VIR_DOMAIN_SHUTOFF: states.SHUTDOWN,
+    libvirt.VIR_DOMAIN_CRASHED: states.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: states.SUSPENDED,
+}
+
+# Errors that mean the connection, not the request, failed.
+_CONNECTION_ERRORS = frozenset((
+    libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN,
+    libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_AUTH_FAILED,
+))
+_CONNECTION_DOMAINS = frozenset((libvirt.VIR_FROM_RPC,
+                                 libvirt.VIR_FROM_REMOTE))
+# "domain is not running" and the like: the wanted state is there already.
+_ALREADY = frozenset((libvirt.VIR_ERR_OPERATION_INVALID,
+                      libvirt.VIR_ERR_NO_DOMAIN))
+_UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                   | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+
+
+class LibvirtDriver(driver.ComputeDriver):
+    """Acts on the hypervisor at ``uri`` and the directories under
+    ``instances_path`` of the host ``host``."""
+
+    def __init__(self, host, uri, instances_path):
+        self.host = host
+        self.uri = uri
+        self.instances_path = os.path.abspath(instances_path)
+
+    def __repr__(self):
+        return '<LibvirtDriver %s %s>' % (self.host, self.uri)
+
+    # -- plumbing -------------------------------------------------------
+    @property
+    def _conn(self):
+        return libvirt_host.get_connection(self.uri, self.host)
+
+    @property
+    def _domain_type(self):
+        if libvirt_host.is_test_uri(self.uri):
+            return 'test'
+        return CONF.libvirt.domain_type
+
+    @contextlib.contextmanager
+    def _translate(self, instance_uuid=None, error=None):
+        """Turn a libvirtError raised inside into one of ours: ``error``
+        (a callable taking ``reason``) for failures of the step itself."""
+        try:
+            yield
+        except libvirt.libvirtError as exc:
+            code = exc.get_error_code()
+            reason = str(exc)
+            if code == libvirt.VIR_ERR_NO_DOMAIN and instance_uuid:
+                raise exception.InstanceNotFoundOnHost(
+                    instance_uuid=instance_uuid, host=self.host) from None
+            if (code in _CONNECTION_ERRORS
+                    or exc.get_error_domain() in _CONNECTION_DOMAINS):
+                libvirt_host.forget(self.uri)
+                raise exception.HypervisorUnavailable(
+                    host=self.host, reason=reason) from None
+            if error is not None:
+                raise error(reason) from None
+            raise exception.HypervisorError(host=self.host,
+                                            reason=reason) from None
+
+    def _find(self, instance_uuid):
+        """The domain of the instance, or None."""
+        with self._translate():
+            try:
+                return self._conn.lookupByUUIDString(instance_uuid)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return None
+                raise
+
+    def _lookup(self, instance_uuid):
+        dom = self._find(instance_uuid)
+        if dom is None:
+            raise exception.InstanceNotFoundOnHost(
+                instance_uuid=instance_uuid, host=self.host)
+        return dom
+
+    def _owner(self):
+        return disk.owner_of(self.instances_path)
+
+    def _ensure_instances_path(self):
+        if not os.path.isdir(self.instances_path):
+            raise exception.HypervisorUnavailable(
+                host=self.host, reason='instances path %s does not exist'
+                % self.instances_path)
+
+    def _disk_path(self, instance_uuid, suffix=''):
+        return os.path.join(self.instance_dir(instance_uuid, suffix),
+                            DISK_NAME)
+
+    def _xml_path(self, dirname):
+        return os.path.join(self.instances_path, dirname, XML_NAME)
+
+    def _snapshots(self, path):
+        return disk.snapshot_names(path, self.host)
+
+    def _write_xml(self, instance, flavor):
+        """Write ``<uuid>/libvirt.xml`` for ``flavor``; return the XML."""
+        instance_uuid = instance['uuid']
+        xml = config.domain_xml(
+            instance_uuid, flavor['vcpus'], flavor['memory_mb'],
+            self._disk_path(instance_uuid), self._domain_type,
+            title=instance.get('name'))
+        disk.write_file_atomic(self._xml_path(instance_uuid), xml,
+                               self._owner())
+        return xml
+
+    def _summary(self, xml):
+        try:
+            return config.summary(xml)
+        except (ET.ParseError, AttributeError, KeyError, TypeError,
+                ValueError) as exc:
+            raise exception.HypervisorError(
+                host=self.host, reason='unusable domain XML: %s' % exc)
+
+    def _read_xml(self, xml_path):
+        try:
+            with open(xml_path) as handle:
+                return handle.read()
+        except OSError as exc:
+            raise exception.HypervisorError(
+                host=self.host, reason='cannot read the domain XML %s: %s'
+                % (xml_path, exc))
+
+    def _define(self, instance_uuid, xml):
+        with self._translate(instance_uuid):
+            self._conn.defineXML(xml)
+
+    def _undefine(self, dom):
+        try:
+            dom.undefineFlags(_UNDEFINE_FLAGS)
+        except libvirt.libvirtError as exc:
+            code = exc.get_error_code()
+            if code in _ALREADY:
+                return
+            if code not in (libvirt.VIR_ERR_INVALID_ARG,
+                            libvirt.VIR_ERR_NO_SUPPORT):
+                raise
+            try:
+                dom.undefine()
+            except libvirt.libvirtError as exc2:
+                if exc2.get_error_code() not in _ALREADY:
+                    raise
+
+    def _hard_stop(self, instance_uuid, dom):
+        """Destroy (pull the plug on) a domain; not running is fine."""
+        def failed(reason):
+            return exception.InstancePowerOffFailure(
+                instance_uuid=instance_uuid, reason=reason)
+        with self._translate(instance_uuid, error=failed):
+            try:
+                dom.destroy()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() not in _ALREADY:
+                    raise
+            if dom.isActive():
+                raise failed('still running after destroy')
+
+    # -- guests ---------------------------------------------------------
+    def spawn(self, instance, flavor, power_on=True):
+        """Create ``<uuid>/disk`` (blank qcow2 of ``root_gb`` GiB),
+        ``<uuid>/libvirt.xml`` and the domain; start it if ``power_on``.
+        Again on the same instance and flavor finishes what is missing;
+        a domain or disk of another size is ``InstanceExistsOnHost``."""
+        instance_uuid = _check_uuid(instance['uuid'])
+        self._ensure_instances_path()
+        want_size = int(flavor['root_gb']) * disk.GiB
+        dom = self._find(instance_uuid)
+        if dom is not None:
+            with self._translate(instance_uuid):
+                _uuid, vcpus, memory_mb, _path = self._summary(
+                    dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            if (vcpus, memory_mb) != (flavor['vcpus'], flavor['memory_mb']):
+                raise exception.InstanceExistsOnHost(
+                    instance_uuid=instance_uuid, host=self.host)
+        disk.makedir(self.instance_dir(instance_uuid), self._owner())
+        path = self._disk_path(instance_uuid)
+        info = disk.info(path, self.host)
+        if info is None:
+            disk.create(path, want_size, self.host, self._owner())
+        elif info['virtual-size'] != want_size:
+            raise exception.InstanceExistsOnHost(
+                instance_uuid=instance_uuid, host=self.host)
+        self._define(instance_uuid, self._write_xml(instance, flavor))
+        if power_on:
+            self.power_on(instance_uuid)
+
+    def destroy(self, instance_uuid, destroy_disks=True):
+        """Power off hard and undefine the domain; with ``destroy_disks``
+        remove ``<uuid>/`` too (never ``<uuid>_resize``)."""
+        dom = self._find(instance_uuid)
+        if dom is not None:
+            self._hard_stop(instance_uuid, dom)
+            with self._translate():
+                self._undefine(dom)
+        if destroy_disks:
+            self.remove_instance_dir(instance_uuid)
+
+    def power_off(self, instance_uuid, timeout=0):
+        """ACPI shutdown for up to ``timeout`` seconds, then destroy.
+        Returns True if the guest was running (or paused)."""
+        dom = self._lookup(instance_uuid)
+        with self._translate(instance_uuid):
+            if not dom.isActive():
+                return False
+        if timeout and timeout > 0:
+            deadline = time.monotonic() + timeout
+            with self._translate(instance_uuid):
+                try:
+                    dom.shutdown()
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                        raise
+                    deadline = 0       # ACPI refused: go hard at once
+                while dom.isActive() and time.monotonic() < deadline:
+                    time.sleep(CONF.compute.power_poll_interval)
+        self._hard_stop(instance_uuid, dom)
+        return True
+
+    def power_on(self, instance_uuid):
+        """Start (or resume) the guest and wait for RUNNING, at most
+        ``[compute]/running_wait_timeout`` seconds."""
+        dom = self._lookup(instance_uuid)
+
+        def failed(reason):
+            return exception.InstancePowerOnFailure(
+                instance_uuid=instance_uuid, reason=reason)
+
+        with self._translate(instance_uuid, error=failed):
+            state = dom.state()[0]
+            if state == libvirt.VIR_DOMAIN_RUNNING:
+                return
+            if state == libvirt.VIR_DOMAIN_PAUSED:
+                dom.resume()
+            elif state == libvirt.VIR_DOMAIN_PMSUSPENDED:
+                dom.pMWakeup()
+            else:
+                if dom.isActive():     # shutting down or crashed
+                    self._hard_stop(instance_uuid, dom)
+                dom.create()
+            deadline = time.monotonic() + CONF.compute.running_wait_timeout
+            while dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+                if time.monotonic() > deadline:
+                    raise failed('not running after %ss (state %s)' % (
+                        CONF.compute.running_wait_timeout, dom.state()[0]))
+                time.sleep(CONF.compute.power_poll_interval)
+
+    def get_info(self, instance_uuid):
+        dom = self._lookup(instance_uuid)
+        with self._translate(instance_uuid):
+            state, max_mem_kib, _mem, vcpus, _cpu_time = dom.info()
+        return driver.InstanceInfo(
+            power_state=LIBVIRT_POWER_STATE.get(state, states.NOSTATE),
+            vcpus=vcpus, memory_mb=max_mem_kib // 1024)
+
+    def instance_exists(self, instance_uuid):
+        return self._find(instance_uuid) is not None
+
+    def list_instance_uuids(self):
+        with self._translate():
+            return sorted(dom.UUIDString()
+                          for dom in self._conn.listAllDomains(0))
+
+    def ensure_defined(self, instance_uuid, dirname=None):
+        """Define the domain from ``<dirname or uuid>/libvirt.xml`` unless
+        it is defined with the same uuid, vcpus, memory and disk already.
+        Returns True if it (re)defined it."""
+        xml_path = self._xml_path(dirname or instance_uuid)
+        xml = self._read_xml(xml_path)
+        wanted = self._summary(xml)
+        if wanted[0] != instance_uuid:
+            raise exception.InvalidInput(
+                reason='%s is the domain of %s, not %s'
+                       % (xml_path, wanted[0], instance_uuid))
+        dom = self._find(instance_uuid)
+        if dom is not None:
+            with self._translate(instance_uuid):
+                current = self._summary(
+                    dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            if current == wanted:
+                return False
+        self._define(instance_uuid, xml)
+        return True
+
+    # -- directories and disks -----------------------------------------
+    def instance_dir(self, instance_uuid, suffix=''):
+        return os.path.join(self.instances_path,
+                            _check_uuid(instance_uuid) + suffix)
+
+    def disk_info(self, instance_uuid, suffix=''):
+        path = self._disk_path(instance_uuid, suffix)
+        data = disk.info(path, self.host)
+        if data is None:
+            return None
+        return driver.DiskInfo(
+            path=path, virtual_size=data['virtual-size'],
+            actual_size=data.get('actual-size', 0),
+            snapshots=tuple(s['name'] for s in data.get('snapshots', ())))
+
+    def list_instance_dirs(self):
+        try:
+            return sorted(os.listdir(self.instances_path))
+        except FileNotFoundError:
+            return []
+
+    # -- resize / cold migrate -----------------------------------------
+    def stash_for_resize(self, instance_uuid, snapshot_name):
+        """Snapshot ``<uuid>/disk`` as ``snapshot_name``, then rename
+        ``<uuid>`` to ``<uuid>_resize``. The guest must be off. Done
+        already (``<uuid>_resize`` holds the snapshot) returns at once,
+        even when ``<uuid>`` exists again (a same-host copy)."""
+        stashed = self.instance_dir(instance_uuid, driver.RESIZE_SUFFIX)
+        if os.path.isdir(stashed):
+            path = os.path.join(stashed, DISK_NAME)
+            if snapshot_name not in self._snapshots(path):
+                self._check_off(instance_uuid)
+                disk.snapshot_create(path, snapshot_name, self.host)
+            return
+        path = self._disk_path(instance_uuid)
+        if not os.path.exists(path):
+            raise exception.InstanceDirectoryConflict(
+                path=self.instance_dir(instance_uuid), host=self.host,
+                reason='no disk to stash for a resize')
+        self._check_off(instance_uuid)
+        if snapshot_name not in self._snapshots(path):
+            disk.snapshot_create(path, snapshot_name, self.host)
+        self.rename_instance_dir(instance_uuid, '', driver.RESIZE_SUFFIX)
+
+    def _check_off(self, instance_uuid):
+        dom = self._find(instance_uuid)
+        if dom is None:
+            return
+        with self._translate(instance_uuid):
+            active = dom.isActive()
+        if active:
+            raise exception.HypervisorError(
+                host=self.host, reason='instance %s is running: power it '
+                'off before its disk is stashed' % instance_uuid)
+
+    def unstash_after_failed_resize(self, instance_uuid, snapshot_name):
+        """Rename ``<uuid>_resize`` back to ``<uuid>`` (a copy left in
+        ``<uuid>`` on the same host must be removed first: both existing
+        is ``InstanceDirectoryConflict``), delete the snapshot and define
+        the domain from its ``libvirt.xml``. Does not power on."""
+        self.rename_instance_dir(instance_uuid, driver.RESIZE_SUFFIX, '')
+        path = self._disk_path(instance_uuid)
+        if snapshot_name in self._snapshots(path):
+            disk.snapshot_delete(path, snapshot_name, self.host)
+        self.ensure_defined(instance_uuid)
+
+    def copy_disk_to(self, instance_uuid, dest):
+        """Sparse copy of ``<uuid>_resize/disk`` to ``<uuid>/disk`` of
+        ``dest`` through ``disk.part``. A destination ``disk`` of the same
+        size as the source counts as the finished copy."""
+        src = self._disk_path(instance_uuid, driver.RESIZE_SUFFIX)
+        if not os.path.exists(src):
+            raise exception.DiskError(
+                host=self.host, reason='no stashed disk %s to copy' % src)
+        dest_dir = dest.instance_dir(instance_uuid)
+        dst = os.path.join(dest_dir, DISK_NAME)
+        if not os.path.isdir(dest.instances_path):
+            raise exception.HypervisorUnavailable(
+                host=dest.host, reason='instances path %s does not exist'
+                % dest.instances_path)
+        owner = disk.owner_of(dest.instances_path)
+        try:
+            disk.makedir(dest_dir, owner)
+        except OSError as exc:
+            raise exception.DiskError(host=dest.host, reason=str(exc))
+        if not (os.path.exists(dst)
+                and os.path.getsize(dst) == os.path.getsize(src)):
+            disk.sparse_copy(src, dst, dest.host, owner)
+        return dest.disk_info(instance_uuid)
+
+    def rename_instance_dir(self, instance_uuid, old_suffix, new_suffix):
+        old = self.instance_dir(instance_uuid, old_suffix)
+        new = self.instance_dir(instance_uuid, new_suffix)
+        has_old, has_new = os.path.lexists(old), os.path.lexists(new)
+        if has_old and not has_new:
+            os.rename(old, new)
+            disk.fsync_dir(self.instances_path)
+        elif has_new and not has_old:
+            return
+        else:
+            raise exception.InstanceDirectoryConflict(
+                path=old, host=self.host,
+                reason=('cannot rename it to %s: both exist' % new)
+                if has_old else ('neither it nor %s exists' % new))
+
+    def remove_instance_dir(self, instance_uuid, suffix=''):
+        path = self.instance_dir(instance_uuid, suffix)
+        try:
+            shutil.rmtree(path)
+        except FileNotFoundError:
+            return
+        disk.fsync_dir(self.instances_path)
+
+    def finish_migration(self, instance, flavor, snapshot_name, power_on):
+        """On the destination, with ``<uuid>/disk`` copied: delete
+        ``snapshot_name`` from it, grow it to ``root_gb`` (never shrink),
+        write ``libvirt.xml``, define, start if ``power_on``."""
+        instance_uuid = _check_uuid(instance['uuid'])
+        path = self._disk_path(instance_uuid)
+        info = disk.info(path, self.host)
+        if info is None:
+            raise exception.DiskError(
+                host=self.host, reason='no disk at %s to finish the '
+                'migration with' % path)
+        names = tuple(s['name'] for s in info.get('snapshots', ()))
+        if snapshot_name in names:
+            disk.snapshot_delete(path, snapshot_name, self.host)
+        want_size = int(flavor['root_gb']) * disk.GiB
+        if info['virtual-size'] < want_size:
+            disk.resize(path, want_size, self.host)
+        self._define(instance_uuid, self._write_xml(instance, flavor))
+        if power_on:
+            self.power_on(instance_uuid)
+
+    def confirm_migration(self, instance_uuid, snapshot_name, host_changed):
+        """Undefine the source domain if the host changed, then delete
+        ``<uuid>_resize`` (the snapshot lives in its disk and goes with
+        it)."""
+        if host_changed:
+            dom = self._find(instance_uuid)
+            if dom is not None:
+                self._hard_stop(instance_uuid, dom)
+                with self._translate():
+                    self._undefine(dom)
+        self.remove_instance_dir(instance_uuid, driver.RESIZE_SUFFIX)
+
+    def finish_revert_migration(self, instance, snapshot_name, power_on):
+        """Rename ``<uuid>_resize`` back, roll the disk back to
+        ``snapshot_name`` and delete it, define the domain from the old
+        ``libvirt.xml``, start it if ``power_on``. On the same host the
+        destination's ``<uuid>`` must have been set aside first
+        (``<uuid>_revert``). A running domain that is not the one of
+        ``libvirt.xml`` (the destination's, on the same host) is powered
+        off hard."""
+        instance_uuid = _check_uuid(instance['uuid'])
+        self.rename_instance_dir(instance_uuid, driver.RESIZE_SUFFIX, '')
+        wanted = self._summary(
+            self._read_xml(self._xml_path(instance_uuid)))
+        dom = self._find(instance_uuid)
+        if dom is not None:
+            with self._translate(instance_uuid):
+                live = dom.isActive() and self._summary(dom.XMLDesc(0))
+            if live and live != wanted:
+                self._hard_stop(instance_uuid, dom)
+        path = self._disk_path(instance_uuid)
+        if snapshot_name in self._snapshots(path):
+            self._check_off(instance_uuid)
+            disk.snapshot_apply(path, snapshot_name, self.host)
+            disk.snapshot_delete(path, snapshot_name, self.host)
+        self.ensure_defined(instance_uuid)
+        if power_on:
+            self.power_on(instance_uuid)
+
+
+def _check_uuid(value):
+    """``value`` if it is a uuid string (it becomes a path and a name)."""
+    try:
+        if str(uuid_lib.UUID(value)) == value.lower():
+            return value
+    except (TypeError, ValueError, AttributeError):
+        pass
+    raise exception.InvalidInput(reason='%r is not an instance uuid'
+                                 % (value,))
