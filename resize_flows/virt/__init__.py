@@ -29,7 +29,8 @@ def get_driver(host):
     instances_path = _field(host, 'instances_path')
     with _lock:
         drv = _drivers.get((name, uri))
-        if drv is None or drv.instances_path != os.path.abspath(instances_path):
+        path = os.path.abspath(instances_path)
+        if drv is None or drv.instances_path != path:
             drv = libvirt_driver.LibvirtDriver(name, uri, instances_path)
             _drivers[(name, uri)] = drv
         return drv

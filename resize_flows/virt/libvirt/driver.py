@@ -1,4 +1,4 @@
-"""The libvirt implementation of :class:`resize_flows.virt.driver.ComputeDriver`.
+"""The libvirt implementation of the :class:`ComputeDriver` interface.
 
 One :class:`LibvirtDriver` acts on one host: a libvirt URI (a local session
 daemon ``qemu+unix:///session?socket=...``, libvirt's test driver

@@ -285,15 +285,15 @@ def _destroy_all_guests(name, uri):
         conn = libvirt.open(uri)
     except libvirt.libvirtError as exc:
         raise exception.HypervisorUnavailable(host=name, reason=str(exc))
+    gone = (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID)
     try:
-        for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        for dom in conn.listAllDomains(
+                libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
             try:
                 dom.destroy()
             except libvirt.libvirtError as exc:
-                if exc.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN,
-                                                libvirt.VIR_ERR_OPERATION_INVALID):
-                    raise exception.HypervisorError(host=name,
-                                                    reason=str(exc))
+                if exc.get_error_code() not in gone:
+                    raise
     except libvirt.libvirtError as exc:
         raise exception.HypervisorError(host=name, reason=str(exc))
     finally:
