@@ -117,6 +117,8 @@ def create_local_host(name, kind=None):
         raise exception.InvalidInput(
             reason='host %s exists as a %s host, not %s'
                    % (name, existing['kind'], kind))
+    if kind == KIND_QEMU:
+        _check_socket_path(hdir)
     os.makedirs(hosts_dir(), exist_ok=True)
     if kind == KIND_TEST:
         result = _create_test_host(hdir)
@@ -137,13 +139,16 @@ def _create_test_host(hdir):
     return {'uri': 'test://' + node, 'instances_path': instances}
 
 
-def _create_qemu_host(name, hdir):
+def _check_socket_path(hdir):
     sock = os.path.join(hdir, SOCKET_RELPATH)
     if len(os.fsencode(sock)) > _MAX_SOCKET_PATH:
         raise exception.InvalidInput(
             reason='the socket path %s is longer than a Unix socket path '
                    'may be (%d bytes): use a shorter state_dir or host name'
                    % (sock, _MAX_SOCKET_PATH))
+
+
+def _create_qemu_host(name, hdir):
     owner = _session_owner()
     _check_reachable(name, os.path.dirname(hdir), owner)
     for sub in ('', 'config', os.path.join('config', 'libvirt'), 'cache',

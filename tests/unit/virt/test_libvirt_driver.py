@@ -402,3 +402,17 @@ def test_qemu_img_failure_is_a_disk_error(conf, tmp_path):
     bogus.write_bytes(b'not a qcow2 image')
     with pytest.raises(exception.DiskError):
         disk.snapshot_create(str(bogus), SNAP, 'here')
+
+
+def test_qemu_host_with_too_long_a_socket_path(conf, tmp_path):
+    state_dir = tmp_path / ('x' * 100)
+    conf.set_override('state_dir', str(state_dir))
+    with pytest.raises(exception.InvalidInput) as err:
+        local.create_local_host('q', 'qemu')
+    assert 'socket' in str(err.value)
+    assert not state_dir.exists()
+
+
+def test_ensure_daemon_of_a_directory_that_is_no_host(conf, tmp_path):
+    with pytest.raises(exception.HypervisorUnavailable):
+        local.ensure_daemon(str(tmp_path))
