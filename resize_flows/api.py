@@ -33,6 +33,12 @@ class RequestContext:
         return 'admin' in self.roles
 
 
+# Instance action names, as Nova records them.
+ACTIONS = {'resize': 'resize', 'migrate': 'migrate',
+           'confirm_resize': 'confirmResize',
+           'revert_resize': 'revertResize'}
+
+
 def get_admin_context():
     return RequestContext()
 
@@ -199,7 +205,7 @@ def _start_move(ctx, inst, operation, old, new, requested_host, listeners):
                 'old_vm_state': inst['vm_state'],
                 'status': states.MIGRATION_PRE_MIGRATING,
                 'flow_id': handle.flow_id},
-            action=operation, request_id=ctx.request_id,
+            action=ACTIONS[operation], request_id=ctx.request_id,
             user_id=ctx.user_id, project_id=ctx.project_id)
     except Exception:
         engine.discard(handle.flow_id)
@@ -268,7 +274,7 @@ def _resolve(ctx, server, method, task_state, status, operation,
     try:
         repository.start_resolution(
             inst['uuid'], task_state, mig['uuid'], status, handle.flow_id,
-            action=operation, request_id=ctx.request_id,
+            action=ACTIONS[operation], request_id=ctx.request_id,
             user_id=ctx.user_id, project_id=ctx.project_id)
     except Exception:
         engine.discard(handle.flow_id)

@@ -71,6 +71,14 @@ def host_get(name):
         return _dict(host)
 
 
+def host_set_enabled(name, enabled):
+    with db.session_scope() as s:
+        host = s.scalars(sa.select(models.Host).filter_by(name=name)).first()
+        if host is None:
+            raise exception.HostNotFound(host=name)
+        host.enabled = enabled
+
+
 def host_list():
     with db.session_scope() as s:
         return [_dict(h) for h in
@@ -490,10 +498,17 @@ def unclaim_for_move(instance_uuid, migration_uuid, source_host, dest_host):
 
 # -- instance actions and events ---------------------------------------------
 
+def _action(session, instance_uuid, request_id):
+    """The newest action of this request on this instance."""
+    return session.scalars(
+        sa.select(models.InstanceAction)
+        .filter_by(instance_uuid=instance_uuid, request_id=request_id)
+        .order_by(models.InstanceAction.id.desc())).first()
+
+
 def action_get(instance_uuid, request_id):
     with db.session_scope() as s:
-        act = s.scalars(sa.select(models.InstanceAction).filter_by(
-            instance_uuid=instance_uuid, request_id=request_id)).first()
+        act = _action(s, instance_uuid, request_id)
         return _dict(act)
 
 
@@ -512,8 +527,7 @@ def action_list(instance_uuid):
 
 def action_finish(instance_uuid, request_id, message=None):
     with db.session_scope() as s:
-        act = s.scalars(sa.select(models.InstanceAction).filter_by(
-            instance_uuid=instance_uuid, request_id=request_id)).first()
+        act = _action(s, instance_uuid, request_id)
         if act is not None:
             act.finish_time = models.utcnow()
             act.message = message
@@ -521,8 +535,7 @@ def action_finish(instance_uuid, request_id, message=None):
 
 def event_start(instance_uuid, request_id, event, host=None):
     with db.session_scope() as s:
-        act = s.scalars(sa.select(models.InstanceAction).filter_by(
-            instance_uuid=instance_uuid, request_id=request_id)).first()
+        act = _action(s, instance_uuid, request_id)
         if act is None:
             return
         s.add(models.InstanceActionEvent(action_id=act.id, event=event,
@@ -531,11 +544,12 @@ def event_start(instance_uuid, request_id, event, host=None):
 
 def event_finish(instance_uuid, request_id, event, result, traceback=None):
     with db.session_scope() as s:
+        act = _action(s, instance_uuid, request_id)
+        if act is None:
+            return
         ev = s.scalars(
             sa.select(models.InstanceActionEvent)
-            .join(models.InstanceAction)
-            .where(models.InstanceAction.instance_uuid == instance_uuid,
-                   models.InstanceAction.request_id == request_id,
+            .where(models.InstanceActionEvent.action_id == act.id,
                    models.InstanceActionEvent.event == event,
                    models.InstanceActionEvent.finish_time.is_(None))
             .order_by(models.InstanceActionEvent.id.desc())).first()

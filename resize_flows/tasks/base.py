@@ -26,7 +26,15 @@ def _with_points(method, before, after):
 
 
 class ResizeFlowsTask(task.Task):
-    """A revertible step whose arguments and results are plain JSON."""
+    """A revertible step whose arguments and results are plain JSON.
+
+    Its atom name is its class name: that name is the key of its record in
+    the flow log, so renaming a task class breaks the resume of flows
+    stored before the rename.
+    """
+
+    def __init__(self, name=None, **kwargs):
+        super().__init__(name=name or type(self).__name__, **kwargs)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

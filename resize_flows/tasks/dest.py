@@ -66,24 +66,23 @@ class FinishMigration(base.ResizeFlowsTask):
 class DestroyDestination(base.ResizeFlowsTask):
     """Revert, on the destination: power off and undefine the guest, and set
     its directory aside as ``<uuid>_revert`` until the revert is final.
-    Provides whether the guest was running.
 
     Reversion strategy: rename the directory back, define the domain from
-    it, and power it on if it was running.
+    it, and power it on if the records say it was running (they are not
+    changed before MarkReverted, and a half-done execute leaves no result
+    to ask).
     """
 
     def execute(self, migration_uuid):
         mig = repository.migration_get(migration_uuid)
         drv = self.driver(mig['dest_compute'])
         uuid = mig['instance_uuid']
-        was_running = False
         if drv.instance_exists(uuid):
-            was_running = drv.power_off(uuid, 0)
+            drv.power_off(uuid, 0)
             drv.destroy(uuid, destroy_disks=False)
         drv.rename_instance_dir(uuid, '', virt_driver.REVERT_SUFFIX)
-        return was_running
 
-    def revert(self, migration_uuid, result, **kwargs):
+    def revert(self, migration_uuid, **kwargs):
         mig = repository.migration_get(migration_uuid)
         drv = self.driver(mig['dest_compute'])
         uuid = mig['instance_uuid']
@@ -92,7 +91,8 @@ class DestroyDestination(base.ResizeFlowsTask):
         if drv.disk_info(uuid) is None:
             return      # failed before anything was set aside
         drv.ensure_defined(uuid)
-        if result is True:
+        inst = repository.instance_get(uuid)
+        if inst['power_state'] == states.RUNNING:
             drv.power_on(uuid)
 
 

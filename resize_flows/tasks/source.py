@@ -99,9 +99,10 @@ class RestoreSource(base.ResizeFlowsTask):
     power on): rename ``<uuid>_resize`` back, roll the disk back to the
     resize snapshot and delete it, define the domain with the old flavor.
 
-    Reversion strategy: take the snapshot again and rename the directory
-    back to ``<uuid>_resize`` (the guest is off: PowerOnSource's revert
-    has run); undefine the source domain when the host changed.
+    Reversion strategy: take the snapshot again (the disk has not run since
+    it was rolled back, so the content is the same) and rename the
+    directory back to ``<uuid>_resize``, the guest off. The source domain
+    stays defined, as it is while a move awaits confirm.
     """
 
     def execute(self, migration_uuid):
@@ -118,8 +119,6 @@ class RestoreSource(base.ResizeFlowsTask):
         if drv.disk_info(uuid) is None:
             return      # never renamed back: nothing to undo
         drv.power_off(uuid, 0)
-        if mig['source_compute'] != mig['dest_compute']:
-            drv.destroy(uuid, destroy_disks=False)
         drv.stash_for_resize(uuid, snapshot_name(migration_uuid))
 
 

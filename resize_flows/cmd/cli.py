@@ -1,0 +1,442 @@
+"""The ``resize-flows`` command: python-openstackclient's shape, thin.
+
+Built on cliff, as openstackclient is: multi-word commands, ``-f json|table
+|value|yaml|csv`` and ``-c COLUMN`` on every list and show, ``--debug`` for
+tracebacks. Each command parses, calls :mod:`resize_flows.api` (or the
+persistence layer for ``db``), and formats; errors print as one line and
+exit non-zero.
+"""
+import sys
+import time
+
+from cliff import app
+from cliff import commandmanager
+from cliff import lister
+from cliff import show
+from taskflow.listeners import base as listener_base
+from taskflow import states as tf_states
+
+from resize_flows import api
+from resize_flows import conf as rf_conf
+from resize_flows.conf import CONF
+from resize_flows import exception
+from resize_flows.persistence import migration as db_migration
+from resize_flows.persistence import repository
+from resize_flows import states
+from resize_flows import virt
+
+COMMANDS = {}
+
+
+def command(name):
+    def register(cls):
+        COMMANDS[name] = cls
+        return cls
+    return register
+
+
+def _ctx():
+    return api.get_admin_context()
+
+
+def _show(record, columns=None):
+    columns = columns or sorted(record)
+    return columns, [record[c] for c in columns]
+
+
+def _power_name(value):
+    return states.POWER_STATE_NAMES.get(value, str(value))
+
+
+class ProgressListener(listener_base.Listener):
+    """Prints each task's transitions to stderr while a flow runs."""
+
+    def __init__(self, engine, stream):
+        super().__init__(engine, task_listen_for=(
+            tf_states.RUNNING, tf_states.SUCCESS, tf_states.FAILURE,
+            tf_states.REVERTING, tf_states.REVERTED,
+            tf_states.REVERT_FAILURE))
+        self._stream = stream
+        self._started = {}
+
+    def _task_receiver(self, state, details):
+        name = details['task_name']
+        now = time.monotonic()
+        if state in (tf_states.RUNNING, tf_states.REVERTING):
+            self._started[name] = now
+            return
+        took = now - self._started.pop(name, now)
+        self._stream.write('  %-24s %-15s %6.2fs\n' % (name, state, took))
+        self._stream.flush()
+
+
+def _with_progress(parsed):
+    if getattr(parsed, 'quiet', False):
+        return ()
+    return (lambda engine: ProgressListener(engine, sys.stderr),)
+
+
+def _move_result(result):
+    mig = result['migration']
+    record = {
+        'migration': mig['uuid'], 'type': mig['migration_type'],
+        'status': mig['status'], 'source': mig['source_compute'],
+        'dest': mig['dest_compute'], 'flow': result['flow_id'],
+        'flow_state': result['flow_state'],
+    }
+    return _show(record, ['migration', 'type', 'status', 'source', 'dest',
+                          'flow', 'flow_state'])
+
+
+class _MoveCommand(show.ShowOne):
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('--quiet', '-q', action='store_true',
+                            help='Do not print the tasks as they run.')
+        return parser
+
+
+# -- db ----------------------------------------------------------------------
+
+@command('db sync')
+class DbSync(show.ShowOne):
+    """Create or upgrade the database schema (ours and the flow log's)."""
+
+    def take_action(self, parsed):
+        db_migration.db_sync()
+        return _show(db_migration.db_version(),
+                     ['resize_flows', 'head', 'taskflow'])
+
+
+@command('db version')
+class DbVersion(show.ShowOne):
+    """Show the schema revision of the database and of this code."""
+
+    def take_action(self, parsed):
+        return _show(db_migration.db_version(),
+                     ['resize_flows', 'head', 'taskflow'])
+
+
+# -- hosts -------------------------------------------------------------------
+
+@command('host create')
+class HostCreate(show.ShowOne):
+    """Register a compute host (by default a local simulated one)."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('name', metavar='<name>')
+        parser.add_argument('--vcpus', type=int, required=True)
+        parser.add_argument('--memory-mb', type=int, required=True)
+        parser.add_argument('--disk-gb', type=int, required=True)
+        parser.add_argument(
+            '--uri', help='libvirt URI of an existing hypervisor. Without '
+            'it, a local host is set up under $state_dir/hosts/<name> '
+            '([libvirt]/local_hypervisor says which kind).')
+        parser.add_argument('--instances-path',
+                            help='Instances directory (with --uri).')
+        return parser
+
+    def take_action(self, parsed):
+        host = api.create_host(_ctx(), parsed.name, parsed.vcpus,
+                               parsed.memory_mb, parsed.disk_gb,
+                               uri=parsed.uri,
+                               instances_path=parsed.instances_path)
+        return _show(host, ['name', 'uri', 'instances_path', 'vcpus',
+                            'memory_mb', 'disk_gb', 'enabled'])
+
+
+@command('host list')
+class HostList(lister.Lister):
+    """List compute hosts with their used and total capacity."""
+
+    def take_action(self, parsed):
+        cols = ('Name', 'Enabled', 'vCPUs used/total', 'RAM MB used/total',
+                'Disk GB used/total', 'URI')
+        rows = [(h['name'], h['enabled'],
+                 '%d/%d' % (h['used']['vcpus'], h['vcpus']),
+                 '%d/%d' % (h['used']['memory_mb'], h['memory_mb']),
+                 '%d/%d' % (h['used']['disk_gb'], h['disk_gb']), h['uri'])
+                for h in api.list_hosts(_ctx())]
+        return cols, rows
+
+
+# -- flavors -----------------------------------------------------------------
+
+@command('flavor create')
+class FlavorCreate(show.ShowOne):
+    """Create a flavor."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('name', metavar='<name>')
+        parser.add_argument('--vcpus', type=int, required=True)
+        parser.add_argument('--ram', type=int, required=True,
+                            help='Memory in MB.')
+        parser.add_argument('--disk', type=int, required=True,
+                            help='Root disk in GB.')
+        parser.add_argument('--private', action='store_true',
+                            help='Only the projects given may use it.')
+        parser.add_argument('--project', action='append', default=[],
+                            help='A project allowed to use a private '
+                                 'flavor (repeatable).')
+        return parser
+
+    def take_action(self, parsed):
+        flavor = api.create_flavor(
+            _ctx(), parsed.name, parsed.vcpus, parsed.ram, parsed.disk,
+            is_public=not parsed.private, projects=parsed.project)
+        flavor['projects'] = ','.join(flavor['projects'])
+        return _show(flavor, ['id', 'name', 'vcpus', 'memory_mb', 'root_gb',
+                              'is_public', 'projects'])
+
+
+@command('flavor list')
+class FlavorList(lister.Lister):
+    """List flavors."""
+
+    def take_action(self, parsed):
+        cols = ('ID', 'Name', 'vCPUs', 'RAM', 'Disk', 'Is Public')
+        return cols, [(f['id'], f['name'], f['vcpus'], f['memory_mb'],
+                       f['root_gb'], f['is_public'])
+                      for f in api.list_flavors(_ctx())]
+
+
+# -- servers -----------------------------------------------------------------
+
+SERVER_COLUMNS = ['uuid', 'name', 'host', 'flavor', 'vm_state', 'task_state',
+                  'power_state', 'old_flavor', 'new_flavor', 'locked',
+                  'project_id']
+
+
+def _server_record(inst):
+    names = {}
+
+    def flavor_name(flavor_id):
+        if flavor_id is None:
+            return None
+        if flavor_id not in names:
+            names[flavor_id] = repository.flavor_get(flavor_id)['name']
+        return names[flavor_id]
+
+    out = dict(inst)
+    out['flavor'] = flavor_name(inst['flavor_id'])
+    out['old_flavor'] = flavor_name(inst['old_flavor_id'])
+    out['new_flavor'] = flavor_name(inst['new_flavor_id'])
+    out['power_state'] = _power_name(inst['power_state'])
+    return out
+
+
+@command('server create')
+class ServerCreate(show.ShowOne):
+    """Boot a server on a host: a blank qcow2 disk and a running guest."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('name', metavar='<name>')
+        parser.add_argument('--flavor', required=True)
+        parser.add_argument('--host', required=True)
+        parser.add_argument('--stopped', action='store_true',
+                            help='Define the guest but leave it off.')
+        return parser
+
+    def take_action(self, parsed):
+        inst = api.create_server(_ctx(), parsed.name, parsed.flavor,
+                                 parsed.host, power_on=not parsed.stopped)
+        return _show(_server_record(inst), SERVER_COLUMNS)
+
+
+@command('server list')
+class ServerList(lister.Lister):
+    """List servers."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('--host', help='Only servers on this host.')
+        return parser
+
+    def take_action(self, parsed):
+        cols = ('ID', 'Name', 'Host', 'Flavor', 'Status', 'Task State',
+                'Power State')
+        rows = []
+        for inst in api.list_servers(_ctx(), host=parsed.host):
+            rec = _server_record(inst)
+            rows.append((rec['uuid'], rec['name'], rec['host'],
+                         rec['flavor'], rec['vm_state'], rec['task_state'],
+                         rec['power_state']))
+        return cols, rows
+
+
+@command('server show')
+class ServerShow(show.ShowOne):
+    """Show a server, and what its host's hypervisor says of it."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('server', metavar='<server>',
+                            help='Name or uuid.')
+        return parser
+
+    def take_action(self, parsed):
+        rec = _server_record(api.get_server(_ctx(), parsed.server))
+        try:
+            info = virt.get_driver(repository.host_get(rec['host'])) \
+                .get_info(rec['uuid'])
+            rec['hypervisor'] = '%s, %d vCPU, %d MB' % (
+                _power_name(info.power_state), info.vcpus, info.memory_mb)
+        except exception.ResizeFlowsException as e:
+            rec['hypervisor'] = 'unknown: %s' % e
+        return _show(rec, SERVER_COLUMNS + ['hypervisor'])
+
+
+@command('server resize')
+class ServerResize(_MoveCommand):
+    """Resize a server to another flavor; it waits, RESIZED, for confirm or
+    revert."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('server', metavar='<server>')
+        parser.add_argument('--flavor', required=True)
+        return parser
+
+    def take_action(self, parsed):
+        return _move_result(api.resize(_ctx(), parsed.server, parsed.flavor,
+                                       listeners=_with_progress(parsed)))
+
+
+@command('server resize confirm')
+class ServerResizeConfirm(_MoveCommand):
+    """Confirm a resize or migration of a server."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('server', metavar='<server>')
+        return parser
+
+    def take_action(self, parsed):
+        return _move_result(api.confirm_resize(
+            _ctx(), parsed.server, listeners=_with_progress(parsed)))
+
+
+@command('server resize revert')
+class ServerResizeRevert(_MoveCommand):
+    """Revert a resize or migration of a server."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('server', metavar='<server>')
+        return parser
+
+    def take_action(self, parsed):
+        return _move_result(api.revert_resize(
+            _ctx(), parsed.server, listeners=_with_progress(parsed)))
+
+
+@command('server migrate')
+class ServerMigrate(_MoveCommand):
+    """Cold-migrate a server to another host, keeping its flavor."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('server', metavar='<server>')
+        parser.add_argument('--host', help='Target host (default: the '
+                                           'scheduler chooses).')
+        return parser
+
+    def take_action(self, parsed):
+        return _move_result(api.migrate(_ctx(), parsed.server,
+                                        host=parsed.host,
+                                        listeners=_with_progress(parsed)))
+
+
+@command('server migration list')
+class ServerMigrationList(lister.Lister):
+    """List migrations, of one server or of all."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('--server', help='Only this server\'s.')
+        return parser
+
+    def take_action(self, parsed):
+        cols = ('UUID', 'Server', 'Type', 'Source', 'Dest', 'Status',
+                'Flow', 'Created At', 'Updated At')
+        rows = [(m['uuid'], m['instance_uuid'], m['migration_type'],
+                 m['source_compute'], m['dest_compute'], m['status'],
+                 m['flow_id'], m['created_at'], m['updated_at'])
+                for m in api.list_migrations(_ctx(), parsed.server)]
+        return cols, rows
+
+
+@command('server event list')
+class ServerEventList(lister.Lister):
+    """List a server's actions and their events (one row per step)."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('server', metavar='<server>')
+        return parser
+
+    def take_action(self, parsed):
+        cols = ('Request ID', 'Action', 'Event', 'Result', 'Start Time',
+                'Finish Time')
+        rows = []
+        for act in api.list_actions(_ctx(), parsed.server):
+            rows.append((act['request_id'], act['action'], '', act['message'],
+                         act['start_time'], act['finish_time']))
+            for ev in act['events']:
+                rows.append(('', '', ev['event'], ev['result'],
+                             ev['start_time'], ev['finish_time']))
+        return cols, rows
+
+
+# -- the application ---------------------------------------------------------
+
+class ResizeFlowsApp(app.App):
+
+    def __init__(self):
+        manager = commandmanager.CommandManager('resize_flows.cli')
+        for name, cls in COMMANDS.items():
+            manager.add_command(name, cls)
+        super().__init__(
+            description='Crash-safe resize, cold migrate, confirm and '
+                        'revert for libvirt hosts.',
+            version='0.1.0', command_manager=manager, deferred_help=True)
+
+    def build_option_parser(self, description, version, argparse_kwargs=None):
+        parser = super().build_option_parser(description, version,
+                                              argparse_kwargs)
+        parser.add_argument(
+            '--config-file', action='append', default=[],
+            metavar='PATH',
+            help='Configuration file (repeatable; later ones win). Default: '
+                 'the usual oslo.config places, e.g. '
+                 '/etc/resize-flows/resize-flows.conf.')
+        parser.add_argument(
+            '--config-dir', action='append', default=[], metavar='DIR',
+            help='Directory of *.conf files read after --config-file.')
+        return parser
+
+    def initialize_app(self, argv):
+        rf_conf.register_opts(CONF)
+        args = []
+        for path in self.options.config_file:
+            args += ['--config-file', path]
+        for path in self.options.config_dir:
+            args += ['--config-dir', path]
+        CONF(args, project='resize-flows')
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        argv = ['--help']
+    try:
+        return ResizeFlowsApp().run(argv)
+    finally:
+        virt.reset()
+
+
+if __name__ == '__main__':
+    sys.exit(main())

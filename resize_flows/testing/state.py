@@ -1,0 +1,122 @@
+"""What the cloud looks like, in one comparable value.
+
+:func:`capture` reads the records, every host's hypervisor and every
+host's instances directory into plain data, so a test can take it before an
+operation and compare it after (a failed operation must leave it equal),
+and :func:`leaks` lists what nothing refers to.
+"""
+from resize_flows.persistence import repository
+from resize_flows import states
+from resize_flows import virt
+
+# Fields that change without meaning anything for the state of the cloud.
+_VOLATILE = ('id', 'created_at', 'updated_at')
+
+
+def _strip(record):
+    return {k: v for k, v in record.items() if k not in _VOLATILE}
+
+
+def capture():
+    """{'instances', 'allocations', 'hosts'}: records, and per host its
+    domains (power state, vcpus, memory) and its instance directories
+    (files, disk virtual size, snapshots)."""
+    instances = {i['uuid']: _strip(i) for i in repository.instance_list()}
+    allocations = sorted(
+        (a['consumer_uuid'], a['consumer_type'], a['host'], a['vcpus'],
+         a['memory_mb'], a['disk_gb'])
+        for a in repository.allocation_list())
+    hosts = {}
+    for host in repository.host_list():
+        drv = virt.get_driver(host)
+        domains = {}
+        for uuid in sorted(drv.list_instance_uuids()):
+            info = drv.get_info(uuid)
+            domains[uuid] = (info.power_state, info.vcpus, info.memory_mb)
+        dirs = {}
+        for entry in sorted(drv.list_instance_dirs()):
+            uuid, _, suffix = entry.partition('_')
+            disk = drv.disk_info(uuid, '_' + suffix if suffix else '')
+            dirs[entry] = None if disk is None else {
+                'virtual_size': disk.virtual_size,
+                'snapshots': sorted(disk.snapshots)}
+        hosts[host['name']] = {'domains': domains, 'dirs': dirs}
+    return {'instances': instances, 'allocations': allocations,
+            'hosts': hosts}
+
+
+def leaks():
+    """Inconsistencies between records, hypervisors and disks, as sentences.
+
+    Empty when: every instance has exactly one domain, on the host its
+    record names, in the power state its record names; allocations are
+    exactly what instances and unfinished migrations imply; no directory,
+    domain or snapshot belongs to nothing.
+    """
+    problems = []
+    snap = capture()
+    migrations = {m['uuid']: m for m in repository.migration_list()}
+    open_moves = {m['instance_uuid']: m for m in migrations.values()
+                  if m['status'] not in states.MIGRATION_TERMINAL}
+    for uuid, inst in snap['instances'].items():
+        where = [h for h, s in snap['hosts'].items() if uuid in s['domains']]
+        move = open_moves.get(uuid)
+        allowed = {inst['host']}
+        if move is not None:
+            allowed |= {move['source_compute'], move['dest_compute']}
+        if inst['host'] not in where:
+            problems.append('instance %s has no domain on its host %s' % (
+                uuid, inst['host']))
+        if not set(where) <= allowed:
+            problems.append('instance %s has domains on %s' % (uuid, where))
+        if move is None and len(where) > 1:
+            problems.append('instance %s is on two hosts: %s' % (uuid, where))
+        dom = snap['hosts'][inst['host']]['domains'].get(uuid)
+        if dom is not None and move is None and dom[0] != inst['power_state']:
+            problems.append('instance %s: power state %s in the records, %s '
+                            'on the host' % (uuid, inst['power_state'],
+                                             dom[0]))
+    known = set(snap['instances'])
+    for host, hs in snap['hosts'].items():
+        for uuid in hs['domains']:
+            if uuid not in known:
+                problems.append('domain %s on %s belongs to no instance' % (
+                    uuid, host))
+        for entry, disk in hs['dirs'].items():
+            uuid = entry.split('_')[0]
+            if uuid not in known:
+                problems.append('directory %s on %s belongs to no '
+                                'instance' % (entry, host))
+                continue
+            if entry != uuid and uuid not in open_moves:
+                problems.append('directory %s on %s outlived its move' % (
+                    entry, host))
+            if disk and disk['snapshots'] and uuid not in open_moves:
+                problems.append('disk of %s on %s keeps snapshots %s' % (
+                    entry, host, disk['snapshots']))
+    held = {}
+    for consumer, ctype, host, vcpus, mem, disk in snap['allocations']:
+        held.setdefault(consumer, []).append((host, vcpus, mem, disk))
+    flavors = {f['id']: f for f in repository.flavor_list()}
+    for uuid, inst in snap['instances'].items():
+        f = flavors[inst['flavor_id']]
+        want = [(inst['host'], f['vcpus'], f['memory_mb'], f['root_gb'])]
+        if held.pop(uuid, []) != want:
+            problems.append('allocations of instance %s are not %s' % (
+                uuid, want))
+    for mig_uuid, mig in migrations.items():
+        got = held.pop(mig_uuid, [])
+        if mig['status'] in states.MIGRATION_TERMINAL:
+            want = []
+        else:
+            f = flavors[mig['old_flavor_id']]
+            want = [(mig['source_compute'], f['vcpus'], f['memory_mb'],
+                     f['root_gb'])]
+        if got != want:
+            problems.append('allocations of %s migration %s are %s, not '
+                            '%s' % (mig['status'], mig_uuid, got, want))
+    for consumer, got in held.items():
+        if consumer not in migrations:
+            problems.append('allocations of unknown consumer %s: %s' % (
+                consumer, got))
+    return problems
