@@ -7,6 +7,8 @@ transaction (which is what stops two operations on one instance), and runs
 the flow to its end. The CLI is a thin user of these functions.
 """
 import dataclasses
+import os
+import shutil
 import uuid as uuidlib
 
 from resize_flows.conf import CONF
@@ -86,6 +88,27 @@ def create_host(ctx, name, vcpus, memory_mb, disk_gb, uri=None,
     return host
 
 
+def delete_host(ctx, name):
+    """Remove a host that holds nothing. A local host's daemon is stopped
+    and its directory removed."""
+    host = repository.host_get(name)
+    if repository.instance_list(host=name) or \
+            repository.allocation_list(host=name) or \
+            repository.migration_list(host=name, open_only=True):
+        raise exception.Conflict(
+            reason='host %s still has servers, allocations or moves' % name)
+    drv = virt.get_driver(host)
+    if drv.list_instance_uuids():
+        raise exception.Conflict(
+            reason='host %s still has guests: %s' % (
+                name, ', '.join(drv.list_instance_uuids())))
+    hdir = local.host_dir(name)
+    if os.path.dirname(os.path.abspath(host['instances_path'])) == hdir:
+        local.stop_local_host(name)
+        shutil.rmtree(hdir, ignore_errors=True)
+    repository.host_destroy(name)
+
+
 def list_hosts(ctx):
     return repository.host_list_with_usage()
 
@@ -159,6 +182,23 @@ def create_server(ctx, name, flavor, host, power_on=True):
     return repository.instance_update(inst['uuid'], {
         'vm_state': states.vm_state_for_power(power), 'task_state': None,
         'power_state': power})
+
+
+def delete_server(ctx, server):
+    """Delete a server that no operation is acting on: its guest, disk,
+    allocations, finished migrations and actions. A RESIZED server must
+    be confirmed or reverted first."""
+    inst = get_server(ctx, server)
+    if inst['locked'] and not ctx.is_admin:
+        raise exception.InstanceIsLocked(instance_uuid=inst['uuid'])
+    if inst['task_state'] is not None or inst['vm_state'] == states.RESIZED:
+        raise exception.InstanceInvalidState(
+            method='delete', instance_uuid=inst['uuid'],
+            attr='task_state' if inst['task_state'] else 'vm_state',
+            state=inst['task_state'] or inst['vm_state'])
+    virt.get_driver(repository.host_get(inst['host'])).destroy(
+        inst['uuid'], destroy_disks=True)
+    repository.instance_destroy(inst['uuid'])
 
 
 # -- moves -------------------------------------------------------------------

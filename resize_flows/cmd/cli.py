@@ -6,10 +6,12 @@ tracebacks. Each command parses, calls :mod:`resize_flows.api` (or the
 persistence layer for ``db``), and formats; errors print as one line and
 exit non-zero.
 """
+import logging
 import sys
 import time
 
 from cliff import app
+from cliff import command as command_base
 from cliff import commandmanager
 from cliff import lister
 from cliff import show
@@ -146,6 +148,19 @@ class HostCreate(show.ShowOne):
                             'memory_mb', 'disk_gb', 'enabled'])
 
 
+@command('host delete')
+class HostDelete(command_base.Command):
+    """Remove a host that holds no server (a local one is stopped)."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('name', metavar='<name>')
+        return parser
+
+    def take_action(self, parsed):
+        api.delete_host(_ctx(), parsed.name)
+
+
 @command('host list')
 class HostList(lister.Lister):
     """List compute hosts with their used and total capacity."""
@@ -244,6 +259,19 @@ class ServerCreate(show.ShowOne):
         inst = api.create_server(_ctx(), parsed.name, parsed.flavor,
                                  parsed.host, power_on=not parsed.stopped)
         return _show(_server_record(inst), SERVER_COLUMNS)
+
+
+@command('server delete')
+class ServerDelete(command_base.Command):
+    """Delete a server: its guest, disk and records."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('server', metavar='<server>')
+        return parser
+
+    def take_action(self, parsed):
+        api.delete_server(_ctx(), parsed.server)
 
 
 @command('server list')
@@ -417,6 +445,12 @@ class ResizeFlowsApp(app.App):
             '--config-dir', action='append', default=[], metavar='DIR',
             help='Directory of *.conf files read after --config-file.')
         return parser
+
+    def configure_logging(self):
+        super().configure_logging()
+        if self.options.verbose_level < 2:
+            # alembic tells every step of a schema upgrade at INFO.
+            logging.getLogger('alembic').setLevel(logging.WARNING)
 
     def initialize_app(self, argv):
         rf_conf.register_opts(CONF)

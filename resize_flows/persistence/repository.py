@@ -79,6 +79,11 @@ def host_set_enabled(name, enabled):
         host.enabled = enabled
 
 
+def host_destroy(name):
+    with db.session_scope() as s:
+        s.execute(sa.delete(models.Host).where(models.Host.name == name))
+
+
 def host_list():
     with db.session_scope() as s:
         return [_dict(h) for h in
@@ -172,13 +177,16 @@ def instance_create(name, project_id, user_id, host, flavor, vm_state,
 
 
 def instance_destroy(instance_uuid):
-    """Delete an instance record with its allocations, actions, events."""
+    """Delete an instance record with its allocations, migrations,
+    actions and events."""
     with db.session_scope() as s:
         s.execute(sa.delete(models.Allocation).where(
             models.Allocation.consumer_uuid == instance_uuid))
         for act in s.scalars(sa.select(models.InstanceAction).filter_by(
                 instance_uuid=instance_uuid)):
             s.delete(act)
+        s.execute(sa.delete(models.Migration).where(
+            models.Migration.instance_uuid == instance_uuid))
         s.execute(sa.delete(models.Instance).where(
             models.Instance.uuid == instance_uuid))
 
@@ -289,13 +297,21 @@ def migration_get_by_instance_and_status(instance_uuid, status):
         return _dict(mig)
 
 
-def migration_list(instance_uuid=None, status=None):
+def migration_list(instance_uuid=None, status=None, host=None,
+                   open_only=False):
     with db.session_scope() as s:
         query = sa.select(models.Migration).order_by(models.Migration.id)
         if instance_uuid is not None:
             query = query.filter_by(instance_uuid=instance_uuid)
         if status is not None:
             query = query.filter_by(status=status)
+        if host is not None:
+            query = query.where(sa.or_(
+                models.Migration.source_compute == host,
+                models.Migration.dest_compute == host))
+        if open_only:
+            query = query.where(models.Migration.status.not_in(
+                states.MIGRATION_TERMINAL))
         return [_dict(m) for m in s.scalars(query)]
 
 

@@ -219,3 +219,20 @@ def test_actions_and_events_are_recorded(cloud):
     assert events[0] == 'BeginMigration'
     assert events[-1] == 'MarkMigrationFinished'
     assert all(e['result'] == 'Success' for e in actions[1]['events'])
+
+
+def test_delete_server_and_host(cloud):
+    vm = cloud.server()['uuid']
+    api.resize(cloud.ctx, vm, 'big')
+    with pytest.raises(exception.InstanceInvalidState):
+        api.delete_server(cloud.ctx, vm)
+    api.confirm_resize(cloud.ctx, vm)
+    with pytest.raises(exception.Conflict):
+        api.delete_host(cloud.ctx, 'host2')
+    api.delete_server(cloud.ctx, vm)
+    assert repository.instance_list() == []
+    assert repository.allocation_list() == []
+    assert _driver('host2').list_instance_dirs() == []
+    assert not _driver('host2').instance_exists(vm)
+    api.delete_host(cloud.ctx, 'host2')
+    assert [h['name'] for h in repository.host_list()] == ['host1']
