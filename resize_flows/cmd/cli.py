@@ -72,10 +72,10 @@ class ProgressListener(listener_base.Listener):
         self._stream.flush()
 
 
-def _with_progress(parsed):
+def _with_progress(cmd, parsed):
     if getattr(parsed, 'quiet', False):
         return ()
-    return (lambda engine: ProgressListener(engine, sys.stderr),)
+    return (lambda engine: ProgressListener(engine, cmd.app.stderr),)
 
 
 def _move_result(result):
@@ -330,7 +330,7 @@ class ServerResize(_MoveCommand):
 
     def take_action(self, parsed):
         return _move_result(api.resize(_ctx(), parsed.server, parsed.flavor,
-                                       listeners=_with_progress(parsed)))
+                                       listeners=_with_progress(self, parsed)))
 
 
 @command('server resize confirm')
@@ -344,7 +344,7 @@ class ServerResizeConfirm(_MoveCommand):
 
     def take_action(self, parsed):
         return _move_result(api.confirm_resize(
-            _ctx(), parsed.server, listeners=_with_progress(parsed)))
+            _ctx(), parsed.server, listeners=_with_progress(self, parsed)))
 
 
 @command('server resize revert')
@@ -358,7 +358,7 @@ class ServerResizeRevert(_MoveCommand):
 
     def take_action(self, parsed):
         return _move_result(api.revert_resize(
-            _ctx(), parsed.server, listeners=_with_progress(parsed)))
+            _ctx(), parsed.server, listeners=_with_progress(self, parsed)))
 
 
 @command('server migrate')
@@ -375,7 +375,7 @@ class ServerMigrate(_MoveCommand):
     def take_action(self, parsed):
         return _move_result(api.migrate(_ctx(), parsed.server,
                                         host=parsed.host,
-                                        listeners=_with_progress(parsed)))
+                                        listeners=_with_progress(self, parsed)))
 
 
 @command('server migration list')
@@ -423,14 +423,15 @@ class ServerEventList(lister.Lister):
 
 class ResizeFlowsApp(app.App):
 
-    def __init__(self):
+    def __init__(self, stdout=None, stderr=None):
         manager = commandmanager.CommandManager('resize_flows.cli')
         for name, cls in COMMANDS.items():
             manager.add_command(name, cls)
         super().__init__(
             description='Crash-safe resize, cold migrate, confirm and '
                         'revert for libvirt hosts.',
-            version='0.1.0', command_manager=manager, deferred_help=True)
+            version='0.1.0', command_manager=manager, deferred_help=True,
+            stdout=stdout, stderr=stderr)
 
     def build_option_parser(self, description, version, argparse_kwargs=None):
         parser = super().build_option_parser(description, version,

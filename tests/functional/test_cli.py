@@ -1,0 +1,138 @@
+"""The resize-flows command, run in this process on test-driver hosts."""
+import io
+import json
+
+import pytest
+
+from resize_flows.cmd import cli
+from resize_flows.persistence import repository
+from resize_flows.testing import state
+from resize_flows import virt
+
+
+@pytest.fixture
+def rf(conf, tmp_path):
+    """Run the CLI with a config file naming a fresh state dir; returns
+    (exit code, stdout, stderr)."""
+    state_dir = tmp_path / 'cli-state'
+    conf_file = tmp_path / 'rf.conf'
+    conf_file.write_text(
+        '[DEFAULT]\nstate_dir = %s\n[libvirt]\nlocal_hypervisor = test\n'
+        '[compute]\nshutdown_timeout = 0\n' % state_dir)
+    for name in ('state_dir',):
+        conf.clear_override(name)
+    conf.clear_override('local_hypervisor', group='libvirt')
+    virt.reset()
+
+    def run(*argv):
+        out, err = io.StringIO(), io.StringIO()
+        code = cli.ResizeFlowsApp(stdout=out, stderr=err).run(
+            ['--config-file', str(conf_file)] + list(argv))
+        return code, out.getvalue(), err.getvalue()
+
+    code, _, err = run('db', 'sync')
+    assert code == 0, err
+    for host in ('host1', 'host2'):
+        assert run('host', 'create', host, '--vcpus', '4', '--memory-mb',
+                   '1024', '--disk-gb', '10')[0] == 0
+    assert run('flavor', 'create', 'tiny', '--vcpus', '1', '--ram', '64',
+               '--disk', '1')[0] == 0
+    assert run('flavor', 'create', 'small', '--vcpus', '2', '--ram', '96',
+               '--disk', '2')[0] == 0
+    assert run('server', 'create', 'vm1', '--flavor', 'tiny', '--host',
+               'host1')[0] == 0
+    yield run
+    virt.reset()
+
+
+def _show(rf, *argv):
+    code, out, err = rf(*argv, '-f', 'json')
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_resize_confirm_migrate_revert(rf):
+    moved = _show(rf, 'server', 'resize', 'vm1', '--flavor', 'small', '-q')
+    assert (moved['status'], moved['dest']) == ('finished', 'host2')
+    server = _show(rf, 'server', 'show', 'vm1')
+    assert (server['vm_state'], server['host'], server['flavor']) == (
+        'resized', 'host2', 'small')
+    assert _show(rf, 'server', 'resize', 'confirm', 'vm1',
+                 '-q')['status'] == 'confirmed'
+    assert _show(rf, 'server', 'show', 'vm1')['hypervisor'] == \
+        'Running, 2 vCPU, 96 MB'
+    assert _show(rf, 'server', 'migrate', 'vm1', '-q')['dest'] == 'host1'
+    assert _show(rf, 'server', 'resize', 'revert', 'vm1',
+                 '-q')['status'] == 'reverted'
+    server = _show(rf, 'server', 'show', 'vm1')
+    assert (server['vm_state'], server['host']) == ('active', 'host2')
+    migrations = _show(rf, 'server', 'migration', 'list')
+    assert [m['Status'] for m in migrations] == ['confirmed', 'reverted']
+    events = _show(rf, 'server', 'event', 'list', 'vm1')
+    assert [e['Action'] for e in events if e['Action']] == [
+        'revertResize', 'migrate', 'confirmResize', 'resize']
+    assert state.leaks() == []
+
+
+def test_progress_is_printed_per_task(rf):
+    code, out, err = rf('server', 'resize', 'vm1', '--flavor', 'small')
+    assert code == 0
+    assert [line.split()[:2] for line in err.splitlines()] == [
+        [task, 'SUCCESS'] for task in (
+            'BeginMigration', 'SelectDestination', 'ClaimResources',
+            'PrepareDestination', 'PowerOffSource', 'MoveSourceToResize',
+            'CopyDisk', 'FinishMigration', 'MarkMigrationFinished')]
+
+
+@pytest.mark.parametrize('argv, message', [
+    (('server', 'resize', 'vm1', '--flavor', 'nope'),
+     'Flavor nope could not be found.'),
+    (('server', 'resize', 'nope', '--flavor', 'small'),
+     'Instance nope could not be found.'),
+    (('server', 'resize', 'vm1', '--flavor', 'tiny'),
+     'When resizing, instances must change flavor.'),
+    (('server', 'migrate', 'vm1', '--host', 'host1'),
+     'to the host it is on'),
+    (('server', 'migrate', 'vm1', '--host', 'host9'),
+     'Compute host host9 could not be found.'),
+    (('server', 'resize', 'confirm', 'vm1'),
+     "Cannot 'confirm_resize' instance"),
+    (('server', 'resize', 'revert', 'vm1'),
+     "Cannot 'revert_resize' instance"),
+    (('host', 'create', 'host1', '--vcpus', '1', '--memory-mb', '1',
+      '--disk-gb', '1'), 'Host host1 already exists.'),
+    (('flavor', 'create', 'neg', '--vcpus', '-1', '--ram', '64', '--disk',
+      '1'), 'vcpus must be a whole number >= 0'),
+    (('server', 'create', 'vm2', '--flavor', 'small', '--host', 'host9'),
+     'Compute host host9 could not be found.'),
+])
+def test_bad_input_is_one_line_and_changes_nothing(rf, argv, message):
+    before = (state.capture(), repository.migration_list(),
+              repository.flavor_list())
+    code, out, err = rf(*argv)
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert message in lines[0]
+    assert 'Traceback' not in err
+    assert (state.capture(), repository.migration_list(),
+            repository.flavor_list()) == before
+
+
+def test_argument_errors_exit_non_zero(rf, capsys):
+    with pytest.raises(SystemExit) as e:
+        rf('host', 'create', 'h', '--vcpus', 'many', '--memory-mb', '1',
+           '--disk-gb', '1')
+    assert e.value.code == 2
+    assert "invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_help_lists_the_commands(rf, capsys):
+    code, out, err = rf('help')
+    assert code == 0
+    text = out + capsys.readouterr().out
+    for name in ('server resize confirm', 'server resize revert',
+                 'server migrate', 'server migration list',
+                 'server event list', 'db sync', 'db version',
+                 'host create', 'flavor create'):
+        assert name in text
