@@ -5,6 +5,10 @@ from oslo_config import cfg
 
 
 def _default_state_dir():
+    if os.geteuid() == 0:
+        # Local hosts' daemons then run as an unprivileged user, who must
+        # reach this directory: /root is closed to it, /var/lib is not.
+        return '/var/lib/resize-flows'
     base = os.environ.get('XDG_DATA_HOME') or os.path.join(
         os.path.expanduser('~'), '.local', 'share')
     return os.path.join(base, 'resize-flows')
@@ -14,11 +18,13 @@ opts = [
     cfg.StrOpt(
         'state_dir',
         default=_default_state_dir(),
-        sample_default='$HOME/.local/share/resize-flows',
+        sample_default='/var/lib/resize-flows',
         help='Directory holding the embedded state: the SQLite database '
              '(unless [database]/connection says otherwise) and, under '
-             '"hosts/", the simulated hosts this process manages (their '
-             'libvirt daemons and instance directories).'),
+             '"hosts/", the local hosts (their libvirt daemons and instance '
+             'directories). Default: /var/lib/resize-flows as root, else '
+             '$XDG_DATA_HOME/resize-flows (~/.local/share/resize-flows). '
+             'As root it must be reachable by [libvirt]/session_user.'),
 ]
 
 
