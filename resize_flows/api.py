@@ -222,13 +222,26 @@ def _result(handle, state=None):
             'flow_state': state}
 
 
-def _start_move(ctx, inst, operation, old, new, requested_host, listeners):
-    migration_uuid = str(uuidlib.uuid4())
+def _run_operation(ctx, operation, inst, migration_uuid, start, listeners):
+    """Store the operation's flow, start it in the records with
+    ``start(flow_id)`` (a compare-and-swap that may refuse, and then the
+    stored flow is discarded), and run the flow to its end."""
     store = {'migration_uuid': migration_uuid,
              'instance_uuid': inst['uuid'],
              'request_id': ctx.request_id}
     handle = engine.create(operation, store, inst['uuid'], migration_uuid)
     try:
+        start(handle.flow_id)
+    except Exception:
+        engine.discard(handle.flow_id)
+        raise
+    return _result(handle, engine.run(handle, listeners))
+
+
+def _start_move(ctx, inst, operation, old, new, requested_host, listeners):
+    migration_uuid = str(uuidlib.uuid4())
+
+    def start(flow_id):
         repository.start_move(
             inst['uuid'],
             {'task_state': states.RESIZE_PREP,
@@ -244,13 +257,12 @@ def _start_move(ctx, inst, operation, old, new, requested_host, listeners):
                 'old_flavor_id': old['id'], 'new_flavor_id': new['id'],
                 'old_vm_state': inst['vm_state'],
                 'status': states.MIGRATION_PRE_MIGRATING,
-                'flow_id': handle.flow_id},
+                'flow_id': flow_id},
             action=ACTIONS[operation], request_id=ctx.request_id,
             user_id=ctx.user_id, project_id=ctx.project_id)
-    except Exception:
-        engine.discard(handle.flow_id)
-        raise
-    return _result(handle, engine.run(handle, listeners))
+
+    return _run_operation(ctx, operation, inst, migration_uuid, start,
+                          listeners)
 
 
 def resize(ctx, server, flavor, listeners=()):
@@ -308,18 +320,15 @@ def _resolve(ctx, server, method, task_state, status, operation,
     _check_state(inst, method, ctx)
     mig = repository.migration_get_by_instance_and_status(
         inst['uuid'], states.MIGRATION_FINISHED)
-    store = {'migration_uuid': mig['uuid'], 'instance_uuid': inst['uuid'],
-             'request_id': ctx.request_id}
-    handle = engine.create(operation, store, inst['uuid'], mig['uuid'])
-    try:
+
+    def start(flow_id):
         repository.start_resolution(
-            inst['uuid'], task_state, mig['uuid'], status, handle.flow_id,
+            inst['uuid'], task_state, mig['uuid'], status, flow_id,
             action=ACTIONS[operation], request_id=ctx.request_id,
             user_id=ctx.user_id, project_id=ctx.project_id)
-    except Exception:
-        engine.discard(handle.flow_id)
-        raise
-    return _result(handle, engine.run(handle, listeners))
+
+    return _run_operation(ctx, operation, inst, mig['uuid'], start,
+                          listeners)
 
 
 def confirm_resize(ctx, server, listeners=()):
