@@ -206,6 +206,7 @@ def delete_server(ctx, server):
 def _check_state(inst, method, ctx):
     if inst['locked'] and not ctx.is_admin:
         raise exception.InstanceIsLocked(instance_uuid=inst['uuid'])
+    _refuse_if_unfinished_flow(inst, method)
     if inst['vm_state'] not in states.ALLOWED_VM_STATES[method]:
         raise exception.InstanceInvalidState(
             method=method, instance_uuid=inst['uuid'], attr='vm_state',
@@ -214,6 +215,21 @@ def _check_state(inst, method, ctx):
         raise exception.InstanceInvalidState(
             method=method, instance_uuid=inst['uuid'], attr='task_state',
             state=inst['task_state'])
+
+
+def _refuse_if_unfinished_flow(inst, method):
+    """Refuse while a flow of this instance is running or unfinished, and
+    name it: it must be resumed or rolled back first."""
+    for mig in repository.migration_list(inst['uuid']):
+        if not mig['flow_id']:
+            continue
+        flow = engine.flow_brief(mig['flow_id'])
+        if flow is not None and flow['status'] not in (
+                engine.FINISHED, engine.ROLLED_BACK):
+            raise exception.InstanceHasUnfinishedFlow(
+                method=method, instance_uuid=inst['uuid'],
+                operation=flow['operation'], flow_id=mig['flow_id'],
+                status=flow['status'])
 
 
 def _result(handle, state=None):
@@ -233,7 +249,7 @@ def _run_operation(ctx, operation, inst, migration_uuid, start, listeners):
     try:
         start(handle.flow_id)
     except Exception:
-        engine.discard(handle.flow_id)
+        engine.discard(handle)
         raise
     return _result(handle, engine.run(handle, listeners))
 
@@ -360,3 +376,46 @@ def list_migrations(ctx, server=None):
 def list_actions(ctx, server):
     """Actions of a server, newest first, each with its events."""
     return repository.action_list(get_server(ctx, server)['uuid'])
+
+
+# -- flows -------------------------------------------------------------------
+
+def _flow_server(ctx, server):
+    """The instance uuid a --server filter means (a deleted server's uuid
+    still filters its flows)."""
+    try:
+        return get_server(ctx, server)['uuid']
+    except exception.InstanceNotFound:
+        return server
+
+
+def list_flows(ctx, state=None, server=None, operation=None):
+    """Stored flows, newest first. ``state`` is a status (running,
+    interrupted, finished, rolled back, stuck) or a TaskFlow flow state."""
+    if server is not None:
+        server = _flow_server(ctx, server)
+    if operation is not None and operation not in engine.OPERATIONS:
+        raise exception.InvalidInput(
+            reason='unknown operation %r (one of %s)' % (
+                operation, ', '.join(engine.OPERATIONS)))
+    flows = engine.list_flows(server=server, operation=operation)
+    if state is not None:
+        flows = [f for f in flows
+                 if state in (f['status'], f['state'])]
+    return flows
+
+
+def show_flow(ctx, flow_id):
+    return engine.show_flow(flow_id)
+
+
+def resume_flow(ctx, flow_id, listeners=()):
+    """Run an interrupted flow on (see :func:`engine.resume`)."""
+    handle_state = engine.resume(flow_id, listeners)
+    return {'flow_id': flow_id, 'flow_state': handle_state}
+
+
+def rollback_flow(ctx, flow_id, listeners=()):
+    """Undo a flow (see :func:`engine.rollback`)."""
+    handle_state = engine.rollback(flow_id, listeners)
+    return {'flow_id': flow_id, 'flow_state': handle_state}

@@ -1,31 +1,51 @@
-"""Create, load and run flows with the flow log.
+"""Create, run, inspect, resume and roll back flows with the flow log.
 
 A flow is created in two steps so that no operation ever exists without its
-flow: :func:`create` stores the flow (factory name and arguments, the store,
-and meta naming the operation, instance and migration) under a flow id
-chosen up front; the API then starts the operation in the records with that
-id; :func:`run` runs it. If the records refuse the operation, the API calls
-:func:`discard` and the stored flow goes.
+flow: :func:`create` takes the flow's lease and stores the flow (factory
+name and arguments, the store, and meta naming the operation, instance and
+migration) under a flow id chosen up front; the API then starts the
+operation in the records with that id; :func:`run` runs it. If the records
+refuse the operation, the API calls :func:`discard` and the stored flow
+goes.
+
+The process that holds a flow renews its lease while it works on it and
+releases it when done. A flow that is neither finished nor leased was
+interrupted: its process died. Only such a flow may be resumed
+(:func:`resume`) or rolled back (:func:`rollback`) by another process.
+
+TaskFlow's own resume has traps (shared/TASKFLOW.md): running a REVERTED
+flow again re-executes it forward from scratch, and after an undo step
+raised, a plain run marks the flow REVERTED without undoing the steps
+before it. :func:`resume` and :func:`rollback` read the atom states first
+and never fall into either.
 
 Each flow has a logbook of its own (named after the operation and the
 instance), so loading one flow never reads another's log.
 """
 import contextlib
+import datetime
+import json
 import logging
+import os
+import socket
+import threading
 import uuid as uuidlib
 
 from oslo_utils import importutils
 import sqlalchemy as sa
 from taskflow import engines
 from taskflow.listeners import base as listener_base
+from taskflow.persistence.backends.sqlalchemy import tables as tf_tables
 from taskflow.persistence import models as tf_models
 from taskflow import states as tf_states
 from taskflow.types import failure as tf_failure
 
+from resize_flows.conf import CONF
 from resize_flows import exception
 from resize_flows.persistence import db
 from resize_flows.persistence import flowlog
 from resize_flows.persistence import repository
+from resize_flows import states
 
 LOG = logging.getLogger(__name__)
 
@@ -43,18 +63,88 @@ OPERATIONS = {
 
 ENGINE_KIND = 'serial'
 
+#: This process's name as a lease owner.
+OWNER = '%s:%d:%s' % (socket.gethostname(), os.getpid(),
+                      uuidlib.uuid4().hex[:8])
+
+# What `flow list` and `flow show` call a flow, from its TaskFlow state and
+# its lease.
+RUNNING = 'running'
+INTERRUPTED = 'interrupted'
+FINISHED = 'finished'
+ROLLED_BACK = 'rolled back'
+STUCK = 'stuck'
+STATUSES = (RUNNING, INTERRUPTED, FINISHED, ROLLED_BACK, STUCK)
+
+_TABLES = tf_tables.fetch(sa.MetaData())
+
+
+def flow_status(flow_state, lease):
+    """``running``, ``interrupted``, ``finished``, ``rolled back`` or
+    ``stuck`` (an undo step failed: see the failed task)."""
+    if flow_state == tf_states.SUCCESS:
+        return FINISHED
+    if flow_state == tf_states.REVERTED:
+        return ROLLED_BACK
+    if lease is not None and lease['live']:
+        return RUNNING
+    if flow_state == tf_states.FAILURE:
+        return STUCK
+    return INTERRUPTED
+
+
+class Lease:
+    """This process's hold on a flow, renewed in the background."""
+
+    def __init__(self, flow_id):
+        self.flow_id = flow_id
+        self._stop = threading.Event()
+        self._thread = None
+        self.lost = False
+
+    def acquire(self):
+        repository.lease_acquire(self.flow_id, OWNER,
+                                 CONF.flows.lease_seconds)
+        self._thread = threading.Thread(
+            target=self._renew, name='lease-%s' % self.flow_id, daemon=True)
+        self._thread.start()
+        return self
+
+    def _renew(self):
+        seconds = CONF.flows.lease_seconds
+        while not self._stop.wait(seconds / 3.0):
+            try:
+                if not repository.lease_renew(self.flow_id, OWNER, seconds):
+                    self.lost = True
+                    LOG.error('lost the lease of flow %s', self.flow_id)
+                    return
+            except Exception:
+                LOG.exception('could not renew the lease of flow %s',
+                              self.flow_id)
+
+    def release(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        repository.lease_release(self.flow_id, OWNER)
+
 
 class FlowHandle:
-    """A stored flow and, once loaded, its engine."""
+    """A stored flow, its engine, and this process's lease on it."""
 
-    def __init__(self, flow_id, engine, meta):
+    def __init__(self, flow_id, engine, meta, lease):
         self.flow_id = flow_id
         self.engine = engine
         self.meta = meta
+        self.lease = lease
 
     @property
     def operation(self):
         return self.meta.get('operation')
+
+    def close(self):
+        if self.lease is not None:
+            self.lease.release()
 
 
 def _factory_meta(factory_name, factory_kwargs):
@@ -62,7 +152,7 @@ def _factory_meta(factory_name, factory_kwargs):
 
 
 def create(operation, store, instance_uuid, migration_uuid, flow_id=None):
-    """Store a new flow for ``operation`` and load it into an engine.
+    """Lease and store a new flow for ``operation``; load it into an engine.
 
     ``store`` must be JSON-serialisable; it is saved with the flow.
     """
@@ -77,23 +167,27 @@ def create(operation, store, instance_uuid, migration_uuid, flow_id=None):
         'migration_uuid': migration_uuid,
         'request_id': store.get('request_id'),
     }
-    book = tf_models.LogBook('%s-%s' % (operation, instance_uuid))
-    book.meta = {'operation': operation, 'instance_uuid': instance_uuid}
-    detail = tf_models.FlowDetail(flow.name, uuid=flow_id)
-    detail.meta = meta
-    book.add(detail)
-    backend = flowlog.get_backend()
-    with contextlib.closing(backend.get_connection()) as conn:
-        conn.save_logbook(book)
-    engine = engines.load(flow, store=store, flow_detail=detail, book=book,
-                          backend=backend, engine=ENGINE_KIND)
-    return FlowHandle(flow_id, engine, meta)
+    lease = Lease(flow_id).acquire()
+    try:
+        book = tf_models.LogBook('%s-%s' % (operation, instance_uuid))
+        book.meta = {'operation': operation, 'instance_uuid': instance_uuid}
+        detail = tf_models.FlowDetail(flow.name, uuid=flow_id)
+        detail.meta = meta
+        book.add(detail)
+        backend = flowlog.get_backend()
+        with contextlib.closing(backend.get_connection()) as conn:
+            conn.save_logbook(book)
+        engine = engines.load(flow, store=store, flow_detail=detail,
+                              book=book, backend=backend, engine=ENGINE_KIND)
+    except Exception:
+        lease.release()
+        raise
+    return FlowHandle(flow_id, engine, meta, lease)
 
 
 def _book_uuid(flow_id):
     """The logbook holding a flow (one indexed read, not a scan)."""
-    table = sa.table('flowdetails', sa.column('uuid'),
-                     sa.column('parent_uuid'))
+    table = _TABLES.flowdetails
     with db.get_engine().connect() as conn:
         return conn.execute(sa.select(table.c.parent_uuid)
                             .where(table.c.uuid == flow_id)).scalar()
@@ -113,31 +207,41 @@ def find_detail(flow_id):
     return book, detail
 
 
-def load(flow_id):
-    """Load a stored flow into an engine, rebuilt from the flow log alone."""
-    book, detail = find_detail(flow_id)
+def _rebuild(flow_id, detail):
     try:
-        flow = engines.helpers.flow_from_detail(detail)
+        return engines.helpers.flow_from_detail(detail)
     except (ImportError, ValueError) as e:
         raise exception.FlowFactoryInvalid(flow_id=flow_id, reason=str(e))
+
+
+def load(flow_id, lease=None):
+    """Load a stored flow into an engine, rebuilt from the flow log alone.
+
+    ``lease`` is the Lease this process holds on it, if any.
+    """
+    book, detail = find_detail(flow_id)
+    flow = _rebuild(flow_id, detail)
     engine = engines.load(flow, flow_detail=detail, book=book,
                           backend=flowlog.get_backend(), engine=ENGINE_KIND)
-    return FlowHandle(flow_id, engine, dict(detail.meta or {}))
+    return FlowHandle(flow_id, engine, dict(detail.meta or {}), lease)
 
 
-def discard(flow_id):
+def discard(handle):
     """Delete a stored flow that never ran (its operation was refused)."""
-    book_uuid = _book_uuid(flow_id)
-    if book_uuid is None:
-        return
-    backend = flowlog.get_backend()
-    with contextlib.closing(backend.get_connection()) as conn:
-        conn.destroy_logbook(book_uuid)
+    try:
+        book_uuid = _book_uuid(handle.flow_id)
+        if book_uuid is not None:
+            backend = flowlog.get_backend()
+            with contextlib.closing(backend.get_connection()) as conn:
+                conn.destroy_logbook(book_uuid)
+    finally:
+        handle.close()
 
 
 def run(handle, listeners=()):
     """Run a loaded flow to its end with the action-event listener and any
-    extra listener factories (each called with the engine).
+    extra listener factories (each called with the engine), then give up
+    this process's lease.
 
     Returns the flow's final state. When a task failed and the flow was
     undone, the task's exception is raised again, as the caller of a plain
@@ -146,14 +250,17 @@ def run(handle, listeners=()):
     engine = handle.engine
     active = [ActionEventListener(engine, handle.meta)]
     active.extend(factory(engine) for factory in listeners)
-    with contextlib.ExitStack() as stack:
-        for listener in active:
-            stack.enter_context(listener)
-        try:
-            engine.run()
-        finally:
-            _finish_action(handle, engine.storage.get_flow_state())
-    return engine.storage.get_flow_state()
+    try:
+        with contextlib.ExitStack() as stack:
+            for listener in active:
+                stack.enter_context(listener)
+            try:
+                engine.run()
+            finally:
+                _finish_action(handle, engine.storage.get_flow_state())
+        return engine.storage.get_flow_state()
+    finally:
+        handle.close()
 
 
 def _finish_action(handle, flow_state):
@@ -162,6 +269,323 @@ def _finish_action(handle, flow_state):
         return
     repository.action_finish(meta['instance_uuid'], meta['request_id'],
                              message=str(flow_state))
+
+
+# -- reading the flow log ----------------------------------------------------
+
+def list_flows(status=None, server=None, operation=None):
+    """Every stored flow, newest first, as dicts with ``flow_id``,
+    ``operation``, ``instance_uuid``, ``migration_uuid``, ``state`` (the
+    flow log's), ``status`` (see :func:`flow_status`), ``owner``,
+    ``created_at``, ``updated_at``. ``server`` is an instance uuid."""
+    table = _TABLES.flowdetails
+    with db.get_engine().connect() as conn:
+        rows = conn.execute(
+            sa.select(table.c.uuid, table.c.state, table.c.meta,
+                      table.c.created_at, table.c.updated_at)
+            .order_by(table.c.created_at.desc())).all()
+    leases = repository.lease_list()
+    out = []
+    for row in rows:
+        meta = row.meta or {}
+        lease = leases.get(row.uuid)
+        entry = {
+            'flow_id': row.uuid,
+            'operation': meta.get('operation'),
+            'instance_uuid': meta.get('instance_uuid'),
+            'migration_uuid': meta.get('migration_uuid'),
+            'state': row.state,
+            'status': flow_status(row.state, lease),
+            'owner': lease['owner'] if lease and lease['live'] else None,
+            'created_at': _iso(row.created_at),
+            'updated_at': _iso(row.updated_at),
+        }
+        if status is not None and entry['status'] != status:
+            continue
+        if server is not None and entry['instance_uuid'] != server:
+            continue
+        if operation is not None and entry['operation'] != operation:
+            continue
+        out.append(entry)
+    return out
+
+
+def flow_brief(flow_id):
+    """{'operation', 'state', 'status'} of a stored flow, or None: one
+    row read, for checks on every request."""
+    table = _TABLES.flowdetails
+    with db.get_engine().connect() as conn:
+        row = conn.execute(sa.select(table.c.state, table.c.meta)
+                           .where(table.c.uuid == flow_id)).first()
+    if row is None:
+        return None
+    return {'operation': (row.meta or {}).get('operation'),
+            'state': row.state,
+            'status': flow_status(row.state,
+                                  repository.lease_get(flow_id))}
+
+
+def _iso(value):
+    return value.isoformat(timespec='seconds') if value else None
+
+
+def _summary(value, limit=60):
+    if value is None:
+        return None
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def show_flow(flow_id):
+    """A flow as :func:`list_flows` gives it, plus ``tasks``: per task in
+    flow order its ``name``, ``state``, ``intention``, ``progress``,
+    ``started_at``, ``finished_at``, ``duration`` (from the instance
+    action events), ``result`` (a summary), ``failure`` (the exception
+    and its traceback)."""
+    _book, detail = find_detail(flow_id)
+    lease = repository.lease_get(flow_id)
+    meta = dict(detail.meta or {})
+    flow = _rebuild(flow_id, detail)
+    events = _events_by_task(meta)
+    tasks = []
+    for atom in flow:
+        ad = _find_atom(detail, atom.name)
+        started, finished = events.get(atom.name, (None, None))
+        entry = {
+            'name': atom.name,
+            'state': ad.state if ad else tf_states.PENDING,
+            'intention': ad.intention if ad else tf_states.EXECUTE,
+            'progress': (ad.meta or {}).get('progress') if ad else None,
+            'started_at': _iso(started),
+            'finished_at': _iso(finished),
+            'duration': (round((finished - started).total_seconds(), 3)
+                         if started and finished else None),
+            'result': None,
+            'failure': None,
+        }
+        if ad is not None:
+            if ad.state in (tf_states.SUCCESS, tf_states.REVERTED,
+                            tf_states.REVERTING) and not isinstance(
+                                ad.results, tf_failure.Failure):
+                entry['result'] = _summary(ad.results)
+            fail = (ad.revert_failure if ad.state == tf_states.REVERT_FAILURE
+                    else ad.failure)
+            if fail is not None:
+                entry['failure'] = fail.pformat(traceback=True)
+        tasks.append(entry)
+    out = {
+        'flow_id': flow_id,
+        'operation': meta.get('operation'),
+        'instance_uuid': meta.get('instance_uuid'),
+        'migration_uuid': meta.get('migration_uuid'),
+        'state': detail.state,
+        'status': flow_status(detail.state, lease),
+        'owner': lease['owner'] if lease and lease['live'] else None,
+        'tasks': tasks,
+    }
+    return out
+
+
+def _find_atom(detail, name):
+    for ad in detail:
+        if ad.name == name:
+            return ad
+    return None
+
+
+def _events_by_task(meta):
+    """{task name: (start, finish)} from the flow's action events."""
+    out = {}
+    if not meta.get('request_id'):
+        return out
+    for action in repository.action_list(meta['instance_uuid']):
+        if action['request_id'] != meta['request_id']:
+            continue
+        for ev in action['events']:
+            start = ev['start_time'] and datetime.datetime.fromisoformat(
+                ev['start_time'])
+            end = ev['finish_time'] and datetime.datetime.fromisoformat(
+                ev['finish_time'])
+            out[ev['event']] = (start, end)
+    return out
+
+
+# -- resume and rollback -----------------------------------------------------
+
+def _take(flow_id):
+    """Lease a stored flow for this process and load it; refuse one that
+    another live process holds."""
+    find_detail(flow_id)
+    lease = Lease(flow_id).acquire()
+    try:
+        return load(flow_id, lease)
+    except Exception:
+        lease.release()
+        raise
+
+
+def _atoms(handle):
+    storage = handle.engine.storage
+    names = [atom.name for atom in _rebuild(
+        handle.flow_id, find_detail(handle.flow_id)[1])]
+    return [(name, storage.get_atom_state(name),
+             storage.get_atom_intention(name)) for name in names]
+
+
+def _point_of_no_return_atoms(handle):
+    """{name: task} of the flow's tasks whose execute cannot be undone
+    once it has deleted files."""
+    flow = _rebuild(handle.flow_id, find_detail(handle.flow_id)[1])
+    return {atom.name: atom for atom in flow
+            if getattr(atom, 'point_of_no_return', False)}
+
+
+def _past_no_return(handle, atoms):
+    """Names of the points of no return this flow has passed: done, or
+    interrupted after deleting what an undo would need."""
+    tasks = _point_of_no_return_atoms(handle)
+    past = []
+    for name, state, _intention in atoms:
+        if name not in tasks:
+            continue
+        if state in (tf_states.SUCCESS, tf_states.REVERT_FAILURE) or (
+                state in (tf_states.RUNNING, tf_states.FAILURE,
+                          tf_states.REVERTING)
+                and not tasks[name].undoable(handle.meta['migration_uuid'])):
+            past.append(name)
+    return past
+
+
+def resume(flow_id, listeners=()):
+    """Run an interrupted flow on from where it stopped.
+
+    Tasks that had finished are not run again (their stored results feed
+    the later ones); a task that was running when its process died runs
+    again from its start; a flow that was being undone goes on undoing. A
+    flow stuck on a point of no return (its files deleted, the undo
+    refused) is finished forward. Refused: a finished or rolled-back flow,
+    a flow another live process holds, a flow stuck on a failed undo step
+    (that needs :func:`rollback` once the cause is fixed).
+    """
+    handle = _take(flow_id)
+    try:
+        state = handle.engine.storage.get_flow_state()
+        if state == tf_states.SUCCESS:
+            raise exception.FlowStateConflict(
+                verb='resume', flow_id=flow_id, reason='it has finished')
+        if state == tf_states.REVERTED:
+            raise exception.FlowStateConflict(
+                verb='resume', flow_id=flow_id,
+                reason='it was rolled back; start a new operation instead')
+        atoms = _atoms(handle)
+        failed = [name for name, st, _ in atoms
+                  if st == tf_states.REVERT_FAILURE]
+        if failed:
+            if not set(failed) <= set(_point_of_no_return_atoms(handle)):
+                raise exception.FlowStateConflict(
+                    verb='resume', flow_id=flow_id,
+                    reason='the undo step of %s failed; fix its cause, '
+                           'then roll the flow back' % ', '.join(failed))
+            _redirect_forward(handle, atoms, failed)
+        handle.engine.compile()
+        handle.engine.prepare()
+    except Exception:
+        handle.close()
+        raise
+    return run(handle, listeners)
+
+
+def _redirect_forward(handle, atoms, failed):
+    """A point of no return's undo refused: finish the flow instead."""
+    engine = handle.engine
+    engine.compile()
+    engine.prepare()
+    storage = engine.storage
+    for name, state, intention in atoms:
+        if name in failed:
+            storage.reset(name)
+        elif intention != tf_states.EXECUTE:
+            storage.set_atom_intention(name, tf_states.EXECUTE)
+    storage.set_flow_state(tf_states.RUNNING)
+
+
+def rollback(flow_id, listeners=()):
+    """Undo every task of a flow that ran or was running, newest first.
+
+    Works on an interrupted flow, a flow whose undo step failed (that step
+    is tried again, then the undo goes on), and a finished resize or
+    migration that no later operation has built on. Refused: a flow
+    already rolled back, a flow another live process holds, and a flow
+    past its point of no return (a confirm or revert that deleted files:
+    resume it instead).
+    """
+    handle = _take(flow_id)
+    try:
+        engine = handle.engine
+        state = engine.storage.get_flow_state()
+        if state == tf_states.REVERTED:
+            raise exception.FlowStateConflict(
+                verb='roll back', flow_id=flow_id,
+                reason='it is rolled back already')
+        atoms = _atoms(handle)
+        past = _past_no_return(handle, atoms)
+        if past:
+            raise exception.FlowStateConflict(
+                verb='roll back', flow_id=flow_id,
+                reason='%s has deleted files already; resume the flow to '
+                       'finish it' % ', '.join(past))
+        claimed = False
+        if state == tf_states.SUCCESS:
+            _claim_finished_move(handle)
+            claimed = True
+        try:
+            engine.compile()
+            engine.prepare()
+            storage = engine.storage
+            for name, st, _intention in atoms:
+                if st == tf_states.REVERT_FAILURE:
+                    # TaskFlow would call the flow REVERTED without undoing
+                    # the tasks before this one: undo this one again.
+                    storage.set_atom_state(name, tf_states.REVERTING)
+                if st != tf_states.PENDING:
+                    storage.set_atom_intention(name, tf_states.REVERT)
+            if state in (tf_states.SUCCESS, tf_states.FAILURE):
+                storage.set_flow_state(tf_states.RUNNING)
+        except Exception:
+            if claimed:
+                _unclaim_finished_move(handle)
+            raise
+    except Exception:
+        handle.close()
+        raise
+    try:
+        return run(handle, listeners)
+    except Exception:
+        # A reverted flow re-raises the failures that made it revert;
+        # here the revert was what was asked for.
+        brief = flow_brief(flow_id)
+        if brief and brief['state'] == tf_states.REVERTED:
+            return tf_states.REVERTED
+        raise
+
+
+def _claim_finished_move(handle):
+    """Rolling back a finished move is an operation on its instance: only
+    while the move waits for confirm or revert and nothing else runs."""
+    mig = repository.migration_get(handle.meta['migration_uuid'])
+    if mig['status'] != states.MIGRATION_FINISHED:
+        raise exception.FlowStateConflict(
+            verb='roll back', flow_id=handle.flow_id,
+            reason='its migration is %s now' % mig['status'])
+    repository.instance_update(
+        mig['instance_uuid'], {'task_state': states.RESIZE_REVERTING},
+        expected_vm_state=states.RESIZED, expected_task_state=None)
+
+
+def _unclaim_finished_move(handle):
+    mig = repository.migration_get(handle.meta['migration_uuid'])
+    repository.instance_update(mig['instance_uuid'], {'task_state': None},
+                               expected_task_state=states.RESIZE_REVERTING)
 
 
 class ActionEventListener(listener_base.Listener):

@@ -109,6 +109,22 @@ class UnexpectedMigrationStatus(Conflict):
                "%(expected)s but the actual status is %(actual)s.")
 
 
+class FlowBusy(Conflict):
+    msg_fmt = ("Flow %(flow_id)s is being run by %(owner)s (its lease runs "
+               "until %(expires_at)s UTC).")
+
+
+class FlowStateConflict(Conflict):
+    msg_fmt = "Cannot %(verb)s flow %(flow_id)s: %(reason)s"
+
+
+class InstanceHasUnfinishedFlow(Conflict):
+    msg_fmt = ("Cannot '%(method)s' instance %(instance_uuid)s: its "
+               "%(operation)s flow %(flow_id)s is unfinished (%(status)s); "
+               "resume it or roll it back first (resize-flows flow resume|"
+               "rollback %(flow_id)s).")
+
+
 class Duplicate(Conflict):
     msg_fmt = "%(kind)s %(name)s already exists."
 

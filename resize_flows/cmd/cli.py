@@ -25,6 +25,7 @@ from resize_flows import exception
 from resize_flows.persistence import migration as db_migration
 from resize_flows.persistence import repository
 from resize_flows import states
+from resize_flows.testing import faults
 from resize_flows import virt
 
 COMMANDS = {}
@@ -419,6 +420,104 @@ class ServerEventList(lister.Lister):
         return cols, rows
 
 
+# -- flows -------------------------------------------------------------------
+
+FLOW_COLUMNS = ['flow_id', 'operation', 'status', 'state', 'instance_uuid',
+                'migration_uuid', 'owner']
+
+
+def _tasks_text(tasks):
+    lines = []
+    for t in tasks:
+        line = '%-24s %-14s %-8s' % (t['name'], t['state'], t['intention'])
+        if t['duration'] is not None:
+            line += ' %7.2fs' % t['duration']
+        if t['progress'] not in (None, 0.0, 1.0):
+            line += ' %3d%%' % round(100 * t['progress'])
+        if t['result'] is not None:
+            line += '  -> %s' % t['result']
+        lines.append(line)
+        if t['failure']:
+            lines.extend('    ' + f for f in t['failure'].splitlines())
+    return '\n'.join(lines)
+
+
+@command('flow list')
+class FlowList(lister.Lister):
+    """List flows, newest first."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument(
+            '--state', help='running, interrupted, finished, "rolled back", '
+            'stuck, or a TaskFlow flow state (SUCCESS, REVERTED, ...).')
+        parser.add_argument('--server', help='Only this server\'s flows.')
+        parser.add_argument('--operation',
+                            help='resize, migrate, confirm_resize or '
+                                 'revert_resize.')
+        return parser
+
+    def take_action(self, parsed):
+        cols = ('Flow', 'Operation', 'Status', 'State', 'Server', 'Owner',
+                'Created At', 'Updated At')
+        rows = [(f['flow_id'], f['operation'], f['status'], f['state'],
+                 f['instance_uuid'], f['owner'], f['created_at'],
+                 f['updated_at'])
+                for f in api.list_flows(_ctx(), state=parsed.state,
+                                        server=parsed.server,
+                                        operation=parsed.operation)]
+        return cols, rows
+
+
+@command('flow show')
+class FlowShow(show.ShowOne):
+    """Show a flow and each of its tasks: state, intention, duration,
+    result, and a failure's traceback."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('flow', metavar='<flow>')
+        return parser
+
+    def take_action(self, parsed):
+        flow = api.show_flow(_ctx(), parsed.flow)
+        if parsed.formatter in ('table', 'value', 'shell'):
+            flow['tasks'] = _tasks_text(flow['tasks'])
+        return _show(flow, FLOW_COLUMNS + ['tasks'])
+
+
+@command('flow resume')
+class FlowResume(_MoveCommand):
+    """Run an interrupted flow on from where it stopped."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('flow', metavar='<flow>')
+        return parser
+
+    def take_action(self, parsed):
+        api.resume_flow(_ctx(), parsed.flow,
+                        listeners=_with_progress(self, parsed))
+        flow = api.show_flow(_ctx(), parsed.flow)
+        return _show(flow, FLOW_COLUMNS)
+
+
+@command('flow rollback')
+class FlowRollback(_MoveCommand):
+    """Undo every step of a flow that ran, newest first."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('flow', metavar='<flow>')
+        return parser
+
+    def take_action(self, parsed):
+        api.rollback_flow(_ctx(), parsed.flow,
+                          listeners=_with_progress(self, parsed))
+        flow = api.show_flow(_ctx(), parsed.flow)
+        return _show(flow, FLOW_COLUMNS)
+
+
 # -- the application ---------------------------------------------------------
 
 class ResizeFlowsApp(app.App):
@@ -461,6 +560,7 @@ class ResizeFlowsApp(app.App):
         for path in self.options.config_dir:
             args += ['--config-dir', path]
         CONF(args, project='resize-flows')
+        faults.configure(CONF)
 
 
 def main(argv=None):

@@ -9,11 +9,13 @@ from oslo_config import cfg
 from resize_flows.conf import compute
 from resize_flows.conf import database
 from resize_flows.conf import default
+from resize_flows.conf import flows
 from resize_flows.conf import libvirt
+from resize_flows.conf import testing
 
 CONF = cfg.CONF
 
-_MODULES = (default, database, compute, libvirt)
+_MODULES = (default, database, compute, flows, libvirt, testing)
 
 
 def register_opts(conf):

@@ -190,3 +190,21 @@ class InstanceActionEvent(Base):
 
     action: orm.Mapped[InstanceAction] = orm.relationship(
         back_populates='events')
+
+
+class FlowLease(Base):
+    """Who runs a flow, until when.
+
+    The process running a flow holds its lease and renews it; a flow that
+    is not finished and has no live lease was interrupted (its process
+    died), and only then may another process resume or roll it back.
+    """
+    __tablename__ = 'flow_leases'
+
+    flow_id: orm.Mapped[str] = orm.mapped_column(sa.String(36),
+                                                 primary_key=True)
+    owner: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    acquired_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        sa.DateTime, default=utcnow)
+    expires_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        sa.DateTime, index=True)

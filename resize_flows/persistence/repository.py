@@ -574,3 +574,72 @@ def event_finish(instance_uuid, request_id, event, result, traceback=None):
         ev.finish_time = models.utcnow()
         ev.result = result
         ev.traceback = traceback
+
+
+# -- flow leases -------------------------------------------------------------
+
+def _lease_dict(lease):
+    out = _dict(lease)
+    out['live'] = lease.expires_at > models.utcnow()
+    return out
+
+
+def lease_acquire(flow_id, owner, seconds):
+    """Take the lease of a flow for ``seconds``: free, expired or ours
+    already. Raises ``FlowBusy`` while another owner's lease is live."""
+    now = models.utcnow()
+    expires = now + datetime.timedelta(seconds=seconds)
+    try:
+        with db.session_scope() as s:
+            lease = s.scalars(db.for_update(
+                sa.select(models.FlowLease).filter_by(flow_id=flow_id),
+                s)).first()
+            if lease is None:
+                s.add(models.FlowLease(flow_id=flow_id, owner=owner,
+                                       acquired_at=now, expires_at=expires))
+                return
+            if lease.owner != owner and lease.expires_at > now:
+                raise exception.FlowBusy(
+                    flow_id=flow_id, owner=lease.owner,
+                    expires_at=lease.expires_at.isoformat(
+                        timespec='seconds'))
+            if lease.owner != owner:
+                lease.acquired_at = now
+            lease.owner = owner
+            lease.expires_at = expires
+    except sa_exc.IntegrityError:
+        # Another process inserted it between our read and our insert.
+        raise exception.FlowBusy(flow_id=flow_id, owner='another process',
+                                 expires_at='?')
+
+
+def lease_renew(flow_id, owner, seconds):
+    """Extend our lease; False if it is no longer ours."""
+    with db.session_scope() as s:
+        table = models.FlowLease.__table__
+        result = s.execute(
+            table.update()
+            .where(table.c.flow_id == flow_id, table.c.owner == owner)
+            .values(expires_at=models.utcnow() +
+                    datetime.timedelta(seconds=seconds)))
+        return result.rowcount == 1
+
+
+def lease_release(flow_id, owner):
+    with db.session_scope() as s:
+        s.execute(sa.delete(models.FlowLease).where(
+            models.FlowLease.flow_id == flow_id,
+            models.FlowLease.owner == owner))
+
+
+def lease_get(flow_id):
+    with db.session_scope() as s:
+        lease = s.get(models.FlowLease, flow_id)
+        return None if lease is None else _lease_dict(lease)
+
+
+def lease_list():
+    """{flow_id: lease} of every lease, live or expired."""
+    with db.session_scope() as s:
+        return {lease.flow_id: _lease_dict(lease)
+                for lease in s.scalars(sa.select(models.FlowLease))}

@@ -105,16 +105,22 @@ class DeleteDestinationFiles(base.ResizeFlowsTask):
     only go forward, and the revert says so.
     """
 
+    #: Its execute cannot be undone once it has deleted files.
+    point_of_no_return = True
+
     def execute(self, migration_uuid):
         mig = repository.migration_get(migration_uuid)
         self.driver(mig['dest_compute']).remove_instance_dir(
             mig['instance_uuid'], virt_driver.REVERT_SUFFIX)
 
-    def revert(self, migration_uuid, **kwargs):
+    def undoable(self, migration_uuid):
+        """Whether the destination files are still there to go back to."""
         mig = repository.migration_get(migration_uuid)
-        drv = self.driver(mig['dest_compute'])
-        if drv.disk_info(mig['instance_uuid'],
-                         virt_driver.REVERT_SUFFIX) is None:
+        return self.driver(mig['dest_compute']).disk_info(
+            mig['instance_uuid'], virt_driver.REVERT_SUFFIX) is not None
+
+    def revert(self, migration_uuid, **kwargs):
+        if not self.undoable(migration_uuid):
             raise exception.CannotUndo(
                 step='DeleteDestinationFiles',
                 reason='the destination files are deleted already; resume '

@@ -75,17 +75,26 @@ class CleanupSource(base.ResizeFlowsTask):
     so (the flow stops for an operator rather than pretend).
     """
 
+    #: Its execute cannot be undone once it has deleted files.
+    point_of_no_return = True
+
     def execute(self, migration_uuid):
         mig = repository.migration_get(migration_uuid)
         self.driver(mig['source_compute']).confirm_migration(
             mig['instance_uuid'], snapshot_name(migration_uuid),
             host_changed=mig['source_compute'] != mig['dest_compute'])
 
+    def undoable(self, migration_uuid):
+        """Whether the source files are still there to go back to."""
+        mig = repository.migration_get(migration_uuid)
+        return self.driver(mig['source_compute']).disk_info(
+            mig['instance_uuid'], virt_driver.RESIZE_SUFFIX) is not None
+
     def revert(self, migration_uuid, **kwargs):
         mig = repository.migration_get(migration_uuid)
         drv = self.driver(mig['source_compute'])
         uuid = mig['instance_uuid']
-        if drv.disk_info(uuid, virt_driver.RESIZE_SUFFIX) is None:
+        if not self.undoable(migration_uuid):
             raise exception.CannotUndo(
                 step='CleanupSource',
                 reason='the source files of the move are deleted already; '

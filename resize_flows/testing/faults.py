@@ -38,6 +38,13 @@ class InjectedFault(Exception):
     """Raised by a ``raise`` fault that names no other exception class."""
 
 
+class SimulatedCrash(BaseException):
+    """For tests that stay in one process: raised as a ``raise`` fault's
+    class, it is no ``Exception``, so TaskFlow records nothing more and no
+    undo step runs, as in a crash; only ``finally`` blocks still run (a
+    real ``crash`` fault runs none)."""
+
+
 def inject(task, point=BEFORE_EXECUTE, action=RAISE, exc_class=None,
            times=1):
     """Arm a fault. ``times`` is how many hits fire it (None: every hit)."""
@@ -51,6 +58,30 @@ def inject(task, point=BEFORE_EXECUTE, action=RAISE, exc_class=None,
         _FAULTS[(task, point)] = {
             'action': action, 'exc_class': exc_class or InjectedFault,
             'remaining': times, 'hits': 0}
+
+
+def parse(spec):
+    """``TASK:POINT:ACTION[:EXCEPTION]`` -> inject() keyword arguments."""
+    parts = spec.strip().split(':')
+    if len(parts) not in (3, 4) or not all(parts):
+        raise ValueError('fault %r is not TASK:POINT:ACTION[:EXCEPTION]'
+                         % spec)
+    task, point, action = parts[:3]
+    exc_class = None
+    if len(parts) == 4:
+        from oslo_utils import importutils
+        exc_class = importutils.import_class(parts[3])
+    if point not in POINTS or action not in ACTIONS:
+        raise ValueError('fault %r: point is one of %s; action one of %s'
+                         % (spec, ', '.join(POINTS), ', '.join(ACTIONS)))
+    return {'task': task, 'point': point, 'action': action,
+            'exc_class': exc_class}
+
+
+def configure(conf):
+    """Arm the faults of ``[testing]/faults`` (or OS_TESTING__FAULTS)."""
+    for spec in conf.testing.faults:
+        inject(**parse(spec))
 
 
 def clear():

@@ -1,0 +1,27 @@
+"""[testing] options: fault injection from outside a process."""
+from oslo_config import cfg
+
+group = cfg.OptGroup('testing', title='Fault injection (for test suites)')
+
+opts = [
+    cfg.ListOpt(
+        'faults',
+        default=[],
+        help='Faults to inject, each TASK:POINT:ACTION[:EXCEPTION], e.g. '
+             'CopyDisk:after-execute:crash. POINT is before-execute, '
+             'after-execute, before-revert or after-revert; ACTION is '
+             'raise (EXCEPTION: a dotted class path, default '
+             'resize_flows.testing.faults.InjectedFault) or crash (the '
+             'process exits at once, no cleanup). Also read from the '
+             'environment as OS_TESTING__FAULTS. Never set it in '
+             'production.'),
+]
+
+
+def register_opts(conf):
+    conf.register_group(group)
+    conf.register_opts(opts, group=group)
+
+
+def list_opts():
+    return {group: opts}

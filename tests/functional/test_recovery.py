@@ -1,0 +1,214 @@
+"""Resume and roll back flows interrupted at any point.
+
+A crash is simulated in this process by a fault that raises
+``SimulatedCrash`` (no ``Exception``: TaskFlow records nothing more and
+runs no undo step, as when a process dies). The test driver's hypervisors
+live in this process, so they survive it; tests/integration has the same
+with real process deaths on real QEMU hosts.
+"""
+import pytest
+from taskflow import states as tf_states
+
+from resize_flows import api
+from resize_flows import engine
+from resize_flows import exception
+from resize_flows.flows import confirm
+from resize_flows.flows import resize
+from resize_flows.flows import revert
+from resize_flows.persistence import repository
+from resize_flows import states
+from resize_flows.testing import faults
+from resize_flows.testing import state
+
+POINTS = (faults.BEFORE_EXECUTE, faults.AFTER_EXECUTE)
+MOVE = [a.name for a in resize.get_resize_flow()]
+CONFIRM = [a.name for a in confirm.get_confirm_resize_flow()]
+REVERT = [a.name for a in revert.get_revert_resize_flow()]
+NO_RETURN = {'CleanupSource', 'DeleteDestinationFiles'}
+
+CASES = ([('resize', t, p) for t in MOVE for p in POINTS] +
+         [('confirm_resize', t, p) for t in CONFIRM for p in POINTS] +
+         [('revert_resize', t, p) for t in REVERT for p in POINTS])
+
+
+def _crash(cloud, operation, task, point):
+    """Run ``operation`` (after a resize for confirm/revert) so that it
+    dies at ``task``/``point``. Returns (vm, snapshot before, flow id)."""
+    vm = cloud.server()['uuid']
+    if operation != 'resize':
+        api.resize(cloud.ctx, vm, 'big')
+    before = state.capture()
+    faults.inject(task, point, exc_class=faults.SimulatedCrash)
+    with pytest.raises(faults.SimulatedCrash):
+        if operation == 'resize':
+            api.resize(cloud.ctx, vm, 'big')
+        else:
+            getattr(api, operation)(cloud.ctx, vm)
+    faults.clear()
+    flow_id = repository.migration_list(vm)[-1]['flow_id']
+    assert engine.show_flow(flow_id)['status'] == engine.INTERRUPTED
+    return vm, before, flow_id
+
+
+def _expected_status(operation):
+    return {'resize': states.MIGRATION_FINISHED,
+            'confirm_resize': states.MIGRATION_CONFIRMED,
+            'revert_resize': states.MIGRATION_REVERTED}[operation]
+
+
+@pytest.mark.parametrize('operation, task, point', CASES)
+def test_resume_finishes_the_operation(cloud, operation, task, point):
+    vm, _before, flow_id = _crash(cloud, operation, task, point)
+    # The instance refuses anything else meanwhile, naming the flow.
+    with pytest.raises(exception.InstanceHasUnfinishedFlow) as e:
+        api.migrate(cloud.ctx, vm)
+    assert flow_id in str(e.value)
+    assert api.resume_flow(cloud.ctx, flow_id)['flow_state'] == \
+        tf_states.SUCCESS
+    mig = repository.migration_list(vm)[-1]
+    assert mig['status'] == _expected_status(operation)
+    assert repository.instance_get(vm)['task_state'] is None
+    assert state.leaks() == []
+    assert engine.show_flow(flow_id)['status'] == engine.FINISHED
+
+
+@pytest.mark.parametrize('operation, task, point', [
+    c for c in CASES
+    if not (c[1] in NO_RETURN and c[2] == faults.AFTER_EXECUTE)])
+def test_rollback_restores_the_snapshot(cloud, operation, task, point):
+    vm, before, flow_id = _crash(cloud, operation, task, point)
+    assert api.rollback_flow(cloud.ctx, flow_id)['flow_state'] == \
+        tf_states.REVERTED
+    assert state.capture() == before
+    assert state.leaks() == []
+    mig = repository.migration_list(vm)[-1]
+    assert mig['status'] == (states.MIGRATION_ERROR if operation == 'resize'
+                             else states.MIGRATION_FINISHED)
+    assert engine.show_flow(flow_id)['status'] == engine.ROLLED_BACK
+
+
+@pytest.mark.parametrize('operation, task', [
+    ('confirm_resize', 'CleanupSource'),
+    ('revert_resize', 'DeleteDestinationFiles')])
+def test_rollback_past_the_point_of_no_return_is_refused(cloud, operation,
+                                                         task):
+    vm, _before, flow_id = _crash(cloud, operation, task,
+                                  faults.AFTER_EXECUTE)
+    log_before = engine.show_flow(flow_id)
+    cloud_before = state.capture()
+    with pytest.raises(exception.FlowStateConflict,
+                       match='deleted files already; resume'):
+        api.rollback_flow(cloud.ctx, flow_id)
+    assert engine.show_flow(flow_id) == log_before
+    assert state.capture() == cloud_before
+    api.resume_flow(cloud.ctx, flow_id)
+    assert state.leaks() == []
+
+
+@pytest.mark.parametrize('task', MOVE)
+@pytest.mark.parametrize('point', (faults.BEFORE_REVERT,
+                                   faults.AFTER_REVERT))
+def test_crash_during_rollback_then_rollback_again(cloud, task, point):
+    vm = cloud.server()['uuid']
+    before = state.capture()
+    result = api.resize(cloud.ctx, vm, 'big')
+    faults.inject(task, point, exc_class=faults.SimulatedCrash)
+    with pytest.raises(faults.SimulatedCrash):
+        api.rollback_flow(cloud.ctx, result['flow_id'])
+    faults.clear()
+    assert engine.show_flow(result['flow_id'])['status'] == \
+        engine.INTERRUPTED
+    api.rollback_flow(cloud.ctx, result['flow_id'])
+    assert state.capture() == before
+    assert state.leaks() == []
+
+
+def test_failed_undo_step_is_stuck_then_rollback_finishes(cloud):
+    """An undo step that raises (the hypervisor refuses, say) leaves the
+    flow stuck, visibly; once the cause is gone, rollback finishes."""
+    vm = cloud.server()['uuid']
+    before = state.capture()
+    faults.inject('MarkMigrationFinished', faults.BEFORE_EXECUTE)
+    faults.inject('MoveSourceToResize', faults.BEFORE_REVERT,
+                  exc_class=exception.HypervisorError)
+    with pytest.raises(exception.HypervisorError):
+        api.resize(cloud.ctx, vm, 'big')
+    faults.clear()
+    flow_id = repository.migration_list(vm)[-1]['flow_id']
+    shown = engine.show_flow(flow_id)
+    assert shown['status'] == engine.STUCK
+    failed = {t['name']: t for t in shown['tasks']}['MoveSourceToResize']
+    assert failed['state'] == tf_states.REVERT_FAILURE
+    assert 'HypervisorError' in failed['failure']
+    assert 'Traceback' in failed['failure']
+    with pytest.raises(exception.FlowStateConflict, match='roll the flow'):
+        api.resume_flow(cloud.ctx, flow_id)
+    api.rollback_flow(cloud.ctx, flow_id)
+    assert state.capture() == before
+    assert repository.migration_list(vm)[-1]['status'] == \
+        states.MIGRATION_ERROR
+
+
+def test_rollback_of_a_finished_resize(cloud):
+    vm = cloud.server()['uuid']
+    before = state.capture()
+    result = api.resize(cloud.ctx, vm, 'big')
+    api.rollback_flow(cloud.ctx, result['flow_id'])
+    assert state.capture() == before
+    # A resize that was confirmed since cannot be rolled back.
+    result = api.resize(cloud.ctx, vm, 'big')
+    api.confirm_resize(cloud.ctx, vm)
+    with pytest.raises(exception.FlowStateConflict, match='confirmed'):
+        api.rollback_flow(cloud.ctx, result['flow_id'])
+
+
+def test_bad_requests_change_nothing(cloud):
+    vm = cloud.server()['uuid']
+    result = api.resize(cloud.ctx, vm, 'big')
+    flow_id = result['flow_id']
+    log_before = engine.show_flow(flow_id)
+    cloud_before = state.capture()
+    with pytest.raises(exception.FlowNotFound):
+        api.resume_flow(cloud.ctx, 'no-such-flow')
+    with pytest.raises(exception.FlowStateConflict, match='finished'):
+        api.resume_flow(cloud.ctx, flow_id)
+    # A flow another live process holds.
+    repository.lease_acquire(flow_id, 'otherhost:42:x', 60)
+    with pytest.raises(exception.FlowBusy, match='otherhost:42'):
+        api.rollback_flow(cloud.ctx, flow_id)
+    repository.lease_release(flow_id, 'otherhost:42:x')
+    assert engine.show_flow(flow_id) == log_before
+    assert state.capture() == cloud_before
+    api.rollback_flow(cloud.ctx, flow_id)
+    with pytest.raises(exception.FlowStateConflict, match='rolled back'):
+        api.rollback_flow(cloud.ctx, flow_id)
+    with pytest.raises(exception.FlowStateConflict, match='rolled back'):
+        api.resume_flow(cloud.ctx, flow_id)
+
+
+def test_expired_lease_means_interrupted(cloud, conf):
+    vm = cloud.server()['uuid']
+    result = api.resize(cloud.ctx, vm, 'big')
+    flow_id = result['flow_id']
+    # Pretend a dead process left a live-looking lease that then expired.
+    repository.lease_acquire(flow_id, 'dead:1:x', 60)
+    assert engine.show_flow(flow_id)['owner'] == 'dead:1:x'
+    repository.lease_acquire(flow_id, 'dead:1:x', -1)
+    assert engine.show_flow(flow_id)['owner'] is None
+    api.rollback_flow(cloud.ctx, flow_id)     # takes the expired lease
+    assert repository.lease_get(flow_id) is None
+
+
+def test_list_filters(cloud):
+    vm = cloud.server()['uuid']
+    api.resize(cloud.ctx, vm, 'big')
+    api.confirm_resize(cloud.ctx, vm)
+    flows = api.list_flows(cloud.ctx)
+    assert [f['operation'] for f in flows] == ['confirm_resize', 'resize']
+    assert [f['operation'] for f in api.list_flows(
+        cloud.ctx, operation='resize')] == ['resize']
+    assert len(api.list_flows(cloud.ctx, state='finished')) == 2
+    assert api.list_flows(cloud.ctx, state='interrupted') == []
+    assert len(api.list_flows(cloud.ctx, server='vm1')) == 2
+    with pytest.raises(exception.InvalidInput):
+        api.list_flows(cloud.ctx, operation='explode')
