@@ -5,6 +5,9 @@ import pytest
 from resize_flows import conf as rf_conf
 from tests import db_fixtures
 
+# Runs a fresh pytest in tests of our own pytest plugin.
+pytest_plugins = ['pytester']
+
 _REGISTERED = False
 
 
