@@ -9,9 +9,11 @@ from resize_flows.virt import driver as virt_driver
 
 class CopyDisk(base.ResizeFlowsTask):
     """Copy the stashed source disk into ``<uuid>/disk`` on the destination
-    (sparse; a partial copy never has the final name). The task becomes
-    ``resize_migrated``, the migration ``post-migrating``. Provides the
-    copied disk's size and allocation.
+    (sparse; a partial copy never has the final name, and one cut off by a
+    crash is resumed, not restarted). Reports the fraction copied as the
+    task's progress in the flow log. The task becomes ``resize_migrated``,
+    the migration ``post-migrating``. Provides the copied disk's size and
+    allocation.
 
     Reversion strategy: remove the destination's ``<uuid>`` directory (on
     the same host only while the source is safely in ``<uuid>_resize``)
@@ -21,7 +23,8 @@ class CopyDisk(base.ResizeFlowsTask):
     def execute(self, migration_uuid, dest_host):
         mig = repository.migration_get(migration_uuid)
         info = self.driver(mig['source_compute']).copy_disk_to(
-            mig['instance_uuid'], self.driver(dest_host))
+            mig['instance_uuid'], self.driver(dest_host),
+            progress=lambda fraction: self.update_progress(fraction))
         repository.instance_update(mig['instance_uuid'], {
             'task_state': states.RESIZE_MIGRATED})
         repository.migration_update(

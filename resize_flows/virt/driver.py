@@ -130,10 +130,14 @@ class ComputeDriver(abc.ABC):
         instance's own ``libvirt.xml``. Does not power on."""
 
     @abc.abstractmethod
-    def copy_disk_to(self, instance_uuid, dest):
+    def copy_disk_to(self, instance_uuid, dest, progress=None):
         """Copy ``<uuid>_resize/disk`` of this host into ``<uuid>/disk`` on
         ``dest`` (sparse, atomically: a partial copy never has the final
-        name). Returns the destination :class:`DiskInfo`."""
+        name). A copy cut off by a crash is resumed where it stopped, once
+        what it had written is checked against the source. ``progress``,
+        if given, is called with the fraction of the data copied so far
+        (0.0 to 1.0, never decreasing). Returns the destination
+        :class:`DiskInfo`."""
 
     @abc.abstractmethod
     def rename_instance_dir(self, instance_uuid, old_suffix, new_suffix):

@@ -6,6 +6,7 @@ system fails. Files that are created here get their final name only when
 they are complete (``<name>.part`` then rename), so a crash never leaves a
 half-written file under the name a later step trusts.
 """
+import dataclasses
 import errno
 import json
 import os
@@ -15,7 +16,12 @@ from resize_flows import exception
 
 GiB = 1024 ** 3
 PART_SUFFIX = '.part'
-_COPY_CHUNK = 8 * 1024 * 1024
+# Sidecar of a partial copy: ``<dst>.part.progress`` records how far it is.
+PROGRESS_SUFFIX = '.progress'
+# Bytes of data copied between two commits of a copy's progress.
+COPY_CHUNK = 32 * 1024 * 1024
+# Bytes per copy_file_range / pread call.
+_IO_BLOCK = 8 * 1024 * 1024
 
 
 def _run(host, *args):
@@ -78,27 +84,202 @@ def snapshot_delete(path, name, host):
     _run(host, 'qemu-img', 'snapshot', '-d', name, path)
 
 
-def sparse_copy(src, dst, host, owner=None):
-    """Copy ``src`` to ``dst`` skipping holes: the data extents are copied
-    (SEEK_DATA / SEEK_HOLE), the rest stays unallocated. The copy is written
-    to ``dst.part``, fsynced, then renamed to ``dst``."""
+@dataclasses.dataclass
+class CopyStats:
+    """What one :func:`sparse_copy` call did, in bytes."""
+    size: int = 0          # apparent size of the source file
+    data: int = 0          # data (not holes) in the source
+    copied: int = 0        # data this call wrote
+    reused: int = 0        # data kept from an interrupted earlier call
+    verified: int = 0      # data compared with the source before reuse
+
+
+def sparse_copy(src, dst, host, owner=None, progress=None,
+                chunk_size=None, stats=None):
+    """Copy ``src`` to ``dst`` skipping holes, resumably.
+
+    The data extents of ``src`` (SEEK_DATA / SEEK_HOLE) are copied into
+    ``dst.part`` in chunks of ``chunk_size`` bytes of data; the rest stays
+    unallocated (the size is set with ftruncate, no zero is written). After
+    each chunk is on disk (fdatasync) its end offset is committed to the
+    sidecar ``dst.part.progress`` (temp file, fsync, rename), with the
+    identity of the source (inode, size, mtime) and of ``dst.part``.
+
+    A later call finds both files and, when the identities still match,
+    compares the last committed chunk with the source and continues after
+    it; if that chunk differs, the one before it; if that differs too, or
+    anything else does not match, it starts over. Whatever lies beyond the
+    resume point is cut off first, so holes stay holes.
+
+    ``progress(fraction)`` is called with the share of the source's data
+    that is in ``dst.part`` (monotonic, once at the start, after each
+    committed chunk, 1.0 at the end); an exception it raises stops the copy
+    and leaves the partial copy to be resumed. When complete, ``dst.part``
+    is fsynced, renamed to ``dst`` and the sidecar removed.
+
+    Returns :class:`CopyStats` (``stats`` if given: it is filled in as the
+    copy goes, so it tells what a cut-off copy did too); raises
+    ``DiskError`` for a file system failure (the partial copy is kept for
+    the next call).
+    """
+    chunk_size = int(chunk_size or COPY_CHUNK)
     part = dst + PART_SUFFIX
+    sidecar = part + PROGRESS_SUFFIX
+    stats = stats if stats is not None else CopyStats()
     try:
         with open(src, 'rb') as fsrc:
-            size = os.fstat(fsrc.fileno()).st_size
-            with open(part, 'wb') as fdst:
+            fd_in = fsrc.fileno()
+            source = _identity(os.fstat(fd_in))
+            stats.size = source['size']
+            extents = list(_data_extents(fd_in, stats.size))
+            stats.data = sum(end - start for start, end in extents)
+            fd_out = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
                 chown(part, owner)
-                for start, end in _data_extents(fsrc.fileno(), size):
-                    _copy_range(fsrc.fileno(), fdst.fileno(), start, end)
-                fdst.truncate(size)
-                fdst.flush()
-                os.fsync(fdst.fileno())
+                offset = _resume_point(fd_in, fd_out, sidecar, source,
+                                       extents, chunk_size, stats)
+                if offset == 0:
+                    _unlink_quietly(sidecar)
+                os.ftruncate(fd_out, offset)       # drop the uncommitted
+                os.ftruncate(fd_out, stats.size)
+                state = {'format': 1, 'source': source,
+                         'part_ino': os.fstat(fd_out).st_ino,
+                         'chunk_size': chunk_size, 'committed': offset}
+                done = stats.reused
+                _report(progress, done, stats.data)
+                for pieces in _chunks(extents, offset, chunk_size):
+                    for start, end in pieces:
+                        _copy_range(fd_in, fd_out, start, end)
+                        done += end - start
+                        stats.copied += end - start
+                    os.fdatasync(fd_out)
+                    state['committed'] = pieces[-1][1]
+                    _write_sidecar(sidecar, state, owner)
+                    _report(progress, done, stats.data)
+                os.fsync(fd_out)
+            finally:
+                os.close(fd_out)
         os.rename(part, dst)
         fsync_dir(os.path.dirname(dst))
+        _unlink_quietly(sidecar)
     except OSError as exc:
-        _unlink_quietly(part)
         raise exception.DiskError(
             host=host, reason='copy %s -> %s: %s' % (src, dst, exc))
+    if not stats.data:
+        _report(progress, 0, 0)
+    return stats
+
+
+def remove_copy_sidecar(dst):
+    """Remove the progress sidecar of a finished copy to ``dst``."""
+    _unlink_quietly(dst + PART_SUFFIX + PROGRESS_SUFFIX)
+
+
+def _identity(st):
+    return {'ino': st.st_ino, 'size': st.st_size, 'mtime_ns': st.st_mtime_ns}
+
+
+def _report(progress, done, total):
+    if progress is not None:
+        progress(done / total if total else 1.0)
+
+
+def _write_sidecar(path, state, owner):
+    tmp = path + '.tmp'
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, json.dumps(state, sort_keys=True).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    chown(tmp, owner)
+    os.rename(tmp, path)
+
+
+def _read_sidecar(path):
+    try:
+        with open(path) as handle:
+            state = json.load(handle)
+        int(state['committed']), int(state['chunk_size'])
+        return state
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _resume_point(fd_in, fd_out, sidecar, source, extents, chunk_size,
+                  stats):
+    """Offset of ``src`` up to which ``dst.part`` holds the source's data
+    (0: start over); counts the reused and verified bytes in ``stats``."""
+    state = _read_sidecar(sidecar)
+    if (state is None or state.get('format') != 1
+            or state.get('source') != source
+            or state.get('part_ino') != os.fstat(fd_out).st_ino
+            or os.fstat(fd_out).st_size != source['size']):
+        return 0
+    offset = min(int(state['committed']), source['size'])
+    window = max(int(state['chunk_size']), 1)
+    for _attempt in range(2):             # the last chunk, then the one before
+        if offset <= 0:
+            return 0
+        pieces = _data_before(extents, offset, window)
+        if not pieces:
+            return 0
+        stats.verified += sum(end - start for start, end in pieces)
+        if all(_same(fd_in, fd_out, start, end) for start, end in pieces):
+            stats.reused = _data_below(extents, offset)
+            return offset
+        offset = pieces[0][0]
+    return 0
+
+
+def _data_below(extents, offset):
+    return sum(min(end, offset) - start for start, end in extents
+               if start < offset)
+
+
+def _data_before(extents, offset, nbytes):
+    """The last ``nbytes`` of data below ``offset`` as (start, end) pieces
+    in file order."""
+    pieces = []
+    for start, end in reversed(extents):
+        if nbytes <= 0:
+            break
+        end = min(end, offset)
+        if start >= end:
+            continue
+        start = max(start, end - nbytes)
+        pieces.append((start, end))
+        nbytes -= end - start
+    pieces.reverse()
+    return pieces
+
+
+def _chunks(extents, offset, chunk_size):
+    """The data at or after ``offset`` as lists of (start, end) pieces of
+    ``chunk_size`` bytes of data each (the last one less)."""
+    pieces, room = [], chunk_size
+    for start, end in extents:
+        start = max(start, offset)
+        while start < end:
+            take = min(end - start, room)
+            pieces.append((start, start + take))
+            start += take
+            room -= take
+            if room == 0:
+                yield pieces
+                pieces, room = [], chunk_size
+    if pieces:
+        yield pieces
+
+
+def _same(fd_a, fd_b, start, end):
+    while start < end:
+        count = min(_IO_BLOCK, end - start)
+        data = os.pread(fd_a, count, start)
+        if not data or os.pread(fd_b, count, start) != data:
+            return False
+        start += len(data)
+    return True
 
 
 def _data_extents(fd, size):
@@ -122,7 +303,7 @@ def _data_extents(fd, size):
 def _copy_range(fd_in, fd_out, start, end):
     offset = start
     while offset < end:
-        count = min(_COPY_CHUNK, end - offset)
+        count = min(_IO_BLOCK, end - offset)
         try:
             done = os.copy_file_range(fd_in, fd_out, count, offset, offset)
         except OSError as exc:

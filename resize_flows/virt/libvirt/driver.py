@@ -397,10 +397,12 @@ class LibvirtDriver(driver.ComputeDriver):
             disk.snapshot_delete(path, snapshot_name, self.host)
         self.ensure_defined(instance_uuid)
 
-    def copy_disk_to(self, instance_uuid, dest):
+    def copy_disk_to(self, instance_uuid, dest, progress=None):
         """Sparse copy of ``<uuid>_resize/disk`` to ``<uuid>/disk`` of
-        ``dest`` through ``disk.part``. A destination ``disk`` of the same
-        size as the source counts as the finished copy."""
+        ``dest`` through ``disk.part``, resuming a copy that was cut off
+        (see :func:`disk.sparse_copy`); ``progress(fraction)`` is called as
+        it goes. A destination ``disk`` of the same size as the source
+        counts as the finished copy."""
         src = self._disk_path(instance_uuid, driver.RESIZE_SUFFIX)
         if not os.path.exists(src):
             raise exception.DiskError(
@@ -418,7 +420,10 @@ class LibvirtDriver(driver.ComputeDriver):
             raise exception.DiskError(host=dest.host, reason=str(exc))
         if not (os.path.exists(dst)
                 and os.path.getsize(dst) == os.path.getsize(src)):
-            disk.sparse_copy(src, dst, dest.host, owner)
+            disk.sparse_copy(src, dst, dest.host, owner, progress=progress)
+        else:
+            # A crash between the rename and the sidecar's removal.
+            disk.remove_copy_sidecar(dst)
         return dest.disk_info(instance_uuid)
 
     def rename_instance_dir(self, instance_uuid, old_suffix, new_suffix):
