@@ -7,6 +7,7 @@ transaction (which is what stops two operations on one instance), and runs
 the flow to its end. The CLI is a thin user of these functions.
 """
 import dataclasses
+import logging
 import os
 import shutil
 import uuid as uuidlib
@@ -19,6 +20,8 @@ from resize_flows import scheduler
 from resize_flows import states
 from resize_flows import virt
 from resize_flows.virt.libvirt import local
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -419,3 +422,21 @@ def rollback_flow(ctx, flow_id, listeners=()):
     """Undo a flow (see :func:`engine.rollback`)."""
     handle_state = engine.rollback(flow_id, listeners)
     return {'flow_id': flow_id, 'flow_state': handle_state}
+
+
+def resume_interrupted(ctx, listeners=()):
+    """Resume every interrupted flow (process dead, lease expired), oldest
+    first; for a process that starts up with ``[flows]/resume_interrupted``.
+    Returns {flow_id: final state, or the error that stopped it}. A flow
+    stuck on a failed undo step is left to an operator."""
+    outcome = {}
+    flows = engine.list_flows(status=engine.INTERRUPTED)
+    for flow in reversed(flows):
+        try:
+            outcome[flow['flow_id']] = engine.resume(flow['flow_id'],
+                                                     listeners)
+        except Exception as e:
+            LOG.warning('could not resume interrupted flow %s: %s',
+                        flow['flow_id'], e)
+            outcome[flow['flow_id']] = e
+    return outcome

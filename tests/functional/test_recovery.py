@@ -212,3 +212,25 @@ def test_list_filters(cloud):
     assert len(api.list_flows(cloud.ctx, server='vm1')) == 2
     with pytest.raises(exception.InvalidInput):
         api.list_flows(cloud.ctx, operation='explode')
+
+
+def test_resume_interrupted_resumes_only_interrupted_flows(cloud):
+    vm1 = cloud.server('vm1')['uuid']
+    vm2 = cloud.server('vm2')['uuid']
+    faults.inject('CopyDisk', faults.AFTER_EXECUTE,
+                  exc_class=faults.SimulatedCrash)
+    with pytest.raises(faults.SimulatedCrash):
+        api.resize(cloud.ctx, vm1, 'big')
+    faults.clear()
+    # vm2's flow is stuck on a failed undo step: left to an operator.
+    faults.inject('FinishMigration', faults.BEFORE_EXECUTE)
+    faults.inject('PowerOffSource', faults.BEFORE_REVERT)
+    with pytest.raises(faults.InjectedFault):
+        api.resize(cloud.ctx, vm2, 'big')
+    faults.clear()
+    outcome = api.resume_interrupted(cloud.ctx)
+    flow1 = repository.migration_list(vm1)[-1]['flow_id']
+    assert outcome == {flow1: tf_states.SUCCESS}
+    assert repository.instance_get(vm1)['vm_state'] == states.RESIZED
+    flow2 = repository.migration_list(vm2)[-1]['flow_id']
+    assert engine.show_flow(flow2)['status'] == engine.STUCK
