@@ -26,6 +26,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -144,33 +145,37 @@ def _run(args, work):
         subprocess.run(['qemu-img', 'convert', '-O', 'qcow2', src, dst],
                        check=True)
 
-    rows = []
-    for name, func in (('cp --sparse=always', cp),
-                       ('cp --sparse=always + fsync', cp_sync),
-                       ('sparse_copy (ours)', ours),
-                       ('qemu-img convert -O qcow2', convert)):
-        times = []
-        for _ in range(args.repeat):
-            dst = os.path.join(work, 'dst')
+    methods = (('cp --sparse=always', cp),
+               ('cp --sparse=always + fsync', cp_sync),
+               ('sparse_copy (ours)', ours),
+               ('qemu-img convert -O qcow2', convert))
+    times = {name: [] for name, _func in methods}
+    alloc = {}
+    dst = os.path.join(work, 'dst')
+    for _ in range(args.repeat):          # interleaved: noise hits all
+        for name, func in methods:
             drop_caches()
-            times.append(timed(lambda: func(dst)))
-            alloc = allocated(dst)
+            times[name].append(timed(lambda: func(dst)))
+            alloc[name] = allocated(dst)
             os.unlink(dst)
-            drop_caches()
-        best = min(times)
-        rows.append((name, best, data / MiB / best, alloc))
 
-    cp_time = rows[0][1]
+    cp_best = min(times['cp --sparse=always'])
+    cp_median = statistics.median(times['cp --sparse=always'])
     print()
-    print('%-28s %9s %10s %14s %10s %9s' % (
-        'copy', 'wall s', 'MB/s data', 'allocated MiB', 'vs source',
-        'cp/this'))
-    for name, best, rate, alloc in rows:
-        print('%-28s %9.2f %10.0f %14.1f %10.3f %9.2f' % (
-            name, best, rate, alloc / MiB, alloc / allocated(src),
-            cp_time / best))
-    print('(best of %d runs each; "cp/this" is the throughput ratio of '
-          'this copy to cp --sparse=always)' % args.repeat)
+    print('%-28s %7s %7s %10s %10s %9s %9s' % (
+        'copy', 'best s', 'median', 'MB/s best', 'alloc MiB', 'vs src',
+        'ratio'))
+    for name, _func in methods:
+        best = min(times[name])
+        median = statistics.median(times[name])
+        print('%-28s %7.2f %7.2f %10.0f %10.1f %9.3f %4.2f/%4.2f' % (
+            name, best, median, data / 1e6 / best, alloc[name] / MiB,
+            alloc[name] / allocated(src), cp_best / best,
+            cp_median / median))
+    print('(%d interleaved runs each; MB/s of source data; "ratio" is '
+          'throughput relative to cp --sparse=always, best/median; '
+          'chunk of sparse_copy: %d MiB)' % (
+              args.repeat, disk._default_chunk(data) // MiB))
 
     # Killed (SIGKILL, from outside, wherever it is) once half the data is
     # in disk.part, then resumed here.
@@ -192,6 +197,7 @@ def _run(args, work):
         time.sleep(0.002)
     child.wait()
     killed_at = time.monotonic() - start
+    written = data_bytes(part)        # all it wrote, up to the kill
     drop_caches()
     second = disk.sparse_copy(src, dst, 'bench')
     again = (written + second.copied - data) / data
@@ -211,8 +217,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--size-gib', type=float, default=2)
     parser.add_argument('--data-gib', type=float, default=1)
-    parser.add_argument('--repeat', type=int, default=3,
-                        help='Runs of each copy; the best is shown.')
+    parser.add_argument('--repeat', type=int, default=5,
+                        help='Runs of each copy (interleaved).')
     parser.add_argument('--dir', default=None,
                         help='Where to work (default: the temp dir).')
     args = parser.parse_args(argv)

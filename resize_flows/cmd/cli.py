@@ -52,7 +52,19 @@ def _power_name(value):
 
 
 class ProgressListener(listener_base.Listener):
-    """Prints each task's transitions to stderr while a flow runs."""
+    """Prints each task's transitions to a stream (stderr) while a flow
+    runs, and the progress of a task that reports it (CopyDisk) as it goes:
+    on a terminal a bar redrawn in place (``\\r``) until the task's line
+    replaces it, elsewhere one line per 10 % crossed.
+
+    Task progress is not on the engine's notifier: each task has its own
+    (TaskFlow's ``update_progress`` event), so the listener registers there
+    too. The engine is serial: every callback comes on its one thread.
+    """
+
+    #: taskflow.task.EVENT_UPDATE_PROGRESS
+    PROGRESS_EVENT = 'update_progress'
+    BAR_WIDTH = 30
 
     def __init__(self, engine, stream):
         super().__init__(engine, task_listen_for=(
@@ -61,14 +73,73 @@ class ProgressListener(listener_base.Listener):
             tf_states.REVERT_FAILURE))
         self._stream = stream
         self._started = {}
+        self._progress_callbacks = []
+        self._shown = {}            # running task -> last percent shown
+        self._bar = 0               # width of the bar on screen, 0: none
+        try:
+            self._tty = bool(stream.isatty())
+        except (AttributeError, ValueError, OSError):
+            self._tty = False
+
+    def register(self):
+        super().register()
+        if self._progress_callbacks:
+            return
+        try:
+            self._engine.compile()
+            graph = self._engine.compilation.execution_graph
+        except AttributeError:      # an engine without a compilation
+            return
+        for atom, data in graph.nodes(data=True):
+            if (data.get('kind') == 'task'
+                    and atom.notifier.can_be_registered(self.PROGRESS_EVENT)):
+                callback = self._progress_callback(atom.name)
+                atom.notifier.register(self.PROGRESS_EVENT, callback)
+                self._progress_callbacks.append((atom, callback))
+
+    def deregister(self):
+        while self._progress_callbacks:
+            atom, callback = self._progress_callbacks.pop()
+            atom.notifier.deregister(self.PROGRESS_EVENT, callback)
+        super().deregister()
+
+    def _progress_callback(self, name):
+        def callback(_event_type, details):
+            self._on_progress(name, details.get('progress'))
+        return callback
+
+    def _on_progress(self, name, fraction):
+        last = self._shown.get(name)
+        if fraction is None or last is None or name not in self._started:
+            return                  # not running: the engine's own 0 or 1
+        percent = int(100 * min(max(fraction, 0.0), 1.0))
+        if self._tty:
+            if percent == last:
+                return
+            filled = self.BAR_WIDTH * percent // 100
+            text = '  %-24s [%s%s] %3d%%' % (
+                name, '#' * filled, '.' * (self.BAR_WIDTH - filled), percent)
+            self._stream.write('\r' + text.ljust(self._bar))
+            self._bar = len(text)
+        else:
+            if percent >= 100 or percent // 10 <= last // 10:
+                return
+            self._stream.write('  %-24s %3d%%\n' % (name, percent))
+        self._shown[name] = percent
+        self._stream.flush()
 
     def _task_receiver(self, state, details):
         name = details['task_name']
         now = time.monotonic()
         if state in (tf_states.RUNNING, tf_states.REVERTING):
             self._started[name] = now
+            self._shown[name] = 0
             return
         took = now - self._started.pop(name, now)
+        self._shown.pop(name, None)
+        if self._bar:
+            self._stream.write('\r%s\r' % (' ' * self._bar))
+            self._bar = 0
         self._stream.write('  %-24s %-15s %6.2fs\n' % (name, state, took))
         self._stream.flush()
 

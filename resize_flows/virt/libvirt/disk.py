@@ -11,17 +11,22 @@ import errno
 import json
 import os
 import subprocess
+import threading
 
 from resize_flows import exception
 
+MiB = 1024 ** 2
 GiB = 1024 ** 3
 PART_SUFFIX = '.part'
 # Sidecar of a partial copy: ``<dst>.part.progress`` records how far it is.
 PROGRESS_SUFFIX = '.progress'
-# Bytes of data copied between two commits of a copy's progress.
-COPY_CHUNK = 32 * 1024 * 1024
+# Bytes of data copied between two commits of a copy's progress: 1/64 of
+# the data, within these bounds.
+COPY_CHUNK = 32 * MiB
+COPY_CHUNK_MIN = 4 * MiB
+_CHUNK_ALIGN = 64 * 1024
 # Bytes per copy_file_range / pread call.
-_IO_BLOCK = 8 * 1024 * 1024
+_IO_BLOCK = 8 * MiB
 
 
 def _run(host, *args):
@@ -99,11 +104,14 @@ def sparse_copy(src, dst, host, owner=None, progress=None,
     """Copy ``src`` to ``dst`` skipping holes, resumably.
 
     The data extents of ``src`` (SEEK_DATA / SEEK_HOLE) are copied into
-    ``dst.part`` in chunks of ``chunk_size`` bytes of data; the rest stays
-    unallocated (the size is set with ftruncate, no zero is written). After
-    each chunk is on disk (fdatasync) its end offset is committed to the
-    sidecar ``dst.part.progress`` (temp file, fsync, rename), with the
-    identity of the source (inode, size, mtime) and of ``dst.part``.
+    ``dst.part`` (copy_file_range) in chunks of ``chunk_size`` bytes of data
+    (by default 1/64 of the data, within 4 to 32 MiB); the rest stays
+    unallocated (the size is set with ftruncate, no zero is written). Each
+    written chunk is committed on a thread of its own while the copy goes
+    on: fdatasync of ``dst.part``, then its end offset, with the identity of
+    the source (inode, size, mtime) and of ``dst.part``, into the sidecar
+    ``dst.part.progress`` (temp file, fsync, rename). The copy waits when
+    two chunks wait for their commit, so a crash loses at most two.
 
     A later call finds both files and, when the identities still match,
     compares the last committed chunk with the source and continues after
@@ -112,17 +120,17 @@ def sparse_copy(src, dst, host, owner=None, progress=None,
     resume point is cut off first, so holes stay holes.
 
     ``progress(fraction)`` is called with the share of the source's data
-    that is in ``dst.part`` (monotonic, once at the start, after each
-    committed chunk, 1.0 at the end); an exception it raises stops the copy
-    and leaves the partial copy to be resumed. When complete, ``dst.part``
-    is fsynced, renamed to ``dst`` and the sidecar removed.
+    written to ``dst.part`` (never decreasing: at the start, after each
+    chunk, 1.0 once complete); an exception it raises stops the copy and leaves
+    the partial copy, committed up to the last chunk written, to be resumed.
+    When complete, ``dst.part`` is fsynced, renamed to ``dst`` and the
+    sidecar removed.
 
     Returns :class:`CopyStats` (``stats`` if given: it is filled in as the
     copy goes, so it tells what a cut-off copy did too); raises
     ``DiskError`` for a file system failure (the partial copy is kept for
     the next call).
     """
-    chunk_size = int(chunk_size or COPY_CHUNK)
     part = dst + PART_SUFFIX
     sidecar = part + PROGRESS_SUFFIX
     stats = stats if stats is not None else CopyStats()
@@ -133,29 +141,12 @@ def sparse_copy(src, dst, host, owner=None, progress=None,
             stats.size = source['size']
             extents = list(_data_extents(fd_in, stats.size))
             stats.data = sum(end - start for start, end in extents)
+            chunk_size = int(chunk_size or _default_chunk(stats.data))
             fd_out = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 chown(part, owner)
-                offset = _resume_point(fd_in, fd_out, sidecar, source,
-                                       extents, chunk_size, stats)
-                if offset == 0:
-                    _unlink_quietly(sidecar)
-                os.ftruncate(fd_out, offset)       # drop the uncommitted
-                os.ftruncate(fd_out, stats.size)
-                state = {'format': 1, 'source': source,
-                         'part_ino': os.fstat(fd_out).st_ino,
-                         'chunk_size': chunk_size, 'committed': offset}
-                done = stats.reused
-                _report(progress, done, stats.data)
-                for pieces in _chunks(extents, offset, chunk_size):
-                    for start, end in pieces:
-                        _copy_range(fd_in, fd_out, start, end)
-                        done += end - start
-                        stats.copied += end - start
-                    os.fdatasync(fd_out)
-                    state['committed'] = pieces[-1][1]
-                    _write_sidecar(sidecar, state, owner)
-                    _report(progress, done, stats.data)
+                _copy_chunks(fd_in, fd_out, sidecar, source, extents,
+                             chunk_size, owner, progress, stats)
                 os.fsync(fd_out)
             finally:
                 os.close(fd_out)
@@ -165,9 +156,113 @@ def sparse_copy(src, dst, host, owner=None, progress=None,
     except OSError as exc:
         raise exception.DiskError(
             host=host, reason='copy %s -> %s: %s' % (src, dst, exc))
-    if not stats.data:
-        _report(progress, 0, 0)
+    _report(progress, stats.data, stats.data)
     return stats
+
+
+def _default_chunk(data):
+    chunk = min(max(data // 64, COPY_CHUNK_MIN), COPY_CHUNK)
+    return -(-chunk // _CHUNK_ALIGN) * _CHUNK_ALIGN
+
+
+def _copy_chunks(fd_in, fd_out, sidecar, source, extents, chunk_size, owner,
+                 progress, stats):
+    offset = _resume_point(fd_in, fd_out, sidecar, source, extents, stats)
+    if offset == 0 and os.path.lexists(sidecar):
+        # Durably gone before the part is emptied: a sidecar that came
+        # back after a crash would vouch for data no longer there.
+        os.unlink(sidecar)
+        fsync_dir(os.path.dirname(sidecar))
+    os.ftruncate(fd_out, offset)               # drop the uncommitted
+    os.ftruncate(fd_out, stats.size)
+    committer = _Committer(fd_out, sidecar, owner, {
+        'format': 1, 'source': source,
+        'part_ino': os.fstat(fd_out).st_ino,
+        'chunk_size': chunk_size, 'committed': offset})
+    done = stats.reused
+    try:
+        _report(progress, done, stats.data)
+        for pieces in _chunks(extents, offset, chunk_size):
+            for start, end in pieces:
+                _copy_range(fd_in, fd_out, start, end)
+                done += end - start
+                stats.copied += end - start
+            committer.submit(pieces[-1][1])
+            if done < stats.data:
+                _report(progress, done, stats.data)
+    except BaseException:
+        committer.close(flush=True)
+        raise
+    committer.close(flush=False)
+
+
+class _Committer:
+    """Commits the progress of a copy on a thread of its own: fdatasync of
+    the partial copy, then the offset it holds the data up to into the
+    sidecar, for the newest offset handed over. :meth:`submit` waits while
+    ``lag`` offsets are not committed yet."""
+
+    def __init__(self, fd, sidecar, owner, state, lag=2):
+        self._fd = fd
+        self._sidecar = sidecar
+        self._owner = owner
+        self._state = state
+        self._lag = lag
+        self._cond = threading.Condition()
+        self._pending = None           # (number, offset) to commit next
+        self._submitted = 0            # numbers of the offsets handed over
+        self._committed = 0            # ... and committed
+        self._closing = False
+        self._error = None
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name='copy-commit')
+        self._thread.start()
+
+    def submit(self, offset):
+        with self._cond:
+            self._submitted += 1
+            self._pending = (self._submitted, offset)
+            self._cond.notify_all()
+            while (self._error is None
+                   and self._submitted - self._committed >= self._lag):
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+
+    def close(self, flush):
+        """Stop the thread once it committed what it is at (and, with
+        ``flush``, the offset waiting); raise what it failed with, unless
+        flushing on the way out of an error."""
+        with self._cond:
+            self._closing = True
+            if not flush:
+                self._pending = None
+            self._cond.notify_all()
+        self._thread.join()
+        if self._error is not None and not flush:
+            raise self._error
+
+    def _run(self):
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closing:
+                    self._cond.wait()
+                if self._pending is None:
+                    return
+                number, offset = self._pending
+                self._pending = None
+            try:
+                os.fdatasync(self._fd)
+                self._state['committed'] = offset
+                _write_sidecar(self._sidecar, self._state, self._owner)
+            except OSError as exc:
+                with self._cond:
+                    self._error = exc
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._committed = number
+                self._cond.notify_all()
 
 
 def remove_copy_sidecar(dst):
@@ -206,8 +301,7 @@ def _read_sidecar(path):
         return None
 
 
-def _resume_point(fd_in, fd_out, sidecar, source, extents, chunk_size,
-                  stats):
+def _resume_point(fd_in, fd_out, sidecar, source, extents, stats):
     """Offset of ``src`` up to which ``dst.part`` holds the source's data
     (0: start over); counts the reused and verified bytes in ``stats``."""
     state = _read_sidecar(sidecar)
