@@ -478,6 +478,8 @@ def resume(flow_id, listeners=()):
                 verb='resume', flow_id=flow_id,
                 reason='it was rolled back; start a new operation instead')
         atoms = _atoms(handle)
+        undoing = any(intention == tf_states.REVERT
+                      for _name, _state, intention in atoms)
         failed = [name for name, st, _ in atoms
                   if st == tf_states.REVERT_FAILURE]
         if failed:
@@ -487,12 +489,27 @@ def resume(flow_id, listeners=()):
                     reason='the undo step of %s failed; fix its cause, '
                            'then roll the flow back' % ', '.join(failed))
             _redirect_forward(handle, atoms, failed)
+            undoing = False
         handle.engine.compile()
         handle.engine.prepare()
     except Exception:
         handle.close()
         raise
-    return run(handle, listeners)
+    return _run_expecting(handle, listeners,
+                          tf_states.REVERTED if undoing else None)
+
+
+def _run_expecting(handle, listeners, expected):
+    """Run; when the flow ends in ``expected`` (REVERTED for an undo that
+    was asked for, or that was under way), that is success, not the
+    failure TaskFlow raises again for a reverted flow."""
+    try:
+        return run(handle, listeners)
+    except Exception:
+        brief = flow_brief(handle.flow_id)
+        if expected is not None and brief and brief['state'] == expected:
+            return expected
+        raise
 
 
 def _redirect_forward(handle, atoms, failed):
@@ -558,15 +575,7 @@ def rollback(flow_id, listeners=()):
     except Exception:
         handle.close()
         raise
-    try:
-        return run(handle, listeners)
-    except Exception:
-        # A reverted flow re-raises the failures that made it revert;
-        # here the revert was what was asked for.
-        brief = flow_brief(flow_id)
-        if brief and brief['state'] == tf_states.REVERTED:
-            return tf_states.REVERTED
-        raise
+    return _run_expecting(handle, listeners, tf_states.REVERTED)
 
 
 def _claim_finished_move(handle):

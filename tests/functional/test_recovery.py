@@ -234,3 +234,19 @@ def test_resume_interrupted_resumes_only_interrupted_flows(cloud):
     assert repository.instance_get(vm1)['vm_state'] == states.RESIZED
     flow2 = repository.migration_list(vm2)[-1]['flow_id']
     assert engine.show_flow(flow2)['status'] == engine.STUCK
+
+
+def test_resume_of_a_flow_interrupted_while_undoing_finishes_the_undo(cloud):
+    vm = cloud.server()['uuid']
+    before = state.capture()
+    faults.inject('FinishMigration', faults.BEFORE_EXECUTE)
+    faults.inject('MoveSourceToResize', faults.BEFORE_REVERT,
+                  exc_class=faults.SimulatedCrash)
+    with pytest.raises(faults.SimulatedCrash):
+        api.resize(cloud.ctx, vm, 'big')
+    faults.clear()
+    flow_id = repository.migration_list(vm)[-1]['flow_id']
+    assert api.resume_flow(cloud.ctx, flow_id)['flow_state'] == \
+        tf_states.REVERTED
+    assert state.capture() == before
+    assert state.leaks() == []
