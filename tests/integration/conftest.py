@@ -2,16 +2,25 @@
 throwaway state_dir, always stopped afterwards: as bare drivers
 (``qemu_hosts``) or registered in a SQLite database with flavors, for the
 flows (``qemu_cloud``)."""
+import contextlib
+import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import uuid as uuidlib
 
 import pytest
 
 from resize_flows import api
+from resize_flows import exception
+from resize_flows.persistence import repository
 from resize_flows.testing import faults
 from resize_flows import virt
 from resize_flows.virt.libvirt import local
+from tests import db_fixtures
 
 HOST_NAMES = ('h1', 'h2')
 
@@ -152,3 +161,202 @@ def qemu_cloud(conf, db_url):
             leftovers = processes_under(base)
             shutil.rmtree(base, ignore_errors=True)
         assert leftovers == [], 'processes left behind: %s' % leftovers
+
+
+# -- shared hosts for the crash matrix ---------------------------------------
+
+#: ``[flows] lease_seconds`` of the crash matrix's processes: the least the
+#: option allows, so that the flow of a process that died counts as
+#: interrupted (its lease expired) at most two seconds later.
+CRASH_LEASE_SECONDS = 2
+
+_CRASH_CONFIG = """\
+[DEFAULT]
+state_dir = {state_dir}
+
+[database]
+connection = {connection}
+
+[libvirt]
+local_hypervisor = qemu
+
+[compute]
+# A blank disk has no OS to answer ACPI.
+shutdown_timeout = 0
+
+[flows]
+lease_seconds = {lease_seconds}
+"""
+
+_STOP_HOSTS = """\
+import sys
+from resize_flows import conf
+from resize_flows.virt.libvirt import local
+conf.register_opts(conf.CONF)
+conf.CONF(['--config-file', sys.argv[1]], project='resize-flows')
+for name in sys.argv[2:]:
+    local.stop_local_host(name)
+"""
+
+
+class SharedQemuHosts:
+    """host1 and host2, local QEMU hosts in a SQLite database, with the
+    flavors tiny (1 vCPU, 64 MB, 1 GB) and bigger (2 vCPUs, 96 MB, 2 GB),
+    set up once per test session (per pytest-xdist worker) by the CLI
+    itself; :meth:`cli` runs ``resize-flows`` on them in a new process."""
+
+    HOSTS = ('host1', 'host2')
+
+    def __init__(self, base):
+        self.base = base
+        # Short: QEMU's monitor socket, <state_dir>/hosts/host1/config/
+        # libvirt/qemu/lib/domain-<id>-instance-<uuid[:11]>/monitor.sock,
+        # must fit in 107 bytes, and the domain id grows with every guest
+        # started on the host: with "state" here the tenth start fails.
+        self.state_dir = os.path.join(base, 's')
+        self.connection = 'sqlite:///' + os.path.join(base, 'rf.sqlite')
+        self.config_file = os.path.join(base, 'resize-flows.conf')
+        with open(self.config_file, 'w') as handle:
+            handle.write(_CRASH_CONFIG.format(
+                state_dir=self.state_dir, connection=self.connection,
+                lease_seconds=CRASH_LEASE_SECONDS))
+
+    def cli(self, *args, fault=None, timeout=300):
+        """``resize-flows --config-file <ours> ARGS`` in a new process,
+        with ``OS_TESTING__FAULTS=fault`` when given. Returns the
+        CompletedProcess (text stdout and stderr)."""
+        env = dict(os.environ)
+        env.pop('OS_TESTING__FAULTS', None)
+        if fault is not None:
+            env['OS_TESTING__FAULTS'] = fault
+        return subprocess.run(
+            [sys.executable, '-m', 'resize_flows.cmd.cli',
+             '--config-file', self.config_file] + list(args),
+            env=env, capture_output=True, text=True, timeout=timeout)
+
+    def cli_ok(self, *args):
+        """:meth:`cli`, which must succeed; its ``-f json`` output."""
+        proc = self.cli(*(args + ('-f', 'json')))
+        assert proc.returncode == 0, (args, proc.stderr)
+        return json.loads(proc.stdout) if proc.stdout.strip() else None
+
+    def setup(self):
+        self.cli_ok('db', 'sync')
+        for name in self.HOSTS:
+            self.cli_ok('host', 'create', name, '--vcpus', '4',
+                        '--memory-mb', '1024', '--disk-gb', '20')
+        self.cli_ok('flavor', 'create', 'tiny', '--vcpus', '1', '--ram',
+                    '64', '--disk', '1')
+        self.cli_ok('flavor', 'create', 'bigger', '--vcpus', '2', '--ram',
+                    '96', '--disk', '2')
+
+    def stop(self):
+        """Stop both hosts (their guests and daemons) in a new process."""
+        return subprocess.run(
+            [sys.executable, '-c', _STOP_HOSTS, self.config_file]
+            + list(self.HOSTS), capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope='session')
+def shared_qemu_hosts():
+    """:class:`SharedQemuHosts` for the whole session: starting hosts is
+    slow, and each test cleans up its own servers (see ``crash_cloud``).
+    Stopped afterwards; no process of theirs may remain."""
+    from resize_flows.conf import libvirt as libvirt_conf
+    missing = _missing_tools()
+    libvirtd = [o for o in libvirt_conf.opts
+                if o.name == 'libvirtd_path'][0].default
+    if not missing and not os.access(libvirtd, os.X_OK):
+        missing = libvirtd
+    if missing:
+        pytest.skip('%s is not installed' % missing)
+    base = tempfile.mkdtemp(prefix='rf-integ-', dir='/tmp')
+    os.chmod(base, 0o755)
+    hosts = SharedQemuHosts(base)
+    try:
+        hosts.setup()
+        assert processes_under(base)
+        yield hosts
+    finally:
+        stopped = hosts.stop()
+        leftovers = processes_under(base)
+        for pid in leftovers:
+            # Ours (they run under our throwaway directory); never leave
+            # them running, but still fail below.
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(base, ignore_errors=True)
+        assert stopped.returncode == 0, stopped.stderr
+        assert leftovers == [], 'processes left behind: %s' % leftovers
+
+
+def purge_server(uuid):
+    """Remove every trace of an instance, whatever state a test left it
+    in: its domains and directories on every host, the allocations of
+    its migrations and itself, and its records."""
+    for host in repository.host_list():
+        drv = virt.get_driver(host)
+        drv.destroy(uuid, destroy_disks=True)
+        for entry in drv.list_instance_dirs():
+            if entry.startswith(uuid):
+                drv.remove_instance_dir(uuid, entry[len(uuid):])
+    for mig in repository.migration_list(uuid):
+        repository.release(mig['uuid'])
+    repository.instance_destroy(uuid)
+
+
+class CrashCloud:
+    """The shared hosts, seen from the test process too: ``CONF`` points at
+    their state and database. :meth:`server` boots a server that is
+    removed after the test."""
+
+    def __init__(self, hosts):
+        self.hosts = hosts
+        self.cli = hosts.cli
+        self.cli_ok = hosts.cli_ok
+        self.servers = []
+
+    @property
+    def ctx(self):
+        return api.get_admin_context()
+
+    def server(self, flavor='tiny', host='host1', power_on=True):
+        name = 'cm-%s' % uuidlib.uuid4().hex[:8]
+        inst = api.create_server(self.ctx, name, flavor, host,
+                                 power_on=power_on)
+        self.servers.append(inst['uuid'])
+        return inst['uuid']
+
+    def cleanup(self):
+        for uuid in self.servers:
+            try:
+                api.delete_server(self.ctx, uuid)
+            except exception.ResizeFlowsException:
+                pass
+            purge_server(uuid)
+        self.servers = []
+
+
+@pytest.fixture
+def crash_cloud(conf, shared_qemu_hosts):
+    """A :class:`CrashCloud` on the session's shared QEMU hosts. The
+    test's servers are deleted afterwards (and purged if deleting is
+    refused), so the next test starts from a cloud without any."""
+    hosts = shared_qemu_hosts
+    conf.set_override('state_dir', hosts.state_dir)
+    conf.set_override('local_hypervisor', 'qemu', group='libvirt')
+    conf.set_override('connection', hosts.connection, group='database')
+    conf.set_override('lease_seconds', CRASH_LEASE_SECONDS, group='flows')
+    virt.reset()
+    faults.clear()
+    cloud = CrashCloud(hosts)
+    try:
+        yield cloud
+    finally:
+        try:
+            cloud.cleanup()
+        finally:
+            virt.reset()
+            db_fixtures.forget_engines()
+            conf.clear_override('connection', group='database')
+            conf.clear_override('lease_seconds', group='flows')

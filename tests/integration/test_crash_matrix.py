@@ -1,0 +1,264 @@
+"""The crash matrix: every flow killed by a real process death at every
+point of every task, on real QEMU hosts, then finished or undone by
+another process.
+
+For each of resize, migrate, confirm_resize and revert_resize, each task of
+its flow and each of before-execute and after-execute, the operation runs
+as ``resize-flows`` in a subprocess armed with
+``OS_TESTING__FAULTS=<task>:<point>:crash``, which dies there through
+``os._exit`` (no cleanup, no flow log update, the guests keep running).
+Once the dead process's lease has expired, the flow shows ``interrupted``,
+and another ``resize-flows`` process runs ``flow resume`` or ``flow
+rollback`` on it. A rollback past a point of no return (CleanupSource or
+DeleteDestinationFiles done) must be refused with one line, changing
+nothing; the flow is resumed instead.
+
+The undo points (before-revert, after-revert) are reached by rolling a
+finished resize back in a subprocess that dies at that point of a task,
+then rolling it back again.
+
+After each recovery the test process checks, against the hypervisors and
+the disks: one domain per instance, on the host the records name, in the
+power state they name (during a move that waits for confirm or revert,
+the source keeps its defined, shut-off guest, as in Nova); allocations
+exactly what the instance and its migration imply, no directory, disk or
+snapshot that nothing refers to (``state.leaks()``); the migration in its
+resting status; after a rollback, the whole cloud as it was before the
+operation (``state.capture()``). A move that was resumed to ``finished``
+is then confirmed (resize) or reverted (migrate) to prove it is a sound
+resting state.
+
+The hosts are shared by the tests of a session (one pair per pytest-xdist
+worker); each test boots and deletes its own server. Select with
+``-m crash_matrix``; ``-n 2`` halves the wall time.
+"""
+import json
+import time
+
+import pytest
+
+from resize_flows import api
+from resize_flows import engine
+from resize_flows.flows import confirm
+from resize_flows.flows import resize
+from resize_flows.flows import revert
+from resize_flows.persistence import repository
+from resize_flows import states
+from resize_flows.testing import faults
+from resize_flows.testing import state
+from resize_flows import virt
+from tests.integration.conftest import CRASH_LEASE_SECONDS
+
+pytestmark = [pytest.mark.integration, pytest.mark.crash_matrix]
+
+_FLOWS = {
+    'resize': resize.get_resize_flow('resize'),
+    'migrate': resize.get_resize_flow('migrate'),
+    'confirm_resize': confirm.get_confirm_resize_flow(),
+    'revert_resize': revert.get_revert_resize_flow(),
+}
+TASKS = {op: [atom.name for atom in flow] for op, flow in _FLOWS.items()}
+NO_RETURN = {atom.name for flow in _FLOWS.values() for atom in flow
+             if getattr(atom, 'point_of_no_return', False)}
+
+EXECUTE_POINTS = (faults.BEFORE_EXECUTE, faults.AFTER_EXECUTE)
+REVERT_POINTS = (faults.BEFORE_REVERT, faults.AFTER_REVERT)
+RECOVERIES = ('resume', 'rollback')
+
+#: The migration's status once each operation has run to its end.
+DONE = {'resize': states.MIGRATION_FINISHED,
+        'migrate': states.MIGRATION_FINISHED,
+        'confirm_resize': states.MIGRATION_CONFIRMED,
+        'revert_resize': states.MIGRATION_REVERTED}
+#: ... and once its flow has been rolled back.
+UNDONE = {'resize': states.MIGRATION_ERROR,
+          'migrate': states.MIGRATION_ERROR,
+          'confirm_resize': states.MIGRATION_FINISHED,
+          'revert_resize': states.MIGRATION_FINISHED}
+
+CASES = [
+    pytest.param(op, task, point, recovery,
+                 id='%s-%s-%s-%s' % (op, task, point, recovery))
+    for op in _FLOWS for task in TASKS[op] for point in EXECUTE_POINTS
+    for recovery in RECOVERIES]
+
+REVERT_CASES = [
+    pytest.param(task, point, id='%s-%s' % (task, point))
+    for task in TASKS['resize'] for point in REVERT_POINTS]
+
+
+def _command(operation, vm):
+    return {
+        'resize': ('server', 'resize', '--flavor', 'bigger', vm),
+        'migrate': ('server', 'migrate', vm),
+        'confirm_resize': ('server', 'resize', 'confirm', vm),
+        'revert_resize': ('server', 'resize', 'revert', vm),
+    }[operation] + ('-q', '-f', 'json')
+
+
+def _crash(cloud, args, task, point):
+    """Run ``resize-flows ARGS`` so that it dies at ``task``/``point``."""
+    proc = cloud.cli(*args, fault='%s:%s:crash' % (task, point))
+    assert proc.returncode == faults.CRASH_EXIT_CODE, (
+        'expected the process to die at %s %s (exit %d), it exited %d: %s'
+        % (task, point, faults.CRASH_EXIT_CODE, proc.returncode,
+           proc.stderr or proc.stdout))
+
+
+def _interrupted_flow(cloud, vm, operation):
+    """The flow a dead process left, once its lease has expired, as
+    ``flow list -f json`` shows it: ``interrupted``. Returns its id."""
+    deadline = time.monotonic() + CRASH_LEASE_SECONDS + 15
+    while True:
+        flows = engine.list_flows(server=vm, operation=operation)
+        if flows and flows[0]['status'] != engine.RUNNING:
+            break
+        assert time.monotonic() < deadline, 'lease never expired: %s' % (
+            flows[:1],)
+        time.sleep(0.2)
+    rows = cloud.cli_ok('flow', 'list', '--server', vm,
+                        '--operation', operation)
+    newest = rows[0]
+    assert (newest['Status'], newest['Owner']) == (engine.INTERRUPTED,
+                                                   None), newest
+    # The migration names the same flow.
+    assert repository.migration_list(vm)[-1]['flow_id'] == newest['Flow']
+    return newest['Flow']
+
+
+def _recover(cloud, verb, flow_id):
+    """``flow resume|rollback FLOW`` in a new process; its ``-f json``."""
+    proc = cloud.cli('flow', verb, flow_id, '-q', '-f', 'json')
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _domains(vm):
+    """{host name: InstanceInfo} of every host with a domain of ``vm``."""
+    out = {}
+    for host in repository.host_list():
+        drv = virt.get_driver(host)
+        if drv.instance_exists(vm):
+            out[host['name']] = drv.get_info(vm)
+    return out
+
+
+def _assert_consistent(vm):
+    """The instance's domains agree with its records, and nothing leaks:
+    one domain, on the host the records name, in the power state they
+    name, with the flavor's size; during a move that waits for confirm or
+    revert the source may keep its guest too, shut off."""
+    inst = repository.instance_get(vm)
+    mig = repository.migration_list(vm)[-1]
+    assert inst['task_state'] is None, inst
+    domains = _domains(vm)
+    assert inst['host'] in domains, (inst['host'], domains)
+    info = domains.pop(inst['host'])
+    flavor = repository.flavor_get(inst['flavor_id'])
+    assert (info.power_state, info.vcpus, info.memory_mb) == (
+        inst['power_state'], flavor['vcpus'], flavor['memory_mb'])
+    if mig['status'] == states.MIGRATION_FINISHED:
+        assert inst['vm_state'] == states.RESIZED
+        assert inst['host'] == mig['dest_compute']
+        assert (states.vm_state_for_power(inst['power_state'])
+                == mig['old_vm_state'])
+        others = {name: i.power_state for name, i in domains.items()}
+        assert set(others) <= {mig['source_compute']}, others
+        assert set(others.values()) <= {states.SHUTDOWN}, others
+    else:
+        assert mig['status'] in states.MIGRATION_TERMINAL, mig
+        assert inst['vm_state'] == states.vm_state_for_power(
+            inst['power_state'])
+        assert domains == {}, 'more than one domain: %s' % domains
+    assert state.leaks() == []
+
+
+def _assert_finished(operation, vm, before):
+    """``operation`` ran to its end. ``before`` is the cloud before the
+    move (for confirm and revert: before the resize they resolve)."""
+    mig = repository.migration_list(vm)[-1]
+    assert mig['status'] == DONE[operation]
+    _assert_consistent(vm)
+    inst = repository.instance_get(vm)
+    if operation in ('resize', 'confirm_resize'):
+        assert (inst['host'], inst['flavor_id']) == (
+            'host2', repository.flavor_get('bigger')['id'])
+    elif operation == 'migrate':
+        assert (inst['host'], inst['flavor_id']) == (
+            'host2', repository.flavor_get('tiny')['id'])
+    else:
+        assert state.capture() == before
+    # A move resumed to ``finished`` is a sound resting state: it can be
+    # resolved, either way.
+    if operation == 'resize':
+        api.confirm_resize(api.get_admin_context(), vm)
+        assert repository.migration_get(mig['uuid'])['status'] == \
+            states.MIGRATION_CONFIRMED
+        _assert_consistent(vm)
+    elif operation == 'migrate':
+        api.revert_resize(api.get_admin_context(), vm)
+        assert repository.migration_get(mig['uuid'])['status'] == \
+            states.MIGRATION_REVERTED
+        _assert_consistent(vm)
+        assert state.capture() == before
+
+
+def _assert_rolled_back(operation, vm, before):
+    assert state.capture() == before
+    assert repository.migration_list(vm)[-1]['status'] == UNDONE[operation]
+    _assert_consistent(vm)
+
+
+@pytest.mark.parametrize('operation, task, point, recovery', CASES)
+def test_crash_then_recover(crash_cloud, operation, task, point, recovery):
+    vm = crash_cloud.server()
+    before = state.capture()
+    if operation in ('confirm_resize', 'revert_resize'):
+        api.resize(crash_cloud.ctx, vm, 'bigger')
+    start = state.capture()
+
+    _crash(crash_cloud, _command(operation, vm), task, point)
+    flow_id = _interrupted_flow(crash_cloud, vm, operation)
+
+    if recovery == 'resume':
+        shown = _recover(crash_cloud, 'resume', flow_id)
+        assert shown['status'] == engine.FINISHED
+        _assert_finished(operation, vm, before)
+        return
+
+    if task in NO_RETURN and point == faults.AFTER_EXECUTE:
+        # Files are gone: refused, one line, nothing changed; resume.
+        log_before = engine.show_flow(flow_id)
+        cloud_before = state.capture()
+        proc = crash_cloud.cli('flow', 'rollback', flow_id, '-q')
+        assert proc.returncode != 0
+        message = proc.stderr.strip()
+        assert '\n' not in message, message
+        assert 'deleted files already; resume' in message, message
+        assert task in message
+        assert engine.show_flow(flow_id) == log_before
+        assert state.capture() == cloud_before
+        shown = _recover(crash_cloud, 'resume', flow_id)
+        assert shown['status'] == engine.FINISHED
+        _assert_finished(operation, vm, before)
+        return
+
+    shown = _recover(crash_cloud, 'rollback', flow_id)
+    assert shown['status'] == engine.ROLLED_BACK
+    _assert_rolled_back(operation, vm, start)
+
+
+@pytest.mark.parametrize('task, point', REVERT_CASES)
+def test_crash_during_rollback_then_rollback_again(crash_cloud, task, point):
+    vm = crash_cloud.server()
+    before = state.capture()
+    moved = crash_cloud.cli_ok(*_command('resize', vm)[:-2])
+    assert moved['status'] == states.MIGRATION_FINISHED
+    flow_id = moved['flow']
+
+    _crash(crash_cloud, ('flow', 'rollback', flow_id, '-q'), task, point)
+    assert _interrupted_flow(crash_cloud, vm, 'resize') == flow_id
+
+    shown = _recover(crash_cloud, 'rollback', flow_id)
+    assert shown['status'] == engine.ROLLED_BACK
+    _assert_rolled_back('resize', vm, before)
