@@ -633,6 +633,12 @@ class ResizeFlowsApp(app.App):
         CONF(args, project='resize-flows')
         faults.configure(CONF)
 
+    def prepare_to_run_command(self, cmd):
+        if isinstance(cmd, _MoveCommand) and CONF.flows.resume_interrupted:
+            for flow_id, outcome in api.resume_interrupted(_ctx()).items():
+                self.stderr.write('resumed interrupted flow %s: %s\n' % (
+                    flow_id, outcome))
+
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
