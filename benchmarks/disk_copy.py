@@ -156,26 +156,34 @@ def _run(args, work):
         for name, func in methods:
             drop_caches()
             times[name].append(timed(lambda: func(dst)))
+            os.sync()                  # cp's blocks are allocated now too
             alloc[name] = allocated(dst)
             os.unlink(dst)
 
-    cp_best = min(times['cp --sparse=always'])
-    cp_median = statistics.median(times['cp --sparse=always'])
+    def ratios(name, reference):
+        return '%4.2f/%4.2f' % (
+            min(times[reference]) / min(times[name]),
+            statistics.median(times[reference])
+            / statistics.median(times[name]))
+
+    src_alloc = allocated(src)
     print()
-    print('%-28s %7s %7s %10s %10s %9s %9s' % (
-        'copy', 'best s', 'median', 'MB/s best', 'alloc MiB', 'vs src',
-        'ratio'))
+    print('%-27s %6s %6s %9s %12s %9s %9s' % (
+        'copy', 'best s', 'median', 'MB/s best', 'alloc-src KiB',
+        'vs cp', 'vs cp+fs'))
     for name, _func in methods:
         best = min(times[name])
-        median = statistics.median(times[name])
-        print('%-28s %7.2f %7.2f %10.0f %10.1f %9.3f %4.2f/%4.2f' % (
-            name, best, median, data / 1e6 / best, alloc[name] / MiB,
-            alloc[name] / allocated(src), cp_best / best,
-            cp_median / median))
-    print('(%d interleaved runs each; MB/s of source data; "ratio" is '
-          'throughput relative to cp --sparse=always, best/median; '
-          'chunk of sparse_copy: %d MiB)' % (
-              args.repeat, disk._default_chunk(data) // MiB))
+        print('%-27s %6.2f %6.2f %9.0f %12d %9s %9s' % (
+            name, best, statistics.median(times[name]), data / 1e6 / best,
+            (alloc[name] - src_alloc) // 1024,
+            ratios(name, 'cp --sparse=always'),
+            ratios(name, 'cp --sparse=always + fsync')))
+    print('(%d interleaved runs each; MB/s of source data; alloc-src: '
+          'allocated bytes of the copy minus the source\'s (%d KiB); "vs" '
+          'columns: throughput relative to cp, best/median; chunk of '
+          'sparse_copy: %d MiB)' % (
+              args.repeat, src_alloc // 1024,
+              disk._default_chunk(data) // MiB))
 
     # Killed (SIGKILL, from outside, wherever it is) once half the data is
     # in disk.part, then resumed here.
