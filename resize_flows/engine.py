@@ -132,8 +132,9 @@ class Lease:
 class FlowHandle:
     """A stored flow, its engine, and this process's lease on it."""
 
-    def __init__(self, flow_id, engine, meta, lease):
+    def __init__(self, flow_id, flow, engine, meta, lease):
         self.flow_id = flow_id
+        self.flow = flow
         self.engine = engine
         self.meta = meta
         self.lease = lease
@@ -182,7 +183,7 @@ def create(operation, store, instance_uuid, migration_uuid, flow_id=None):
     except Exception:
         lease.release()
         raise
-    return FlowHandle(flow_id, engine, meta, lease)
+    return FlowHandle(flow_id, flow, engine, meta, lease)
 
 
 def _book_uuid(flow_id):
@@ -223,7 +224,7 @@ def load(flow_id, lease=None):
     flow = _rebuild(flow_id, detail)
     engine = engines.load(flow, flow_detail=detail, book=book,
                           backend=flowlog.get_backend(), engine=ENGINE_KIND)
-    return FlowHandle(flow_id, engine, dict(detail.meta or {}), lease)
+    return FlowHandle(flow_id, flow, engine, dict(detail.meta or {}), lease)
 
 
 def discard(handle):
@@ -425,18 +426,16 @@ def _take(flow_id):
 
 
 def _atoms(handle):
+    """[(name, state, intention)] of the flow's tasks, in flow order."""
     storage = handle.engine.storage
-    names = [atom.name for atom in _rebuild(
-        handle.flow_id, find_detail(handle.flow_id)[1])]
-    return [(name, storage.get_atom_state(name),
-             storage.get_atom_intention(name)) for name in names]
+    return [(atom.name, storage.get_atom_state(atom.name),
+             storage.get_atom_intention(atom.name)) for atom in handle.flow]
 
 
 def _point_of_no_return_atoms(handle):
     """{name: task} of the flow's tasks whose execute cannot be undone
     once it has deleted files."""
-    flow = _rebuild(handle.flow_id, find_detail(handle.flow_id)[1])
-    return {atom.name: atom for atom in flow
+    return {atom.name: atom for atom in handle.flow
             if getattr(atom, 'point_of_no_return', False)}
 
 
