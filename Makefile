@@ -1,7 +1,10 @@
 # resize-flows: developer entry points.
 #
-#   make test            system packages, .venv, then pytest over tests/
-#                        (integration tests included: they run real QEMU)
+#   make test            system packages, .venv, then pytest over tests/ on
+#                        two workers (integration tests included: they run
+#                        real QEMU; the crash matrix as a 39-case sample)
+#   make crash-matrix    the whole crash matrix (134 real process deaths on
+#                        real QEMU, about 15 minutes); CI runs it too
 #   make demo            system packages, .venv, then tools/demo.sh
 #   make sample-config   regenerate etc/resize-flows.conf.sample
 #   make deps | venv     just one of the first two steps
@@ -16,7 +19,11 @@ VENV := .venv
 VENV_STAMP := $(VENV)/.resize-flows-installed
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test demo sample-config clean
+# Two workers: this is a 2-core machine and most tests wait on disks,
+# databases and QEMU rather than on the CPU.
+PYTEST_WORKERS ?= 2
+
+.PHONY: all deps venv test crash-matrix demo sample-config clean
 
 all: test
 
@@ -36,7 +43,11 @@ $(VENV_STAMP): setup.cfg pyproject.toml | deps
 	touch $@
 
 test: venv
-	$(VENV)/bin/pytest tests/ $(PYTEST_ARGS)
+	$(VENV)/bin/pytest tests/ -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+crash-matrix: venv
+	$(VENV)/bin/pytest tests/integration/test_crash_matrix.py \
+	    -m crash_matrix -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 demo: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH tools/demo.sh

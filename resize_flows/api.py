@@ -9,7 +9,6 @@ the flow to its end. The CLI is a thin user of these functions.
 import dataclasses
 import logging
 import os
-import shutil
 import uuid as uuidlib
 
 from resize_flows.conf import CONF
@@ -107,8 +106,7 @@ def delete_host(ctx, name):
                 name, ', '.join(drv.list_instance_uuids())))
     hdir = local.host_dir(name)
     if os.path.dirname(os.path.abspath(host['instances_path'])) == hdir:
-        local.stop_local_host(name)
-        shutil.rmtree(hdir, ignore_errors=True)
+        local.remove_local_host(name)
     repository.host_destroy(name)
 
 

@@ -3,18 +3,16 @@
 # guests, one libvirt daemon per simulated host. Boots a tiny guest on
 # host1, resizes it to a bigger flavor onto host2 and confirms, then
 # migrates it back to host1 and reverts, printing every step. Everything
-# lives under $DEMO_DIR (default /var/tmp/resize-flows-demo as root, else
-# .demo/ in the repo) and is removed first.
+# lives under $DEMO_DIR (default /var/tmp/rf-demo-<uid>) and is removed
+# first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # As root the hosts' daemons run as an unprivileged user, who must be able
-# to reach the state directory: /var/tmp is reachable wherever the clone is.
-if [ "$(id -u)" = 0 ]; then
-    DEMO_DIR=${DEMO_DIR:-/var/tmp/resize-flows-demo}
-else
-    DEMO_DIR=${DEMO_DIR:-$PWD/.demo}
-fi
+# to reach the state directory: /var/tmp is reachable wherever the clone
+# is. The path is short because libvirt puts each guest's QEMU monitor
+# socket deep below it and a Unix socket path holds 107 bytes at most.
+DEMO_DIR=${DEMO_DIR:-/var/tmp/rf-demo-$(id -u)}
 CONF_FILE=$DEMO_DIR/resize-flows.conf
 rf() { resize-flows --config-file "$CONF_FILE" "$@"; }
 step() { printf '\n=== %s\n' "$*"; }
@@ -41,7 +39,7 @@ rm -rf "$DEMO_DIR"
 mkdir -p "$DEMO_DIR"
 cat > "$CONF_FILE" <<CONF
 [DEFAULT]
-state_dir = $DEMO_DIR/state
+state_dir = $DEMO_DIR
 
 [compute]
 # The demo's guests boot a blank disk: no OS answers an ACPI shutdown.

@@ -85,7 +85,7 @@ def qemu_hosts(conf):
     finally:
         try:
             for name in HOST_NAMES:
-                local.stop_local_host(name)
+                local.remove_local_host(name)
         finally:
             virt.reset()
             leftovers = processes_under(base)
@@ -155,7 +155,7 @@ def qemu_cloud(conf, db_url):
             hosts = local.hosts_dir()
             names = os.listdir(hosts) if os.path.isdir(hosts) else []
             for name in sorted(names):
-                local.stop_local_host(name)
+                local.remove_local_host(name)
         finally:
             virt.reset()
             leftovers = processes_under(base)
@@ -195,7 +195,7 @@ from resize_flows.virt.libvirt import local
 conf.register_opts(conf.CONF)
 conf.CONF(['--config-file', sys.argv[1]], project='resize-flows')
 for name in sys.argv[2:]:
-    local.stop_local_host(name)
+    local.remove_local_host(name)
 """
 
 

@@ -20,10 +20,12 @@ a private hypervisor inside the connection of this process, nothing runs.
 """
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import pwd
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -45,6 +47,13 @@ GUEST_STATE_RELPATH = os.path.join('run', 'libvirt', 'qemu', 'run')
 DAEMON_LOG_RELPATH = os.path.join('cache', 'libvirt', 'libvirtd.log')
 START_LOG_NAME = 'libvirtd-start.log'
 HOST_FILE = 'host.json'
+# Where libvirt puts a guest's QEMU monitor socket in session mode, below
+# XDG_CONFIG_HOME, at its longest (domain id 99999, the domain's short name
+# cut to 20 characters).
+MONITOR_SOCKET_WORST = os.path.join(
+    'libvirt', 'qemu', 'lib', 'domain-99999-instance-xxxxxxxx-xx',
+    'monitor.sock')
+LINK_BASE = '/tmp'
 # sockaddr_un.sun_path holds 108 bytes including the final NUL.
 _MAX_SOCKET_PATH = 107
 _NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$')
@@ -140,12 +149,52 @@ def _create_test_host(hdir):
 
 
 def _check_socket_path(hdir):
+    """Refuse a host directory whose daemon socket cannot fit in a Unix
+    socket path. (The QEMU monitor sockets, deeper, live under the short
+    :func:`config_link` instead.)"""
     sock = os.path.join(hdir, SOCKET_RELPATH)
     if len(os.fsencode(sock)) > _MAX_SOCKET_PATH:
         raise exception.InvalidInput(
             reason='the socket path %s is longer than a Unix socket path '
                    'may be (%d bytes): use a shorter state_dir or host name'
                    % (sock, _MAX_SOCKET_PATH))
+
+
+def _link_name(hdir):
+    return hashlib.sha256(os.fsencode(os.path.abspath(hdir))).hexdigest()[:16]
+
+
+def config_link(hdir):
+    """A short path to ``<hdir>/config``, given to the daemon as its
+    XDG_CONFIG_HOME.
+
+    libvirt puts each guest's QEMU monitor socket under that directory,
+    ``libvirt/qemu/lib/domain-<id>-<name>/monitor.sock``, and a Unix socket
+    path holds 107 bytes at most: below an ordinary state_dir it would not
+    fit. The link, ``/tmp/.resize-flows-<uid>/<hash of hdir>``, always
+    does; it is made again whenever the daemon starts (after a reboot
+    emptied /tmp, say). Domain definitions stay in ``<hdir>/config``.
+    """
+    base = os.path.join(LINK_BASE, '.resize-flows-%d' % os.geteuid())
+    try:
+        os.mkdir(base, 0o755)
+    except FileExistsError:
+        pass
+    st = os.lstat(base)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise exception.HypervisorUnavailable(
+            host=os.path.basename(hdir),
+            reason='%s is not a directory of ours' % base)
+    link = os.path.join(base, _link_name(hdir))
+    target = os.path.join(os.path.abspath(hdir), 'config')
+    if os.path.islink(link) and os.readlink(link) == target:
+        return link
+    tmp = '%s.%d.tmp' % (link, os.getpid())
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    return link
 
 
 def _create_qemu_host(name, hdir):
@@ -203,7 +252,7 @@ def _start_daemon(name, hdir):
         'PATH': os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin'),
         'LANG': 'C.UTF-8',
         'HOME': hdir,
-        'XDG_CONFIG_HOME': os.path.join(hdir, 'config'),
+        'XDG_CONFIG_HOME': config_link(hdir),
         'XDG_CACHE_HOME': os.path.join(hdir, 'cache'),
         'XDG_RUNTIME_DIR': os.path.join(hdir, 'run'),
     }
@@ -280,6 +329,19 @@ def stop_local_host(name, destroy_guests=True):
     pid = daemon_pid(hdir)
     if pid is not None:
         _terminate(pid, timeout=CONF.libvirt.daemon_start_timeout)
+
+
+def remove_local_host(name):
+    """Stop the local host ``name`` (destroying its guests) and remove its
+    directory and its config link. Safe to call for no host."""
+    stop_local_host(name)
+    hdir = host_dir(name)
+    link = os.path.join(LINK_BASE, '.resize-flows-%d' % os.geteuid(),
+                        _link_name(hdir))
+    if os.path.islink(link) and os.readlink(link) == os.path.join(
+            os.path.abspath(hdir), 'config'):
+        os.unlink(link)
+    shutil.rmtree(hdir, ignore_errors=True)
 
 
 def _destroy_all_guests(name, uri):
