@@ -76,6 +76,23 @@ def leaks():
             problems.append('instance %s: power state %s in the records, %s '
                             'on the host' % (uuid, inst['power_state'],
                                              dom[0]))
+    for uuid, move in open_moves.items():
+        if move['status'] != states.MIGRATION_FINISHED:
+            continue
+        # A move awaiting confirm or revert keeps the source's copy and the
+        # snapshot that a revert rolls back to.
+        stash = snap['hosts'][move['source_compute']]['dirs'].get(
+            uuid + '_resize')
+        if not stash:
+            problems.append('finished move of %s has no %s_resize with a '
+                            'disk on %s' % (uuid, uuid,
+                                            move['source_compute']))
+        elif 'resize-%s' % move['uuid'] not in stash['snapshots']:
+            problems.append('finished move of %s: the source disk lacks '
+                            'its resize snapshot' % uuid)
+        if not snap['hosts'][move['dest_compute']]['dirs'].get(uuid):
+            problems.append('finished move of %s has no disk on %s' % (
+                uuid, move['dest_compute']))
     known = set(snap['instances'])
     for host, hs in snap['hosts'].items():
         for uuid in hs['domains']:
