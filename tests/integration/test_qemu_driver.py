@@ -8,29 +8,13 @@ import pytest
 from resize_flows import states
 from resize_flows.virt import driver as virt_driver
 from resize_flows.virt.libvirt import local
+from tests.integration.conftest import qemu_pids
 
 pytestmark = pytest.mark.integration
 
 TINY = {'name': 'tiny', 'vcpus': 1, 'memory_mb': 64, 'root_gb': 1}
 BIGGER = {'name': 'bigger', 'vcpus': 2, 'memory_mb': 128, 'root_gb': 2}
 SNAP = 'resize-snap'
-
-
-def _qemu_pids(path):
-    """Pids of QEMU processes whose command line mentions ``path``."""
-    pids = []
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open('/proc/%s/cmdline' % entry, 'rb') as handle:
-                argv = handle.read().split(b'\0')
-        except OSError:
-            continue
-        if (os.path.basename(argv[0]).startswith(b'qemu-system')
-                and any(os.fsencode(path) in arg for arg in argv)):
-            pids.append(int(entry))
-    return pids
 
 
 def test_resize_to_other_host_and_revert(qemu_hosts):
@@ -41,45 +25,45 @@ def test_resize_to_other_host_and_revert(qemu_hosts):
     h1.spawn(instance, TINY)
     assert h1.get_info(uid) == virt_driver.InstanceInfo(
         power_state=states.RUNNING, vcpus=1, memory_mb=64)
-    assert _qemu_pids(h1.instance_dir(uid))
+    assert qemu_pids(h1.instance_dir(uid))
     owner = os.stat(h1.instances_path).st_uid
     assert os.stat(h1.disk_info(uid).path).st_uid == owner
 
     dest_disk = h1.migrate_disk_and_power_off(uid, h2, SNAP)
     assert dest_disk.snapshots == (SNAP,)
     assert h1.get_info(uid).power_state == states.SHUTDOWN
-    assert not _qemu_pids(h1.instances_path)
+    assert not qemu_pids(h1.instances_path)
 
     h2.finish_migration(instance, BIGGER, SNAP, power_on=True)
     assert h2.get_info(uid) == virt_driver.InstanceInfo(
         power_state=states.RUNNING, vcpus=2, memory_mb=128)
     assert h2.disk_info(uid).virtual_size == 2 * 1024 ** 3
-    assert _qemu_pids(h2.instance_dir(uid))
+    assert qemu_pids(h2.instance_dir(uid))
 
     # revert: the destination goes away, the source comes back as it was
     h2.destroy(uid)
-    assert not _qemu_pids(h2.instances_path)
+    assert not qemu_pids(h2.instances_path)
     h1.finish_revert_migration(instance, SNAP, power_on=True)
     assert h1.get_info(uid) == virt_driver.InstanceInfo(
         power_state=states.RUNNING, vcpus=1, memory_mb=64)
     assert h1.disk_info(uid).snapshots == ()
     assert h1.disk_info(uid).virtual_size == 1024 ** 3
     assert h2.list_instance_uuids() == []
-    assert _qemu_pids(h1.instance_dir(uid))
+    assert qemu_pids(h1.instance_dir(uid))
 
 
 def test_stopped_daemon_comes_back_with_its_guest(qemu_hosts):
     h1 = qemu_hosts['h1']
     instance = {'uuid': str(uuid.uuid4()), 'name': 'survivor'}
     h1.spawn(instance, TINY)
-    guest = _qemu_pids(h1.instance_dir(instance['uuid']))
+    guest = qemu_pids(h1.instance_dir(instance['uuid']))
     assert guest
 
     hdir = os.path.dirname(h1.instances_path)
     local.stop_local_host('h1', destroy_guests=False)
     local.stop_local_host('h1', destroy_guests=False)
     assert local.daemon_pid(hdir) is None
-    assert _qemu_pids(h1.instance_dir(instance['uuid'])) == guest
+    assert qemu_pids(h1.instance_dir(instance['uuid'])) == guest
 
     # the next call starts the daemon again, which finds the guest
     assert h1.get_info(instance['uuid']).power_state == states.RUNNING
