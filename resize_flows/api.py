@@ -84,10 +84,11 @@ def create_host(ctx, name, vcpus, memory_mb, disk_gb, uri=None,
     elif not instances_path:
         raise exception.InvalidInput(
             reason='a host given by URI needs its instances path')
-    host = repository.host_create(name, uri, instances_path, vcpus,
+    # The hypervisor must answer before the host is recorded.
+    virt.get_driver({'name': name, 'uri': uri,
+                     'instances_path': instances_path}).list_instance_uuids()
+    return repository.host_create(name, uri, instances_path, vcpus,
                                   memory_mb, disk_gb)
-    virt.get_driver(host).list_instance_uuids()
-    return host
 
 
 def delete_host(ctx, name):

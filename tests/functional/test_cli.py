@@ -203,3 +203,13 @@ def test_resume_interrupted_on_start_when_configured(rf, tmp_path):
     assert 'resumed interrupted flow' in err
     assert json.loads(out)['status'] == 'confirmed'
     assert state.leaks() == []
+
+
+def test_host_with_an_unreachable_hypervisor_is_not_recorded(rf, tmp_path):
+    before = repository.host_list()
+    code, out, err = rf('host', 'create', 'far', '--vcpus', '1',
+                        '--memory-mb', '64', '--disk-gb', '1', '--uri',
+                        'qemu+unix:///session?socket=%s/none' % tmp_path,
+                        '--instances-path', str(tmp_path))
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert repository.host_list() == before
