@@ -34,8 +34,8 @@ import uuid as uuidlib
 from oslo_utils import importutils
 import sqlalchemy as sa
 from taskflow import engines
+from taskflow import exceptions as tf_exceptions
 from taskflow.listeners import base as listener_base
-from taskflow.persistence.backends.sqlalchemy import tables as tf_tables
 from taskflow.persistence import models as tf_models
 from taskflow import states as tf_states
 from taskflow.types import failure as tf_failure
@@ -44,6 +44,7 @@ from resize_flows.conf import CONF
 from resize_flows import exception
 from resize_flows.persistence import db
 from resize_flows.persistence import flowlog
+from resize_flows.persistence import models
 from resize_flows.persistence import repository
 from resize_flows import states
 
@@ -75,9 +76,6 @@ FINISHED = 'finished'
 ROLLED_BACK = 'rolled back'
 STUCK = 'stuck'
 STATUSES = (RUNNING, INTERRUPTED, FINISHED, ROLLED_BACK, STUCK)
-
-_TABLES = tf_tables.fetch(sa.MetaData())
-
 
 def flow_status(flow_state, lease):
     """``running``, ``interrupted``, ``finished``, ``rolled back`` or
@@ -186,26 +184,14 @@ def create(operation, store, instance_uuid, migration_uuid, flow_id=None):
     return FlowHandle(flow_id, flow, engine, meta, lease)
 
 
-def _book_uuid(flow_id):
-    """The logbook holding a flow (one indexed read, not a scan)."""
-    table = _TABLES.flowdetails
-    with db.get_engine().connect() as conn:
-        return conn.execute(sa.select(table.c.parent_uuid)
-                            .where(table.c.uuid == flow_id)).scalar()
-
-
 def find_detail(flow_id):
-    """(logbook, flow detail) of a stored flow."""
-    book_uuid = _book_uuid(flow_id)
-    if book_uuid is None:
-        raise exception.FlowNotFound(flow_id=flow_id)
+    """(logbook uuid, flow detail with its tasks) of a stored flow."""
     backend = flowlog.get_backend()
-    with contextlib.closing(backend.get_connection()) as conn:
-        book = conn.get_logbook(book_uuid)
-    detail = book.find(flow_id)
-    if detail is None:
+    try:
+        with contextlib.closing(backend.get_connection()) as conn:
+            return conn.find_flow(flow_id)
+    except tf_exceptions.NotFound:
         raise exception.FlowNotFound(flow_id=flow_id)
-    return book, detail
 
 
 def _rebuild(flow_id, detail):
@@ -220,9 +206,9 @@ def load(flow_id, lease=None):
 
     ``lease`` is the Lease this process holds on it, if any.
     """
-    book, detail = find_detail(flow_id)
+    _book_uuid, detail = find_detail(flow_id)
     flow = _rebuild(flow_id, detail)
-    engine = engines.load(flow, flow_detail=detail, book=book,
+    engine = engines.load(flow, flow_detail=detail,
                           backend=flowlog.get_backend(), engine=ENGINE_KIND)
     return FlowHandle(flow_id, flow, engine, dict(detail.meta or {}), lease)
 
@@ -230,10 +216,13 @@ def load(flow_id, lease=None):
 def discard(handle):
     """Delete a stored flow that never ran (its operation was refused)."""
     try:
-        book_uuid = _book_uuid(handle.flow_id)
-        if book_uuid is not None:
-            backend = flowlog.get_backend()
-            with contextlib.closing(backend.get_connection()) as conn:
+        backend = flowlog.get_backend()
+        with contextlib.closing(backend.get_connection()) as conn:
+            try:
+                book_uuid, _detail = conn.find_flow(handle.flow_id)
+            except tf_exceptions.NotFound:
+                book_uuid = None
+            if book_uuid is not None:
                 conn.destroy_logbook(book_uuid)
     finally:
         handle.close()
@@ -274,56 +263,160 @@ def _finish_action(handle, flow_state):
 
 # -- reading the flow log ----------------------------------------------------
 
-def list_flows(status=None, server=None, operation=None):
-    """Every stored flow, newest first, as dicts with ``flow_id``,
+#: TaskFlow's flow states a flow can be stored in.
+FLOW_STATES = (tf_states.PENDING, tf_states.RUNNING, tf_states.SUCCESS,
+               tf_states.FAILURE, tf_states.REVERTING, tf_states.REVERTED,
+               tf_states.SUSPENDING, tf_states.SUSPENDED, tf_states.RESUMING)
+_ENDED = (tf_states.SUCCESS, tf_states.REVERTED)
+#: Not ended and not failed: running when leased, else interrupted.
+_UNDER_WAY = tuple(s for s in FLOW_STATES
+                   if s not in _ENDED + (tf_states.FAILURE,))
+
+_FLOWS = flowlog.FLOWS
+_LEASES = repository.LEASES
+
+
+def _status_clause(status, now):
+    """SQL for :func:`flow_status` == ``status`` (the state column is
+    indexed, so each is an index range, not a scan of every flow)."""
+    live = _LEASES.c.expires_at > now
+    not_live = sa.or_(_LEASES.c.flow_id.is_(None), _LEASES.c.expires_at <= now)
+    if status == FINISHED:
+        return _FLOWS.c.state == tf_states.SUCCESS
+    if status == ROLLED_BACK:
+        return _FLOWS.c.state == tf_states.REVERTED
+    if status == RUNNING:
+        return sa.and_(_FLOWS.c.state.in_(_UNDER_WAY + (tf_states.FAILURE,)),
+                       live)
+    if status == STUCK:
+        return sa.and_(_FLOWS.c.state == tf_states.FAILURE, not_live)
+    return sa.and_(_FLOWS.c.state.in_(_UNDER_WAY), not_live)
+
+
+def _entry(row, now):
+    lease = None
+    if row.owner is not None:
+        lease = {'owner': row.owner, 'live': row.expires_at > now}
+    return {
+        'flow_id': row.uuid,
+        'operation': row.operation,
+        'instance_uuid': row.instance_uuid,
+        'migration_uuid': row.migration_uuid,
+        'state': row.state,
+        'status': flow_status(row.state, lease),
+        'owner': lease['owner'] if lease and lease['live'] else None,
+        'created_at': _iso(row.created_at),
+        'updated_at': _iso(row.updated_at),
+    }
+
+
+def _listing():
+    return (sa.select(_FLOWS.c.uuid, _FLOWS.c.state, _FLOWS.c.operation,
+                      _FLOWS.c.instance_uuid, _FLOWS.c.migration_uuid,
+                      _FLOWS.c.created_at, _FLOWS.c.updated_at,
+                      _LEASES.c.owner, _LEASES.c.expires_at)
+            .select_from(_FLOWS.outerjoin(
+                _LEASES, _LEASES.c.flow_id == _FLOWS.c.uuid)))
+
+
+def list_flows(status=None, server=None, operation=None, limit=None,
+               marker=None):
+    """Stored flows, newest first, as dicts with ``flow_id``,
     ``operation``, ``instance_uuid``, ``migration_uuid``, ``state`` (the
     flow log's), ``status`` (see :func:`flow_status`), ``owner``,
-    ``created_at``, ``updated_at``. ``server`` is an instance uuid."""
-    table = _TABLES.flowdetails
+    ``created_at``, ``updated_at``.
+
+    ``status`` is one of :data:`STATUSES` or a TaskFlow flow state;
+    ``server`` an instance uuid. ``limit`` flows at most, those after the
+    flow ``marker`` (the last flow of the previous page): one indexed
+    query whatever the number of stored flows.
+    """
+    now = models.utcnow()
+    query = _listing()
+    if status in STATUSES:
+        query = query.where(_status_clause(status, now))
+    elif status is not None:
+        if status not in FLOW_STATES:
+            raise exception.InvalidInput(
+                reason='unknown flow state %r (one of %s, or a TaskFlow '
+                       'state: %s)' % (status, ', '.join(STATUSES),
+                                       ', '.join(FLOW_STATES)))
+        query = query.where(_FLOWS.c.state == status)
+    if server is not None:
+        query = query.where(_FLOWS.c.instance_uuid == server)
+    if operation is not None:
+        query = query.where(_FLOWS.c.operation == operation)
     with db.get_engine().connect() as conn:
-        rows = conn.execute(
-            sa.select(table.c.uuid, table.c.state, table.c.meta,
-                      table.c.created_at, table.c.updated_at)
-            .order_by(table.c.created_at.desc())).all()
-    leases = repository.lease_list()
-    out = []
-    for row in rows:
-        meta = row.meta or {}
-        lease = leases.get(row.uuid)
-        entry = {
-            'flow_id': row.uuid,
-            'operation': meta.get('operation'),
-            'instance_uuid': meta.get('instance_uuid'),
-            'migration_uuid': meta.get('migration_uuid'),
-            'state': row.state,
-            'status': flow_status(row.state, lease),
-            'owner': lease['owner'] if lease and lease['live'] else None,
-            'created_at': _iso(row.created_at),
-            'updated_at': _iso(row.updated_at),
-        }
-        if status is not None and entry['status'] != status:
-            continue
-        if server is not None and entry['instance_uuid'] != server:
-            continue
-        if operation is not None and entry['operation'] != operation:
-            continue
-        out.append(entry)
-    return out
+        if marker is not None:
+            created = conn.execute(sa.select(_FLOWS.c.created_at).where(
+                _FLOWS.c.uuid == marker)).scalar()
+            if created is None:
+                raise exception.MarkerNotFound(marker=marker)
+            query = query.where(sa.or_(
+                _FLOWS.c.created_at < created,
+                sa.and_(_FLOWS.c.created_at == created,
+                        _FLOWS.c.uuid < marker)))
+        query = query.order_by(_FLOWS.c.created_at.desc(),
+                               _FLOWS.c.uuid.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        rows = conn.execute(query).all()
+    return [_entry(row, now) for row in rows]
 
 
 def flow_brief(flow_id):
     """{'operation', 'state', 'status'} of a stored flow, or None: one
     row read, for checks on every request."""
-    table = _TABLES.flowdetails
+    now = models.utcnow()
     with db.get_engine().connect() as conn:
-        row = conn.execute(sa.select(table.c.state, table.c.meta)
-                           .where(table.c.uuid == flow_id)).first()
+        row = conn.execute(_listing().where(_FLOWS.c.uuid == flow_id)).first()
     if row is None:
         return None
-    return {'operation': (row.meta or {}).get('operation'),
-            'state': row.state,
-            'status': flow_status(row.state,
-                                  repository.lease_get(flow_id))}
+    entry = _entry(row, now)
+    return {key: entry[key] for key in ('operation', 'state', 'status')}
+
+
+def purge_flows(before, dry_run=False, batch=500):
+    """Delete the flows that ended (finished or rolled back) before
+    ``before`` (a naive UTC datetime), with their tasks and logbooks.
+
+    Kept whatever their age: a flow not ended, and a finished move whose
+    migration still waits for confirm or revert (rolling that move back
+    needs its flow). Deletes in batches of ``batch`` flows, one transaction
+    each, so that running flows are not held up. Returns the number of
+    flows deleted (or that would be, with ``dry_run``).
+    """
+    migrations = models.Migration.__table__
+    waiting = sa.exists().where(
+        migrations.c.uuid == _FLOWS.c.migration_uuid,
+        migrations.c.status == states.MIGRATION_FINISHED)
+    chosen = (sa.select(_FLOWS.c.uuid, _FLOWS.c.logbook_uuid)
+              .where(_FLOWS.c.state.in_(_ENDED),
+                     _FLOWS.c.updated_at < before,
+                     ~(_FLOWS.c.state == tf_states.SUCCESS) | ~waiting))
+    engine = db.get_engine()
+    if dry_run:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(
+                chosen.subquery())).scalar()
+    books = flowlog.BOOKS
+    purged = 0
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(chosen.limit(batch)).all()
+            if not rows:
+                return purged
+            flow_ids = [r.uuid for r in rows]
+            conn.execute(_FLOWS.delete().where(_FLOWS.c.uuid.in_(flow_ids)))
+            conn.execute(_LEASES.delete().where(
+                _LEASES.c.flow_id.in_(flow_ids)))
+            book_ids = {r.logbook_uuid for r in rows} - {None}
+            if book_ids:
+                # Logbooks left empty (resize-flows keeps one per flow).
+                conn.execute(books.delete().where(
+                    books.c.uuid.in_(book_ids),
+                    ~sa.exists().where(_FLOWS.c.logbook_uuid == books.c.uuid)))
+            purged += len(flow_ids)
 
 
 def _iso(value):

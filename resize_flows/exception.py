@@ -35,6 +35,10 @@ class InvalidInput(Invalid):
     msg_fmt = "Invalid input: %(reason)s"
 
 
+class MarkerNotFound(Invalid):
+    msg_fmt = "Marker %(marker)s could not be found."
+
+
 class CannotResizeToSameFlavor(Invalid):
     msg_fmt = "When resizing, instances must change flavor."
 

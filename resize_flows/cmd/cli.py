@@ -179,7 +179,7 @@ class DbSync(show.ShowOne):
     def take_action(self, parsed):
         db_migration.db_sync()
         return _show(db_migration.db_version(),
-                     ['resize_flows', 'head', 'taskflow'])
+                     ['resize_flows', 'head'])
 
 
 @command('db version')
@@ -188,7 +188,7 @@ class DbVersion(show.ShowOne):
 
     def take_action(self, parsed):
         return _show(db_migration.db_version(),
-                     ['resize_flows', 'head', 'taskflow'])
+                     ['resize_flows', 'head'])
 
 
 # -- hosts -------------------------------------------------------------------

@@ -1,19 +1,51 @@
-"""The flow log: TaskFlow's persistence, in the project's own database.
+"""The flow log: a TaskFlow persistence backend on the project's database.
 
 Every state change of every flow and task is written here by TaskFlow's
-engine, which is what lets another process resume or roll back a flow.
-For now this is TaskFlow's stock SQLAlchemy backend, bound to the process's
-one engine (so one connection pool serves records and log alike).
+engine, which is what lets another process resume or roll back a flow. It
+implements TaskFlow's backend interface (``taskflow.persistence.base``:
+logbooks, flow details, atom details) on the tables of ``models.py``
+(``flow_logbooks``, ``flow_details``, ``flow_atoms``), created by our own
+alembic chain, with the process's one SQLAlchemy engine and pool.
 
-A stored flow detail's ``meta`` carries, besides TaskFlow's ``factory``
-entry, ``operation``, ``instance_uuid`` and ``migration_uuid``.
+What makes it fast, next to TaskFlow's stock SQLAlchemy backend (which
+reads the row, merges, and writes it back, and rebuilds its table metadata
+for each connection):
+
+- a task transition is one ``UPDATE`` by primary key in one transaction:
+  TaskFlow's storage hands over the whole atom detail, so nothing is read;
+- saving a flow's state is one ``UPDATE``; atoms it brings that the log
+  does not hold yet (TaskFlow adds them when it first compiles the flow)
+  are inserted at once, after one indexed read of the atoms' ids;
+- no schema work per call, precompiled statements, no ORM.
+
+Durability is not traded for it: each write is committed before the call
+returns (on SQLite, WAL with ``synchronous=NORMAL``, so a killed process
+never loses a committed transaction), and TaskFlow reports a transition to
+its listeners only after it is saved.
+
+Stored values follow one rule on every database (``values.py``). A stored
+flow detail's ``meta`` carries, besides TaskFlow's ``factory`` entry,
+``operation``, ``instance_uuid`` and ``migration_uuid``, which are copied
+into indexed columns for listing.
 """
-import contextlib
 import threading
 
-from taskflow.persistence.backends import impl_sqlalchemy
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from taskflow import exceptions as tf_exc
+from taskflow.persistence import base
+from taskflow.persistence import models as tf_models
 
 from resize_flows.persistence import db
+from resize_flows.persistence import models
+from resize_flows.persistence import values
+
+BOOKS = models.FlowLogBook.__table__
+FLOWS = models.FlowDetail.__table__
+ATOMS = models.FlowAtom.__table__
+
+#: meta keys copied into columns of ``flow_details``.
+INDEXED_META = ('operation', 'instance_uuid', 'migration_uuid')
 
 _LOCK = threading.Lock()
 _BACKENDS = {}
@@ -25,8 +57,7 @@ def get_backend(url=None):
     with _LOCK:
         backend = _BACKENDS.get(url)
         if backend is None:
-            backend = impl_sqlalchemy.SQLAlchemyBackend(
-                {'connection': url}, engine=db.get_engine(url))
+            backend = FlowLogBackend({'connection': url})
             _BACKENDS[url] = backend
         return backend
 
@@ -36,19 +67,370 @@ def reset():
         _BACKENDS.clear()
 
 
-def upgrade(url=None):
-    """Create or upgrade TaskFlow's tables (logbooks, flow/atom details)."""
-    with contextlib.closing(get_backend(url).get_connection()) as conn:
-        conn.upgrade()
+class FlowLogBackend(base.Backend):
+    """TaskFlow's persistence backend on the project's database.
+
+    ``conf`` is TaskFlow's usual dict; ``connection`` is a database URL
+    (default: the configured one). Cheap to share: connections are
+    stateless views of the process's engine.
+    """
+
+    def __init__(self, conf=None):
+        super().__init__(conf or {})
+        self.url = self._conf.get('connection') or db.get_url()
+
+    @property
+    def engine(self):
+        return db.get_engine(self.url)
+
+    def get_connection(self):
+        return Connection(self)
+
+    def close(self):
+        pass
 
 
-def version(url=None):
-    """TaskFlow's own alembic revision in this database, or None."""
-    import sqlalchemy as sa
-    engine = db.get_engine(url)
-    if not sa.inspect(engine).has_table('alembic_version'):
-        inspector = sa.inspect(engine)
-        return 'create_all' if inspector.has_table('logbooks') else None
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.text('SELECT version_num FROM alembic_version')).scalar()
+def _now():
+    return models.utcnow()
+
+
+def _storage_failure(message):
+    tf_exc.raise_with_cause(tf_exc.StorageFailure, message)
+
+
+# -- rows <-> TaskFlow's models ---------------------------------------------
+
+def _book_row(book):
+    return {
+        'uuid': book.uuid,
+        'name': book.name,
+        'meta': values.dumps(book.meta, 'logbook meta'),
+        'created_at': book.created_at or _now(),
+        'updated_at': book.updated_at,
+    }
+
+
+def _flow_row(fd):
+    meta = fd.meta or {}
+    row = {
+        'uuid': fd.uuid,
+        'name': fd.name,
+        'state': fd.state,
+        'meta': values.dumps(fd.meta, 'meta of flow %s' % fd.uuid),
+        'updated_at': _now(),
+    }
+    for key in INDEXED_META:
+        value = meta.get(key)
+        row[key] = value if isinstance(value, str) else None
+    return row
+
+
+def _atom_row(ad):
+    where = 'atom %s' % ad.name
+    atom_type = tf_models.atom_detail_type(ad)
+    data = ad.to_dict()
+    results = data['results']
+    if isinstance(ad, tf_models.RetryDetail):
+        results = values.retry_results(results)
+    return {
+        'uuid': ad.uuid,
+        'name': ad.name,
+        'atom_type': atom_type,
+        'version': (None if data['version'] is None
+                    else str(data['version'])),
+        'state': data['state'],
+        'intention': data['intention'],
+        'results': values.dumps(results, 'result of %s' % where),
+        'failure': values.dumps(values.failure_dict(data['failure']),
+                                'failure of %s' % where),
+        'revert_results': values.dumps(data['revert_results'],
+                                       'revert result of %s' % where),
+        'revert_failure': values.dumps(
+            values.failure_dict(data['revert_failure']),
+            'revert failure of %s' % where),
+        'meta': values.dumps(data['meta'], 'meta of %s' % where),
+        'updated_at': _now(),
+    }
+
+
+def _to_book(row):
+    book = tf_models.LogBook(row.name, uuid=row.uuid)
+    book.meta = values.loads(row.meta) or {}
+    book.created_at = row.created_at
+    book.updated_at = row.updated_at
+    return book
+
+
+def _to_flow(row):
+    fd = tf_models.FlowDetail(row.name, row.uuid)
+    fd.state = row.state
+    fd.meta = values.loads(row.meta) or {}
+    return fd
+
+
+def _to_atom(row):
+    cls = tf_models.atom_detail_class(row.atom_type)
+    return cls.from_dict({
+        'uuid': row.uuid,
+        'name': row.name,
+        'version': row.version,
+        'state': row.state,
+        'intention': row.intention,
+        'results': values.loads(row.results),
+        'failure': values.loads(row.failure),
+        'revert_results': values.loads(row.revert_results),
+        'revert_failure': values.loads(row.revert_failure),
+        'meta': values.loads(row.meta),
+    })
+
+
+# Precompiled statements (bind parameters named after the columns, with a
+# ``b_`` prefix where a column is also a SET target).
+_UPDATE_ATOM = (ATOMS.update().where(ATOMS.c.uuid == sa.bindparam('b_uuid'))
+                .values({c: sa.bindparam(c) for c in (
+                    'name', 'atom_type', 'version', 'state', 'intention',
+                    'results', 'failure', 'revert_results',
+                    'revert_failure', 'meta', 'updated_at')}))
+_UPDATE_FLOW = (FLOWS.update().where(FLOWS.c.uuid == sa.bindparam('b_uuid'))
+                .values({c: sa.bindparam(c) for c in (
+                    'name', 'state', 'meta', 'updated_at') + INDEXED_META}))
+_UPDATE_BOOK = (BOOKS.update().where(BOOKS.c.uuid == sa.bindparam('b_uuid'))
+                .values({c: sa.bindparam(c) for c in (
+                    'name', 'meta', 'updated_at')}))
+
+
+class Connection(base.Connection):
+    """A view of the flow log; every call is its own transaction."""
+
+    def __init__(self, backend):
+        self._backend = backend
+
+    @property
+    def backend(self):
+        return self._backend
+
+    @property
+    def _engine(self):
+        return self._backend.engine
+
+    def close(self):
+        pass
+
+    def validate(self):
+        """Check that the database answers and holds the flow log."""
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(sa.select(FLOWS.c.uuid).limit(1)).all()
+        except sa_exc.SQLAlchemyError:
+            _storage_failure('the flow log is not reachable or not set up '
+                             '(run resize-flows db sync)')
+
+    def upgrade(self):
+        """Create or upgrade the flow log: it is part of our schema."""
+        from resize_flows.persistence import migration
+        migration.db_sync(self._backend.url)
+
+    def clear_all(self):
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(BOOKS.delete())
+                conn.execute(FLOWS.delete())
+        except sa_exc.SQLAlchemyError:
+            _storage_failure('failed clearing the flow log')
+
+    # -- writes --------------------------------------------------------------
+
+    def update_atom_details(self, atom_detail):
+        """Save an atom detail that the log holds: one UPDATE."""
+        row = _atom_row(atom_detail)
+        try:
+            with self._engine.begin() as conn:
+                params = dict(row, b_uuid=row['uuid'])
+                del params['uuid']
+                if conn.execute(_UPDATE_ATOM, params).rowcount != 1:
+                    raise tf_exc.NotFound(
+                        "No atom details found with uuid '%s'"
+                        % atom_detail.uuid)
+        except sa_exc.SQLAlchemyError:
+            _storage_failure('failed saving atom %s (%s)' % (
+                atom_detail.name, atom_detail.uuid))
+        return atom_detail
+
+    def _insert_atoms(self, conn, flow_uuid, atoms):
+        if not atoms:
+            return
+        now = _now()
+        conn.execute(ATOMS.insert(), [
+            dict(_atom_row(ad), flow_uuid=flow_uuid, created_at=now)
+            for ad in atoms])
+
+    def _save_flow(self, conn, fd, book_uuid=None, ignore_missing=False):
+        """Update or insert a flow detail; insert the atoms it brings that
+        the log does not hold. Returns True when the flow was new."""
+        row = _flow_row(fd)
+        params = dict(row, b_uuid=row['uuid'])
+        del params['uuid']
+        if conn.execute(_UPDATE_FLOW, params).rowcount == 1:
+            ids = {ad.uuid for ad in fd}
+            if ids:
+                held = set(conn.execute(
+                    sa.select(ATOMS.c.uuid)
+                    .where(ATOMS.c.flow_uuid == fd.uuid)).scalars())
+                self._insert_atoms(conn, fd.uuid,
+                                   [ad for ad in fd if ad.uuid not in held])
+            return False
+        if book_uuid is None and not ignore_missing:
+            raise tf_exc.NotFound(
+                "No flow details found with uuid '%s'" % fd.uuid)
+        conn.execute(FLOWS.insert().values(
+            dict(row, logbook_uuid=book_uuid, created_at=row['updated_at'])))
+        self._insert_atoms(conn, fd.uuid, list(fd))
+        return True
+
+    def update_flow_details(self, flow_detail, ignore_missing=False):
+        """Save a flow detail that the log holds, and the atoms it brings
+        that the log does not hold yet.
+
+        An atom the log holds already is saved by
+        :meth:`update_atom_details`, as TaskFlow's storage always does:
+        rewriting every atom here would multiply the writes of each flow
+        state change by the number of tasks.
+        """
+        try:
+            with self._engine.begin() as conn:
+                self._save_flow(conn, flow_detail,
+                                ignore_missing=ignore_missing)
+        except sa_exc.SQLAlchemyError:
+            _storage_failure('failed saving flow %s' % flow_detail.uuid)
+        return flow_detail
+
+    def save_logbook(self, book):
+        """Save a logbook, its flow details and their atoms (new or not)."""
+        try:
+            with self._engine.begin() as conn:
+                row = _book_row(book)
+                params = {'b_uuid': book.uuid, 'name': row['name'],
+                          'meta': row['meta'], 'updated_at': _now()}
+                if conn.execute(_UPDATE_BOOK, params).rowcount != 1:
+                    conn.execute(BOOKS.insert().values(row))
+                for fd in book:
+                    if not self._save_flow(conn, fd, book_uuid=book.uuid):
+                        # A flow saved before: its atoms may have changed.
+                        for ad in fd:
+                            params = dict(_atom_row(ad), b_uuid=ad.uuid)
+                            del params['uuid']
+                            conn.execute(_UPDATE_ATOM, params)
+        except sa_exc.SQLAlchemyError:
+            _storage_failure('failed saving logbook %s' % book.uuid)
+        return book
+
+    def destroy_logbook(self, book_uuid):
+        try:
+            with self._engine.begin() as conn:
+                # Cascades on every database (SQLite: foreign_keys=ON).
+                deleted = conn.execute(
+                    BOOKS.delete().where(BOOKS.c.uuid == book_uuid)).rowcount
+        except sa_exc.SQLAlchemyError:
+            _storage_failure('failed destroying logbook %s' % book_uuid)
+        if deleted == 0:
+            raise tf_exc.NotFound("No logbook found with uuid '%s'"
+                                  % book_uuid)
+
+    # -- reads ---------------------------------------------------------------
+
+    def _populate(self, conn, flows):
+        """Fill flow details with their atoms: one query for all."""
+        if not flows:
+            return
+        by_uuid = {fd.uuid: fd for fd in flows}
+        rows = conn.execute(sa.select(ATOMS).where(
+            ATOMS.c.flow_uuid.in_(list(by_uuid)))
+            .order_by(ATOMS.c.created_at, ATOMS.c.uuid))
+        for row in rows:
+            by_uuid[row.flow_uuid].add(_to_atom(row))
+
+    def _books(self, where, lazy):
+        try:
+            with self._engine.connect() as conn:
+                books = [_to_book(r) for r in conn.execute(
+                    sa.select(BOOKS).where(*where))]
+                if not lazy and books:
+                    by_uuid = {b.uuid: b for b in books}
+                    flows = []
+                    for row in conn.execute(sa.select(FLOWS).where(
+                            FLOWS.c.logbook_uuid.in_(list(by_uuid)))):
+                        fd = _to_flow(row)
+                        by_uuid[row.logbook_uuid].add(fd)
+                        flows.append(fd)
+                    self._populate(conn, flows)
+                return books
+        except sa_exc.SQLAlchemyError:
+            _storage_failure('failed reading logbooks')
+
+    def get_logbook(self, book_uuid, lazy=False):
+        books = self._books([BOOKS.c.uuid == book_uuid], lazy)
+        if not books:
+            raise tf_exc.NotFound("No logbook found with uuid '%s'"
+                                  % book_uuid)
+        return books[0]
+
+    def get_logbooks(self, lazy=False):
+        yield from self._books([], lazy)
+
+    def _flows(self, where, lazy):
+        try:
+            with self._engine.connect() as conn:
+                flows = [_to_flow(r) for r in conn.execute(
+                    sa.select(FLOWS).where(*where))]
+                if not lazy:
+                    self._populate(conn, flows)
+                return flows
+        except sa_exc.SQLAlchemyError:
+            _storage_failure('failed reading flow details')
+
+    def get_flows_for_book(self, book_uuid, lazy=False):
+        yield from self._flows([FLOWS.c.logbook_uuid == book_uuid], lazy)
+
+    def get_flow_details(self, fd_uuid, lazy=False):
+        flows = self._flows([FLOWS.c.uuid == fd_uuid], lazy)
+        if not flows:
+            raise tf_exc.NotFound("No flow details found with uuid '%s'"
+                                  % fd_uuid)
+        return flows[0]
+
+    def _atoms(self, where):
+        try:
+            with self._engine.connect() as conn:
+                return [_to_atom(r) for r in conn.execute(
+                    sa.select(ATOMS).where(*where)
+                    .order_by(ATOMS.c.created_at, ATOMS.c.uuid))]
+        except sa_exc.SQLAlchemyError:
+            _storage_failure('failed reading atom details')
+
+    def get_atom_details(self, ad_uuid):
+        atoms = self._atoms([ATOMS.c.uuid == ad_uuid])
+        if not atoms:
+            raise tf_exc.NotFound("No atom details found with uuid '%s'"
+                                  % ad_uuid)
+        return atoms[0]
+
+    def get_atoms_for_flow(self, fd_uuid):
+        yield from self._atoms([ATOMS.c.flow_uuid == fd_uuid])
+
+    # -- resize-flows' own reads ---------------------------------------------
+
+    def find_flow(self, flow_uuid):
+        """(logbook uuid, flow detail with its atoms) or NotFound: the
+        flow's row by primary key and its atoms by index, nothing else."""
+        try:
+            with self._engine.connect() as conn:
+                row = conn.execute(sa.select(FLOWS).where(
+                    FLOWS.c.uuid == flow_uuid)).first()
+                if row is None:
+                    raise tf_exc.NotFound(
+                        "No flow details found with uuid '%s'" % flow_uuid)
+                fd = _to_flow(row)
+                self._populate(conn, [fd])
+                return row.logbook_uuid, fd
+        except sa_exc.SQLAlchemyError:
+            _storage_failure('failed reading flow %s' % flow_uuid)

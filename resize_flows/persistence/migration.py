@@ -1,9 +1,8 @@
 """Schema upgrades: ``resize-flows db sync`` and ``db version``.
 
-Two chains share the database: ours (recorded in
-``resize_flows_alembic_version``) and TaskFlow's flow log tables (TaskFlow's
-own alembic chain, recorded in ``alembic_version``; on SQLite TaskFlow just
-creates its tables).
+One alembic chain, recorded in ``resize_flows_alembic_version``, creates
+every table, the flow log's included (revision 0003 copies a flow log kept
+in TaskFlow's stock tables by older versions, then drops those).
 """
 import os
 
@@ -13,7 +12,6 @@ from alembic import migration as alembic_migration
 from alembic import script as alembic_script
 
 from resize_flows.persistence import db
-from resize_flows.persistence import flowlog
 from resize_flows.persistence.migrations import env_settings
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(__file__), 'migrations')
@@ -40,17 +38,15 @@ def current(url=None):
 
 
 def db_sync(url=None, revision='head'):
-    """Upgrade our tables to ``revision`` and TaskFlow's to their newest."""
+    """Upgrade the database to ``revision``; returns the revision reached."""
     with db.get_engine(url).begin() as conn:
         command.upgrade(_config(conn), revision)
-    flowlog.upgrade(url)
     return current(url)
 
 
 def db_version(url=None):
-    """{'resize_flows': revision, 'head': newest, 'taskflow': revision}."""
+    """{'resize_flows': revision, 'head': newest}."""
     return {
         'resize_flows': current(url),
         'head': head(),
-        'taskflow': flowlog.version(url),
     }

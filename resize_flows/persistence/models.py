@@ -2,13 +2,15 @@
 
 Every change here needs an alembic revision under ``migrations/versions``;
 ``tests/functional/test_db_migrations.py`` fails when the two disagree.
-TaskFlow's flow log (logbooks, flowdetails, atomdetails) lives in the same
-database but is TaskFlow's schema, not declared here.
+The flow log (logbooks, flow details, atom details: what TaskFlow's
+engines persist) is declared here too, at the end, and written by
+:mod:`resize_flows.persistence.flowlog`.
 """
 import datetime
 from typing import Optional
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy import orm
 
 
@@ -208,3 +210,82 @@ class FlowLease(Base):
         sa.DateTime, default=utcnow)
     expires_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
         sa.DateTime, index=True)
+
+
+# -- the flow log ------------------------------------------------------------
+
+#: Microseconds on MySQL/MariaDB too (their DATETIME keeps whole seconds by
+#: default): flows are listed newest first.
+PreciseDateTime = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mysql')
+#: A JSON document as text (see ``persistence/values.py``): one encoding on
+#: every database; LONGTEXT on MySQL, whose TEXT stops at 64 KiB.
+JSONText = sa.Text().with_variant(mysql.LONGTEXT(), 'mysql')
+
+
+class FlowLogBook(Base):
+    """A TaskFlow logbook: resize-flows keeps one per flow."""
+    __tablename__ = 'flow_logbooks'
+
+    uuid: orm.Mapped[str] = orm.mapped_column(sa.String(64), primary_key=True)
+    name: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(255))
+    meta: orm.Mapped[Optional[str]] = orm.mapped_column(JSONText)
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        PreciseDateTime)
+    updated_at: orm.Mapped[Optional[datetime.datetime]] = orm.mapped_column(
+        PreciseDateTime)
+
+
+class FlowDetail(Base):
+    """A stored flow: its state and meta, and (copied out of the meta so
+    that listing can use indexes) the operation, instance and migration it
+    belongs to."""
+    __tablename__ = 'flow_details'
+    __table_args__ = (
+        sa.Index('ix_flow_details_created_at_uuid', 'created_at', 'uuid'),
+        sa.Index('ix_flow_details_state_created_at', 'state', 'created_at'),
+        sa.Index('ix_flow_details_instance_uuid_created_at',
+                 'instance_uuid', 'created_at'),
+        sa.Index('ix_flow_details_operation_created_at',
+                 'operation', 'created_at'),
+        sa.Index('ix_flow_details_updated_at', 'updated_at'),
+    )
+
+    uuid: orm.Mapped[str] = orm.mapped_column(sa.String(64), primary_key=True)
+    logbook_uuid: orm.Mapped[Optional[str]] = orm.mapped_column(
+        sa.ForeignKey('flow_logbooks.uuid', ondelete='CASCADE'), index=True)
+    name: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(255))
+    state: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(32))
+    meta: orm.Mapped[Optional[str]] = orm.mapped_column(JSONText)
+    operation: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(32))
+    instance_uuid: orm.Mapped[Optional[str]] = orm.mapped_column(
+        sa.String(36))
+    migration_uuid: orm.Mapped[Optional[str]] = orm.mapped_column(
+        sa.String(36))
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        PreciseDateTime)
+    updated_at: orm.Mapped[Optional[datetime.datetime]] = orm.mapped_column(
+        PreciseDateTime)
+
+
+class FlowAtom(Base):
+    """One task (or retry) of a stored flow: state, intention, results,
+    failures and meta (progress)."""
+    __tablename__ = 'flow_atoms'
+
+    uuid: orm.Mapped[str] = orm.mapped_column(sa.String(64), primary_key=True)
+    flow_uuid: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey('flow_details.uuid', ondelete='CASCADE'), index=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    atom_type: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    version: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(64))
+    state: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(32))
+    intention: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(32))
+    results: orm.Mapped[Optional[str]] = orm.mapped_column(JSONText)
+    failure: orm.Mapped[Optional[str]] = orm.mapped_column(JSONText)
+    revert_results: orm.Mapped[Optional[str]] = orm.mapped_column(JSONText)
+    revert_failure: orm.Mapped[Optional[str]] = orm.mapped_column(JSONText)
+    meta: orm.Mapped[Optional[str]] = orm.mapped_column(JSONText)
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        PreciseDateTime)
+    updated_at: orm.Mapped[Optional[datetime.datetime]] = orm.mapped_column(
+        PreciseDateTime)

@@ -578,6 +578,9 @@ def event_finish(instance_uuid, request_id, event, result, traceback=None):
 
 # -- flow leases -------------------------------------------------------------
 
+LEASES = models.FlowLease.__table__
+
+
 def _lease_dict(lease):
     out = _dict(lease)
     out['live'] = lease.expires_at > models.utcnow()

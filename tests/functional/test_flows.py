@@ -196,7 +196,7 @@ def _stored_flows():
     import sqlalchemy as sa
     from resize_flows.persistence import db
     with db.get_engine().connect() as conn:
-        return conn.execute(sa.text('SELECT uuid FROM flowdetails')).all()
+        return conn.execute(sa.text('SELECT uuid FROM flow_details')).all()
 
 
 def test_flow_rebuilds_from_the_log_alone(cloud):
@@ -205,7 +205,8 @@ def test_flow_rebuilds_from_the_log_alone(cloud):
     handle = engine.load(result['flow_id'])
     assert handle.operation == 'resize'
     assert handle.meta['migration_uuid'] == result['migration']['uuid']
-    names = [a.name for a in handle.engine.storage._flowdetail]
+    _book, detail = engine.find_detail(result['flow_id'])
+    names = [a.name for a in detail]
     assert 'BeginMigration' in names and 'MarkMigrationFinished' in names
 
 

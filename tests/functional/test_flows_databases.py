@@ -158,7 +158,8 @@ def _assert_stored_as_returned(flow_id, operation, returned):
     storage = handle.engine.storage
     assert storage.get_flow_state() == tf_states.SUCCESS
     stored = {}
-    for atom in storage._flowdetail:
+    _book, detail = engine.find_detail(flow_id)
+    for atom in detail:
         assert atom.state == tf_states.SUCCESS, atom.name
         assert atom.failure is None, atom.name
         text = json.dumps(atom.results)
