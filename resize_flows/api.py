@@ -7,6 +7,7 @@ transaction (which is what stops two operations on one instance), and runs
 the flow to its end. The CLI is a thin user of these functions.
 """
 import dataclasses
+import datetime
 import logging
 import os
 import uuid as uuidlib
@@ -391,20 +392,51 @@ def _flow_server(ctx, server):
         return server
 
 
-def list_flows(ctx, state=None, server=None, operation=None):
-    """Stored flows, newest first. ``state`` is a status (running,
-    interrupted, finished, rolled back, stuck) or a TaskFlow flow state."""
+def list_flows(ctx, state=None, server=None, operation=None, limit=None,
+               marker=None):
+    """Stored flows, newest first: at most ``limit``, those after the flow
+    ``marker``. ``state`` is a status (running, interrupted, finished,
+    rolled back, stuck) or a TaskFlow flow state."""
     if server is not None:
         server = _flow_server(ctx, server)
     if operation is not None and operation not in engine.OPERATIONS:
         raise exception.InvalidInput(
             reason='unknown operation %r (one of %s)' % (
                 operation, ', '.join(engine.OPERATIONS)))
-    flows = engine.list_flows(server=server, operation=operation)
-    if state is not None:
-        flows = [f for f in flows
-                 if state in (f['status'], f['state'])]
-    return flows
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise exception.InvalidInput(
+            reason='limit must be a whole number >= 0, not %r' % (limit,))
+    return engine.list_flows(status=state, server=server,
+                             operation=operation, limit=limit, marker=marker)
+
+
+def _utc(value):
+    """A naive UTC datetime from an ISO 8601 date or time (an aware one is
+    converted to UTC)."""
+    if isinstance(value, datetime.datetime):
+        parsed = value
+    elif isinstance(value, datetime.date):
+        parsed = datetime.datetime.combine(value, datetime.time())
+    else:
+        try:
+            parsed = datetime.datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            raise exception.InvalidInput(
+                reason='%r is not an ISO 8601 date or time (2026-11-01 or '
+                       '2026-11-01T12:00:00)' % (value,))
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(datetime.timezone.utc).replace(
+            tzinfo=None)
+    return parsed
+
+
+def purge_flows(ctx, before, dry_run=False):
+    """Delete the flows that ended before ``before`` (see
+    :func:`engine.purge_flows`). Returns {'before', 'purged', 'dry_run'}."""
+    when = _utc(before)
+    purged = engine.purge_flows(when, dry_run=dry_run)
+    return {'before': when.isoformat(), 'purged': purged,
+            'dry_run': bool(dry_run)}
 
 
 def show_flow(ctx, flow_id):

@@ -493,6 +493,9 @@ class ServerEventList(lister.Lister):
 
 # -- flows -------------------------------------------------------------------
 
+#: Flows shown by `flow list` unless --limit says otherwise.
+DEFAULT_FLOW_LIMIT = 50
+
 FLOW_COLUMNS = ['flow_id', 'operation', 'status', 'state', 'instance_uuid',
                 'migration_uuid', 'owner']
 
@@ -515,7 +518,7 @@ def _tasks_text(tasks):
 
 @command('flow list')
 class FlowList(lister.Lister):
-    """List flows, newest first."""
+    """List flows, newest first, a page at a time."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
@@ -526,18 +529,61 @@ class FlowList(lister.Lister):
         parser.add_argument('--operation',
                             help='resize, migrate, confirm_resize or '
                                  'revert_resize.')
+        parser.add_argument(
+            '--limit', type=int, default=DEFAULT_FLOW_LIMIT,
+            help='Show at most this many flows (default %d; 0: all). When '
+                 'more match, the last line on stderr gives the --marker '
+                 'of the next page.' % DEFAULT_FLOW_LIMIT)
+        parser.add_argument(
+            '--marker', help='Start after this flow (the last one of the '
+                             'previous page).')
         return parser
 
     def take_action(self, parsed):
+        if parsed.limit < 0:
+            raise exception.InvalidInput(
+                reason='--limit must be 0 or more, not %d' % parsed.limit)
+        limit = parsed.limit or None
+        flows = api.list_flows(
+            _ctx(), state=parsed.state, server=parsed.server,
+            operation=parsed.operation, marker=parsed.marker,
+            limit=None if limit is None else limit + 1)
+        if limit is not None and len(flows) > limit:
+            flows = flows[:limit]
+            self.app.stderr.write(
+                'More flows match: --marker %s for the next page\n'
+                % flows[-1]['flow_id'])
         cols = ('Flow', 'Operation', 'Status', 'State', 'Server', 'Owner',
                 'Created At', 'Updated At')
         rows = [(f['flow_id'], f['operation'], f['status'], f['state'],
                  f['instance_uuid'], f['owner'], f['created_at'],
                  f['updated_at'])
-                for f in api.list_flows(_ctx(), state=parsed.state,
-                                        server=parsed.server,
-                                        operation=parsed.operation)]
+                for f in flows]
         return cols, rows
+
+
+@command('flow purge')
+class FlowPurge(show.ShowOne):
+    """Delete flows that ended (finished or rolled back) before a date.
+
+    A flow that has not ended is kept, and so is a finished resize or
+    migration still waiting for confirm or revert.
+    """
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument(
+            '--before', required=True, metavar='<date>',
+            help='UTC date or time, ISO 8601: 2026-11-01 or '
+                 '2026-11-01T12:00:00.')
+        parser.add_argument('--dry-run', action='store_true',
+                            help='Count the flows, delete nothing.')
+        return parser
+
+    def take_action(self, parsed):
+        purged = api.purge_flows(_ctx(), parsed.before,
+                                 dry_run=parsed.dry_run)
+        return _show(purged, ['before', 'purged', 'dry_run'])
 
 
 @command('flow show')

@@ -2,23 +2,30 @@
 
 It puts the fault injection points of :mod:`resize_flows.testing.faults`
 around each subclass's ``execute`` and ``revert`` (keeping their signatures,
-which TaskFlow reads to wire arguments), and gives tasks their hosts'
-drivers and records.
+which TaskFlow reads to wire arguments), checks that what ``execute``
+returns is a value the flow log stores (``persistence/values.py``), and
+gives tasks their hosts' drivers and records.
 """
 import functools
 
 from taskflow import task
 
 from resize_flows.persistence import repository
+from resize_flows.persistence import values
 from resize_flows.testing import faults
 from resize_flows import virt
 
 
-def _with_points(method, before, after):
+def _with_points(method, before, after, check_result=False):
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         faults.hit(self.name, before)
         result = method(self, *args, **kwargs)
+        if check_result:
+            # Here, a value the flow log refuses fails this task (and the
+            # flow is undone); once handed to TaskFlow, it would abort the
+            # engine with the task left RUNNING.
+            values.check(result, 'the result of %s' % self.name)
         faults.hit(self.name, after)
         return result
     wrapper.fault_points = True
@@ -43,7 +50,8 @@ class ResizeFlowsTask(task.Task):
                 ('revert', faults.BEFORE_REVERT, faults.AFTER_REVERT)):
             method = getattr(cls, name)
             if not getattr(method, 'fault_points', False):
-                setattr(cls, name, _with_points(method, before, after))
+                setattr(cls, name, _with_points(
+                    method, before, after, check_result=name == 'execute'))
 
     def revert(self, *args, **kwargs):
         """Nothing to undo (the default)."""

@@ -1,4 +1,5 @@
 """The resize-flows command, run in this process on test-driver hosts."""
+import datetime
 import io
 import json
 
@@ -163,6 +164,10 @@ def test_flow_commands(rf, tmp_path):
     (('flow', 'rollback', 'no-such-flow'), 'Flow no-such-flow could not'),
     (('flow', 'show', 'no-such-flow'), 'Flow no-such-flow could not be'),
     (('flow', 'list', '--operation', 'explode'), "unknown operation"),
+    (('flow', 'list', '--state', 'sleeping'), "unknown flow state"),
+    (('flow', 'list', '--limit', '-1'), "--limit must be 0 or more"),
+    (('flow', 'list', '--marker', 'nope'), "Marker nope could not be"),
+    (('flow', 'purge', '--before', 'last tuesday'), "not an ISO 8601 date"),
 ])
 def test_flow_bad_input(rf, argv, message):
     before = (state.capture(), engine.list_flows())
@@ -170,6 +175,33 @@ def test_flow_bad_input(rf, argv, message):
     assert code != 0
     assert len(err.strip().splitlines()) == 1 and message in err, err
     assert (state.capture(), engine.list_flows()) == before
+
+
+def test_flow_list_pages_and_purge(rf):
+    for move in (('resize', 'vm1', '--flavor', 'small'),
+                 ('migrate', 'vm1'), ('migrate', 'vm1')):
+        code, _out, err = rf('server', *move, '-q')
+        assert code == 0, err
+        assert rf('server', 'resize', 'confirm', 'vm1')[0] == 0
+    everything = [f['Flow'] for f in _show(rf, 'flow', 'list')]
+    assert len(everything) == 6
+    code, out, err = rf('flow', 'list', '--limit', '4', '-f', 'json')
+    first = [f['Flow'] for f in json.loads(out)]
+    assert err.strip() == ('More flows match: --marker %s for the next page'
+                           % first[-1])
+    code, out, err = rf('flow', 'list', '--limit', '4', '--marker',
+                        first[-1], '-f', 'json')
+    assert (code, err) == (0, '')
+    assert first + [f['Flow'] for f in json.loads(out)] == everything
+    assert _show(rf, 'flow', 'purge', '--before', '2000-01-01') == {
+        'before': '2000-01-01T00:00:00', 'purged': 0, 'dry_run': False}
+    tomorrow = (datetime.datetime.utcnow() +
+                datetime.timedelta(days=1)).date().isoformat()
+    assert _show(rf, 'flow', 'purge', '--before', tomorrow,
+                 '--dry-run')['purged'] == 6
+    assert len(_show(rf, 'flow', 'list')) == 6
+    assert _show(rf, 'flow', 'purge', '--before', tomorrow)['purged'] == 6
+    assert _show(rf, 'flow', 'list') == []
 
 
 def test_resume_of_a_finished_flow_is_refused(rf):
