@@ -449,7 +449,7 @@ def show_flow(flow_id):
             'name': atom.name,
             'state': ad.state if ad else tf_states.PENDING,
             'intention': ad.intention if ad else tf_states.EXECUTE,
-            'progress': (ad.meta or {}).get('progress') if ad else None,
+            'progress': _progress(ad),
             'started_at': _iso(started),
             'finished_at': _iso(finished),
             'duration': (round((finished - started).total_seconds(), 3)
@@ -478,6 +478,19 @@ def show_flow(flow_id):
         'tasks': tasks,
     }
     return out
+
+
+def _progress(ad):
+    """A task's progress: what it reported, or what its state says (the
+    flow log does not write the engine's own 0-at-start, 1-at-end marks)."""
+    if ad is None:
+        return None
+    reported = (ad.meta or {}).get(flowlog.PROGRESS)
+    if ad.state == tf_states.SUCCESS:
+        return 1.0
+    if reported is None and ad.state == tf_states.RUNNING:
+        return 0.0
+    return reported
 
 
 def _find_atom(detail, name):

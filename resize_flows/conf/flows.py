@@ -18,6 +18,16 @@ opts = [
         help='Resume interrupted flows (lease expired, not finished) when '
              'a resize-flows command that runs flows starts. Off: an '
              'operator decides with "flow resume" or "flow rollback".'),
+    cfg.BoolOpt(
+        'log_synchronous_commit',
+        default=True,
+        help='PostgreSQL only: each flow log write waits until the server '
+             'has flushed it to disk. Off, the flow log uses PostgreSQL\'s '
+             'asynchronous commit: a write still survives the death of '
+             'this process (what resume needs), but a power loss of the '
+             'database machine may lose the writes of the last fraction '
+             'of a second, as SQLite in WAL mode may (see the README, '
+             '"The flow log"). Faster where disk flushes are slow.'),
 ]
 
 

@@ -47,8 +47,15 @@ def _setup_sqlite(engine):
         conn.exec_driver_sql('BEGIN IMMEDIATE')
 
 
-def create_engine(url, echo=False):
-    """A new engine for ``url``, set up for resize-flows' use."""
+def create_engine(url, echo=False, autocommit=False, synchronous=True):
+    """A new engine for ``url``, set up for resize-flows' use.
+
+    ``autocommit`` (PostgreSQL and MySQL only): each statement commits by
+    itself, in one round trip; connections are not pinged when taken from
+    the pool (a dropped one fails its statement, which is retried).
+    ``synchronous=False`` (PostgreSQL only): commits do not wait for the
+    disk (``synchronous_commit=off``).
+    """
     url_obj = sa.engine.make_url(url)
     kwargs = {'echo': echo, 'future': True}
     if url_obj.get_backend_name() == 'sqlite':
@@ -56,6 +63,10 @@ def create_engine(url, echo=False):
         if database and database != ':memory:':
             os.makedirs(os.path.dirname(os.path.abspath(database)),
                         exist_ok=True)
+    elif autocommit:
+        kwargs['isolation_level'] = 'AUTOCOMMIT'
+        if not synchronous and url_obj.get_backend_name() == 'postgresql':
+            kwargs['connect_args'] = {'options': '-c synchronous_commit=off'}
     else:
         kwargs['pool_pre_ping'] = True
     engine = sa.create_engine(url, **kwargs)
@@ -64,14 +75,24 @@ def create_engine(url, echo=False):
     return engine
 
 
-def get_engine(url=None):
-    """The process's engine for ``url`` (default: the configured one)."""
+def get_engine(url=None, autocommit=False, synchronous=True):
+    """The process's engine for ``url`` (default: the configured one).
+
+    ``autocommit``: the engine of single-statement writes (the flow log's
+    task transitions) on a database server, ``synchronous`` or not; on
+    SQLite, the one engine.
+    """
     url = url or get_url()
+    if not autocommit or url.startswith('sqlite'):
+        key = (url, False, True)
+    else:
+        key = (url, True, bool(synchronous))
     with _LOCK:
-        engine = _ENGINES.get(url)
+        engine = _ENGINES.get(key)
         if engine is None:
-            engine = create_engine(url, echo=CONF.database.connection_debug)
-            _ENGINES[url] = engine
+            engine = create_engine(url, echo=CONF.database.connection_debug,
+                                   autocommit=key[1], synchronous=key[2])
+            _ENGINES[key] = engine
         return engine
 
 

@@ -11,11 +11,18 @@ What makes it fast, next to TaskFlow's stock SQLAlchemy backend (which
 reads the row, merges, and writes it back, and rebuilds its table metadata
 for each connection):
 
-- a task transition is one ``UPDATE`` by primary key in one transaction:
-  TaskFlow's storage hands over the whole atom detail, so nothing is read;
+- a task transition is one ``UPDATE`` by primary key, committed by
+  itself: TaskFlow's storage hands over the whole atom detail, so nothing
+  is read. On PostgreSQL and MariaDB it runs in autocommit on a pool of
+  its own, one round trip (the transactional engine's connections cost
+  three: a ping, the statement, the commit);
 - saving a flow's state is one ``UPDATE``; atoms it brings that the log
   does not hold yet (TaskFlow adds them when it first compiles the flow)
   are inserted at once, after one indexed read of the atoms' ids;
+- TaskFlow marks each task's progress at 0 as it starts and at 1 as it
+  ends, each a write of its own that the task's state already says: such
+  a mark is not written when nothing else changed (the task's own progress
+  reports are). So a task costs two writes: RUNNING, then its result;
 - no schema work per call, precompiled statements, no ORM.
 
 Durability is not traded for it: each write is committed before the call
@@ -28,6 +35,7 @@ flow detail's ``meta`` carries, besides TaskFlow's ``factory`` entry,
 ``operation``, ``instance_uuid`` and ``migration_uuid``, which are copied
 into indexed columns for listing.
 """
+import collections
 import threading
 
 import sqlalchemy as sa
@@ -35,7 +43,9 @@ from sqlalchemy import exc as sa_exc
 from taskflow import exceptions as tf_exc
 from taskflow.persistence import base
 from taskflow.persistence import models as tf_models
+from taskflow import states as tf_states
 
+from resize_flows.conf import CONF
 from resize_flows.persistence import db
 from resize_flows.persistence import models
 from resize_flows.persistence import values
@@ -43,6 +53,9 @@ from resize_flows.persistence import values
 BOOKS = models.FlowLogBook.__table__
 FLOWS = models.FlowDetail.__table__
 ATOMS = models.FlowAtom.__table__
+
+#: The atom meta key of a task's progress (TaskFlow's storage.META_PROGRESS).
+PROGRESS = 'progress'
 
 #: meta keys copied into columns of ``flow_details``.
 INDEXED_META = ('operation', 'instance_uuid', 'migration_uuid')
@@ -71,17 +84,74 @@ class FlowLogBackend(base.Backend):
     """TaskFlow's persistence backend on the project's database.
 
     ``conf`` is TaskFlow's usual dict; ``connection`` is a database URL
-    (default: the configured one). Cheap to share: connections are
+    (default: the configured one), ``synchronous_commit`` overrides
+    ``[flows]/log_synchronous_commit``. Cheap to share: connections are
     stateless views of the process's engine.
     """
+
+    #: Atoms whose last write this backend remembers (see _unchanged).
+    REMEMBERED = 4096
 
     def __init__(self, conf=None):
         super().__init__(conf or {})
         self.url = self._conf.get('connection') or db.get_url()
+        self._last = collections.OrderedDict()
+        self._last_lock = threading.Lock()
+
+    def _remember(self, row):
+        """Note ``row`` as its atom's last write."""
+        meta = values.loads(row['meta']) or {}
+        rest = {k: v for k, v in row.items() if k not in (
+            'meta', 'updated_at')}
+        with self._last_lock:
+            self._last.pop(row['uuid'], None)
+            self._last[row['uuid']] = (rest, meta)
+            if len(self._last) > self.REMEMBERED:
+                self._last.popitem(last=False)
+
+    def _unchanged(self, row):
+        """True when ``row`` differs from the last write of its atom by
+        this backend only by a progress mark the state says already (0
+        with nothing reported yet, 1 once finished)."""
+        with self._last_lock:
+            last = self._last.get(row['uuid'])
+        if last is None:
+            return False
+        meta = values.loads(row['meta']) or {}
+        rest = {k: v for k, v in row.items() if k not in (
+            'meta', 'updated_at')}
+        if last[0] != rest:
+            return False
+        last_meta = dict(last[1])
+        new_meta = dict(meta)
+        before = last_meta.pop(PROGRESS, None)
+        after = new_meta.pop(PROGRESS, None)
+        if last_meta != new_meta:
+            return False
+        if before == after:
+            return True
+        return (after == 0.0 and before is None) or (
+            after == 1.0 and row['state'] == tf_states.SUCCESS)
+
+    def forget(self, atom_uuids):
+        """Forget the last writes of these atoms (their flow was read from
+        the log again, maybe written by another process since)."""
+        with self._last_lock:
+            for uuid in atom_uuids:
+                self._last.pop(uuid, None)
 
     @property
     def engine(self):
         return db.get_engine(self.url)
+
+    @property
+    def writer(self):
+        """The engine of one-statement writes: on a database server, in
+        autocommit (one round trip each); on SQLite, :attr:`engine`."""
+        return db.get_engine(
+            self.url, autocommit=True,
+            synchronous=self._conf.get('synchronous_commit',
+                                       CONF.flows.log_synchronous_commit))
 
     def get_connection(self):
         return Connection(self)
@@ -243,10 +313,13 @@ class Connection(base.Connection):
     def update_atom_details(self, atom_detail):
         """Save an atom detail that the log holds: one UPDATE."""
         row = _atom_row(atom_detail)
+        if self._backend._unchanged(row):
+            self._backend._remember(row)
+            return atom_detail
+        params = dict(row, b_uuid=row['uuid'])
+        del params['uuid']
         try:
-            with self._engine.begin() as conn:
-                params = dict(row, b_uuid=row['uuid'])
-                del params['uuid']
+            with self._backend.writer.begin() as conn:
                 if conn.execute(_UPDATE_ATOM, params).rowcount != 1:
                     raise tf_exc.NotFound(
                         "No atom details found with uuid '%s'"
@@ -254,6 +327,7 @@ class Connection(base.Connection):
         except sa_exc.SQLAlchemyError:
             _storage_failure('failed saving atom %s (%s)' % (
                 atom_detail.name, atom_detail.uuid))
+        self._backend._remember(row)
         return atom_detail
 
     def _insert_atoms(self, conn, flow_uuid, atoms):
@@ -345,7 +419,8 @@ class Connection(base.Connection):
         by_uuid = {fd.uuid: fd for fd in flows}
         rows = conn.execute(sa.select(ATOMS).where(
             ATOMS.c.flow_uuid.in_(list(by_uuid)))
-            .order_by(ATOMS.c.created_at, ATOMS.c.uuid))
+            .order_by(ATOMS.c.created_at, ATOMS.c.uuid)).all()
+        self._backend.forget(row.uuid for row in rows)
         for row in rows:
             by_uuid[row.flow_uuid].add(_to_atom(row))
 

@@ -363,3 +363,45 @@ def test_purge_removes_ended_flows_only(cloud):
     _backdate(awaiting, old)
     assert engine.purge_flows(cutoff) == 1
     assert awaiting not in _ids(engine.list_flows())
+
+
+class Reports(task.Task):
+    def execute(self):
+        self.update_progress(0.5)
+        return {'reported': True}
+
+
+def test_a_task_costs_two_writes_and_its_progress_is_kept(log):
+    """RUNNING, then the result; TaskFlow's own 0-at-start and 1-at-end
+    progress marks are not written, a task's own report is."""
+    statements = []
+
+    def count(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith('UPDATE FLOW_ATOMS'):
+            statements.append(statement)
+
+    writer = log.writer
+    sa.event.listen(writer, 'before_cursor_execute', count)
+    try:
+        flow = linear_flow.Flow('writes').add(
+            Step('a'), Step('b'), Step('c'), Reports('d'))
+        book = tf_models.LogBook('writes')
+        fd = tf_models.FlowDetail('writes', str(uuidlib.uuid4()))
+        book.add(fd)
+        with contextlib.closing(log.get_connection()) as conn:
+            conn.save_logbook(book)
+        engines.load(flow, flow_detail=fd, backend=log).run()
+    finally:
+        sa.event.remove(writer, 'before_cursor_execute', count)
+    # Three quiet tasks: 2 writes each; one that reports: 3.
+    assert len(statements) == 3 * 2 + 3
+    with contextlib.closing(log.get_connection()) as conn:
+        _book, stored = conn.find_flow(fd.uuid)
+    atoms = {a.name: a for a in stored}
+    assert atoms['d'].meta['progress'] == 0.5
+    assert all(a.state == tf_states.SUCCESS for a in stored)
+
+
+class Step(task.Task):
+    def execute(self):
+        return {'step': self.name}
