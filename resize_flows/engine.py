@@ -352,10 +352,12 @@ def list_flows(status=None, server=None, operation=None, limit=None,
                 _FLOWS.c.uuid == marker)).scalar()
             if created is None:
                 raise exception.MarkerNotFound(marker=marker)
-            query = query.where(sa.or_(
-                _FLOWS.c.created_at < created,
-                sa.and_(_FLOWS.c.created_at == created,
-                        _FLOWS.c.uuid < marker)))
+            # The first condition is an index range where the page starts;
+            # the second drops the marker and those before it in a tie.
+            query = query.where(
+                _FLOWS.c.created_at <= created,
+                sa.or_(_FLOWS.c.created_at < created,
+                       _FLOWS.c.uuid < marker))
         query = query.order_by(_FLOWS.c.created_at.desc(),
                                _FLOWS.c.uuid.desc())
         if limit is not None:

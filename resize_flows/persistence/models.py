@@ -242,11 +242,12 @@ class FlowDetail(Base):
     __tablename__ = 'flow_details'
     __table_args__ = (
         sa.Index('ix_flow_details_created_at_uuid', 'created_at', 'uuid'),
-        sa.Index('ix_flow_details_state_created_at', 'state', 'created_at'),
+        sa.Index('ix_flow_details_state_created_at', 'state', 'created_at',
+                 'uuid'),
         sa.Index('ix_flow_details_instance_uuid_created_at',
-                 'instance_uuid', 'created_at'),
+                 'instance_uuid', 'created_at', 'uuid'),
         sa.Index('ix_flow_details_operation_created_at',
-                 'operation', 'created_at'),
+                 'operation', 'created_at', 'uuid'),
         sa.Index('ix_flow_details_updated_at', 'updated_at'),
     )
 

@@ -69,12 +69,14 @@ def upgrade():
     )
     op.create_index('ix_flow_details_created_at_uuid', 'flow_details',
                     ['created_at', 'uuid'])
+    # Each ends in (created_at, uuid): a filtered page is read in order
+    # from its index and stops at the limit.
     op.create_index('ix_flow_details_state_created_at', 'flow_details',
-                    ['state', 'created_at'])
+                    ['state', 'created_at', 'uuid'])
     op.create_index('ix_flow_details_instance_uuid_created_at',
-                    'flow_details', ['instance_uuid', 'created_at'])
+                    'flow_details', ['instance_uuid', 'created_at', 'uuid'])
     op.create_index('ix_flow_details_operation_created_at', 'flow_details',
-                    ['operation', 'created_at'])
+                    ['operation', 'created_at', 'uuid'])
     op.create_index('ix_flow_details_updated_at', 'flow_details',
                     ['updated_at'])
     op.create_index(op.f('ix_flow_details_logbook_uuid'), 'flow_details',
