@@ -144,14 +144,23 @@ def main():
             run_flows(ours, 20, args.tasks)
             gc.collect()
             warm = rss_mib()
+            blocks_before = sys.getallocatedblocks()
             seconds = run_flows(ours, args.memory_flows, args.tasks)
             gc.collect()
+            blocks_after = sys.getallocatedblocks()
             end = rss_mib()
-            print('resident memory, our flow log on SQLite: %.1f MiB at the '
-                  'start, %.1f MiB after 20 flows, %.1f MiB after %d more '
-                  '(%.1f KiB per flow; %.1f s)' % (
-                      start, warm, end, args.memory_flows,
-                      (end - warm) * 1024 / args.memory_flows, seconds))
+            print('memory over %d flows on our flow log (SQLite):' %
+                  args.memory_flows)
+            print('  resident: %.1f MiB at the start, %.1f MiB after 20 '
+                  'flows, %.1f MiB at the end (%+.1f KiB per flow: SQLite\'s '
+                  'page cache and the allocator, both capped)' % (
+                      start, warm, end,
+                      (end - warm) * 1024 / args.memory_flows))
+            print('  Python objects (allocated blocks): %d before, %d after '
+                  '(%+.2f per flow; %.1f s)' % (
+                      blocks_before, blocks_after,
+                      (blocks_after - blocks_before) / args.memory_flows,
+                      seconds))
             print()
 
         per_task = {name: [] for name, _ in backends}

@@ -57,6 +57,10 @@ ATOMS = models.FlowAtom.__table__
 #: The atom meta key of a task's progress (TaskFlow's storage.META_PROGRESS).
 PROGRESS = 'progress'
 
+#: Flow states in which its engine has stopped running it.
+_AT_REST = (tf_states.SUCCESS, tf_states.REVERTED, tf_states.FAILURE,
+            tf_states.SUSPENDED)
+
 #: meta keys copied into columns of ``flow_details``.
 INDEXED_META = ('operation', 'instance_uuid', 'migration_uuid')
 
@@ -376,6 +380,9 @@ class Connection(base.Connection):
                                 ignore_missing=ignore_missing)
         except sa_exc.SQLAlchemyError:
             _storage_failure('failed saving flow %s' % flow_detail.uuid)
+        if flow_detail.state in _AT_REST:
+            # Its engine has stopped: nothing left to compare writes with.
+            self._backend.forget(ad.uuid for ad in flow_detail)
         return flow_detail
 
     def save_logbook(self, book):
