@@ -13,6 +13,7 @@ from taskflow import states as tf_states
 from resize_flows import api
 from resize_flows import engine
 from resize_flows import exception
+from resize_flows import flows
 from resize_flows.flows import confirm
 from resize_flows.flows import resize
 from resize_flows.flows import revert
@@ -25,7 +26,7 @@ POINTS = (faults.BEFORE_EXECUTE, faults.AFTER_EXECUTE)
 
 
 def _names(flow):
-    return [atom.name for atom in flow]
+    return [atom.name for atom in flows.iter_tasks(flow)]
 
 
 MOVE_TASKS = _names(resize.get_resize_flow())

@@ -12,6 +12,7 @@ from taskflow import states as tf_states
 from resize_flows import api
 from resize_flows import engine
 from resize_flows import exception
+from resize_flows import flows
 from resize_flows.flows import confirm
 from resize_flows.flows import resize
 from resize_flows.flows import revert
@@ -21,9 +22,9 @@ from resize_flows.testing import faults
 from resize_flows.testing import state
 
 POINTS = (faults.BEFORE_EXECUTE, faults.AFTER_EXECUTE)
-MOVE = [a.name for a in resize.get_resize_flow()]
-CONFIRM = [a.name for a in confirm.get_confirm_resize_flow()]
-REVERT = [a.name for a in revert.get_revert_resize_flow()]
+MOVE = [a.name for a in flows.iter_tasks(resize.get_resize_flow())]
+CONFIRM = [a.name for a in flows.iter_tasks(confirm.get_confirm_resize_flow())]
+REVERT = [a.name for a in flows.iter_tasks(revert.get_revert_resize_flow())]
 NO_RETURN = {'CleanupSource', 'DeleteDestinationFiles'}
 
 CASES = ([('resize', t, p) for t in MOVE for p in POINTS] +

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from resize_flows import api
 from resize_flows import engine
 from resize_flows import exception
+from resize_flows import flows
 from resize_flows.flows import confirm
 from resize_flows.flows import resize
 from resize_flows.flows import revert
@@ -31,7 +32,7 @@ from resize_flows import virt
 TASKS = sorted({a.name for f in (resize.get_resize_flow(),
                                  confirm.get_confirm_resize_flow(),
                                  revert.get_revert_resize_flow())
-                for a in f})
+                for a in flows.iter_tasks(f)})
 SERVERS = ('vm1', 'vm2')
 
 fault_strategy = st.one_of(

@@ -48,6 +48,7 @@ import pytest
 
 from resize_flows import api
 from resize_flows import engine
+from resize_flows import flows
 from resize_flows.flows import confirm
 from resize_flows.flows import resize
 from resize_flows.flows import revert
@@ -66,8 +67,10 @@ _FLOWS = {
     'confirm_resize': confirm.get_confirm_resize_flow(),
     'revert_resize': revert.get_revert_resize_flow(),
 }
-TASKS = {op: [atom.name for atom in flow] for op, flow in _FLOWS.items()}
-NO_RETURN = {atom.name for flow in _FLOWS.values() for atom in flow
+TASKS = {op: [atom.name for atom in flows.iter_tasks(flow)]
+         for op, flow in _FLOWS.items()}
+NO_RETURN = {atom.name for flow in _FLOWS.values()
+             for atom in flows.iter_tasks(flow)
              if getattr(atom, 'point_of_no_return', False)}
 
 EXECUTE_POINTS = (faults.BEFORE_EXECUTE, faults.AFTER_EXECUTE)
