@@ -43,6 +43,7 @@ from taskflow.types import failure as tf_failure
 from resize_flows.conf import CONF
 from resize_flows import exception
 from resize_flows import flows as rf_flows
+from resize_flows import notifications
 from resize_flows.persistence import db
 from resize_flows.persistence import flowlog
 from resize_flows.persistence import repository
@@ -250,7 +251,8 @@ def run(handle, listeners=()):
     function would see it.
     """
     engine = handle.engine
-    active = [ActionEventListener(engine, handle.meta)]
+    active = [ActionEventListener(engine, handle.meta),
+              notifications.NotificationListener(engine, handle.meta)]
     active.extend(factory(engine) for factory in listeners)
     try:
         with contextlib.ExitStack() as stack:

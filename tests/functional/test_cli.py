@@ -190,7 +190,7 @@ def test_resume_interrupted_on_start_when_configured(rf, tmp_path):
     faults.inject('CopyDisk', faults.AFTER_EXECUTE,
                   exc_class=faults.SimulatedCrash)
     with pytest.raises(faults.SimulatedCrash):
-        api.resize(api.get_admin_context(), 'vm1', 'small')
+        api.resize(api.get_admin_context(), 'vm1', 'small', wait=True)
     faults.clear()
     # Off by default: the move is refused, naming the unfinished flow.
     code, out, err = rf('server', 'resize', 'confirm', 'vm1', '-q')

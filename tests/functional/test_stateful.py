@@ -101,19 +101,23 @@ class CloudMachine(stateful.RuleBasedStateMachine):
                    flavor=st.sampled_from(['small', 'big']),
                    fault=fault_strategy)
     def resize(self, server, flavor, fault):
-        self._attempt(lambda c: api.resize(c, server, flavor), fault)
+        self._attempt(
+            lambda c: api.resize(c, server, flavor, wait=True), fault)
 
     @stateful.rule(server=st.sampled_from(SERVERS), fault=fault_strategy)
     def migrate(self, server, fault):
-        self._attempt(lambda c: api.migrate(c, server), fault)
+        self._attempt(
+            lambda c: api.migrate(c, server, wait=True), fault)
 
     @stateful.rule(server=st.sampled_from(SERVERS), fault=fault_strategy)
     def confirm(self, server, fault):
-        self._attempt(lambda c: api.confirm_resize(c, server), fault)
+        self._attempt(
+            lambda c: api.confirm_resize(c, server, wait=True), fault)
 
     @stateful.rule(server=st.sampled_from(SERVERS), fault=fault_strategy)
     def revert(self, server, fault):
-        self._attempt(lambda c: api.revert_resize(c, server), fault)
+        self._attempt(
+            lambda c: api.revert_resize(c, server, wait=True), fault)
 
     @stateful.rule(data=st.data(), how=st.sampled_from(['resume',
                                                         'rollback']))

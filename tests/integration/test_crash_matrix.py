@@ -233,12 +233,12 @@ def _assert_finished(operation, vm, before):
     # A move resumed to ``finished`` is a sound resting state: it can be
     # resolved, either way.
     if operation == 'resize':
-        api.confirm_resize(api.get_admin_context(), vm)
+        api.confirm_resize(api.get_admin_context(), vm, wait=True)
         assert repository.migration_get(mig['uuid'])['status'] == \
             states.MIGRATION_CONFIRMED
         _assert_consistent(vm)
     elif operation == 'migrate':
-        api.revert_resize(api.get_admin_context(), vm)
+        api.revert_resize(api.get_admin_context(), vm, wait=True)
         assert repository.migration_get(mig['uuid'])['status'] == \
             states.MIGRATION_REVERTED
         _assert_consistent(vm)
@@ -256,7 +256,7 @@ def test_crash_then_recover(crash_cloud, operation, task, point, recovery):
     vm = crash_cloud.server()
     before = state.capture()
     if operation in ('confirm_resize', 'revert_resize'):
-        api.resize(crash_cloud.ctx, vm, 'bigger')
+        api.resize(crash_cloud.ctx, vm, 'bigger', wait=True)
     start = state.capture()
 
     _crash(crash_cloud, _command(operation, vm), task, point)
