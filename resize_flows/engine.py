@@ -48,8 +48,11 @@ from resize_flows.persistence import db
 from resize_flows.persistence import flowlog
 from resize_flows.persistence import repository
 from resize_flows import states
+from resize_flows import taskflow_fixes
 
 LOG = logging.getLogger(__name__)
+
+taskflow_fixes.apply()
 
 #: operation name -> (flow factory, its keyword arguments)
 OPERATIONS = {
