@@ -207,7 +207,7 @@ def move_payload(meta, dest_host=None):
 
 def _fault(result):
     if isinstance(result, tf_failure.Failure):
-        names = result.exc_type_names
+        names = list(result)            # the exception's class names
         return {'exception': names[0] if names else None,
                 'message': result.exception_str}
     return None
