@@ -1,6 +1,6 @@
 """Embedding resize-flows in a cloud controller: a runnable example.
 
-    python examples/embed.py [--config-file /etc/resize-flows/resize-flows.conf]
+    python examples/embed.py [--config-file PATH/resize-flows.conf]
 
 Without a config file it runs on libvirt's test driver in a throwaway
 state directory, so it needs no hypervisor. It shows what a REST front
