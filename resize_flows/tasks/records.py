@@ -98,6 +98,9 @@ class TryDestinations(retry.ForEachBase):
     failure goes on to undo the whole flow. Its history (each host tried
     and why it failed) is kept in the flow log, so a resumed flow goes on
     with the host it was on and never retries a host it gave up.
+
+    Reversion strategy: nothing to undo; it only chooses (the claim is
+    ClaimResources', undone by its own revert).
     """
     default_provides = 'dest_host'
 
