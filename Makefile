@@ -6,7 +6,8 @@
 #   make crash-matrix    the whole crash matrix (134 real process deaths on
 #                        real QEMU, about 15 minutes); CI runs it too
 #   make demo            system packages, .venv, then tools/demo.sh
-#   make sample-config   regenerate etc/resize-flows.conf.sample
+#   make sample-config   regenerate etc/resize-flows.conf.sample and
+#                        etc/policy.yaml.sample
 #   make deps | venv     just one of the first two steps
 #   make clean           remove .venv, caches and build output
 #
@@ -55,6 +56,8 @@ demo: venv
 sample-config: venv
 	$(VENV)/bin/oslo-config-generator \
 	    --config-file etc/resize-flows-config-generator.conf
+	$(VENV)/bin/oslopolicy-sample-generator \
+	    --config-file etc/resize-flows-policy-generator.conf
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .hypothesis *.egg-info

@@ -1,21 +1,29 @@
 """The embedding API: one function per operation, Nova's checks first.
 
-Every operation validates before it changes anything, so a refused request
-leaves the database, the hypervisors and the disks as they were. A move
-then stores its flow, starts in the records with one compare-and-swap
-transaction (which is what stops two operations on one instance), and runs
-the flow to its end. The CLI is a thin user of these functions.
+Every operation finds the server in the caller's view (another project's
+server is unknown to a non-admin: 404), checks the access rule
+(:mod:`resize_flows.policy`: 403), then Nova's checks (lock, state,
+flavor, scheduler: 409 or 400), before it changes anything; so a refused
+request leaves the database, the hypervisors and the disks as they were,
+and raises at once. A move then stores its flow, starts in the records
+with one compare-and-swap transaction (which is what stops two operations
+on one instance: 409 for the loser), and runs the flow: in a thread of
+this process, returning at once an :class:`Operation` with the migration,
+flow and request ids, or to its end with ``wait=True``. The CLI is a thin
+user of these functions.
 """
 import dataclasses
 import datetime
 import logging
 import os
+import threading
 import uuid as uuidlib
 
 from resize_flows.conf import CONF
 from resize_flows import engine
 from resize_flows import exception
 from resize_flows.persistence import repository
+from resize_flows import policy
 from resize_flows import scheduler
 from resize_flows import states
 from resize_flows import virt
@@ -66,6 +74,7 @@ def create_host(ctx, name, vcpus, memory_mb, disk_gb, uri=None,
     ``$state_dir/hosts/<name>`` (``[libvirt]/local_hypervisor`` says which
     kind), set up here. With ``uri``, ``instances_path`` is required.
     """
+    policy.authorize(ctx, policy.HOST_MANAGE)
     _positive(vcpus=vcpus, memory_mb=memory_mb, disk_gb=disk_gb)
     if not name or '/' in name:
         raise exception.InvalidInput(reason='invalid host name %r' % name)
@@ -95,6 +104,7 @@ def create_host(ctx, name, vcpus, memory_mb, disk_gb, uri=None,
 def delete_host(ctx, name):
     """Remove a host that holds nothing. A local host's daemon is stopped
     and its directory removed."""
+    policy.authorize(ctx, policy.HOST_MANAGE)
     host = repository.host_get(name)
     if repository.instance_list(host=name) or \
             repository.allocation_list(host=name) or \
@@ -113,11 +123,13 @@ def delete_host(ctx, name):
 
 
 def list_hosts(ctx):
+    policy.authorize(ctx, policy.HOST_MANAGE)
     return repository.host_list_with_usage()
 
 
 def create_flavor(ctx, name, vcpus, memory_mb, root_gb, is_public=True,
                   projects=()):
+    policy.authorize(ctx, policy.FLAVOR_MANAGE)
     _positive(vcpus=vcpus, memory_mb=memory_mb, root_gb=root_gb)
     if vcpus < 1 or memory_mb < 1:
         raise exception.InvalidInput(
@@ -136,6 +148,11 @@ def list_flavors(ctx):
 
 
 def _get_flavor(ctx, ident):
+    """A flavor the caller may use. Another project's private flavor is
+    unknown to a non-admin: FlavorNotFound (404), as for a flavor that
+    does not exist, so its existence is not revealed. (Nova's REST API
+    answers 400 "flavor not found" for a resize; a front that wants that
+    maps FlavorNotFound from resize() to 400.)"""
     flavor = repository.flavor_get(ident)
     if (not flavor['is_public'] and not ctx.is_admin
             and ctx.project_id not in flavor['projects']):
@@ -220,6 +237,11 @@ def _check_state(inst, method, ctx):
             state=inst['task_state'])
 
 
+def _target(inst):
+    """What a server's access rules are checked against."""
+    return {'project_id': inst['project_id'], 'user_id': inst['user_id']}
+
+
 def _refuse_if_unfinished_flow(inst, method):
     """Refuse while a flow of this instance is running or unfinished, and
     name it: it must be resumed or rolled back first."""
@@ -235,16 +257,121 @@ def _refuse_if_unfinished_flow(inst, method):
                 status=flow['status'])
 
 
-def _result(handle, state=None):
-    mig = repository.migration_get(handle.meta['migration_uuid'])
-    return {'migration': mig, 'flow_id': handle.flow_id,
-            'flow_state': state}
+# -- operations under way ----------------------------------------------------
+
+_RUNNING_LOCK = threading.Lock()
+_RUNNING = set()
 
 
-def _run_operation(ctx, operation, inst, migration_uuid, start, listeners):
+class Operation:
+    """A started resize, migration, confirm or revert.
+
+    Its ids are known at once: ``operation``, ``instance_uuid``,
+    ``migration_uuid``, ``flow_id``, ``request_id``. Its flow runs in a
+    thread of this process (which holds the flow's lease while it runs);
+    :meth:`wait` blocks until it has ended and raises the error that
+    undid it. ``migration`` reads the migration's current record, so
+    polling it shows the progress (``pre-migrating`` ... ``finished``).
+
+    ``op['migration']``, ``op['flow_id']``, ``op['flow_state']`` read as
+    the dict that operations returned before they could run in the
+    background.
+    """
+
+    def __init__(self, operation, instance_uuid, migration_uuid, flow_id,
+                 request_id):
+        self.operation = operation
+        self.instance_uuid = instance_uuid
+        self.migration_uuid = migration_uuid
+        self.flow_id = flow_id
+        self.request_id = request_id
+        self.flow_state = None
+        self.error = None
+        self._done = threading.Event()
+        self._thread = None
+
+    def __repr__(self):
+        return '<Operation %s of %s: migration %s, flow %s, %s>' % (
+            self.operation, self.instance_uuid, self.migration_uuid,
+            self.flow_id, self.flow_state or 'running')
+
+    def _run(self, handle, listeners):
+        try:
+            self.flow_state = engine.run(handle, listeners)
+        except BaseException as e:      # SimulatedCrash too: give it back
+            self.error = e
+            try:
+                self.flow_state = handle.engine.storage.get_flow_state()
+            except Exception:
+                pass
+            if self._thread is not None and isinstance(e, Exception):
+                LOG.warning('%s of %s failed: %s', self.operation,
+                            self.instance_uuid, e)
+        finally:
+            self._done.set()
+            with _RUNNING_LOCK:
+                _RUNNING.discard(self)
+
+    def _start_thread(self, handle, listeners):
+        self._thread = threading.Thread(
+            target=self._run, args=(handle, listeners),
+            name='%s-%s' % (self.operation, self.flow_id))
+        with _RUNNING_LOCK:
+            _RUNNING.add(self)
+        self._thread.start()
+
+    def done(self):
+        """Whether the flow has ended (finished or undone)."""
+        return self._done.is_set()
+
+    def wait(self, timeout=None):
+        """Block until the flow has ended; return this operation. Raises
+        the error of a flow that failed and was undone, and TimeoutError
+        when ``timeout`` seconds pass first (the flow goes on)."""
+        if not self._done.wait(timeout):
+            raise TimeoutError('%r still running after %ss' % (self,
+                                                              timeout))
+        if self.error is not None:
+            raise self.error
+        return self
+
+    @property
+    def migration(self):
+        return repository.migration_get(self.migration_uuid)
+
+    def as_dict(self):
+        return {'operation': self.operation,
+                'instance_uuid': self.instance_uuid,
+                'migration_uuid': self.migration_uuid,
+                'flow_id': self.flow_id, 'request_id': self.request_id,
+                'flow_state': self.flow_state, 'migration': self.migration}
+
+    def __getitem__(self, key):
+        if key == 'migration':
+            return self.migration
+        return self.as_dict()[key]
+
+
+def running_operations():
+    """Operations of this process whose flows are still running."""
+    with _RUNNING_LOCK:
+        return list(_RUNNING)
+
+
+def wait_all(timeout=None):
+    """Wait for every operation this process started in the background
+    (e.g. before it exits, or a test ends). Their errors are not raised:
+    each is on its :class:`Operation`."""
+    for op in running_operations():
+        op._done.wait(timeout)
+
+
+def _run_operation(ctx, operation, inst, migration_uuid, start, listeners,
+                   wait):
     """Store the operation's flow, start it in the records with
     ``start(flow_id)`` (a compare-and-swap that may refuse, and then the
-    stored flow is discarded), and run the flow to its end."""
+    stored flow is discarded and the refusal raised), and run the flow: in
+    a thread of this process, or here to its end when ``wait``."""
     store = {'migration_uuid': migration_uuid,
              'instance_uuid': inst['uuid'],
              'request_id': ctx.request_id}
@@ -254,10 +381,17 @@ def _run_operation(ctx, operation, inst, migration_uuid, start, listeners):
     except Exception:
         engine.discard(handle)
         raise
-    return _result(handle, engine.run(handle, listeners))
+    op = Operation(operation, inst['uuid'], migration_uuid, handle.flow_id,
+                   ctx.request_id)
+    if wait:
+        op._run(handle, listeners)
+        return op.wait()
+    op._start_thread(handle, listeners)
+    return op
 
 
-def _start_move(ctx, inst, operation, old, new, requested_host, listeners):
+def _start_move(ctx, inst, operation, old, new, requested_host, listeners,
+                wait=True):
     migration_uuid = str(uuidlib.uuid4())
 
     def start(flow_id):
@@ -281,19 +415,26 @@ def _start_move(ctx, inst, operation, old, new, requested_host, listeners):
             user_id=ctx.user_id, project_id=ctx.project_id)
 
     return _run_operation(ctx, operation, inst, migration_uuid, start,
-                          listeners)
+                          listeners, wait)
 
 
-def resize(ctx, server, flavor, listeners=()):
+def resize(ctx, server, flavor, wait=False, listeners=()):
     """Resize a server to another flavor (Nova's resize).
 
-    Raises, changing nothing: InstanceNotFound, FlavorNotFound,
-    InstanceIsLocked, InstanceInvalidState (not ACTIVE/SHUTOFF or busy),
+    Raises at once, changing nothing: InstanceNotFound (404, also for
+    another project's server), PolicyNotAuthorized (403), FlavorNotFound
+    (404, also for another project's private flavor), InstanceIsLocked,
+    InstanceInvalidState (not ACTIVE/SHUTOFF, busy, or another request
+    started first), InstanceHasUnfinishedFlow (409),
     CannotResizeToSameFlavor, CannotResizeDisk (smaller root disk),
-    NoValidHost. Returns {'migration', 'flow_id', 'flow_state'} once the
-    flow has ended; a failed flow is undone and its error raised.
+    NoValidHost (400).
+
+    Returns the started :class:`Operation`; with ``wait`` once its flow
+    has ended, raising the error of a flow that failed and was undone.
+    ``listeners`` are TaskFlow listener factories, called with the engine.
     """
     inst = get_server(ctx, server)
+    policy.authorize(ctx, policy.RESIZE, _target(inst))
     new = _get_flavor(ctx, flavor)
     _check_state(inst, 'resize', ctx)
     old = repository.flavor_get(inst['flavor_id'])
@@ -307,19 +448,23 @@ def resize(ctx, server, flavor, listeners=()):
     scheduler.select_destinations(
         repository.flavor_resources(new), inst['host'],
         allow_same_host=CONF.compute.allow_resize_to_same_host)
-    return _start_move(ctx, inst, 'resize', old, new, None, listeners)
+    return _start_move(ctx, inst, 'resize', old, new, None, listeners, wait)
 
 
-def migrate(ctx, server, host=None, listeners=()):
+def migrate(ctx, server, host=None, wait=False, listeners=()):
     """Cold-migrate a server, keeping its flavor, to ``host`` or to the
-    scheduler's choice (never its own host).
+    scheduler's choice (never its own host). A named host is tried alone;
+    otherwise alternates are tried when the first destination fails.
 
-    Raises, changing nothing: InstanceNotFound, HostNotFound,
+    Raises at once, changing nothing: InstanceNotFound,
+    PolicyNotAuthorized (403: admin only by default), HostNotFound,
     InstanceIsLocked, InstanceInvalidState, InvalidInput (same host),
-    NoValidHost.
+    NoValidHost. Returns as :func:`resize`.
     """
     inst = get_server(ctx, server)
+    policy.authorize(ctx, policy.MIGRATE, _target(inst))
     if host is not None:
+        policy.authorize(ctx, policy.MIGRATE_HOST, _target(inst))
         repository.host_get(host)
     _check_state(inst, 'migrate', ctx)
     if host is not None and host == inst['host']:
@@ -330,12 +475,14 @@ def migrate(ctx, server, host=None, listeners=()):
     scheduler.select_destinations(
         repository.flavor_resources(flavor), inst['host'],
         requested_host=host)
-    return _start_move(ctx, inst, 'migrate', flavor, flavor, host, listeners)
+    return _start_move(ctx, inst, 'migrate', flavor, flavor, host, listeners,
+                       wait)
 
 
-def _resolve(ctx, server, method, task_state, status, operation,
-             listeners):
+def _resolve(ctx, server, method, task_state, status, operation, rule,
+             listeners, wait):
     inst = get_server(ctx, server)
+    policy.authorize(ctx, rule, _target(inst))
     _check_state(inst, method, ctx)
     mig = repository.migration_get_by_instance_and_status(
         inst['uuid'], states.MIGRATION_FINISHED)
@@ -347,22 +494,110 @@ def _resolve(ctx, server, method, task_state, status, operation,
             user_id=ctx.user_id, project_id=ctx.project_id)
 
     return _run_operation(ctx, operation, inst, mig['uuid'], start,
-                          listeners)
+                          listeners, wait)
 
 
-def confirm_resize(ctx, server, listeners=()):
+def confirm_resize(ctx, server, wait=False, listeners=()):
     """Confirm a finished resize or migration: the source host's copy and
-    usage go. Raises, changing nothing, unless the server is RESIZED."""
+    usage go. Raises at once, changing nothing, unless the server is
+    RESIZED, visible and the caller allowed. Returns as :func:`resize`."""
     return _resolve(ctx, server, 'confirm_resize', states.RESIZE_CONFIRMING,
-                    states.MIGRATION_CONFIRMING, 'confirm_resize', listeners)
+                    states.MIGRATION_CONFIRMING, 'confirm_resize',
+                    policy.CONFIRM_RESIZE, listeners, wait)
 
 
-def revert_resize(ctx, server, listeners=()):
+def revert_resize(ctx, server, wait=False, listeners=()):
     """Revert a finished resize or migration: the server runs again on its
     source host with its old flavor, powered on only if it was ACTIVE.
-    Raises, changing nothing, unless the server is RESIZED."""
+    Raises at once, changing nothing, unless the server is RESIZED,
+    visible and the caller allowed. Returns as :func:`resize`."""
     return _resolve(ctx, server, 'revert_resize', states.RESIZE_REVERTING,
-                    states.MIGRATION_REVERTING, 'revert_resize', listeners)
+                    states.MIGRATION_REVERTING, 'revert_resize',
+                    policy.REVERT_RESIZE, listeners, wait)
+
+
+def lock_server(ctx, server):
+    """Lock a server: every operation on it is then refused (409) unless
+    an admin asks."""
+    inst = get_server(ctx, server)
+    policy.authorize(ctx, policy.LOCK, _target(inst))
+    return repository.instance_update(inst['uuid'], {'locked': True})
+
+
+def unlock_server(ctx, server):
+    inst = get_server(ctx, server)
+    policy.authorize(ctx, policy.UNLOCK, _target(inst))
+    return repository.instance_update(inst['uuid'], {'locked': False})
+
+
+# -- resize_confirm_window ---------------------------------------------------
+
+def confirm_expired(ctx, window=None):
+    """Confirm every resize or migration that has waited, finished, longer
+    than ``window`` seconds (default ``[compute]/resize_confirm_window``;
+    0 does nothing), as Nova's periodic _poll_unconfirmed_resizes does.
+
+    Each is confirmed to its end, one after another; a server that is
+    busy, locked or fails is skipped and reported, and the rest go on.
+    Returns {instance uuid: 'confirmed' or the error, as text}.
+    """
+    policy.authorize(ctx, policy.CONFIRM_EXPIRED)
+    window = CONF.compute.resize_confirm_window if window is None else window
+    if not window:
+        return {}
+    cutoff = datetime.datetime.now(datetime.timezone.utc).replace(
+        tzinfo=None) - datetime.timedelta(seconds=window)
+    outcome = {}
+    for mig in repository.migration_list(status=states.MIGRATION_FINISHED):
+        finished = datetime.datetime.fromisoformat(
+            mig['updated_at'] or mig['created_at'])
+        if finished.tzinfo is not None:
+            finished = finished.astimezone(
+                datetime.timezone.utc).replace(tzinfo=None)
+        if finished > cutoff:
+            continue
+        try:
+            confirm_resize(ctx, mig['instance_uuid'], wait=True)
+            outcome[mig['instance_uuid']] = 'confirmed'
+        except Exception as e:
+            LOG.warning('could not auto-confirm the move of %s: %s',
+                        mig['instance_uuid'], e)
+            outcome[mig['instance_uuid']] = '%s: %s' % (type(e).__name__, e)
+    return outcome
+
+
+class PeriodicConfirmer:
+    """Runs :func:`confirm_expired` every ``interval`` seconds in a thread,
+    for a long-running process (cron runs ``resize-flows confirm-expired``
+    instead). ``start()``, ``stop()``."""
+
+    def __init__(self, ctx=None, interval=60.0):
+        self.ctx = ctx or get_admin_context()
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = None
+
+    def run_once(self):
+        try:
+            return confirm_expired(self.ctx)
+        except Exception:
+            LOG.exception('periodic confirm of expired resizes failed')
+            return {}
+
+    def _loop(self):
+        while not self._stop.wait(self.interval):
+            self.run_once()
+
+    def start(self):
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name='confirm-expired')
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 # -- reads -------------------------------------------------------------------
@@ -397,6 +632,7 @@ def list_flows(ctx, state=None, server=None, operation=None, limit=None,
     """Stored flows, newest first: at most ``limit``, those after the flow
     ``marker``. ``state`` is a status (running, interrupted, finished,
     rolled back, stuck) or a TaskFlow flow state."""
+    policy.authorize(ctx, policy.FLOW_LIST)
     if server is not None:
         server = _flow_server(ctx, server)
     if operation is not None and operation not in engine.OPERATIONS:
@@ -433,6 +669,7 @@ def _utc(value):
 def purge_flows(ctx, before, dry_run=False):
     """Delete the flows that ended before ``before`` (see
     :func:`engine.purge_flows`). Returns {'before', 'purged', 'dry_run'}."""
+    policy.authorize(ctx, policy.FLOW_PURGE)
     when = _utc(before)
     purged = engine.purge_flows(when, dry_run=dry_run)
     return {'before': when.isoformat(), 'purged': purged,
@@ -440,17 +677,20 @@ def purge_flows(ctx, before, dry_run=False):
 
 
 def show_flow(ctx, flow_id):
+    policy.authorize(ctx, policy.FLOW_SHOW)
     return engine.show_flow(flow_id)
 
 
 def resume_flow(ctx, flow_id, listeners=()):
-    """Run an interrupted flow on (see :func:`engine.resume`)."""
+    """Run an interrupted flow on (see :func:`engine.resume`); admin."""
+    policy.authorize(ctx, policy.FLOW_RESUME)
     handle_state = engine.resume(flow_id, listeners)
     return {'flow_id': flow_id, 'flow_state': handle_state}
 
 
 def rollback_flow(ctx, flow_id, listeners=()):
-    """Undo a flow (see :func:`engine.rollback`)."""
+    """Undo a flow (see :func:`engine.rollback`); admin."""
+    policy.authorize(ctx, policy.FLOW_ROLLBACK)
     handle_state = engine.rollback(flow_id, listeners)
     return {'flow_id': flow_id, 'flow_state': handle_state}
 
@@ -460,6 +700,7 @@ def resume_interrupted(ctx, listeners=()):
     first; for a process that starts up with ``[flows]/resume_interrupted``.
     Returns {flow_id: final state, or the error that stopped it}. A flow
     stuck on a failed undo step is left to an operator."""
+    policy.authorize(ctx, policy.FLOW_RESUME)
     outcome = {}
     flows = engine.list_flows(status=engine.INTERRUPTED)
     for flow in reversed(flows):

@@ -42,6 +42,8 @@ from taskflow.types import failure as tf_failure
 
 from resize_flows.conf import CONF
 from resize_flows import exception
+from resize_flows import flows as rf_flows
+from resize_flows import notifications
 from resize_flows.persistence import db
 from resize_flows.persistence import flowlog
 from resize_flows.persistence import models
@@ -49,6 +51,7 @@ from resize_flows.persistence import repository
 from resize_flows import states
 
 LOG = logging.getLogger(__name__)
+
 
 #: operation name -> (flow factory, its keyword arguments)
 OPERATIONS = {
@@ -238,7 +241,8 @@ def run(handle, listeners=()):
     function would see it.
     """
     engine = handle.engine
-    active = [ActionEventListener(engine, handle.meta)]
+    active = [ActionEventListener(engine, handle.meta),
+              notifications.NotificationListener(engine, handle.meta)]
     active.extend(factory(engine) for factory in listeners)
     try:
         with contextlib.ExitStack() as stack:
@@ -444,7 +448,7 @@ def show_flow(flow_id):
     flow = _rebuild(flow_id, detail)
     events = _events_by_task(meta)
     tasks = []
-    for atom in flow:
+    for atom in rf_flows.iter_tasks(flow):
         ad = _find_atom(detail, atom.name)
         started, finished = events.get(atom.name, (None, None))
         entry = {
@@ -537,13 +541,14 @@ def _atoms(handle):
     """[(name, state, intention)] of the flow's tasks, in flow order."""
     storage = handle.engine.storage
     return [(atom.name, storage.get_atom_state(atom.name),
-             storage.get_atom_intention(atom.name)) for atom in handle.flow]
+             storage.get_atom_intention(atom.name))
+            for atom in rf_flows.iter_atoms(handle.flow)]
 
 
 def _point_of_no_return_atoms(handle):
     """{name: task} of the flow's tasks whose execute cannot be undone
     once it has deleted files."""
-    return {atom.name: atom for atom in handle.flow
+    return {atom.name: atom for atom in rf_flows.iter_tasks(handle.flow)
             if getattr(atom, 'point_of_no_return', False)}
 
 

@@ -55,6 +55,19 @@ class FlowFactoryInvalid(Invalid):
     msg_fmt = "Flow %(flow_id)s cannot be rebuilt: %(reason)s"
 
 
+# 403 -----------------------------------------------------------------------
+# Only access rules answer 403 here: there are no quotas (Nova's other
+# 403, "quota exceeded", has nothing to count against).
+
+class Forbidden(ResizeFlowsException):
+    msg_fmt = "Forbidden."
+    code = 403
+
+
+class PolicyNotAuthorized(Forbidden):
+    msg_fmt = "Policy doesn't allow %(action)s to be performed."
+
+
 # 404 -----------------------------------------------------------------------
 
 class NotFound(ResizeFlowsException):

@@ -7,6 +7,7 @@ persistence layer for ``db``), and formats; errors print as one line and
 exit non-zero.
 """
 import logging
+import os
 import sys
 import time
 
@@ -24,6 +25,7 @@ from resize_flows.conf import CONF
 from resize_flows import exception
 from resize_flows.persistence import migration as db_migration
 from resize_flows.persistence import repository
+from resize_flows import policy
 from resize_flows import states
 from resize_flows.testing import faults
 from resize_flows import virt
@@ -38,8 +40,20 @@ def command(name):
     return register
 
 
+#: The global options of the command being run (set by the application).
+_OPTIONS = None
+
+
 def _ctx():
-    return api.get_admin_context()
+    """A request context for this command: who the global options (or
+    OS_USER_ID, OS_PROJECT_ID, OS_ROLES) say; an admin by default."""
+    opts = _OPTIONS
+    if opts is None:
+        return api.get_admin_context()
+    roles = tuple(r.strip() for r in (opts.os_roles or '').split(',')
+                  if r.strip())
+    return api.RequestContext(user_id=opts.os_user_id,
+                              project_id=opts.os_project_id, roles=roles)
 
 
 def _show(record, columns=None):
@@ -150,16 +164,17 @@ def _with_progress(cmd, parsed):
     return (lambda engine: ProgressListener(engine, cmd.app.stderr),)
 
 
-def _move_result(result):
-    mig = result['migration']
+def _move_result(op):
+    mig = op.migration
     record = {
         'migration': mig['uuid'], 'type': mig['migration_type'],
         'status': mig['status'], 'source': mig['source_compute'],
-        'dest': mig['dest_compute'], 'flow': result['flow_id'],
-        'flow_state': result['flow_state'],
+        'dest': mig['dest_compute'], 'flow': op.flow_id,
+        'flow_state': op.flow_state or 'RUNNING',
+        'request_id': op.request_id,
     }
     return _show(record, ['migration', 'type', 'status', 'source', 'dest',
-                          'flow', 'flow_state'])
+                          'flow', 'flow_state', 'request_id'])
 
 
 class _MoveCommand(show.ShowOne):
@@ -168,6 +183,27 @@ class _MoveCommand(show.ShowOne):
         parser.add_argument('--quiet', '-q', action='store_true',
                             help='Do not print the tasks as they run.')
         return parser
+
+
+class _OperationCommand(_MoveCommand):
+    """A move: waits for its flow's end by default, showing its tasks."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument(
+            '--no-wait', dest='wait', action='store_false', default=True,
+            help='Print the migration, flow and request ids as soon as the '
+                 'operation has started, without its tasks. The flow runs '
+                 'in this process until it ends (there is no conductor to '
+                 'hand it to yet), so the command exits then; interrupted, '
+                 'the flow is left to "flow resume" or "flow rollback".')
+        return parser
+
+    def _run(self, parsed, call, *args, **kwargs):
+        listeners = _with_progress(self, parsed) if parsed.wait else ()
+        op = call(_ctx(), *args, wait=parsed.wait,
+                  listeners=listeners, **kwargs)
+        return _move_result(op)
 
 
 # -- db ----------------------------------------------------------------------
@@ -390,7 +426,7 @@ class ServerShow(show.ShowOne):
 
 
 @command('server resize')
-class ServerResize(_MoveCommand):
+class ServerResize(_OperationCommand):
     """Resize a server to another flavor; it waits, RESIZED, for confirm or
     revert."""
 
@@ -401,12 +437,11 @@ class ServerResize(_MoveCommand):
         return parser
 
     def take_action(self, parsed):
-        return _move_result(api.resize(_ctx(), parsed.server, parsed.flavor,
-                                       listeners=_with_progress(self, parsed)))
+        return self._run(parsed, api.resize, parsed.server, parsed.flavor)
 
 
 @command('server resize confirm')
-class ServerResizeConfirm(_MoveCommand):
+class ServerResizeConfirm(_OperationCommand):
     """Confirm a resize or migration of a server."""
 
     def get_parser(self, prog_name):
@@ -415,12 +450,11 @@ class ServerResizeConfirm(_MoveCommand):
         return parser
 
     def take_action(self, parsed):
-        return _move_result(api.confirm_resize(
-            _ctx(), parsed.server, listeners=_with_progress(self, parsed)))
+        return self._run(parsed, api.confirm_resize, parsed.server)
 
 
 @command('server resize revert')
-class ServerResizeRevert(_MoveCommand):
+class ServerResizeRevert(_OperationCommand):
     """Revert a resize or migration of a server."""
 
     def get_parser(self, prog_name):
@@ -429,12 +463,11 @@ class ServerResizeRevert(_MoveCommand):
         return parser
 
     def take_action(self, parsed):
-        return _move_result(api.revert_resize(
-            _ctx(), parsed.server, listeners=_with_progress(self, parsed)))
+        return self._run(parsed, api.revert_resize, parsed.server)
 
 
 @command('server migrate')
-class ServerMigrate(_MoveCommand):
+class ServerMigrate(_OperationCommand):
     """Cold-migrate a server to another host, keeping its flavor."""
 
     def get_parser(self, prog_name):
@@ -445,9 +478,51 @@ class ServerMigrate(_MoveCommand):
         return parser
 
     def take_action(self, parsed):
-        return _move_result(api.migrate(_ctx(), parsed.server,
-                                        host=parsed.host,
-                                        listeners=_with_progress(self, parsed)))
+        return self._run(parsed, api.migrate, parsed.server,
+                         host=parsed.host)
+
+
+@command('server lock')
+class ServerLock(command_base.Command):
+    """Lock a server: only an admin may then resize, migrate, confirm,
+    revert or delete it."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('server', metavar='<server>')
+        return parser
+
+    def take_action(self, parsed):
+        api.lock_server(_ctx(), parsed.server)
+
+
+@command('server unlock')
+class ServerUnlock(ServerLock):
+    """Unlock a server."""
+
+    def take_action(self, parsed):
+        api.unlock_server(_ctx(), parsed.server)
+
+
+@command('confirm-expired')
+class ConfirmExpired(lister.Lister):
+    """Confirm every resize or migration that has waited, finished, longer
+    than [compute]/resize_confirm_window seconds (for cron; 0 disables)."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument(
+            '--window', type=int, default=None, metavar='SECONDS',
+            help='Use this window instead of '
+                 '[compute]/resize_confirm_window.')
+        return parser
+
+    def take_action(self, parsed):
+        if parsed.window is not None and parsed.window < 0:
+            raise exception.InvalidInput(
+                reason='--window must be >= 0, not %d' % parsed.window)
+        outcome = api.confirm_expired(_ctx(), window=parsed.window)
+        return ('Server', 'Result'), sorted(outcome.items())
 
 
 @command('server migration list')
@@ -661,6 +736,22 @@ class ResizeFlowsApp(app.App):
         parser.add_argument(
             '--config-dir', action='append', default=[], metavar='DIR',
             help='Directory of *.conf files read after --config-file.')
+        parser.add_argument(
+            '--os-user-id', metavar='USER',
+            default=os.environ.get('OS_USER_ID') or 'admin',
+            help='Who asks (env OS_USER_ID; default: admin).')
+        parser.add_argument(
+            '--os-project-id', metavar='PROJECT',
+            default=os.environ.get('OS_PROJECT_ID') or 'admin',
+            help='The project asking (env OS_PROJECT_ID; default: admin). '
+                 'Servers are created in it; a non-admin sees only its '
+                 'servers.')
+        parser.add_argument(
+            '--os-roles', metavar='ROLE[,ROLE]',
+            default=os.environ.get('OS_ROLES', 'admin'),
+            help='Comma-separated roles of the caller, checked by the '
+                 'access rules (env OS_ROLES; default: admin). "admin" is '
+                 'a cloud administrator; e.g. "member" is not.')
         return parser
 
     def configure_logging(self):
@@ -668,8 +759,13 @@ class ResizeFlowsApp(app.App):
         if self.options.verbose_level < 2:
             # alembic tells every step of a schema upgrade at INFO.
             logging.getLogger('alembic').setLevel(logging.WARNING)
+            # The log notifier's lines would interleave with the tasks'.
+            logging.getLogger('resize_flows.notifications').setLevel(
+                logging.WARNING)
 
     def initialize_app(self, argv):
+        global _OPTIONS
+        _OPTIONS = self.options
         rf_conf.register_opts(CONF)
         args = []
         for path in self.options.config_file:
@@ -679,8 +775,14 @@ class ResizeFlowsApp(app.App):
         CONF(args, project='resize-flows')
         faults.configure(CONF)
 
+    def clean_up(self, cmd, result, err):
+        # A --no-wait operation printed its ids; its flow runs on in this
+        # process: the command ends with it.
+        api.wait_all()
+
     def prepare_to_run_command(self, cmd):
-        if isinstance(cmd, _MoveCommand) and CONF.flows.resume_interrupted:
+        if (isinstance(cmd, _MoveCommand) and CONF.flows.resume_interrupted
+                and policy.check(_ctx(), policy.FLOW_RESUME)):
             for flow_id, outcome in api.resume_interrupted(_ctx()).items():
                 self.stderr.write('resumed interrupted flow %s: %s\n' % (
                     flow_id, outcome))
@@ -693,6 +795,9 @@ def main(argv=None):
     try:
         return ResizeFlowsApp().run(argv)
     finally:
+        # A --no-wait operation's flow runs on in this process: let it end
+        # before the hypervisor connections close.
+        api.wait_all()
         virt.reset()
 
 

@@ -5,22 +5,33 @@ registered as a side effect of an import. ``CONF`` is the process-wide
 instance the CLI and the embedding API use.
 """
 from oslo_config import cfg
+from oslo_policy import opts as policy_opts
 
 from resize_flows.conf import compute
 from resize_flows.conf import database
 from resize_flows.conf import default
 from resize_flows.conf import flows
 from resize_flows.conf import libvirt
+from resize_flows.conf import notifications
+from resize_flows.conf import scheduler
 from resize_flows.conf import testing
 
 CONF = cfg.CONF
 
-_MODULES = (default, database, compute, flows, libvirt, testing)
+_MODULES = (default, database, compute, scheduler, flows, notifications,
+            libvirt, testing)
+
+#: The policy file's default name, looked up in the config directories
+#: (/etc/resize-flows/policy.yaml), as every OpenStack service does.
+POLICY_FILE = 'policy.yaml'
 
 
 def register_opts(conf):
     for module in _MODULES:
         module.register_opts(conf)
+    # [oslo_policy]: policy_file and friends (in the sample through the
+    # generator's oslo.policy namespace).
+    policy_opts.set_defaults(conf, policy_file=POLICY_FILE)
 
 
 def modules():

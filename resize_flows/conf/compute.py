@@ -10,6 +10,14 @@ opts = [
         help='Let a resize choose the host the instance is on. A cold '
              'migration never does.'),
     cfg.IntOpt(
+        'resize_confirm_window',
+        default=0,
+        min=0,
+        help='Seconds after which a finished resize or cold migration that '
+             'nobody confirmed or reverted is confirmed automatically (by '
+             'the periodic task of a long-running process, or by '
+             '"resize-flows confirm-expired" from cron). 0 disables it.'),
+    cfg.IntOpt(
         'shutdown_timeout',
         default=60,
         min=0,

@@ -44,6 +44,7 @@ from taskflow import exceptions as tf_exc
 from taskflow.persistence import base
 from taskflow.persistence import models as tf_models
 from taskflow import states as tf_states
+from taskflow.types import failure as tf_failure
 
 from resize_flows.conf import CONF
 from resize_flows.persistence import db
@@ -242,9 +243,28 @@ def _to_flow(row):
     return fd
 
 
+def _retry_history(results):
+    """A retry's history, ``[(provided, {atom: Failure})]``, from its
+    stored form. (TaskFlow 6.5's ``RetryDetail.from_dict`` reuses its loop
+    variable and puts each failure's dict in place of what the retry had
+    provided: a resumed reschedule would think it had tried a dict.)"""
+    return [(provided, {name: tf_failure.Failure.from_dict(fail)
+                        for name, fail in (failures or {}).items()})
+            for provided, failures in results or []]
+
+
 def _to_atom(row):
     cls = tf_models.atom_detail_class(row.atom_type)
-    return cls.from_dict({
+    if cls is tf_models.RetryDetail:
+        # Decoded here, not by RetryDetail.from_dict (see _retry_history).
+        atom = tf_models.AtomDetail.from_dict.__func__(cls, _atom_dict(row))
+        atom.results = _retry_history(atom.results)
+        return atom
+    return cls.from_dict(_atom_dict(row))
+
+
+def _atom_dict(row):
+    return {
         'uuid': row.uuid,
         'name': row.name,
         'version': row.version,
@@ -255,7 +275,7 @@ def _to_atom(row):
         'revert_results': values.loads(row.revert_results),
         'revert_failure': values.loads(row.revert_failure),
         'meta': values.loads(row.meta),
-    })
+    }
 
 
 # Precompiled statements (bind parameters named after the columns, with a

@@ -487,11 +487,15 @@ def claim_for_move(instance_uuid, migration_uuid, source_host, dest_host,
 
     On the same host the migration holds the old flavor and the instance
     the new one side by side, as Nova does for a resize to the same host.
+    The migration's ``dest_compute`` becomes ``dest_host`` in the same
+    transaction (a reschedule moves it with the claim).
     """
     with db.session_scope() as s:
         _move(s, instance_uuid, migration_uuid, CONSUMER_MIGRATION,
               source_host)
         _claim(s, instance_uuid, CONSUMER_INSTANCE, dest_host, resources)
+        _migration_update(s, migration_uuid, {'dest_compute': dest_host},
+                          _UNSET)
 
 
 def unclaim_for_move(instance_uuid, migration_uuid, source_host, dest_host):

@@ -3,6 +3,8 @@
 Each reads what it needs from the database by the migration's uuid, so its
 arguments stay small and every re-run sees the current truth.
 """
+from taskflow import retry
+
 from resize_flows.conf import CONF
 from resize_flows import exception
 from resize_flows.persistence import repository
@@ -54,40 +56,81 @@ class BeginMigration(base.ResizeFlowsTask):
 
 
 class SelectDestination(base.ResizeFlowsTask):
-    """Choose the destination host (Nova's select_destinations).
+    """Choose the destination hosts (Nova's select_destinations).
 
-    A host named by the request, or chosen by an earlier run of this task,
-    is kept; otherwise the scheduler picks the best enabled host with room
-    for the new flavor. Provides ``dest_host`` and records it on the
-    migration.
+    A host named by the request (the migration's ``dest_compute`` when the
+    move starts) is the only one: no alternates. Otherwise the scheduler's
+    enabled hosts with room for the new flavor, best first, at most
+    ``[scheduler]/max_attempts`` of them: the first and its alternates.
+    Never the source for a cold migration; for a resize only with
+    ``[compute]/allow_resize_to_same_host``. Provides ``alternates``.
 
-    Reversion strategy: nothing was claimed or changed but the migration's
-    ``dest_compute``, which stays as a record of what was tried.
+    Reversion strategy: nothing was claimed or changed.
     """
-    default_provides = 'dest_host'
+    default_provides = 'alternates'
 
     def execute(self, migration_uuid):
         mig = repository.migration_get(migration_uuid)
         if mig['dest_compute']:
-            return mig['dest_compute']
+            return [mig['dest_compute']]
         flavor = repository.flavor_get(mig['new_flavor_id'])
         allow_same = (mig['migration_type'] == states.MIGRATION_TYPE_RESIZE
                       and CONF.compute.allow_resize_to_same_host)
-        dest = scheduler.select_destinations(
+        hosts = scheduler.select_destinations(
             repository.flavor_resources(flavor), mig['source_compute'],
-            allow_same_host=allow_same)[0]
-        repository.migration_update(migration_uuid, {'dest_compute': dest})
-        return dest
+            allow_same_host=allow_same)
+        return hosts[:CONF.scheduler.max_attempts]
+
+
+def _host_list(alternates):
+    # A flow stored before alternates existed saved one host name here.
+    return [alternates] if isinstance(alternates, str) else list(alternates)
+
+
+class TryDestinations(retry.ForEachBase):
+    """Retry controller of the destination's claim and preparation: the
+    next host of ``alternates`` not tried yet (Nova's reschedule to an
+    alternate host). Provides ``dest_host``.
+
+    When ClaimResources or PrepareDestination fails, TaskFlow undoes both
+    (the claim on the failed host is released) and asks this controller:
+    another host is left, so they run again on it; none is left, so the
+    failure goes on to undo the whole flow. Its history (each host tried
+    and why it failed) is kept in the flow log, so a resumed flow goes on
+    with the host it was on and never retries a host it gave up.
+
+    Reversion strategy: nothing to undo; it only chooses (the claim is
+    ClaimResources', undone by its own revert).
+    """
+    default_provides = 'dest_host'
+
+    def __init__(self, name=None, **kwargs):
+        # REVERT_ALL once no host is left: a plain REVERT would undo only
+        # the subflow and end the flow REVERTED with BeginMigration and
+        # SelectDestination never undone (nothing outside retries).
+        kwargs.setdefault('revert_all', True)
+        super().__init__(name=name or type(self).__name__, **kwargs)
+
+    def execute(self, history, alternates):
+        return self._get_next_value(_host_list(alternates), history)
+
+    def on_failure(self, history, alternates):
+        return self._on_failure(_host_list(alternates), history)
+
+    def revert(self, history, alternates, **kwargs):
+        """Nothing to undo: the controller only chooses."""
 
 
 class ClaimResources(base.ResizeFlowsTask):
     """Claim the destination's capacity, Nova's way, in one transaction:
-    the instance's allocation on the source is handed to the migration, and
-    the instance claims the new flavor on the destination.
+    the instance's allocation on the source is handed to the migration,
+    the instance claims the new flavor on the destination, and the
+    migration's ``dest_compute`` names that host.
 
     Reversion strategy: drop the destination claim and hand the source
     allocation back to the instance, only if the claim was made (a failed
-    claim wrote nothing).
+    claim wrote nothing); ``dest_compute`` stays as the record of the last
+    host tried.
     """
 
     def execute(self, migration_uuid, dest_host):

@@ -2,7 +2,10 @@
 import pytest
 
 from resize_flows import api
+from resize_flows import notifications
+from resize_flows import policy
 from resize_flows.testing import faults
+from resize_flows.testing import notifier
 from resize_flows import virt
 
 
@@ -25,10 +28,23 @@ class Cloud:
                                  power_on=power_on)
 
 
+    def member(self, project='admin', user='member'):
+        """A non-admin request context of ``project``."""
+        return api.RequestContext(user_id=user, project_id=project,
+                                  roles=('member', 'reader'))
+
+
 @pytest.fixture
 def cloud(conf, db_url):
     virt.reset()
     faults.clear()
+    policy.reset()
+    notifications.reset()
+    notifier.clear()
     yield Cloud()
+    # Flows started in the background end before their hosts go.
+    api.wait_all()
     faults.clear()
+    policy.reset()
+    notifications.reset()
     virt.reset()

@@ -107,6 +107,16 @@ def test_progress_is_printed_per_task(rf):
       '1'), 'vcpus must be a whole number >= 0'),
     (('server', 'create', 'vm2', '--flavor', 'small', '--host', 'host9'),
      'Compute host host9 could not be found.'),
+    # A member of another project does not see vm1 at all.
+    (('--os-project-id', 'other', '--os-roles', 'member', 'server',
+      'resize', 'vm1', '--flavor', 'small'),
+     'Instance vm1 could not be found.'),
+    # A member of vm1's project may resize it but not migrate it.
+    (('--os-roles', 'member', 'server', 'migrate', 'vm1'),
+     "Policy doesn't allow os_compute_api:os-migrate-server:migrate"),
+    (('--os-roles', 'member', 'flow', 'rollback', 'nope'),
+     "Policy doesn't allow resize_flows:flows:rollback"),
+    (('confirm-expired', '--window', '-1'), '--window must be >= 0'),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(rf, argv, message):
     before = (state.capture(), repository.migration_list(),
@@ -222,7 +232,7 @@ def test_resume_interrupted_on_start_when_configured(rf, tmp_path):
     faults.inject('CopyDisk', faults.AFTER_EXECUTE,
                   exc_class=faults.SimulatedCrash)
     with pytest.raises(faults.SimulatedCrash):
-        api.resize(api.get_admin_context(), 'vm1', 'small')
+        api.resize(api.get_admin_context(), 'vm1', 'small', wait=True)
     faults.clear()
     # Off by default: the move is refused, naming the unfinished flow.
     code, out, err = rf('server', 'resize', 'confirm', 'vm1', '-q')
@@ -245,3 +255,67 @@ def test_host_with_an_unreachable_hypervisor_is_not_recorded(rf, tmp_path):
                         '--instances-path', str(tmp_path))
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert repository.host_list() == before
+
+
+def test_identity_options_and_environment(rf, monkeypatch):
+    # A member of vm1's project (admin, as the CLI created it) resizes it.
+    moved = _show(rf, '--os-user-id', 'u1', '--os-roles', 'member',
+                  'server', 'resize', 'vm1', '--flavor', 'small', '-q')
+    assert moved['status'] == 'finished'
+    # The environment says who asks when the options do not.
+    monkeypatch.setenv('OS_PROJECT_ID', 'other')
+    monkeypatch.setenv('OS_ROLES', 'member')
+    code, out, err = rf('server', 'list', '-f', 'json')
+    assert code == 0, err
+    assert json.loads(out) == []
+    code, out, err = rf('server', 'resize', 'confirm', 'vm1')
+    assert code != 0 and 'could not be found' in err
+    monkeypatch.delenv('OS_PROJECT_ID')
+    monkeypatch.delenv('OS_ROLES')
+    confirmed = _show(rf, 'server', 'resize', 'confirm', 'vm1', '-q')
+    assert confirmed['status'] == 'confirmed'
+
+
+def test_no_wait_prints_the_ids_at_once(rf):
+    started = _show(rf, 'server', 'migrate', 'vm1', '--no-wait')
+    # Printed when the operation started; the command returned once the
+    # flow, run in its process, had ended.
+    assert started['status'] == 'pre-migrating'
+    assert started['flow_state'] == 'RUNNING'
+    assert started['request_id'].startswith('req-')
+    [mig] = repository.migration_list()
+    assert (mig['uuid'], mig['flow_id']) == (started['migration'],
+                                             started['flow'])
+    assert mig['status'] == 'finished'
+    assert engine.flow_brief(started['flow'])['status'] == engine.FINISHED
+
+
+def test_confirm_expired_for_cron(rf, tmp_path):
+    _show(rf, 'server', 'resize', 'vm1', '--flavor', 'small', '-q')
+    code, out, err = rf('confirm-expired', '-f', 'json')
+    assert code == 0, err
+    assert json.loads(out) == []            # window 0: off
+    code, out, err = rf('confirm-expired', '--window', '3600', '-f', 'json')
+    assert json.loads(out) == []            # not that old
+    _backdate_migrations(seconds=120)
+    extra = tmp_path / 'window.conf'
+    extra.write_text('[compute]\nresize_confirm_window = 60\n')
+    code, out, err = rf('--config-file', str(extra), 'confirm-expired',
+                        '-f', 'json')
+    assert code == 0, err
+    [row] = json.loads(out)
+    assert row['Result'] == 'confirmed'
+    assert repository.migration_list()[0]['status'] == 'confirmed'
+    assert state.leaks() == []
+
+
+def _backdate_migrations(seconds):
+    import datetime
+
+    import sqlalchemy as sa
+
+    from resize_flows.persistence import db
+    from resize_flows.persistence import models
+    then = models.utcnow() - datetime.timedelta(seconds=seconds)
+    with db.session_scope() as s:
+        s.execute(sa.update(models.Migration).values(updated_at=then))

@@ -89,7 +89,7 @@ def _has_the_data(host, uuid):
 
 def test_copy_progress_reaches_the_flow_log(cloud, small_chunks, copies):
     vm = _server_with_data(cloud)
-    result = api.resize(cloud.ctx, vm['uuid'], 'big')
+    result = api.resize(cloud.ctx, vm['uuid'], 'big', wait=True)
     copy_disk = _copy_disk(result['flow_id'])
     assert copy_disk['state'] == tf_states.SUCCESS
     assert copy_disk['progress'] == 1.0
@@ -108,7 +108,7 @@ def test_crash_half_way_through_the_copy_is_resumed(cloud, small_chunks,
     vm = _server_with_data(cloud)
     copies.crash_at = 0.5
     with pytest.raises(faults.SimulatedCrash):
-        api.resize(cloud.ctx, vm['uuid'], 'big')
+        api.resize(cloud.ctx, vm['uuid'], 'big', wait=True)
     flow_id = repository.migration_list(vm['uuid'])[-1]['flow_id']
     assert engine.show_flow(flow_id)['status'] == engine.INTERRUPTED
     assert 0.5 <= _copy_disk(flow_id)['progress'] < 1.0
@@ -138,7 +138,8 @@ def test_cli_listener_prints_progress_lines_off_a_terminal(
         cloud, small_chunks, copies):
     vm = _server_with_data(cloud)
     out = io.StringIO()
-    api.resize(cloud.ctx, vm['uuid'], 'big', listeners=_listening(out))
+    api.resize(cloud.ctx, vm['uuid'], 'big', listeners=_listening(out),
+               wait=True)
     lines = out.getvalue().splitlines()
     progress = [line.split() for line in lines if line.endswith('%')]
     assert progress and all(p[0] == 'CopyDisk' for p in progress)
@@ -159,7 +160,8 @@ def test_cli_listener_draws_a_bar_on_a_terminal(cloud, small_chunks,
                                                 copies):
     vm = _server_with_data(cloud)
     out = _Terminal()
-    api.resize(cloud.ctx, vm['uuid'], 'big', listeners=_listening(out))
+    api.resize(cloud.ctx, vm['uuid'], 'big', listeners=_listening(out),
+               wait=True)
     text = out.getvalue()
     bars = [part for part in text.split('\r') if '[' in part]
     assert len(bars) >= 5

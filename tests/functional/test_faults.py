@@ -13,6 +13,7 @@ from taskflow import states as tf_states
 from resize_flows import api
 from resize_flows import engine
 from resize_flows import exception
+from resize_flows import flows
 from resize_flows.flows import confirm
 from resize_flows.flows import resize
 from resize_flows.flows import revert
@@ -25,7 +26,7 @@ POINTS = (faults.BEFORE_EXECUTE, faults.AFTER_EXECUTE)
 
 
 def _names(flow):
-    return [atom.name for atom in flow]
+    return [atom.name for atom in flows.iter_tasks(flow)]
 
 
 MOVE_TASKS = _names(resize.get_resize_flow())
@@ -51,9 +52,9 @@ def test_fault_in_move_restores_the_snapshot(cloud, operation, task, point):
     faults.inject(task, point)
     with pytest.raises(faults.InjectedFault):
         if operation == 'resize':
-            api.resize(cloud.ctx, vm, 'big')
+            api.resize(cloud.ctx, vm, 'big', wait=True)
         else:
-            api.migrate(cloud.ctx, vm)
+            api.migrate(cloud.ctx, vm, wait=True)
     assert faults.hits(task, point) == 1
     assert state.capture() == before
     [mig] = repository.migration_list()
@@ -61,7 +62,7 @@ def test_fault_in_move_restores_the_snapshot(cloud, operation, task, point):
     assert state.leaks() == []
     # And the server can be moved again afterwards.
     faults.clear()
-    api.resize(cloud.ctx, vm, 'big')
+    api.resize(cloud.ctx, vm, 'big', wait=True)
     assert repository.instance_get(vm)['vm_state'] == states.RESIZED
 
 
@@ -78,18 +79,18 @@ def _resolution_cases(tasks):
 def test_fault_in_confirm_or_revert_leaves_the_move_finished(
         cloud, operation, task, point):
     vm = cloud.server()['uuid']
-    api.resize(cloud.ctx, vm, 'big')
+    api.resize(cloud.ctx, vm, 'big', wait=True)
     before = state.capture()
     faults.inject(task, point)
     with pytest.raises(faults.InjectedFault):
-        getattr(api, operation)(cloud.ctx, vm)
+        getattr(api, operation)(cloud.ctx, vm, wait=True)
     assert state.capture() == before
     assert repository.migration_list()[0]['status'] == \
         states.MIGRATION_FINISHED
     assert state.leaks() == []
     # Nothing is stuck: the same operation then succeeds.
     faults.clear()
-    getattr(api, operation)(cloud.ctx, vm)
+    getattr(api, operation)(cloud.ctx, vm, wait=True)
     assert state.leaks() == []
 
 
@@ -103,10 +104,10 @@ def test_fault_after_the_point_of_no_return_is_not_undone(
     there, leaving the operation done in the records as on the hosts and
     the flow log showing the step that could not be undone."""
     vm = cloud.server()['uuid']
-    result = api.resize(cloud.ctx, vm, 'big')
+    result = api.resize(cloud.ctx, vm, 'big', wait=True)
     faults.inject(task, faults.AFTER_EXECUTE)
     with pytest.raises(exception.CannotUndo):
-        getattr(api, operation)(cloud.ctx, vm)
+        getattr(api, operation)(cloud.ctx, vm, wait=True)
     mig = repository.migration_get(result['migration']['uuid'])
     assert mig['status'] == status
     assert repository.instance_get(vm)['task_state'] is None

@@ -16,7 +16,7 @@ def _driver(name):
 
 def test_resize_then_confirm(cloud):
     vm = cloud.server()
-    result = api.resize(cloud.ctx, vm['uuid'], 'big')
+    result = api.resize(cloud.ctx, vm['uuid'], 'big', wait=True)
     mig = result['migration']
     assert result['flow_state'] == 'SUCCESS'
     assert mig['status'] == states.MIGRATION_FINISHED
@@ -35,7 +35,7 @@ def test_resize_then_confirm(cloud):
         vm['uuid']: 'host2', mig['uuid']: 'host1'}
     assert state.leaks() == []
 
-    result = api.confirm_resize(cloud.ctx, vm['uuid'])
+    result = api.confirm_resize(cloud.ctx, vm['uuid'], wait=True)
     assert result['migration']['status'] == states.MIGRATION_CONFIRMED
     inst = repository.instance_get(vm['uuid'])
     assert inst['vm_state'] == states.ACTIVE
@@ -57,13 +57,13 @@ def test_resize_then_confirm(cloud):
 def test_migrate_then_revert_restores_everything(cloud):
     vm = cloud.server()
     before = state.capture()
-    result = api.migrate(cloud.ctx, vm['uuid'])
+    result = api.migrate(cloud.ctx, vm['uuid'], wait=True)
     mig = result['migration']
     assert mig['migration_type'] == states.MIGRATION_TYPE_MIGRATION
     assert mig['old_flavor_id'] == mig['new_flavor_id'] == cloud.small['id']
     assert repository.instance_get(vm['uuid'])['host'] == 'host2'
 
-    result = api.revert_resize(cloud.ctx, vm['uuid'])
+    result = api.revert_resize(cloud.ctx, vm['uuid'], wait=True)
     assert result['migration']['status'] == states.MIGRATION_REVERTED
     after = state.capture()
     assert after == before
@@ -77,10 +77,10 @@ def test_revert_of_stopped_server_leaves_it_off(cloud):
     vm = cloud.server(power_on=False)
     assert vm['vm_state'] == states.STOPPED
     before = state.capture()
-    api.resize(cloud.ctx, vm['uuid'], 'big')
+    api.resize(cloud.ctx, vm['uuid'], 'big', wait=True)
     assert _driver('host2').get_info(vm['uuid']).power_state == \
         states.SHUTDOWN
-    api.revert_resize(cloud.ctx, vm['uuid'])
+    api.revert_resize(cloud.ctx, vm['uuid'], wait=True)
     assert state.capture() == before
     assert repository.instance_get(vm['uuid'])['vm_state'] == states.STOPPED
 
@@ -90,7 +90,7 @@ def test_resize_to_same_host_when_allowed(cloud, conf):
     repository.host_set_enabled('host2', False)
     vm = cloud.server()
     before = state.capture()
-    result = api.resize(cloud.ctx, vm['uuid'], 'big')
+    result = api.resize(cloud.ctx, vm['uuid'], 'big', wait=True)
     assert result['migration']['dest_compute'] == 'host1'
     drv = _driver('host1')
     info = drv.get_info(vm['uuid'])
@@ -102,10 +102,10 @@ def test_resize_to_same_host_when_allowed(cloud, conf):
     assert sorted((a['vcpus'], a['host']) for a in
                   repository.allocation_list()) == [(1, 'host1'),
                                                     (2, 'host1')]
-    api.revert_resize(cloud.ctx, vm['uuid'])
+    api.revert_resize(cloud.ctx, vm['uuid'], wait=True)
     assert state.capture() == before
-    api.resize(cloud.ctx, vm['uuid'], 'big')
-    api.confirm_resize(cloud.ctx, vm['uuid'])
+    api.resize(cloud.ctx, vm['uuid'], 'big', wait=True)
+    api.confirm_resize(cloud.ctx, vm['uuid'], wait=True)
     assert drv.list_instance_dirs() == [vm['uuid']]
     assert drv.get_info(vm['uuid']).vcpus == 2
     assert state.leaks() == []
@@ -116,34 +116,35 @@ def test_migrate_never_stays_on_its_host(cloud, conf):
     repository.host_set_enabled('host2', False)
     vm = cloud.server()
     with pytest.raises(exception.NoValidHost):
-        api.migrate(cloud.ctx, vm['uuid'])
+        api.migrate(cloud.ctx, vm['uuid'], wait=True)
 
 
 def test_migrate_to_named_host(cloud):
     api.create_host(cloud.ctx, 'host3', 8, 4096, 40)
     vm = cloud.server()
-    result = api.migrate(cloud.ctx, vm['uuid'], host='host3')
+    result = api.migrate(cloud.ctx, vm['uuid'], host='host3', wait=True)
     assert result['migration']['dest_compute'] == 'host3'
-    api.confirm_resize(cloud.ctx, vm['uuid'])
+    api.confirm_resize(cloud.ctx, vm['uuid'], wait=True)
     assert repository.instance_get(vm['uuid'])['host'] == 'host3'
     assert state.leaks() == []
 
 
 @pytest.mark.parametrize('call, error', [
-    (lambda c, vm: api.resize(c.ctx, 'nope', 'big'),
+    (lambda c, vm: api.resize(c.ctx, 'nope', 'big', wait=True),
      exception.InstanceNotFound),
-    (lambda c, vm: api.resize(c.ctx, vm, 'nope'), exception.FlavorNotFound),
-    (lambda c, vm: api.resize(c.ctx, vm, 'small'),
+    (lambda c, vm: api.resize(c.ctx, vm, 'nope', wait=True),
+     exception.FlavorNotFound),
+    (lambda c, vm: api.resize(c.ctx, vm, 'small', wait=True),
      exception.CannotResizeToSameFlavor),
-    (lambda c, vm: api.resize(c.ctx, vm, 'tinydisk'),
+    (lambda c, vm: api.resize(c.ctx, vm, 'tinydisk', wait=True),
      exception.CannotResizeDisk),
-    (lambda c, vm: api.migrate(c.ctx, vm, host='host1'),
+    (lambda c, vm: api.migrate(c.ctx, vm, host='host1', wait=True),
      exception.InvalidInput),
-    (lambda c, vm: api.migrate(c.ctx, vm, host='nope'),
+    (lambda c, vm: api.migrate(c.ctx, vm, host='nope', wait=True),
      exception.HostNotFound),
-    (lambda c, vm: api.confirm_resize(c.ctx, vm),
+    (lambda c, vm: api.confirm_resize(c.ctx, vm, wait=True),
      exception.InstanceInvalidState),
-    (lambda c, vm: api.revert_resize(c.ctx, vm),
+    (lambda c, vm: api.revert_resize(c.ctx, vm, wait=True),
      exception.InstanceInvalidState),
 ])
 def test_bad_requests_change_nothing(cloud, call, error):
@@ -161,7 +162,7 @@ def test_no_host_with_capacity_changes_nothing(cloud):
     vm = cloud.server()['uuid']
     before = state.capture()
     with pytest.raises(exception.NoValidHost):
-        api.resize(cloud.ctx, vm, huge['name'])
+        api.resize(cloud.ctx, vm, huge['name'], wait=True)
     assert state.capture() == before
     assert repository.migration_list() == []
 
@@ -171,17 +172,17 @@ def test_locked_and_busy_servers_are_refused(cloud):
     repository.instance_update(vm, {'locked': True})
     member = api.RequestContext(user_id='u', project_id='admin', roles=())
     with pytest.raises(exception.InstanceIsLocked):
-        api.resize(member, vm, 'big')
+        api.resize(member, vm, 'big', wait=True)
     repository.instance_update(vm, {'locked': False,
                                     'task_state': states.RESIZE_PREP})
     with pytest.raises(exception.InstanceInvalidState):
-        api.resize(cloud.ctx, vm, 'big')
+        api.resize(cloud.ctx, vm, 'big', wait=True)
 
 
 def test_compare_and_swap_lets_one_operation_start(cloud):
     vm = cloud.server()
     inst = repository.instance_get(vm['uuid'])
-    api.resize(cloud.ctx, vm['uuid'], 'big')
+    api.resize(cloud.ctx, vm['uuid'], 'big', wait=True)
     # A second request that read the instance before the first started.
     flows_before = _stored_flows()
     with pytest.raises(exception.Conflict):
@@ -201,7 +202,7 @@ def _stored_flows():
 
 def test_flow_rebuilds_from_the_log_alone(cloud):
     vm = cloud.server()
-    result = api.resize(cloud.ctx, vm['uuid'], 'big')
+    result = api.resize(cloud.ctx, vm['uuid'], 'big', wait=True)
     handle = engine.load(result['flow_id'])
     assert handle.operation == 'resize'
     assert handle.meta['migration_uuid'] == result['migration']['uuid']
@@ -212,8 +213,8 @@ def test_flow_rebuilds_from_the_log_alone(cloud):
 
 def test_actions_and_events_are_recorded(cloud):
     vm = cloud.server()['uuid']
-    api.resize(cloud.ctx, vm, 'big')
-    api.confirm_resize(cloud.ctx, vm)
+    api.resize(cloud.ctx, vm, 'big', wait=True)
+    api.confirm_resize(cloud.ctx, vm, wait=True)
     actions = api.list_actions(cloud.ctx, vm)
     assert [a['action'] for a in actions] == ['confirmResize', 'resize']
     events = [e['event'] for e in actions[1]['events']]
@@ -224,10 +225,10 @@ def test_actions_and_events_are_recorded(cloud):
 
 def test_delete_server_and_host(cloud):
     vm = cloud.server()['uuid']
-    api.resize(cloud.ctx, vm, 'big')
+    api.resize(cloud.ctx, vm, 'big', wait=True)
     with pytest.raises(exception.InstanceInvalidState):
         api.delete_server(cloud.ctx, vm)
-    api.confirm_resize(cloud.ctx, vm)
+    api.confirm_resize(cloud.ctx, vm, wait=True)
     with pytest.raises(exception.Conflict):
         api.delete_host(cloud.ctx, 'host2')
     api.delete_server(cloud.ctx, vm)

@@ -11,6 +11,7 @@ import json
 
 import pytest
 from taskflow.listeners import base as listener_base
+from taskflow.persistence import models as tf_models
 from taskflow import states as tf_states
 
 from resize_flows import api
@@ -46,7 +47,7 @@ def _allocations():
 
 def test_resize_then_confirm(cloud_db):
     vm = cloud_db.server()['uuid']
-    result = api.resize(cloud_db.ctx, vm, 'big')
+    result = api.resize(cloud_db.ctx, vm, 'big', wait=True)
     mig = result['migration']
     assert result['flow_state'] == tf_states.SUCCESS
     assert mig['status'] == states.MIGRATION_FINISHED
@@ -61,7 +62,7 @@ def test_resize_then_confirm(cloud_db):
                                      (mig['uuid'], 'host1', 1, 64, 1)])
     assert state.leaks() == []
 
-    result = api.confirm_resize(cloud_db.ctx, vm)
+    result = api.confirm_resize(cloud_db.ctx, vm, wait=True)
     assert result['flow_state'] == tf_states.SUCCESS
     assert result['migration']['status'] == states.MIGRATION_CONFIRMED
     inst = repository.instance_get(vm)
@@ -82,7 +83,7 @@ def test_resize_then_confirm(cloud_db):
 def test_migrate_then_revert_restores_the_snapshot(cloud_db):
     vm = cloud_db.server()['uuid']
     before = state.capture()
-    result = api.migrate(cloud_db.ctx, vm)
+    result = api.migrate(cloud_db.ctx, vm, wait=True)
     mig = result['migration']
     assert mig['migration_type'] == states.MIGRATION_TYPE_MIGRATION
     assert mig['old_flavor_id'] == mig['new_flavor_id'] == \
@@ -90,7 +91,7 @@ def test_migrate_then_revert_restores_the_snapshot(cloud_db):
     assert repository.instance_get(vm)['host'] == 'host2'
     assert state.leaks() == []
 
-    result = api.revert_resize(cloud_db.ctx, vm)
+    result = api.revert_resize(cloud_db.ctx, vm, wait=True)
     assert result['migration']['status'] == states.MIGRATION_REVERTED
     assert state.capture() == before
     assert _driver('host2').list_instance_dirs() == []
@@ -100,9 +101,9 @@ def test_migrate_then_revert_restores_the_snapshot(cloud_db):
 def test_stopped_server_resized_and_reverted_stays_off(cloud_db):
     vm = cloud_db.server(power_on=False)['uuid']
     before = state.capture()
-    api.resize(cloud_db.ctx, vm, 'big')
+    api.resize(cloud_db.ctx, vm, 'big', wait=True)
     assert _driver('host2').get_info(vm).power_state == states.SHUTDOWN
-    api.revert_resize(cloud_db.ctx, vm)
+    api.revert_resize(cloud_db.ctx, vm, wait=True)
     assert state.capture() == before
     assert repository.instance_get(vm)['vm_state'] == states.STOPPED
     assert state.leaks() == []
@@ -121,9 +122,9 @@ def test_fault_in_move_restores_the_snapshot(cloud_db, operation, task,
     faults.inject(task, point)
     with pytest.raises(faults.InjectedFault):
         if operation == 'resize':
-            api.resize(cloud_db.ctx, vm, 'big')
+            api.resize(cloud_db.ctx, vm, 'big', wait=True)
         else:
-            api.migrate(cloud_db.ctx, vm)
+            api.migrate(cloud_db.ctx, vm, wait=True)
     assert faults.hits(task, point) == 1
     assert state.capture() == before
     [mig] = repository.migration_list()
@@ -161,6 +162,14 @@ def _assert_stored_as_returned(flow_id, operation, returned):
     _book, detail = engine.find_detail(flow_id)
     for atom in detail:
         assert atom.state == tf_states.SUCCESS, atom.name
+        if isinstance(atom, tf_models.RetryDetail):
+            # A retry controller keeps its history of hosts tried; a
+            # move that worked on its first host tried just that one.
+            mig = repository.migration_get(handle.meta['migration_uuid'])
+            assert [value for value, _failures in atom.results] == [
+                mig['dest_compute']], atom.name
+            json.dumps(atom.to_dict()['results'])
+            continue
         assert atom.failure is None, atom.name
         text = json.dumps(atom.results)
         assert json.loads(text) == atom.results, atom.name
@@ -181,15 +190,16 @@ def test_stored_results_of_resize_and_confirm_round_trip(cloud_db):
     vm = cloud_db.server()['uuid']
     returned = {'resize': {}, 'confirm': {}}
     moved = api.resize(cloud_db.ctx, vm, 'big',
-                       listeners=_capturing(returned['resize']))
+                       listeners=_capturing(returned['resize']), wait=True)
     confirmed = api.confirm_resize(cloud_db.ctx, vm,
-                                   listeners=_capturing(returned['confirm']))
+                                   listeners=_capturing(returned['confirm']),
+                                   wait=True)
     # Read back from the database, not from anything this process cached.
     db_fixtures.forget_engines()
     stored = _assert_stored_as_returned(moved['flow_id'], 'resize',
                                         returned['resize'])
     assert len(stored) == 9
-    assert stored['SelectDestination'] == 'host2'
+    assert stored['SelectDestination'] == ['host2']
     assert stored['CopyDisk']['virtual_size'] == 1024 ** 3
     assert stored['CopyDisk']['snapshots'] == [
         'resize-%s' % moved['migration']['uuid']]
@@ -201,13 +211,14 @@ def test_stored_results_of_migrate_and_revert_round_trip(cloud_db):
     vm = cloud_db.server()['uuid']
     returned = {'migrate': {}, 'revert': {}}
     moved = api.migrate(cloud_db.ctx, vm,
-                        listeners=_capturing(returned['migrate']))
+                        listeners=_capturing(returned['migrate']), wait=True)
     reverted = api.revert_resize(cloud_db.ctx, vm,
-                                 listeners=_capturing(returned['revert']))
+                                 listeners=_capturing(returned['revert']),
+                                 wait=True)
     db_fixtures.forget_engines()
     stored = _assert_stored_as_returned(moved['flow_id'], 'migrate',
                                         returned['migrate'])
-    assert stored['SelectDestination'] == 'host2'
+    assert stored['SelectDestination'] == ['host2']
     stored = _assert_stored_as_returned(reverted['flow_id'], 'revert_resize',
                                         returned['revert'])
     assert len(stored) == 7

@@ -12,6 +12,7 @@ from taskflow import states as tf_states
 from resize_flows import api
 from resize_flows import engine
 from resize_flows import exception
+from resize_flows import flows
 from resize_flows.flows import confirm
 from resize_flows.flows import resize
 from resize_flows.flows import revert
@@ -21,9 +22,9 @@ from resize_flows.testing import faults
 from resize_flows.testing import state
 
 POINTS = (faults.BEFORE_EXECUTE, faults.AFTER_EXECUTE)
-MOVE = [a.name for a in resize.get_resize_flow()]
-CONFIRM = [a.name for a in confirm.get_confirm_resize_flow()]
-REVERT = [a.name for a in revert.get_revert_resize_flow()]
+MOVE = [a.name for a in flows.iter_tasks(resize.get_resize_flow())]
+CONFIRM = [a.name for a in flows.iter_tasks(confirm.get_confirm_resize_flow())]
+REVERT = [a.name for a in flows.iter_tasks(revert.get_revert_resize_flow())]
 NO_RETURN = {'CleanupSource', 'DeleteDestinationFiles'}
 
 CASES = ([('resize', t, p) for t in MOVE for p in POINTS] +
@@ -36,14 +37,14 @@ def _crash(cloud, operation, task, point):
     dies at ``task``/``point``. Returns (vm, snapshot before, flow id)."""
     vm = cloud.server()['uuid']
     if operation != 'resize':
-        api.resize(cloud.ctx, vm, 'big')
+        api.resize(cloud.ctx, vm, 'big', wait=True)
     before = state.capture()
     faults.inject(task, point, exc_class=faults.SimulatedCrash)
     with pytest.raises(faults.SimulatedCrash):
         if operation == 'resize':
-            api.resize(cloud.ctx, vm, 'big')
+            api.resize(cloud.ctx, vm, 'big', wait=True)
         else:
-            getattr(api, operation)(cloud.ctx, vm)
+            getattr(api, operation)(cloud.ctx, vm, wait=True)
     faults.clear()
     flow_id = repository.migration_list(vm)[-1]['flow_id']
     assert engine.show_flow(flow_id)['status'] == engine.INTERRUPTED
@@ -61,7 +62,7 @@ def test_resume_finishes_the_operation(cloud, operation, task, point):
     vm, _before, flow_id = _crash(cloud, operation, task, point)
     # The instance refuses anything else meanwhile, naming the flow.
     with pytest.raises(exception.InstanceHasUnfinishedFlow) as e:
-        api.migrate(cloud.ctx, vm)
+        api.migrate(cloud.ctx, vm, wait=True)
     assert flow_id in str(e.value)
     assert api.resume_flow(cloud.ctx, flow_id)['flow_state'] == \
         tf_states.SUCCESS
@@ -111,7 +112,7 @@ def test_rollback_past_the_point_of_no_return_is_refused(cloud, operation,
 def test_crash_during_rollback_then_rollback_again(cloud, task, point):
     vm = cloud.server()['uuid']
     before = state.capture()
-    result = api.resize(cloud.ctx, vm, 'big')
+    result = api.resize(cloud.ctx, vm, 'big', wait=True)
     faults.inject(task, point, exc_class=faults.SimulatedCrash)
     with pytest.raises(faults.SimulatedCrash):
         api.rollback_flow(cloud.ctx, result['flow_id'])
@@ -132,7 +133,7 @@ def test_failed_undo_step_is_stuck_then_rollback_finishes(cloud):
     faults.inject('MoveSourceToResize', faults.BEFORE_REVERT,
                   exc_class=exception.HypervisorError)
     with pytest.raises(exception.HypervisorError):
-        api.resize(cloud.ctx, vm, 'big')
+        api.resize(cloud.ctx, vm, 'big', wait=True)
     faults.clear()
     flow_id = repository.migration_list(vm)[-1]['flow_id']
     shown = engine.show_flow(flow_id)
@@ -152,19 +153,19 @@ def test_failed_undo_step_is_stuck_then_rollback_finishes(cloud):
 def test_rollback_of_a_finished_resize(cloud):
     vm = cloud.server()['uuid']
     before = state.capture()
-    result = api.resize(cloud.ctx, vm, 'big')
+    result = api.resize(cloud.ctx, vm, 'big', wait=True)
     api.rollback_flow(cloud.ctx, result['flow_id'])
     assert state.capture() == before
     # A resize that was confirmed since cannot be rolled back.
-    result = api.resize(cloud.ctx, vm, 'big')
-    api.confirm_resize(cloud.ctx, vm)
+    result = api.resize(cloud.ctx, vm, 'big', wait=True)
+    api.confirm_resize(cloud.ctx, vm, wait=True)
     with pytest.raises(exception.FlowStateConflict, match='confirmed'):
         api.rollback_flow(cloud.ctx, result['flow_id'])
 
 
 def test_bad_requests_change_nothing(cloud):
     vm = cloud.server()['uuid']
-    result = api.resize(cloud.ctx, vm, 'big')
+    result = api.resize(cloud.ctx, vm, 'big', wait=True)
     flow_id = result['flow_id']
     log_before = engine.show_flow(flow_id)
     cloud_before = state.capture()
@@ -188,7 +189,7 @@ def test_bad_requests_change_nothing(cloud):
 
 def test_expired_lease_means_interrupted(cloud, conf):
     vm = cloud.server()['uuid']
-    result = api.resize(cloud.ctx, vm, 'big')
+    result = api.resize(cloud.ctx, vm, 'big', wait=True)
     flow_id = result['flow_id']
     # Pretend a dead process left a live-looking lease that then expired.
     repository.lease_acquire(flow_id, 'dead:1:x', 60)
@@ -201,8 +202,8 @@ def test_expired_lease_means_interrupted(cloud, conf):
 
 def test_list_filters(cloud):
     vm = cloud.server()['uuid']
-    api.resize(cloud.ctx, vm, 'big')
-    api.confirm_resize(cloud.ctx, vm)
+    api.resize(cloud.ctx, vm, 'big', wait=True)
+    api.confirm_resize(cloud.ctx, vm, wait=True)
     flows = api.list_flows(cloud.ctx)
     assert [f['operation'] for f in flows] == ['confirm_resize', 'resize']
     assert [f['operation'] for f in api.list_flows(
@@ -220,13 +221,13 @@ def test_resume_interrupted_resumes_only_interrupted_flows(cloud):
     faults.inject('CopyDisk', faults.AFTER_EXECUTE,
                   exc_class=faults.SimulatedCrash)
     with pytest.raises(faults.SimulatedCrash):
-        api.resize(cloud.ctx, vm1, 'big')
+        api.resize(cloud.ctx, vm1, 'big', wait=True)
     faults.clear()
     # vm2's flow is stuck on a failed undo step: left to an operator.
     faults.inject('FinishMigration', faults.BEFORE_EXECUTE)
     faults.inject('PowerOffSource', faults.BEFORE_REVERT)
     with pytest.raises(faults.InjectedFault):
-        api.resize(cloud.ctx, vm2, 'big')
+        api.resize(cloud.ctx, vm2, 'big', wait=True)
     faults.clear()
     outcome = api.resume_interrupted(cloud.ctx)
     flow1 = repository.migration_list(vm1)[-1]['flow_id']
@@ -243,7 +244,7 @@ def test_resume_of_a_flow_interrupted_while_undoing_finishes_the_undo(cloud):
     faults.inject('MoveSourceToResize', faults.BEFORE_REVERT,
                   exc_class=faults.SimulatedCrash)
     with pytest.raises(faults.SimulatedCrash):
-        api.resize(cloud.ctx, vm, 'big')
+        api.resize(cloud.ctx, vm, 'big', wait=True)
     faults.clear()
     flow_id = repository.migration_list(vm)[-1]['flow_id']
     assert api.resume_flow(cloud.ctx, flow_id)['flow_state'] == \

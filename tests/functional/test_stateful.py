@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from resize_flows import api
 from resize_flows import engine
 from resize_flows import exception
+from resize_flows import flows
 from resize_flows.flows import confirm
 from resize_flows.flows import resize
 from resize_flows.flows import revert
@@ -31,7 +32,7 @@ from resize_flows import virt
 TASKS = sorted({a.name for f in (resize.get_resize_flow(),
                                  confirm.get_confirm_resize_flow(),
                                  revert.get_revert_resize_flow())
-                for a in f})
+                for a in flows.iter_tasks(f)})
 SERVERS = ('vm1', 'vm2')
 
 fault_strategy = st.one_of(
@@ -100,19 +101,23 @@ class CloudMachine(stateful.RuleBasedStateMachine):
                    flavor=st.sampled_from(['small', 'big']),
                    fault=fault_strategy)
     def resize(self, server, flavor, fault):
-        self._attempt(lambda c: api.resize(c, server, flavor), fault)
+        self._attempt(
+            lambda c: api.resize(c, server, flavor, wait=True), fault)
 
     @stateful.rule(server=st.sampled_from(SERVERS), fault=fault_strategy)
     def migrate(self, server, fault):
-        self._attempt(lambda c: api.migrate(c, server), fault)
+        self._attempt(
+            lambda c: api.migrate(c, server, wait=True), fault)
 
     @stateful.rule(server=st.sampled_from(SERVERS), fault=fault_strategy)
     def confirm(self, server, fault):
-        self._attempt(lambda c: api.confirm_resize(c, server), fault)
+        self._attempt(
+            lambda c: api.confirm_resize(c, server, wait=True), fault)
 
     @stateful.rule(server=st.sampled_from(SERVERS), fault=fault_strategy)
     def revert(self, server, fault):
-        self._attempt(lambda c: api.revert_resize(c, server), fault)
+        self._attempt(
+            lambda c: api.revert_resize(c, server, wait=True), fault)
 
     @stateful.rule(data=st.data(), how=st.sampled_from(['resume',
                                                         'rollback']))

@@ -48,6 +48,7 @@ import pytest
 
 from resize_flows import api
 from resize_flows import engine
+from resize_flows import flows
 from resize_flows.flows import confirm
 from resize_flows.flows import resize
 from resize_flows.flows import revert
@@ -66,8 +67,10 @@ _FLOWS = {
     'confirm_resize': confirm.get_confirm_resize_flow(),
     'revert_resize': revert.get_revert_resize_flow(),
 }
-TASKS = {op: [atom.name for atom in flow] for op, flow in _FLOWS.items()}
-NO_RETURN = {atom.name for flow in _FLOWS.values() for atom in flow
+TASKS = {op: [atom.name for atom in flows.iter_tasks(flow)]
+         for op, flow in _FLOWS.items()}
+NO_RETURN = {atom.name for flow in _FLOWS.values()
+             for atom in flows.iter_tasks(flow)
              if getattr(atom, 'point_of_no_return', False)}
 
 EXECUTE_POINTS = (faults.BEFORE_EXECUTE, faults.AFTER_EXECUTE)
@@ -230,12 +233,12 @@ def _assert_finished(operation, vm, before):
     # A move resumed to ``finished`` is a sound resting state: it can be
     # resolved, either way.
     if operation == 'resize':
-        api.confirm_resize(api.get_admin_context(), vm)
+        api.confirm_resize(api.get_admin_context(), vm, wait=True)
         assert repository.migration_get(mig['uuid'])['status'] == \
             states.MIGRATION_CONFIRMED
         _assert_consistent(vm)
     elif operation == 'migrate':
-        api.revert_resize(api.get_admin_context(), vm)
+        api.revert_resize(api.get_admin_context(), vm, wait=True)
         assert repository.migration_get(mig['uuid'])['status'] == \
             states.MIGRATION_REVERTED
         _assert_consistent(vm)
@@ -253,7 +256,7 @@ def test_crash_then_recover(crash_cloud, operation, task, point, recovery):
     vm = crash_cloud.server()
     before = state.capture()
     if operation in ('confirm_resize', 'revert_resize'):
-        api.resize(crash_cloud.ctx, vm, 'bigger')
+        api.resize(crash_cloud.ctx, vm, 'bigger', wait=True)
     start = state.capture()
 
     _crash(crash_cloud, _command(operation, vm), task, point)

@@ -51,11 +51,11 @@ def test_resize_confirm_then_migrate_revert(qemu_cloud):
     assert qemu_pids(_driver('host1').instance_dir(vm))
 
     # resize to bigger, onto host2, and confirm
-    result = api.resize(qemu_cloud.ctx, vm, 'bigger')
+    result = api.resize(qemu_cloud.ctx, vm, 'bigger', wait=True)
     assert result['migration']['dest_compute'] == 'host2'
     assert repository.instance_get(vm)['vm_state'] == states.RESIZED
     assert state.leaks() == []
-    api.confirm_resize(qemu_cloud.ctx, vm)
+    api.confirm_resize(qemu_cloud.ctx, vm, wait=True)
     inst = repository.instance_get(vm)
     assert (inst['vm_state'], inst['task_state'], inst['host'],
             inst['flavor_id']) == (states.ACTIVE, None, 'host2',
@@ -74,11 +74,11 @@ def test_resize_confirm_then_migrate_revert(qemu_cloud):
 
     # migrate (to host1) and revert: back on host2 as it was
     before = state.capture()
-    result = api.migrate(qemu_cloud.ctx, vm)
+    result = api.migrate(qemu_cloud.ctx, vm, wait=True)
     assert result['migration']['dest_compute'] == 'host1'
     assert _driver('host1').get_info(vm).power_state == states.RUNNING
     assert state.leaks() == []
-    result = api.revert_resize(qemu_cloud.ctx, vm)
+    result = api.revert_resize(qemu_cloud.ctx, vm, wait=True)
     assert result['migration']['status'] == states.MIGRATION_REVERTED
     assert state.capture() == before
     assert h2.get_info(vm) == virt_driver.InstanceInfo(
@@ -101,7 +101,7 @@ def test_fault_after_finish_migration_is_undone(qemu_cloud):
     before = state.capture()
     faults.inject('FinishMigration', faults.AFTER_EXECUTE)
     with pytest.raises(faults.InjectedFault):
-        api.resize(qemu_cloud.ctx, vm, 'bigger')
+        api.resize(qemu_cloud.ctx, vm, 'bigger', wait=True)
     assert faults.hits('FinishMigration', faults.AFTER_EXECUTE) == 1
     assert state.capture() == before
     h1 = _driver('host1')
@@ -119,12 +119,12 @@ def test_stopped_server_resized_and_reverted_stays_off(qemu_cloud):
     assert repository.instance_get(vm)['vm_state'] == states.STOPPED
     assert not qemu_pids(qemu_cloud.base)
     before = state.capture()
-    api.resize(qemu_cloud.ctx, vm, 'bigger')
+    api.resize(qemu_cloud.ctx, vm, 'bigger', wait=True)
     h2 = _driver('host2')
     assert h2.get_info(vm) == virt_driver.InstanceInfo(
         power_state=states.SHUTDOWN, vcpus=2, memory_mb=96)
     assert not qemu_pids(qemu_cloud.base)
-    api.revert_resize(qemu_cloud.ctx, vm)
+    api.revert_resize(qemu_cloud.ctx, vm, wait=True)
     assert state.capture() == before
     assert repository.instance_get(vm)['vm_state'] == states.STOPPED
     assert _driver('host1').get_info(vm).power_state == states.SHUTDOWN

@@ -58,3 +58,21 @@ def test_config_file_and_dir_are_honoured(conf, tmp_path):
 def test_defaults_without_config_files(conf):
     assert conf.compute.allow_resize_to_same_host is False
     assert conf.database.connection is None
+
+
+POLICY_GENERATOR_CONF = os.path.join(
+    REPO, 'etc', 'resize-flows-policy-generator.conf')
+POLICY_SAMPLE = os.path.join(REPO, 'etc', 'policy.yaml.sample')
+
+
+def test_policy_sample_is_current(tmp_path):
+    from oslo_policy import generator as policy_generator
+    fresh = tmp_path / 'policy.yaml.sample'
+    policy_generator.generate_sample(
+        ['--config-file', POLICY_GENERATOR_CONF,
+         '--output-file', str(fresh)])
+    with open(POLICY_SAMPLE) as f:
+        committed = f.read()
+    assert fresh.read_text() == committed, (
+        'etc/policy.yaml.sample is out of date with resize_flows/policy.py: '
+        'run `make sample-config` and commit the result')

@@ -1,0 +1,157 @@
+"""Access rules, oslo.policy style: defaults in code, a policy file wins.
+
+Every rule is a ``DocumentedRuleDefault`` below; a policy file
+(``[oslo_policy]/policy_file``, by default ``policy.yaml`` in the config
+directories, e.g. ``/etc/resize-flows/policy.yaml``) overrides any of
+them. ``oslopolicy-sample-generator --namespace resize_flows`` writes them
+all out; ``oslopolicy-policy-generator`` and ``oslopolicy-checker`` work
+through the ``oslo.policy.enforcer`` entry point.
+
+The rules follow Nova's: resize, confirm and revert belong to a member of
+the server's project or an admin (``admin_or_owner``); cold migration, with
+or without a target host, to an admin. A flow's resume and rollback are
+operator work: admin. The API checks a rule after it has found the server
+in the caller's view (another project's server is unknown to a non-admin:
+404, not 403) and before anything else, so a refused request changes
+nothing and says 403 (:class:`~resize_flows.exception.PolicyNotAuthorized`).
+"""
+import threading
+
+from oslo_policy import policy
+
+from resize_flows.conf import CONF
+from resize_flows import exception
+
+ADMIN = 'rule:context_is_admin'
+ADMIN_OR_OWNER = 'rule:admin_or_owner'
+
+SERVERS = 'os_compute_api:servers:%s'
+RESIZE = SERVERS % 'resize'
+CONFIRM_RESIZE = SERVERS % 'confirm_resize'
+REVERT_RESIZE = SERVERS % 'revert_resize'
+MIGRATE = 'os_compute_api:os-migrate-server:migrate'
+MIGRATE_HOST = 'os_compute_api:os-migrate-server:migrate:host'
+LOCK = 'os_compute_api:os-lock-server:lock'
+UNLOCK = 'os_compute_api:os-lock-server:unlock'
+CONFIRM_EXPIRED = 'resize_flows:servers:confirm_expired'
+FLOW_LIST = 'resize_flows:flows:list'
+FLOW_SHOW = 'resize_flows:flows:show'
+FLOW_RESUME = 'resize_flows:flows:resume'
+FLOW_ROLLBACK = 'resize_flows:flows:rollback'
+FLOW_PURGE = 'resize_flows:flows:purge'
+HOST_MANAGE = 'resize_flows:hosts:manage'
+FLAVOR_MANAGE = 'resize_flows:flavors:manage'
+
+_BASE = [
+    policy.RuleDefault(
+        'context_is_admin', 'role:admin',
+        description='Who counts as a cloud administrator.'),
+    policy.RuleDefault(
+        'admin_or_owner', 'rule:context_is_admin or project_id:%(project_id)s',
+        description='An administrator, or a member of the project that owns '
+                    'the target server.'),
+]
+
+
+def _rule(name, check_str, description, method, path):
+    return policy.DocumentedRuleDefault(
+        name=name, check_str=check_str, description=description,
+        operations=[{'method': method, 'path': path}])
+
+
+_RULES = [
+    _rule(RESIZE, ADMIN_OR_OWNER, 'Resize a server to another flavor.',
+          'POST', '/servers/{server_id}/action (resize)'),
+    _rule(CONFIRM_RESIZE, ADMIN_OR_OWNER,
+          'Confirm a finished resize or cold migration.',
+          'POST', '/servers/{server_id}/action (confirmResize)'),
+    _rule(REVERT_RESIZE, ADMIN_OR_OWNER,
+          'Revert a finished resize or cold migration.',
+          'POST', '/servers/{server_id}/action (revertResize)'),
+    _rule(MIGRATE, ADMIN, 'Cold-migrate a server to a host the scheduler '
+                          'chooses.',
+          'POST', '/servers/{server_id}/action (migrate)'),
+    _rule(MIGRATE_HOST, ADMIN, 'Cold-migrate a server to a named host '
+                               '(checked besides the migrate rule).',
+          'POST', '/servers/{server_id}/action (migrate with host)'),
+    _rule(LOCK, ADMIN_OR_OWNER, 'Lock a server: only an admin may then act '
+                                'on it.',
+          'POST', '/servers/{server_id}/action (lock)'),
+    _rule(UNLOCK, ADMIN_OR_OWNER, 'Unlock a server.',
+          'POST', '/servers/{server_id}/action (unlock)'),
+    _rule(CONFIRM_EXPIRED, ADMIN,
+          'Confirm every resize older than [compute]/resize_confirm_window '
+          '(the periodic task; resize-flows confirm-expired).',
+          'POST', '/os-resize-flows/confirm-expired'),
+    _rule(FLOW_LIST, ADMIN, 'List the flows of every server.',
+          'GET', '/os-resize-flows/flows'),
+    _rule(FLOW_SHOW, ADMIN, 'Show a flow and its tasks.',
+          'GET', '/os-resize-flows/flows/{flow_id}'),
+    _rule(FLOW_RESUME, ADMIN, 'Resume an interrupted flow.',
+          'POST', '/os-resize-flows/flows/{flow_id}/resume'),
+    _rule(FLOW_ROLLBACK, ADMIN, 'Roll a flow back.',
+          'POST', '/os-resize-flows/flows/{flow_id}/rollback'),
+    _rule(FLOW_PURGE, ADMIN, 'Delete flows that ended before a date.',
+          'DELETE', '/os-resize-flows/flows?before={date}'),
+    _rule(HOST_MANAGE, ADMIN, 'Register or remove compute hosts.',
+          'POST', '/os-resize-flows/hosts'),
+    _rule(FLAVOR_MANAGE, ADMIN, 'Create flavors.', 'POST', '/flavors'),
+]
+
+
+def list_rules():
+    """Every default rule (the ``oslo.policy.policies`` entry point)."""
+    return _BASE + _RULES
+
+
+_LOCK = threading.Lock()
+_ENFORCER = None
+
+
+def get_enforcer():
+    """The process's enforcer, its defaults registered, reading
+    ``[oslo_policy]/policy_file`` (the ``oslo.policy.enforcer`` entry
+    point, for oslopolicy-checker and friends, too)."""
+    global _ENFORCER
+    with _LOCK:
+        if _ENFORCER is None:
+            enforcer = policy.Enforcer(CONF)
+            enforcer.register_defaults(list_rules())
+            _ENFORCER = enforcer
+        return _ENFORCER
+
+
+def reset():
+    """Forget the enforcer (tests; after the policy file option changed)."""
+    global _ENFORCER
+    with _LOCK:
+        if _ENFORCER is not None:
+            _ENFORCER.clear()
+        _ENFORCER = None
+
+
+def credentials(ctx):
+    return {'user_id': ctx.user_id, 'project_id': ctx.project_id,
+            'roles': list(ctx.roles), 'is_admin': ctx.is_admin}
+
+
+def authorize(ctx, rule, target=None):
+    """Raise ``PolicyNotAuthorized`` (403) unless ``ctx`` passes ``rule``
+    on ``target`` (a dict with the server's ``project_id`` and
+    ``user_id``; by default the caller's own project)."""
+    if target is None:
+        target = {'project_id': ctx.project_id, 'user_id': ctx.user_id}
+    try:
+        return get_enforcer().authorize(rule, target, credentials(ctx),
+                                        do_raise=True)
+    except policy.PolicyNotAuthorized:
+        raise exception.PolicyNotAuthorized(action=rule)
+
+
+def check(ctx, rule, target=None):
+    """Whether ``ctx`` passes ``rule`` (no exception)."""
+    try:
+        authorize(ctx, rule, target)
+    except exception.PolicyNotAuthorized:
+        return False
+    return True
