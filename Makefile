@@ -6,6 +6,8 @@
 #   make crash-matrix    the whole crash matrix (134 real process deaths on
 #                        real QEMU, about 15 minutes); CI runs it too
 #   make demo            system packages, .venv, then tools/demo.sh
+#   make bench           every benchmark in benchmarks/ (about 15 minutes;
+#                        results in benchmarks/README.md)
 #   make sample-config   regenerate etc/resize-flows.conf.sample and
 #                        etc/policy.yaml.sample
 #   make deps | venv     just one of the first two steps
@@ -24,7 +26,7 @@ PYTEST_ARGS ?=
 # databases and QEMU rather than on the CPU.
 PYTEST_WORKERS ?= 2
 
-.PHONY: all deps venv test crash-matrix demo sample-config clean
+.PHONY: all deps venv test crash-matrix demo bench sample-config clean
 
 all: test
 
@@ -52,6 +54,13 @@ crash-matrix: venv
 
 demo: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH tools/demo.sh
+
+# Timings, never tests: each script compares its rivals in one run.
+bench: venv
+	$(VENV)/bin/python benchmarks/flow_log.py
+	$(VENV)/bin/python benchmarks/resize_ops.py
+	$(VENV)/bin/python benchmarks/flow_list.py
+	$(VENV)/bin/python benchmarks/disk_copy.py
 
 sample-config: venv
 	$(VENV)/bin/oslo-config-generator \

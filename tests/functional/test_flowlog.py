@@ -335,8 +335,8 @@ def test_purge_removes_ended_flows_only(cloud):
     cutoff = datetime.datetime(2026, 6, 1)
     # A real resize, finished and waiting for confirm: rolling it back
     # needs its flow, however old.
-    awaiting = api.resize(cloud.ctx, cloud.server()['uuid'],
-                          'big')['flow_id']
+    awaiting = api.resize(cloud.ctx, cloud.server()['uuid'], 'big',
+                          wait=True).flow_id
     _backdate(awaiting, old)
     gone = [_store_flow(tf_states.SUCCESS, created=old),
             _store_flow(tf_states.REVERTED, created=old)]
@@ -359,7 +359,7 @@ def test_purge_removes_ended_flows_only(cloud):
     assert atoms == set(kept)
     assert engine.purge_flows(cutoff) == 0
     # Once confirmed, the resize has ended for good: it goes too.
-    api.confirm_resize(cloud.ctx, 'vm1')
+    api.confirm_resize(cloud.ctx, 'vm1', wait=True)
     _backdate(awaiting, old)
     assert engine.purge_flows(cutoff) == 1
     assert awaiting not in _ids(engine.list_flows())
