@@ -17,7 +17,7 @@ backend. Before that, ``--memory-flows`` flows run on our flow log
 (SQLite) with the process's resident memory read at the start and at the
 end. "async" is PostgreSQL with ``[flows]/log_synchronous_commit = false``.
 
-    .venv/bin/python benchmarks/flow_log.py [--flows 30 --rounds 5]
+    .venv/bin/python benchmarks/flow_log.py [--flows 20 --rounds 5]
 
 Timings are figures to compare within one run, never test assertions.
 """
@@ -91,7 +91,7 @@ def stock_backend(url):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--tasks', type=int, default=10)
-    parser.add_argument('--flows', type=int, default=30,
+    parser.add_argument('--flows', type=int, default=20,
                         help='flows per backend per round')
     parser.add_argument('--rounds', type=int, default=5)
     parser.add_argument('--memory-flows', type=int, default=1000)
