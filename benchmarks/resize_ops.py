@@ -75,8 +75,8 @@ def run(label, url, state_dir, servers, rounds):
     def one_round():
         for name in names:
             new = 'big' if flavor[name] == 'small' else 'small'
-            api.resize(api.get_admin_context(), name, new)
-            api.confirm_resize(api.get_admin_context(), name)
+            api.resize(api.get_admin_context(), name, new, wait=True)
+            api.confirm_resize(api.get_admin_context(), name, wait=True)
             flavor[name] = new
 
     one_round()                                        # warm up

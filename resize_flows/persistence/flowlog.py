@@ -101,6 +101,7 @@ class FlowLogBackend(base.Backend):
         super().__init__(conf or {})
         self.url = self._conf.get('connection') or db.get_url()
         self._last = collections.OrderedDict()
+        self._held = collections.OrderedDict()
         self._last_lock = threading.Lock()
 
     def _remember(self, row):
@@ -138,12 +139,28 @@ class FlowLogBackend(base.Backend):
         return (after == 0.0 and before is None) or (
             after == 1.0 and row['state'] == tf_states.SUCCESS)
 
-    def forget(self, atom_uuids):
+    def forget(self, atom_uuids, flow_uuid=None):
         """Forget the last writes of these atoms (their flow was read from
-        the log again, maybe written by another process since)."""
+        the log again, maybe written by another process since, or it has
+        stopped) and which atoms the flow ``flow_uuid`` holds."""
         with self._last_lock:
             for uuid in atom_uuids:
                 self._last.pop(uuid, None)
+            if flow_uuid is not None:
+                self._held.pop(flow_uuid, None)
+
+    def held_atoms(self, flow_uuid):
+        """The atoms this backend knows the log holds for a flow, or None
+        when it knows nothing of the flow."""
+        with self._last_lock:
+            return self._held.get(flow_uuid)
+
+    def hold_atoms(self, flow_uuid, atom_uuids):
+        with self._last_lock:
+            self._held.pop(flow_uuid, None)
+            self._held[flow_uuid] = frozenset(atom_uuids)
+            if len(self._held) > self.REMEMBERED:
+                self._held.popitem(last=False)
 
     @property
     def engine(self):
@@ -394,15 +411,28 @@ class Connection(base.Connection):
         rewriting every atom here would multiply the writes of each flow
         state change by the number of tasks.
         """
+        atoms = {ad.uuid for ad in flow_detail}
         try:
-            with self._engine.begin() as conn:
-                self._save_flow(conn, flow_detail,
-                                ignore_missing=ignore_missing)
+            held = self._backend.held_atoms(flow_detail.uuid)
+            if held is not None and atoms <= held:
+                # Its atoms are all in the log: a state change, one UPDATE.
+                row = _flow_row(flow_detail)
+                params = dict(row, b_uuid=row['uuid'])
+                del params['uuid']
+                with self._backend.writer.begin() as conn:
+                    saved = conn.execute(_UPDATE_FLOW, params).rowcount == 1
+            else:
+                saved = False
+            if not saved:
+                with self._engine.begin() as conn:
+                    self._save_flow(conn, flow_detail,
+                                    ignore_missing=ignore_missing)
+                self._backend.hold_atoms(flow_detail.uuid, atoms)
         except sa_exc.SQLAlchemyError:
             _storage_failure('failed saving flow %s' % flow_detail.uuid)
         if flow_detail.state in _AT_REST:
             # Its engine has stopped: nothing left to compare writes with.
-            self._backend.forget(ad.uuid for ad in flow_detail)
+            self._backend.forget(atoms, flow_detail.uuid)
         return flow_detail
 
     def save_logbook(self, book):
@@ -421,6 +451,8 @@ class Connection(base.Connection):
                             params = dict(_atom_row(ad), b_uuid=ad.uuid)
                             del params['uuid']
                             conn.execute(_UPDATE_ATOM, params)
+            for fd in book:
+                self._backend.hold_atoms(fd.uuid, [ad.uuid for ad in fd])
         except sa_exc.SQLAlchemyError:
             _storage_failure('failed saving logbook %s' % book.uuid)
         return book
@@ -450,6 +482,8 @@ class Connection(base.Connection):
         self._backend.forget(row.uuid for row in rows)
         for row in rows:
             by_uuid[row.flow_uuid].add(_to_atom(row))
+        for fd in flows:
+            self._backend.hold_atoms(fd.uuid, [ad.uuid for ad in fd])
 
     def _books(self, where, lazy):
         try:
