@@ -104,9 +104,10 @@ class FlowLogBackend(base.Backend):
         self._held = collections.OrderedDict()
         self._last_lock = threading.Lock()
 
-    def _remember(self, row):
-        """Note ``row`` as its atom's last write."""
-        meta = values.loads(row['meta']) or {}
+    def _remember(self, row, meta):
+        """Note ``row`` (and its ``meta``, as a dict) as its atom's last
+        write."""
+        meta = dict(meta or {})
         rest = {k: v for k, v in row.items() if k not in (
             'meta', 'updated_at')}
         with self._last_lock:
@@ -115,15 +116,16 @@ class FlowLogBackend(base.Backend):
             if len(self._last) > self.REMEMBERED:
                 self._last.popitem(last=False)
 
-    def _unchanged(self, row):
-        """True when ``row`` differs from the last write of its atom by
-        this backend only by a progress mark the state says already (0
-        with nothing reported yet, 1 once finished)."""
+    def _unchanged(self, row, meta):
+        """True when ``row`` (whose meta is the dict ``meta``) differs from
+        the last write of its atom by this backend only by a progress mark
+        the state says already (0 with nothing reported yet, 1 once
+        finished)."""
         with self._last_lock:
             last = self._last.get(row['uuid'])
         if last is None:
             return False
-        meta = values.loads(row['meta']) or {}
+        meta = meta or {}
         rest = {k: v for k, v in row.items() if k not in (
             'meta', 'updated_at')}
         if last[0] != rest:
@@ -354,8 +356,8 @@ class Connection(base.Connection):
     def update_atom_details(self, atom_detail):
         """Save an atom detail that the log holds: one UPDATE."""
         row = _atom_row(atom_detail)
-        if self._backend._unchanged(row):
-            self._backend._remember(row)
+        if self._backend._unchanged(row, atom_detail.meta):
+            self._backend._remember(row, atom_detail.meta)
             return atom_detail
         params = dict(row, b_uuid=row['uuid'])
         del params['uuid']
@@ -368,7 +370,7 @@ class Connection(base.Connection):
         except sa_exc.SQLAlchemyError:
             _storage_failure('failed saving atom %s (%s)' % (
                 atom_detail.name, atom_detail.uuid))
-        self._backend._remember(row)
+        self._backend._remember(row, atom_detail.meta)
         return atom_detail
 
     def _insert_atoms(self, conn, flow_uuid, atoms):
