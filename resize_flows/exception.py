@@ -131,6 +131,15 @@ class FlowBusy(Conflict):
                "until %(expires_at)s UTC).")
 
 
+class FlowFenced(Conflict):
+    """A flow-log write from a process that no longer holds the flow's
+    lease (it expired and another process took the flow over). Not a
+    TaskFlow StorageFailure on purpose: TaskFlow retries those, and the
+    stale process must stop working on the flow at once."""
+    msg_fmt = ("Flow %(flow_id)s is no longer held by %(owner)s (lease "
+               "token %(token)s): its write of %(what)s was refused.")
+
+
 class FlowStateConflict(Conflict):
     msg_fmt = "Cannot %(verb)s flow %(flow_id)s: %(reason)s"
 
@@ -193,3 +202,4 @@ class InstanceDirectoryConflict(HypervisorError, Conflict):
 
 class CannotUndo(ResizeFlowsException):
     msg_fmt = "Cannot undo %(step)s: %(reason)s"
+
