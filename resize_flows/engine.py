@@ -531,6 +531,18 @@ def show_flow(flow_id):
     return out
 
 
+def flow_failure(flow_id):
+    """The error of the task that failed a flow, as one line of text
+    (``ExceptionClass: message``), or None."""
+    _book, detail = find_detail(flow_id)
+    for ad in detail:
+        fail = ad.failure or ad.revert_failure
+        if fail is not None:
+            name = next(iter(fail), 'Error').rsplit('.', 1)[-1]
+            return '%s in %s: %s' % (name, ad.name, fail.exception_str)
+    return None
+
+
 def _progress(ad):
     """A task's progress: what it reported, or what its state says (the
     flow log does not write the engine's own 0-at-start, 1-at-end marks)."""
@@ -622,6 +634,23 @@ def _past_no_return(handle, atoms):
                 and not tasks[name].undoable(handle.meta['migration_uuid'])):
             past.append(name)
     return past
+
+
+def run_job(flow_id, listeners=(), owner=None):
+    """Run a stored flow for a conductor's job, under ``owner``'s lease:
+    a flow never run starts, an interrupted one is resumed (see
+    :func:`resume`), an ended one or one stuck on a failed undo step is
+    left as it is. Returns the flow's state at the end."""
+    brief = flow_brief(flow_id)
+    if brief is None:
+        raise exception.FlowNotFound(flow_id=flow_id)
+    if brief['state'] in _ENDED or brief['status'] == STUCK:
+        return brief['state']
+    if brief['state'] in (None, tf_states.PENDING):
+        # Never started: nothing to resume, no task ran (its tasks may not
+        # be in the log yet: the engine adds them as it first compiles).
+        return _run_expecting(_take(flow_id, owner), listeners, None)
+    return resume(flow_id, listeners, owner=owner)
 
 
 def resume(flow_id, listeners=(), owner=None):

@@ -203,3 +203,16 @@ class InstanceDirectoryConflict(HypervisorError, Conflict):
 class CannotUndo(ResizeFlowsException):
     msg_fmt = "Cannot undo %(step)s: %(reason)s"
 
+
+# The jobboard (503 while it cannot be reached) ------------------------------
+
+class JobboardUnavailable(ResizeFlowsException):
+    msg_fmt = ("The jobboard at %(url)s cannot be reached: %(reason)s "
+               "(nothing was changed).")
+    code = 503
+
+
+class OperationFailed(ResizeFlowsException):
+    """A posted operation whose flow failed: a conductor ran it, so the
+    task's own exception is known only from the flow log, as text."""
+    msg_fmt = "%(operation)s failed (flow %(flow_id)s, %(state)s): %(reason)s"
