@@ -155,3 +155,57 @@ def test_a_killed_conductors_flow_is_finished_by_the_other(crash_cloud,
         inst = repository.instance_get(vm)
         assert list(_domains(vm)) == [inst['host']]
     assert state.leaks() == []
+
+
+def test_a_stalled_conductor_process_is_fenced(crash_cloud, board):
+    """ca is stopped (SIGSTOP) while it runs a flow: it is alive, but its
+    claim and its lease run out. cb takes the flow over and finishes it.
+    When ca goes on (SIGCONT), its next write of the flow is refused and
+    it gives the flow up. No task ran twice, except the one that was
+    running at the takeover, which cb ran again from its start. Nothing
+    was undone."""
+    vm = crash_cloud.server(host='host1')
+    op = api.resize(crash_cloud.ctx, vm, 'bigger')
+    ca = _conductor(crash_cloud, board, 'ca')
+    cb = None
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            flows = engine.list_flows(server=vm, operation='resize')
+            if flows and (flows[0]['owner'] or '').startswith('ca:') and \
+                    flows[0]['state'] == tf_states.RUNNING:
+                break
+            assert time.monotonic() < deadline, flows
+            time.sleep(0.05)
+        ca.send_signal(signal.SIGSTOP)
+        cb = _conductor(crash_cloud, board, 'cb')
+        op.wait(timeout=300)
+        ca.send_signal(signal.SIGCONT)
+        log = os.path.join(crash_cloud.hosts.base, 'ca.log')
+        deadline = time.monotonic() + 60
+        while 'lost flow %s' % op.flow_id not in open(log).read():
+            assert time.monotonic() < deadline, open(log).read()[-3000:]
+            time.sleep(0.2)
+        assert ca.poll() is None        # alive, claiming other jobs
+    finally:
+        ca.send_signal(signal.SIGCONT)
+        ca_exit = _stop(ca)
+        cb_exit = _stop(cb) if cb is not None else None
+    assert (ca_exit, cb_exit) == (0, 0)
+
+    assert op.flow_state == tf_states.SUCCESS
+    flow = engine.show_flow(op.flow_id)
+    assert [h['owner'].split(':')[0] for h in flow['holders']] == ['ca', 'cb']
+    assert all(t['state'] == tf_states.SUCCESS for t in flow['tasks'])
+    action = [a for a in repository.action_list(vm)
+              if a['request_id'] == op.request_id][0]
+    started = [e['event'] for e in action['events']]
+    assert not [e for e in started if e.startswith('revert ')], started
+    twice = {e for e in started if started.count(e) > 1}
+    assert len(twice) <= 1 and all(started.count(e) == 2 for e in twice), \
+        started
+    assert state.leaks() == []
+    jobboard.CONF.set_override('enabled', False, group='jobboard')
+    api.confirm_resize(crash_cloud.ctx, vm, wait=True)
+    assert list(_domains(vm)) == [repository.instance_get(vm)['host']]
+    assert state.leaks() == []
