@@ -61,6 +61,7 @@ bench: venv
 	$(VENV)/bin/python benchmarks/resize_ops.py
 	$(VENV)/bin/python benchmarks/flow_list.py
 	$(VENV)/bin/python benchmarks/disk_copy.py
+	$(VENV)/bin/python benchmarks/conductors.py
 
 sample-config: venv
 	$(VENV)/bin/oslo-config-generator \

@@ -17,11 +17,13 @@ import datetime
 import logging
 import os
 import threading
+import time
 import uuid as uuidlib
 
 from resize_flows.conf import CONF
 from resize_flows import engine
 from resize_flows import exception
+from resize_flows import jobboard
 from resize_flows.persistence import repository
 from resize_flows import policy
 from resize_flows import scheduler
@@ -352,6 +354,50 @@ class Operation:
         return self.as_dict()[key]
 
 
+class PostedOperation(Operation):
+    """An operation posted as a job on the jobboard (``[jobboard]/
+    enabled``): a conductor runs its flow. :meth:`wait` and :meth:`done`
+    follow the flow in the flow log; a flow that failed and was undone
+    raises :class:`~resize_flows.exception.OperationFailed` with the
+    failed task's error as text."""
+
+    def __init__(self, *args, job_uuid=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.job_uuid = job_uuid
+
+    def _poll(self):
+        if self._done.is_set():
+            return True
+        brief = engine.flow_brief(self.flow_id)
+        if brief is None:
+            return False
+        self.flow_state = brief['state']
+        if brief['status'] in (engine.FINISHED, engine.ROLLED_BACK,
+                               engine.STUCK):
+            if brief['status'] != engine.FINISHED:
+                self.error = exception.OperationFailed(
+                    operation=self.operation, flow_id=self.flow_id,
+                    state=brief['status'],
+                    reason=engine.flow_failure(self.flow_id))
+            self._done.set()
+            return True
+        return False
+
+    def done(self):
+        return self._poll()
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._poll():
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError('%r still running after %ss' % (
+                    self, timeout))
+            time.sleep(CONF.jobboard.wait_poll_interval)
+        if self.error is not None:
+            raise self.error
+        return self
+
+
 def running_operations():
     """Operations of this process whose flows are still running."""
     with _RUNNING_LOCK:
@@ -375,12 +421,19 @@ def _run_operation(ctx, operation, inst, migration_uuid, start, listeners,
     store = {'migration_uuid': migration_uuid,
              'instance_uuid': inst['uuid'],
              'request_id': ctx.request_id}
+    posting = jobboard.enabled()
+    if posting:
+        jobboard.check()        # unreachable: refused, nothing changed
     handle = engine.create(operation, store, inst['uuid'], migration_uuid)
     try:
         start(handle.flow_id)
     except Exception:
         engine.discard(handle)
         raise
+    if posting:
+        op = _post(ctx, operation, inst, migration_uuid, handle)
+        if op is not None:
+            return op.wait() if wait else op
     op = Operation(operation, inst['uuid'], migration_uuid, handle.flow_id,
                    ctx.request_id)
     if wait:
@@ -388,6 +441,26 @@ def _run_operation(ctx, operation, inst, migration_uuid, start, listeners,
         return op.wait()
     op._start_thread(handle, listeners)
     return op
+
+
+def _post(ctx, operation, inst, migration_uuid, handle):
+    """Hand a started operation's flow to the conductors: give up its
+    lease and post its job. None when the post failed (the flow then runs
+    here, as without a jobboard, so the started operation still ends)."""
+    meta = dict(handle.meta)
+    handle.close()
+    try:
+        job_uuid = jobboard.post_flow(handle.flow_id, meta)
+    except Exception as e:
+        LOG.error('could not post flow %s on the jobboard (%s); running it '
+                  'in this process', handle.flow_id, e)
+        handle.lease = engine.Lease(handle.flow_id).acquire()
+        fresh = engine.load(handle.flow_id, handle.lease)
+        handle.engine = fresh.engine
+        handle.flow = fresh.flow
+        return None
+    return PostedOperation(operation, inst['uuid'], migration_uuid,
+                           handle.flow_id, ctx.request_id, job_uuid=job_uuid)
 
 
 def _start_move(ctx, inst, operation, old, new, requested_host, listeners,

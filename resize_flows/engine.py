@@ -42,6 +42,7 @@ from taskflow.types import failure as tf_failure
 
 from resize_flows.conf import CONF
 from resize_flows import exception
+from resize_flows import fencing
 from resize_flows import flows as rf_flows
 from resize_flows import notifications
 from resize_flows.persistence import db
@@ -95,17 +96,30 @@ def flow_status(flow_state, lease):
 
 
 class Lease:
-    """This process's hold on a flow, renewed in the background."""
+    """This process's hold on a flow, renewed in the background.
 
-    def __init__(self, flow_id):
+    ``token`` is the lease's fencing token: the flow log refuses this
+    process's writes of the flow once another process holds the lease
+    (:meth:`backend`). ``on_lost`` is called (once, from the renewing
+    thread) when the lease turns out to be someone else's.
+    """
+
+    def __init__(self, flow_id, owner=None, on_lost=None):
         self.flow_id = flow_id
+        self.owner = owner or OWNER
+        self.token = None
+        self.on_lost = on_lost
         self._stop = threading.Event()
         self._thread = None
         self.lost = False
 
+    def backend(self):
+        """The flow log, fenced by this lease."""
+        return flowlog.get_backend().held_by(self.owner, self.token)
+
     def acquire(self):
-        repository.lease_acquire(self.flow_id, OWNER,
-                                 CONF.flows.lease_seconds)
+        self.token = repository.lease_acquire(self.flow_id, self.owner,
+                                              CONF.flows.lease_seconds)
         self._thread = threading.Thread(
             target=self._renew, name='lease-%s' % self.flow_id, daemon=True)
         self._thread.start()
@@ -115,9 +129,12 @@ class Lease:
         seconds = CONF.flows.lease_seconds
         while not self._stop.wait(seconds / 3.0):
             try:
-                if not repository.lease_renew(self.flow_id, OWNER, seconds):
+                if not repository.lease_renew(self.flow_id, self.owner,
+                                              seconds, self.token):
                     self.lost = True
                     LOG.error('lost the lease of flow %s', self.flow_id)
+                    if self.on_lost is not None:
+                        self.on_lost(self)
                     return
             except Exception:
                 LOG.exception('could not renew the lease of flow %s',
@@ -125,9 +142,10 @@ class Lease:
 
     def release(self):
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and \
+                self._thread is not threading.current_thread():
             self._thread.join()
-        repository.lease_release(self.flow_id, OWNER)
+        repository.lease_release(self.flow_id, self.owner, self.token)
 
 
 class FlowHandle:
@@ -180,7 +198,8 @@ def create(operation, store, instance_uuid, migration_uuid, flow_id=None):
         with contextlib.closing(backend.get_connection()) as conn:
             conn.save_logbook(book)
         engine = engines.load(flow, store=store, flow_detail=detail,
-                              book=book, backend=backend, engine=ENGINE_KIND)
+                              book=book, backend=lease.backend(),
+                              engine=ENGINE_KIND)
     except Exception:
         lease.release()
         raise
@@ -211,8 +230,10 @@ def load(flow_id, lease=None):
     """
     _book_uuid, detail = find_detail(flow_id)
     flow = _rebuild(flow_id, detail)
-    engine = engines.load(flow, flow_detail=detail,
-                          backend=flowlog.get_backend(), engine=ENGINE_KIND)
+    backend = (lease.backend() if lease is not None
+               else flowlog.get_backend())
+    engine = engines.load(flow, flow_detail=detail, backend=backend,
+                          engine=ENGINE_KIND)
     return FlowHandle(flow_id, flow, engine, dict(detail.meta or {}), lease)
 
 
@@ -248,13 +269,36 @@ def run(handle, listeners=()):
         with contextlib.ExitStack() as stack:
             for listener in active:
                 stack.enter_context(listener)
+            fenced = False
+            if handle.lease is not None:
+                stack.enter_context(fencing.holding(
+                    handle.flow_id, handle.lease.owner, handle.lease.token))
             try:
                 engine.run()
+            except Exception as e:
+                fenced = is_fenced(e)
+                if fenced:
+                    # Another process holds the flow now: stop working on
+                    # it and leave its records to that process.
+                    LOG.warning('stopped running flow %s: %s',
+                                handle.flow_id, e)
+                raise
             finally:
-                _finish_action(handle, engine.storage.get_flow_state())
+                if not fenced:
+                    _finish_action(handle, engine.storage.get_flow_state())
         return engine.storage.get_flow_state()
     finally:
         handle.close()
+
+
+def is_fenced(error):
+    """Whether ``error`` (as an engine run raised it) says that this
+    process no longer holds the flow (the flow log refused its write)."""
+    if isinstance(error, exception.FlowFenced):
+        return True
+    if isinstance(error, tf_exceptions.WrappedFailure):
+        return error.check(exception.FlowFenced) is not None
+    return False
 
 
 def _finish_action(handle, flow_state):
@@ -481,9 +525,22 @@ def show_flow(flow_id):
         'state': detail.state,
         'status': flow_status(detail.state, lease),
         'owner': lease['owner'] if lease and lease['live'] else None,
+        'holders': list(meta.get('holders') or []),
         'tasks': tasks,
     }
     return out
+
+
+def flow_failure(flow_id):
+    """The error of the task that failed a flow, as one line of text
+    (``ExceptionClass: message``), or None."""
+    _book, detail = find_detail(flow_id)
+    for ad in detail:
+        fail = ad.failure or ad.revert_failure
+        if fail is not None:
+            name = next(iter(fail), 'Error').rsplit('.', 1)[-1]
+            return '%s in %s: %s' % (name, ad.name, fail.exception_str)
+    return None
 
 
 def _progress(ad):
@@ -525,16 +582,27 @@ def _events_by_task(meta):
 
 # -- resume and rollback -----------------------------------------------------
 
-def _take(flow_id):
-    """Lease a stored flow for this process and load it; refuse one that
-    another live process holds."""
+def _take(flow_id, owner=None):
+    """Lease a stored flow for this process (or ``owner``) and load it;
+    refuse one that another live process holds."""
     find_detail(flow_id)
-    lease = Lease(flow_id).acquire()
+    lease = Lease(flow_id, owner).acquire()
     try:
         return load(flow_id, lease)
     except Exception:
         lease.release()
         raise
+
+
+def _record_holder(handle):
+    """Note in the flow's meta who took it, with which fencing token and
+    when (``flow show``: ``holders``), so that the flow log shows each
+    takeover. One write, itself fenced."""
+    holders = list(handle.meta.get('holders') or [])
+    holders.append({'owner': handle.lease.owner, 'token': handle.lease.token,
+                    'at': models.utcnow().isoformat(timespec='seconds')})
+    handle.meta['holders'] = holders
+    handle.engine.storage.update_flow_metadata({'holders': holders})
 
 
 def _atoms(handle):
@@ -568,7 +636,24 @@ def _past_no_return(handle, atoms):
     return past
 
 
-def resume(flow_id, listeners=()):
+def run_job(flow_id, listeners=(), owner=None):
+    """Run a stored flow for a conductor's job, under ``owner``'s lease:
+    a flow never run starts, an interrupted one is resumed (see
+    :func:`resume`), an ended one or one stuck on a failed undo step is
+    left as it is. Returns the flow's state at the end."""
+    brief = flow_brief(flow_id)
+    if brief is None:
+        raise exception.FlowNotFound(flow_id=flow_id)
+    if brief['state'] in _ENDED or brief['status'] == STUCK:
+        return brief['state']
+    if brief['state'] in (None, tf_states.PENDING):
+        # Never started: nothing to resume, no task ran (its tasks may not
+        # be in the log yet: the engine adds them as it first compiles).
+        return _run_expecting(_take(flow_id, owner), listeners, None)
+    return resume(flow_id, listeners, owner=owner)
+
+
+def resume(flow_id, listeners=(), owner=None):
     """Run an interrupted flow on from where it stopped.
 
     Tasks that had finished are not run again (their stored results feed
@@ -579,7 +664,7 @@ def resume(flow_id, listeners=()):
     a flow another live process holds, a flow stuck on a failed undo step
     (that needs :func:`rollback` once the cause is fixed).
     """
-    handle = _take(flow_id)
+    handle = _take(flow_id, owner)
     try:
         state = handle.engine.storage.get_flow_state()
         if state == tf_states.SUCCESS:
@@ -615,6 +700,11 @@ def _run_expecting(handle, listeners, expected):
     """Run; when the flow ends in ``expected`` (REVERTED for an undo that
     was asked for, or that was under way), that is success, not the
     failure TaskFlow raises again for a reverted flow."""
+    try:
+        _record_holder(handle)
+    except Exception:
+        handle.close()
+        raise
     try:
         return run(handle, listeners)
     except Exception:

@@ -131,6 +131,15 @@ class FlowBusy(Conflict):
                "until %(expires_at)s UTC).")
 
 
+class FlowFenced(Conflict):
+    """A flow-log write from a process that no longer holds the flow's
+    lease (it expired and another process took the flow over). Not a
+    TaskFlow StorageFailure on purpose: TaskFlow retries those, and the
+    stale process must stop working on the flow at once."""
+    msg_fmt = ("Flow %(flow_id)s is no longer held by %(owner)s (lease "
+               "token %(token)s): its write of %(what)s was refused.")
+
+
 class FlowStateConflict(Conflict):
     msg_fmt = "Cannot %(verb)s flow %(flow_id)s: %(reason)s"
 
@@ -193,3 +202,17 @@ class InstanceDirectoryConflict(HypervisorError, Conflict):
 
 class CannotUndo(ResizeFlowsException):
     msg_fmt = "Cannot undo %(step)s: %(reason)s"
+
+
+# The jobboard (503 while it cannot be reached) ------------------------------
+
+class JobboardUnavailable(ResizeFlowsException):
+    msg_fmt = ("The jobboard at %(url)s cannot be reached: %(reason)s "
+               "(nothing was changed).")
+    code = 503
+
+
+class OperationFailed(ResizeFlowsException):
+    """A posted operation whose flow failed: a conductor ran it, so the
+    task's own exception is known only from the flow log, as text."""
+    msg_fmt = "%(operation)s failed (flow %(flow_id)s, %(state)s): %(reason)s"

@@ -16,7 +16,8 @@ set -euo pipefail
 PYTHON=${PYTHON:-python3}
 
 # libvirt-python is built from source: headers, pkg-config and a compiler.
-# QEMU and the libvirt QEMU driver run the integration tests and the demo.
+# QEMU and the libvirt QEMU driver run the integration tests and the demo;
+# Redis (started by its package) is the jobboard of the conductor tests.
 PACKAGES=${RESIZE_FLOWS_DEB_PACKAGES:-"
     libvirt-dev
     pkg-config
@@ -25,6 +26,7 @@ PACKAGES=${RESIZE_FLOWS_DEB_PACKAGES:-"
     libvirt-daemon-driver-qemu
     libvirt-daemon-system
     libvirt-clients
+    redis-server
 "}
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

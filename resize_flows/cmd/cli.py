@@ -9,6 +9,7 @@ exit non-zero.
 import logging
 import os
 import sys
+import threading
 import time
 
 from cliff import app
@@ -185,24 +186,79 @@ class _MoveCommand(show.ShowOne):
         return parser
 
 
+def follow(flow_id, stream, interval=None, quiet=False):
+    """Follow a flow that another process runs (a conductor) through the
+    flow log until it ends: each task's line as it finishes, as
+    ProgressListener prints them, and a running task's reported progress
+    every 10 %. Returns the flow as :func:`api.show_flow` gives it."""
+    interval = interval or CONF.jobboard.wait_poll_interval
+    printed = {}
+    shown = {}
+    while True:
+        flow = api.show_flow(_ctx(), flow_id)
+        for t in flow['tasks']:
+            key = (t['state'], t['intention'])
+            if t['state'] == tf_states.RUNNING and t['progress']:
+                percent = int(100 * t['progress'])
+                if percent // 10 > shown.get(t['name'], 0) // 10 \
+                        and percent < 100 and not quiet:
+                    stream.write('  %-24s %3d%%\n' % (t['name'], percent))
+                    stream.flush()
+                    shown[t['name']] = percent
+            if t['state'] in (tf_states.PENDING, tf_states.RUNNING,
+                              tf_states.REVERTING) or \
+                    printed.get(t['name']) == key:
+                continue
+            printed[t['name']] = key
+            if not quiet:
+                took = ('%6.2fs' % t['duration']
+                        if t['duration'] is not None else '')
+                stream.write('  %-24s %-15s %s\n' % (t['name'], t['state'],
+                                                     took))
+                stream.flush()
+        if flow['status'] != 'running' and flow['status'] != 'interrupted':
+            return flow
+        time.sleep(interval)
+
+
 class _OperationCommand(_MoveCommand):
-    """A move: waits for its flow's end by default, showing its tasks."""
+    """A move: waits for its flow's end by default, showing its tasks;
+    with the jobboard enabled, posts it and returns unless --wait."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
         parser.add_argument(
-            '--no-wait', dest='wait', action='store_false', default=True,
+            '--no-wait', dest='wait', action='store_false', default=None,
             help='Print the migration, flow and request ids as soon as the '
-                 'operation has started, without its tasks. The flow runs '
-                 'in this process until it ends (there is no conductor to '
-                 'hand it to yet), so the command exits then; interrupted, '
-                 'the flow is left to "flow resume" or "flow rollback".')
+                 'operation has started, without its tasks. Without a '
+                 'jobboard the flow runs in this process until it ends, '
+                 'so the command exits then; interrupted, the flow is '
+                 'left to "flow resume" or "flow rollback". With '
+                 '[jobboard]/enabled this is the default: a conductor '
+                 'runs the flow.')
+        parser.add_argument(
+            '--wait', dest='wait', action='store_true', default=None,
+            help='Wait for the flow\'s end, printing its tasks as they '
+                 'finish (the default without a jobboard; with one, the '
+                 'job is followed in the flow log while a conductor runs '
+                 'it).')
         return parser
 
     def _run(self, parsed, call, *args, **kwargs):
-        listeners = _with_progress(self, parsed) if parsed.wait else ()
-        op = call(_ctx(), *args, wait=parsed.wait,
-                  listeners=listeners, **kwargs)
+        wait = parsed.wait
+        if wait is None:
+            wait = not CONF.jobboard.enabled
+        if CONF.jobboard.enabled:
+            op = call(_ctx(), *args, wait=False, **kwargs)
+            if wait and isinstance(op, api.PostedOperation):
+                follow(op.flow_id, self.app.stderr,
+                       quiet=getattr(parsed, 'quiet', False))
+                op.wait()
+            elif wait:
+                op.wait()
+            return _move_result(op)
+        listeners = _with_progress(self, parsed) if wait else ()
+        op = call(_ctx(), *args, wait=wait, listeners=listeners, **kwargs)
         return _move_result(op)
 
 
@@ -708,6 +764,86 @@ class FlowRollback(_MoveCommand):
                           listeners=_with_progress(self, parsed))
         flow = api.show_flow(_ctx(), parsed.flow)
         return _show(flow, FLOW_COLUMNS)
+
+
+# -- jobboard and conductors ---------------------------------------------------
+
+@command('conductor')
+class ConductorRun(command_base.Command):
+    """Run a conductor: claim jobs from the jobboard and run their flows.
+
+    Runs until SIGTERM or SIGINT: then it claims nothing more, lets the
+    running task end, suspends its flow there and gives the job back for
+    another conductor to finish. It extends its claims every quarter of
+    [jobboard]/claim_expiry; killed, its claims run out and another
+    conductor resumes its flows from the flow log. With
+    [compute]/resize_confirm_window set it also confirms expired moves.
+    """
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument(
+            '--name', help='Name to claim under (default: '
+                           '[jobboard]/conductor_name, or the host name); '
+                           'the process id and a random suffix follow it.')
+        parser.add_argument(
+            '--max-jobs', type=int, default=None,
+            help='Stop after running this many jobs (for tests and '
+                 'benchmarks; default: run until stopped).')
+        return parser
+
+    def take_action(self, parsed):
+        import signal
+
+        from resize_flows import engine
+        from resize_flows import jobboard
+        if parsed.name:
+            CONF.set_override('conductor_name', parsed.name, 'jobboard')
+        name = jobboard.conductor_name()
+        # Its leases carry its name: "flow list" shows who runs what.
+        engine.OWNER = name
+        conductor = jobboard.Conductor(name=name)
+
+        def stop(signum, _frame):
+            # Not here: the handler interrupts the main thread, which may
+            # be inside the flow's engine holding its storage lock.
+            self.app.stderr.write('conductor %s: signal %d, stopping\n'
+                                  % (name, signum))
+            threading.Thread(target=conductor.stop, daemon=True).start()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        self.app.stderr.write('conductor %s: claiming jobs on %s (%s)\n' % (
+            name, CONF.jobboard.board_name, CONF.jobboard.backend_url))
+        self.app.stderr.flush()
+        conductor.run(max_dispatches=parsed.max_jobs)
+        return 0
+
+
+@command('conductor list')
+class ConductorList(lister.Lister):
+    """List the live conductors of the jobboard and the flows they run."""
+
+    def take_action(self, parsed):
+        from resize_flows import jobboard
+        rows = [(c['name'], c['host'], c['pid'], c['started_at'],
+                 c['seen_at'], ' '.join(c['flows']))
+                for c in jobboard.list_conductors()]
+        return ('Name', 'Host', 'PID', 'Started At', 'Seen At',
+                'Flows'), rows
+
+
+@command('job list')
+class JobList(lister.Lister):
+    """List the jobs on the jobboard: who holds which, since when."""
+
+    def take_action(self, parsed):
+        from resize_flows import jobboard
+        rows = [(j['job'], j['operation'], j['instance_uuid'], j['flow_id'],
+                 j['state'], j['owner'], j['since'], j['posted_at'])
+                for j in jobboard.list_jobs()]
+        return ('Job', 'Operation', 'Server', 'Flow', 'State', 'Owner',
+                'Since', 'Posted At'), rows
 
 
 # -- the application ---------------------------------------------------------

@@ -11,6 +11,7 @@ from resize_flows.conf import compute
 from resize_flows.conf import database
 from resize_flows.conf import default
 from resize_flows.conf import flows
+from resize_flows.conf import jobboard
 from resize_flows.conf import libvirt
 from resize_flows.conf import notifications
 from resize_flows.conf import scheduler
@@ -18,8 +19,8 @@ from resize_flows.conf import testing
 
 CONF = cfg.CONF
 
-_MODULES = (default, database, compute, scheduler, flows, notifications,
-            libvirt, testing)
+_MODULES = (default, database, compute, scheduler, flows, jobboard,
+            notifications, libvirt, testing)
 
 #: The policy file's default name, looked up in the config directories
 #: (/etc/resize-flows/policy.yaml), as every OpenStack service does.

@@ -25,6 +25,19 @@ for each connection):
   reports are). So a task costs two writes: RUNNING, then its result;
 - no schema work per call, precompiled statements, no ORM.
 
+Fencing: a backend told who holds the flow's lease (:meth:`FlowLogBackend.
+held_by`, which the engine uses for every flow it runs) makes each write of
+a flow's row or of one of its atoms conditional on that lease still being
+held, with the same fencing token, in the same statement (``UPDATE ...
+WHERE uuid = :u AND EXISTS (SELECT 1 FROM flow_leases WHERE flow_id = ...
+AND owner = :me AND token = :t)``). A process whose lease was taken over
+(it stalled past the lease's expiry and another process resumed the flow)
+then matches no row: :class:`~resize_flows.exception.FlowFenced` is raised,
+which is not a StorageFailure, so TaskFlow does not retry it, the engine
+stops at once and no undo step of the stale process runs (each needs a
+write first). A backend not told a holder (TaskFlow's own persistence
+tests, tools) writes unconditionally.
+
 Durability is not traded for it: each write is committed before the call
 returns (on SQLite, WAL with ``synchronous=NORMAL``, so a killed process
 never loses a committed transaction), and TaskFlow reports a transition to
@@ -36,6 +49,7 @@ flow detail's ``meta`` carries, besides TaskFlow's ``factory`` entry,
 into indexed columns for listing.
 """
 import collections
+import copy
 import threading
 
 import sqlalchemy as sa
@@ -47,6 +61,7 @@ from taskflow import states as tf_states
 from taskflow.types import failure as tf_failure
 
 from resize_flows.conf import CONF
+from resize_flows import exception
 from resize_flows.persistence import db
 from resize_flows.persistence import models
 from resize_flows.persistence import values
@@ -54,6 +69,7 @@ from resize_flows.persistence import values
 BOOKS = models.FlowLogBook.__table__
 FLOWS = models.FlowDetail.__table__
 ATOMS = models.FlowAtom.__table__
+LEASES = models.FlowLease.__table__
 
 #: The atom meta key of a task's progress (TaskFlow's storage.META_PROGRESS).
 PROGRESS = 'progress'
@@ -96,6 +112,10 @@ class FlowLogBackend(base.Backend):
 
     #: Atoms whose last write this backend remembers (see _unchanged).
     REMEMBERED = 4096
+
+    #: (owner, token) of the lease every write must still be held under;
+    #: None: writes are not fenced (see :meth:`held_by`).
+    fence = None
 
     def __init__(self, conf=None):
         super().__init__(conf or {})
@@ -176,6 +196,15 @@ class FlowLogBackend(base.Backend):
             self.url, autocommit=True,
             synchronous=self._conf.get('synchronous_commit',
                                        CONF.flows.log_synchronous_commit))
+
+    def held_by(self, owner, token):
+        """A view of this backend whose writes of a flow are refused
+        (:class:`~resize_flows.exception.FlowFenced`) unless the flow's
+        lease is still held by ``owner`` with fencing token ``token``. It
+        shares this backend's engine and its cache of last writes."""
+        view = copy.copy(self)
+        view.fence = (owner, token)
+        return view
 
     def get_connection(self):
         return Connection(self)
@@ -307,6 +336,19 @@ _UPDATE_ATOM = (ATOMS.update().where(ATOMS.c.uuid == sa.bindparam('b_uuid'))
 _UPDATE_FLOW = (FLOWS.update().where(FLOWS.c.uuid == sa.bindparam('b_uuid'))
                 .values({c: sa.bindparam(c) for c in (
                     'name', 'state', 'meta', 'updated_at') + INDEXED_META}))
+
+
+def _held(flow_uuid_column):
+    """The lease of the flow in ``flow_uuid_column`` is still held by the
+    writer (bind parameters ``f_owner`` and ``f_token``)."""
+    return sa.exists().where(LEASES.c.flow_id == flow_uuid_column,
+                             LEASES.c.owner == sa.bindparam('f_owner'),
+                             LEASES.c.token == sa.bindparam('f_token'))
+
+
+# The same, for a writer that holds the flow's lease: one statement still.
+_UPDATE_ATOM_FENCED = _UPDATE_ATOM.where(_held(ATOMS.c.flow_uuid))
+_UPDATE_FLOW_FENCED = _UPDATE_FLOW.where(_held(FLOWS.c.uuid))
 _UPDATE_BOOK = (BOOKS.update().where(BOOKS.c.uuid == sa.bindparam('b_uuid'))
                 .values({c: sa.bindparam(c) for c in (
                     'name', 'meta', 'updated_at')}))
@@ -317,6 +359,7 @@ class Connection(base.Connection):
 
     def __init__(self, backend):
         self._backend = backend
+        self._fence = backend.fence
 
     @property
     def backend(self):
@@ -361,17 +404,32 @@ class Connection(base.Connection):
             return atom_detail
         params = dict(row, b_uuid=row['uuid'])
         del params['uuid']
+        statement = _UPDATE_ATOM
+        if self._fence is not None:
+            statement = _UPDATE_ATOM_FENCED
+            params['f_owner'], params['f_token'] = self._fence
         try:
             with self._backend.writer.begin() as conn:
-                if conn.execute(_UPDATE_ATOM, params).rowcount != 1:
-                    raise tf_exc.NotFound(
-                        "No atom details found with uuid '%s'"
-                        % atom_detail.uuid)
+                if conn.execute(statement, params).rowcount != 1:
+                    flow_uuid = conn.execute(
+                        sa.select(ATOMS.c.flow_uuid).where(
+                            ATOMS.c.uuid == atom_detail.uuid)).scalar()
+                    if flow_uuid is None or self._fence is None:
+                        raise tf_exc.NotFound(
+                            "No atom details found with uuid '%s'"
+                            % atom_detail.uuid)
+                    self._fenced(flow_uuid, 'task %s (%s)' % (
+                        atom_detail.name, atom_detail.state))
         except sa_exc.SQLAlchemyError:
             _storage_failure('failed saving atom %s (%s)' % (
                 atom_detail.name, atom_detail.uuid))
         self._backend._remember(row, atom_detail.meta)
         return atom_detail
+
+    def _fenced(self, flow_uuid, what):
+        owner, token = self._fence
+        raise exception.FlowFenced(flow_id=flow_uuid, owner=owner,
+                                   token=token, what=what)
 
     def _insert_atoms(self, conn, flow_uuid, atoms):
         if not atoms:
@@ -387,7 +445,11 @@ class Connection(base.Connection):
         row = _flow_row(fd)
         params = dict(row, b_uuid=row['uuid'])
         del params['uuid']
-        if conn.execute(_UPDATE_FLOW, params).rowcount == 1:
+        statement = _UPDATE_FLOW
+        if self._fence is not None:
+            statement = _UPDATE_FLOW_FENCED
+            params['f_owner'], params['f_token'] = self._fence
+        if conn.execute(statement, params).rowcount == 1:
             ids = {ad.uuid for ad in fd}
             if ids:
                 held = set(conn.execute(
@@ -396,6 +458,10 @@ class Connection(base.Connection):
                 self._insert_atoms(conn, fd.uuid,
                                    [ad for ad in fd if ad.uuid not in held])
             return False
+        if self._fence is not None and conn.execute(
+                sa.select(FLOWS.c.uuid).where(
+                    FLOWS.c.uuid == fd.uuid)).first() is not None:
+            self._fenced(fd.uuid, 'the flow (%s)' % fd.state)
         if book_uuid is None and not ignore_missing:
             raise tf_exc.NotFound(
                 "No flow details found with uuid '%s'" % fd.uuid)

@@ -200,6 +200,11 @@ class FlowLease(Base):
     The process running a flow holds its lease and renews it; a flow that
     is not finished and has no live lease was interrupted (its process
     died), and only then may another process resume or roll it back.
+
+    ``token`` is the fencing token: it grows each time the lease changes
+    hands, and every flow-log write of the holder names it, so a write
+    from a process whose lease was taken over matches no row and is
+    refused (``flowlog``).
     """
     __tablename__ = 'flow_leases'
 
@@ -210,6 +215,8 @@ class FlowLease(Base):
         sa.DateTime, default=utcnow)
     expires_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
         sa.DateTime, index=True)
+    token: orm.Mapped[int] = orm.mapped_column(
+        sa.BigInteger, nullable=False, server_default='0')
 
 
 # -- the flow log ------------------------------------------------------------

@@ -591,9 +591,24 @@ def _lease_dict(lease):
     return out
 
 
+def _next_token(previous=0):
+    """A fencing token greater than ``previous`` and than any token handed
+    out before on this database: the time in microseconds, or one more
+    than the last when the clock has not moved on. (A released lease's row
+    is deleted, so the token of its next holder cannot count on the row.)
+    """
+    now = int(models.utcnow().replace(
+        tzinfo=datetime.timezone.utc).timestamp() * 1_000_000)
+    return max(now, (previous or 0) + 1)
+
+
 def lease_acquire(flow_id, owner, seconds):
     """Take the lease of a flow for ``seconds``: free, expired or ours
-    already. Raises ``FlowBusy`` while another owner's lease is live."""
+    already. Raises ``FlowBusy`` while another owner's lease is live.
+
+    Returns the lease's fencing token: a new, greater one when the lease
+    changes hands, the same one when it was ours already.
+    """
     now = models.utcnow()
     expires = now + datetime.timedelta(seconds=seconds)
     try:
@@ -602,9 +617,11 @@ def lease_acquire(flow_id, owner, seconds):
                 sa.select(models.FlowLease).filter_by(flow_id=flow_id),
                 s)).first()
             if lease is None:
+                token = _next_token()
                 s.add(models.FlowLease(flow_id=flow_id, owner=owner,
-                                       acquired_at=now, expires_at=expires))
-                return
+                                       acquired_at=now, expires_at=expires,
+                                       token=token))
+                return token
             if lease.owner != owner and lease.expires_at > now:
                 raise exception.FlowBusy(
                     flow_id=flow_id, owner=lease.owner,
@@ -612,31 +629,40 @@ def lease_acquire(flow_id, owner, seconds):
                         timespec='seconds'))
             if lease.owner != owner:
                 lease.acquired_at = now
+                lease.token = _next_token(lease.token)
             lease.owner = owner
             lease.expires_at = expires
+            return lease.token
     except sa_exc.IntegrityError:
         # Another process inserted it between our read and our insert.
         raise exception.FlowBusy(flow_id=flow_id, owner='another process',
                                  expires_at='?')
 
 
-def lease_renew(flow_id, owner, seconds):
-    """Extend our lease; False if it is no longer ours."""
+def lease_renew(flow_id, owner, seconds, token=None):
+    """Extend our lease (the one of ``token``, when given); False if it is
+    no longer ours."""
     with db.session_scope() as s:
         table = models.FlowLease.__table__
+        where = [table.c.flow_id == flow_id, table.c.owner == owner]
+        if token is not None:
+            where.append(table.c.token == token)
         result = s.execute(
-            table.update()
-            .where(table.c.flow_id == flow_id, table.c.owner == owner)
+            table.update().where(*where)
             .values(expires_at=models.utcnow() +
                     datetime.timedelta(seconds=seconds)))
         return result.rowcount == 1
 
 
-def lease_release(flow_id, owner):
+def lease_release(flow_id, owner, token=None):
+    """Give up our lease (the one of ``token``, when given): a lease taken
+    over by another holder since is left alone."""
     with db.session_scope() as s:
-        s.execute(sa.delete(models.FlowLease).where(
-            models.FlowLease.flow_id == flow_id,
-            models.FlowLease.owner == owner))
+        where = [models.FlowLease.flow_id == flow_id,
+                 models.FlowLease.owner == owner]
+        if token is not None:
+            where.append(models.FlowLease.token == token)
+        s.execute(sa.delete(models.FlowLease).where(*where))
 
 
 def lease_get(flow_id):

@@ -1,6 +1,7 @@
 """Tasks that move disks between hosts."""
 import dataclasses
 
+from resize_flows import fencing
 from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.tasks import base
@@ -25,6 +26,9 @@ class CopyDisk(base.ResizeFlowsTask):
         info = self.driver(mig['source_compute']).copy_disk_to(
             mig['instance_uuid'], self.driver(dest_host),
             progress=lambda fraction: self.update_progress(fraction))
+        # A copy can outlive this process's hold on the flow (a stalled
+        # conductor): then the new holder owns the records.
+        fencing.check('the records after CopyDisk')
         repository.instance_update(mig['instance_uuid'], {
             'task_state': states.RESIZE_MIGRATED})
         repository.migration_update(
