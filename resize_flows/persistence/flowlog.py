@@ -484,11 +484,17 @@ class Connection(base.Connection):
             held = self._backend.held_atoms(flow_detail.uuid)
             if held is not None and atoms <= held:
                 # Its atoms are all in the log: a state change, one UPDATE.
+                # (Fenced like every write; refused, the full path below
+                # finds out why.)
                 row = _flow_row(flow_detail)
                 params = dict(row, b_uuid=row['uuid'])
                 del params['uuid']
+                statement = _UPDATE_FLOW
+                if self._fence is not None:
+                    statement = _UPDATE_FLOW_FENCED
+                    params['f_owner'], params['f_token'] = self._fence
                 with self._backend.writer.begin() as conn:
-                    saved = conn.execute(_UPDATE_FLOW, params).rowcount == 1
+                    saved = conn.execute(statement, params).rowcount == 1
             else:
                 saved = False
             if not saved:

@@ -204,3 +204,21 @@ def test_a_fenced_task_still_costs_two_writes(any_db_url):
         sa.event.remove(writer, 'before_cursor_execute', count_atoms)
     assert len(atom_writes) == 4 * 2
     assert all('flow_leases' in s for s in atom_writes)
+
+
+def test_a_state_change_of_a_flow_whose_tasks_are_stored_is_fenced(
+        any_db_url):
+    """The one-statement path of a flow's state change (all its tasks
+    known to be stored) is fenced too."""
+    fd = _store_flow(_flow(Recorder()))
+    token = repository.lease_acquire(fd.uuid, 'holder-a', 30)
+    backend = flowlog.get_backend().held_by('holder-a', token)
+    with contextlib.closing(backend.get_connection()) as conn:
+        _book, stored = conn.find_flow(fd.uuid)    # its atoms: all known
+        stored.state = tf_states.RUNNING
+        conn.update_flow_details(stored)           # held: written
+        repository.lease_release(fd.uuid, 'holder-a', token)
+        stored.state = tf_states.SUCCESS
+        with pytest.raises(exception.FlowFenced):
+            conn.update_flow_details(stored)
+    assert _stored(fd.uuid)[0].state == tf_states.RUNNING
