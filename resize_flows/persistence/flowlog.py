@@ -402,12 +402,8 @@ class Connection(base.Connection):
         if self._backend._unchanged(row, atom_detail.meta):
             self._backend._remember(row, atom_detail.meta)
             return atom_detail
-        params = dict(row, b_uuid=row['uuid'])
-        del params['uuid']
-        statement = _UPDATE_ATOM
-        if self._fence is not None:
-            statement = _UPDATE_ATOM_FENCED
-            params['f_owner'], params['f_token'] = self._fence
+        statement, params = self._update(row, _UPDATE_ATOM,
+                                         _UPDATE_ATOM_FENCED)
         try:
             with self._backend.writer.begin() as conn:
                 if conn.execute(statement, params).rowcount != 1:
@@ -426,6 +422,16 @@ class Connection(base.Connection):
         self._backend._remember(row, atom_detail.meta)
         return atom_detail
 
+    def _update(self, row, plain, fenced):
+        """(statement, parameters) of the UPDATE of ``row`` by its uuid:
+        ``fenced`` when this connection writes for a lease holder."""
+        params = dict(row, b_uuid=row['uuid'])
+        del params['uuid']
+        if self._fence is None:
+            return plain, params
+        params['f_owner'], params['f_token'] = self._fence
+        return fenced, params
+
     def _fenced(self, flow_uuid, what):
         owner, token = self._fence
         raise exception.FlowFenced(flow_id=flow_uuid, owner=owner,
@@ -443,12 +449,8 @@ class Connection(base.Connection):
         """Update or insert a flow detail; insert the atoms it brings that
         the log does not hold. Returns True when the flow was new."""
         row = _flow_row(fd)
-        params = dict(row, b_uuid=row['uuid'])
-        del params['uuid']
-        statement = _UPDATE_FLOW
-        if self._fence is not None:
-            statement = _UPDATE_FLOW_FENCED
-            params['f_owner'], params['f_token'] = self._fence
+        statement, params = self._update(row, _UPDATE_FLOW,
+                                         _UPDATE_FLOW_FENCED)
         if conn.execute(statement, params).rowcount == 1:
             ids = {ad.uuid for ad in fd}
             if ids:
@@ -486,13 +488,8 @@ class Connection(base.Connection):
                 # Its atoms are all in the log: a state change, one UPDATE.
                 # (Fenced like every write; refused, the full path below
                 # finds out why.)
-                row = _flow_row(flow_detail)
-                params = dict(row, b_uuid=row['uuid'])
-                del params['uuid']
-                statement = _UPDATE_FLOW
-                if self._fence is not None:
-                    statement = _UPDATE_FLOW_FENCED
-                    params['f_owner'], params['f_token'] = self._fence
+                statement, params = self._update(
+                    _flow_row(flow_detail), _UPDATE_FLOW, _UPDATE_FLOW_FENCED)
                 with self._backend.writer.begin() as conn:
                     saved = conn.execute(statement, params).rowcount == 1
             else:
