@@ -29,6 +29,7 @@ from resize_flows import policy
 from resize_flows import scheduler
 from resize_flows import states
 from resize_flows import virt
+from resize_flows.virt.libvirt import files as host_files
 from resize_flows.virt.libvirt import local
 
 LOG = logging.getLogger(__name__)
@@ -69,12 +70,14 @@ def _positive(**values):
 
 
 def create_host(ctx, name, vcpus, memory_mb, disk_gb, uri=None,
-                instances_path=None):
+                instances_path=None, ssh=None):
     """Register a compute host.
 
     Without ``uri`` the host is a local simulated one under
     ``$state_dir/hosts/<name>`` (``[libvirt]/local_hypervisor`` says which
-    kind), set up here. With ``uri``, ``instances_path`` is required.
+    kind), set up here. With ``uri``, ``instances_path`` is required; with
+    ``ssh`` too (``[user@]host[:port]``), that path is on the machine at
+    that ssh address, which must answer and have it.
     """
     policy.authorize(ctx, policy.HOST_MANAGE)
     _positive(vcpus=vcpus, memory_mb=memory_mb, disk_gb=disk_gb)
@@ -86,6 +89,16 @@ def create_host(ctx, name, vcpus, memory_mb, disk_gb, uri=None,
         pass
     else:
         raise exception.Duplicate(kind='Host', name=name)
+    if ssh is not None:
+        if uri is None:
+            raise exception.InvalidInput(
+                reason='--ssh needs --uri and --instances-path (a local '
+                       'host is on this machine)')
+        host_files.parse_address(ssh)
+        if instances_path and not os.path.isabs(instances_path):
+            raise exception.InvalidInput(
+                reason='the instances path of a host reached by ssh must '
+                       'be absolute, not %r' % instances_path)
     if uri is None:
         if instances_path is not None:
             raise exception.InvalidInput(
@@ -96,11 +109,17 @@ def create_host(ctx, name, vcpus, memory_mb, disk_gb, uri=None,
     elif not instances_path:
         raise exception.InvalidInput(
             reason='a host given by URI needs its instances path')
-    # The hypervisor must answer before the host is recorded.
-    virt.get_driver({'name': name, 'uri': uri,
-                     'instances_path': instances_path}).list_instance_uuids()
+    # The hypervisor must answer, and the instances path exist, before the
+    # host is recorded.
+    drv = virt.get_driver({'name': name, 'uri': uri, 'ssh': ssh,
+                           'instances_path': instances_path})
+    drv.list_instance_uuids()
+    if not drv.files.has_root():
+        raise exception.InvalidInput(
+            reason='no directory %s on %s' % (
+                instances_path, ssh or 'this machine'))
     return repository.host_create(name, uri, instances_path, vcpus,
-                                  memory_mb, disk_gb)
+                                  memory_mb, disk_gb, ssh=ssh)
 
 
 def delete_host(ctx, name):
@@ -289,6 +308,8 @@ class Operation:
         self.request_id = request_id
         self.flow_state = None
         self.error = None
+        #: The migration record when the flow was started in a thread.
+        self.started_migration = None
         self._done = threading.Event()
         self._thread = None
 
@@ -439,6 +460,9 @@ def _run_operation(ctx, operation, inst, migration_uuid, start, listeners,
     if wait:
         op._run(handle, listeners)
         return op.wait()
+    # What the caller is told the operation started as, before the flow
+    # moves it on.
+    op.started_migration = repository.migration_get(migration_uuid)
     op._start_thread(handle, listeners)
     return op
 

@@ -18,6 +18,9 @@ PYTHON=${PYTHON:-python3}
 # libvirt-python is built from source: headers, pkg-config and a compiler.
 # QEMU and the libvirt QEMU driver run the integration tests and the demo;
 # Redis (started by its package) is the jobboard of the conductor tests.
+# ssh and rsync reach hosts on other machines; the tests run OpenSSH's
+# sshd (not the system service: Debian's package enables that one too) as
+# those other machines.
 PACKAGES=${RESIZE_FLOWS_DEB_PACKAGES:-"
     libvirt-dev
     pkg-config
@@ -27,6 +30,9 @@ PACKAGES=${RESIZE_FLOWS_DEB_PACKAGES:-"
     libvirt-daemon-system
     libvirt-clients
     redis-server
+    openssh-client
+    openssh-server
+    rsync
 "}
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

@@ -165,13 +165,17 @@ def _with_progress(cmd, parsed):
     return (lambda engine: ProgressListener(engine, cmd.app.stderr),)
 
 
-def _move_result(op):
-    mig = op.migration
+def _move_result(op, started=False):
+    """What a move command prints: with ``started``, the migration as
+    the operation started it (--no-wait), else as it is now."""
+    mig = (started and getattr(op, 'started_migration', None)
+           or op.migration)
     record = {
         'migration': mig['uuid'], 'type': mig['migration_type'],
         'status': mig['status'], 'source': mig['source_compute'],
         'dest': mig['dest_compute'], 'flow': op.flow_id,
-        'flow_state': op.flow_state or 'RUNNING',
+        'flow_state': 'RUNNING' if started else (op.flow_state
+                                                 or 'RUNNING'),
         'request_id': op.request_id,
     }
     return _show(record, ['migration', 'type', 'status', 'source', 'dest',
@@ -259,7 +263,7 @@ class _OperationCommand(_MoveCommand):
             return _move_result(op)
         listeners = _with_progress(self, parsed) if wait else ()
         op = call(_ctx(), *args, wait=wait, listeners=listeners, **kwargs)
-        return _move_result(op)
+        return _move_result(op, started=not wait)
 
 
 # -- db ----------------------------------------------------------------------
@@ -301,14 +305,22 @@ class HostCreate(show.ShowOne):
             '([libvirt]/local_hypervisor says which kind).')
         parser.add_argument('--instances-path',
                             help='Instances directory (with --uri).')
+        parser.add_argument(
+            '--ssh', metavar='[USER@]HOST[:PORT]',
+            help='The instances path is on the machine at this ssh address '
+            '(with --uri and --instances-path): its files are handled '
+            'there over ssh and disks are copied to and from it by rsync '
+            '(options in [remote]). Without it, the instances path is on '
+            'the machine that runs the flows.')
         return parser
 
     def take_action(self, parsed):
         host = api.create_host(_ctx(), parsed.name, parsed.vcpus,
                                parsed.memory_mb, parsed.disk_gb,
                                uri=parsed.uri,
-                               instances_path=parsed.instances_path)
-        return _show(host, ['name', 'uri', 'instances_path', 'vcpus',
+                               instances_path=parsed.instances_path,
+                               ssh=parsed.ssh)
+        return _show(host, ['name', 'uri', 'instances_path', 'ssh', 'vcpus',
                             'memory_mb', 'disk_gb', 'enabled'])
 
 
@@ -331,11 +343,12 @@ class HostList(lister.Lister):
 
     def take_action(self, parsed):
         cols = ('Name', 'Enabled', 'vCPUs used/total', 'RAM MB used/total',
-                'Disk GB used/total', 'URI')
+                'Disk GB used/total', 'URI', 'Files on')
         rows = [(h['name'], h['enabled'],
                  '%d/%d' % (h['used']['vcpus'], h['vcpus']),
                  '%d/%d' % (h['used']['memory_mb'], h['memory_mb']),
-                 '%d/%d' % (h['used']['disk_gb'], h['disk_gb']), h['uri'])
+                 '%d/%d' % (h['used']['disk_gb'], h['disk_gb']), h['uri'],
+                 h.get('ssh') or 'this machine')
                 for h in api.list_hosts(_ctx())]
         return cols, rows
 

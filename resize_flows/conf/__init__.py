@@ -14,13 +14,14 @@ from resize_flows.conf import flows
 from resize_flows.conf import jobboard
 from resize_flows.conf import libvirt
 from resize_flows.conf import notifications
+from resize_flows.conf import remote
 from resize_flows.conf import scheduler
 from resize_flows.conf import testing
 
 CONF = cfg.CONF
 
 _MODULES = (default, database, compute, scheduler, flows, jobboard,
-            notifications, libvirt, testing)
+            notifications, libvirt, remote, testing)
 
 #: The policy file's default name, looked up in the config directories
 #: (/etc/resize-flows/policy.yaml), as every OpenStack service does.

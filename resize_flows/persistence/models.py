@@ -46,6 +46,10 @@ class Host(TimestampMixin, Base):
     name: orm.Mapped[str] = orm.mapped_column(sa.String(255), unique=True)
     uri: orm.Mapped[str] = orm.mapped_column(sa.String(1024))
     instances_path: orm.Mapped[str] = orm.mapped_column(sa.String(1024))
+    # [user@]host[:port] of the machine holding instances_path; None: the
+    # machine that runs the flows.
+    ssh: orm.Mapped[Optional[str]] = orm.mapped_column(
+        sa.String(255), nullable=True)
     vcpus: orm.Mapped[int]
     memory_mb: orm.Mapped[int]
     disk_gb: orm.Mapped[int]

@@ -49,10 +49,10 @@ def flavor_resources(flavor):
 # -- hosts -------------------------------------------------------------------
 
 def host_create(name, uri, instances_path, vcpus, memory_mb, disk_gb,
-                enabled=True):
+                enabled=True, ssh=None):
     try:
         with db.session_scope() as s:
-            host = models.Host(name=name, uri=uri,
+            host = models.Host(name=name, uri=uri, ssh=ssh,
                                instances_path=instances_path, vcpus=vcpus,
                                memory_mb=memory_mb, disk_gb=disk_gb,
                                enabled=enabled)

@@ -12,26 +12,36 @@ _drivers = {}
 _lock = threading.Lock()
 
 
-def _field(host, key):
+_MISSING = object()
+
+
+def _field(host, key, default=_MISSING):
     if isinstance(host, dict):
-        return host[key]
-    return getattr(host, key)
+        return host[key] if default is _MISSING else host.get(key, default)
+    if default is _MISSING:
+        return getattr(host, key)
+    return getattr(host, key, default)
 
 
 def get_driver(host):
-    """The driver of ``host``: a dict or object with ``name``, ``uri`` and
-    ``instances_path``. Cached per (name, uri); a changed instances path
-    gives a new driver on the same connection."""
+    """The driver of ``host``: a dict or object with ``name``, ``uri``,
+    ``instances_path`` and optionally ``ssh`` (the address of the machine
+    its files are on). Cached per (name, uri); a changed instances path or
+    ssh address gives a new driver on the same connection."""
     # Imported here so that the interface can be used without libvirt.
     from resize_flows.virt.libvirt import driver as libvirt_driver
     name = _field(host, 'name')
     uri = _field(host, 'uri')
     instances_path = _field(host, 'instances_path')
+    ssh = _field(host, 'ssh', None) or None
     with _lock:
         drv = _drivers.get((name, uri))
-        path = os.path.abspath(instances_path)
-        if drv is None or drv.instances_path != path:
-            drv = libvirt_driver.LibvirtDriver(name, uri, instances_path)
+        path = (os.path.normpath if ssh else os.path.abspath)(
+            instances_path)
+        if (drv is None or drv.instances_path != path
+                or drv.ssh != ssh):
+            drv = libvirt_driver.LibvirtDriver(name, uri, instances_path,
+                                               ssh)
             _drivers[(name, uri)] = drv
         return drv
 

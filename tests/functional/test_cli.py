@@ -117,6 +117,15 @@ def test_progress_is_printed_per_task(rf):
     (('--os-roles', 'member', 'flow', 'rollback', 'nope'),
      "Policy doesn't allow resize_flows:flows:rollback"),
     (('confirm-expired', '--window', '-1'), '--window must be >= 0'),
+    (('host', 'create', 'far', '--vcpus', '1', '--memory-mb', '1',
+      '--disk-gb', '1', '--uri', 'test:///default', '--instances-path',
+      '/srv/instances', '--ssh', 'root@'), 'is not an ssh address'),
+    (('host', 'create', 'far', '--vcpus', '1', '--memory-mb', '1',
+      '--disk-gb', '1', '--ssh', 'root@far'), '--ssh needs --uri'),
+    # Nothing listens on port 1: the machine does not answer.
+    (('host', 'create', 'far', '--vcpus', '1', '--memory-mb', '1',
+      '--disk-gb', '1', '--uri', 'test:///default', '--instances-path',
+      '/srv/instances', '--ssh', 'root@127.0.0.1:1'), 'ssh root@127.0.0.1:1'),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(rf, argv, message):
     before = (state.capture(), repository.migration_list(),

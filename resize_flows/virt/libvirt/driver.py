@@ -17,8 +17,7 @@ When this process is root, what the driver creates (directories, disks,
 user QEMU runs as on a local session host.
 """
 import contextlib
-import os
-import shutil
+import posixpath
 import time
 import uuid as uuid_lib
 import xml.etree.ElementTree as ET
@@ -31,6 +30,7 @@ from resize_flows import states
 from resize_flows.virt import driver
 from resize_flows.virt.libvirt import config
 from resize_flows.virt.libvirt import disk
+from resize_flows.virt.libvirt import files as host_files
 from resize_flows.virt.libvirt import host as libvirt_host
 
 DISK_NAME = 'disk'
@@ -64,15 +64,19 @@ _UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
 
 class LibvirtDriver(driver.ComputeDriver):
     """Acts on the hypervisor at ``uri`` and the directories under
-    ``instances_path`` of the host ``host``."""
+    ``instances_path`` of the host ``host``: on this machine, or on the
+    machine at the ssh address ``ssh`` (:mod:`.files`)."""
 
-    def __init__(self, host, uri, instances_path):
+    def __init__(self, host, uri, instances_path, ssh=None):
         self.host = host
         self.uri = uri
-        self.instances_path = os.path.abspath(instances_path)
+        self.ssh = ssh or None
+        self.files = host_files.for_host(host, instances_path, self.ssh)
+        self.instances_path = self.files.instances_path
 
     def __repr__(self):
-        return '<LibvirtDriver %s %s>' % (self.host, self.uri)
+        return '<LibvirtDriver %s %s%s>' % (
+            self.host, self.uri, ' ssh %s' % self.ssh if self.ssh else '')
 
     # -- plumbing -------------------------------------------------------
     @property
@@ -124,24 +128,31 @@ class LibvirtDriver(driver.ComputeDriver):
                 instance_uuid=instance_uuid, host=self.host)
         return dom
 
-    def _owner(self):
-        return disk.owner_of(self.instances_path)
-
     def _ensure_instances_path(self):
-        if not os.path.isdir(self.instances_path):
+        if not self.files.has_root():
             raise exception.HypervisorUnavailable(
                 host=self.host, reason='instances path %s does not exist'
                 % self.instances_path)
 
     def _disk_path(self, instance_uuid, suffix=''):
-        return os.path.join(self.instance_dir(instance_uuid, suffix),
-                            DISK_NAME)
+        return posixpath.join(self.instance_dir(instance_uuid, suffix),
+                              DISK_NAME)
 
     def _xml_path(self, dirname):
-        return os.path.join(self.instances_path, dirname, XML_NAME)
+        return posixpath.join(self.instances_path, dirname, XML_NAME)
+
+    def _disk_info(self, path):
+        return self.files.disk_info(path)
 
     def _snapshots(self, path):
-        return disk.snapshot_names(path, self.host)
+        data = self._disk_info(path)
+        if data is None:
+            raise exception.DiskError(host=self.host,
+                                      reason='no disk at %s' % path)
+        return tuple(snap['name'] for snap in data.get('snapshots', ()))
+
+    def _qemu_img(self, *args):
+        self.files.qemu_img(*args)
 
     def _write_xml(self, instance, flavor):
         """Write ``<uuid>/libvirt.xml`` for ``flavor``; return the XML."""
@@ -150,8 +161,7 @@ class LibvirtDriver(driver.ComputeDriver):
             instance_uuid, flavor['vcpus'], flavor['memory_mb'],
             self._disk_path(instance_uuid), self._domain_type,
             title=instance.get('name'))
-        disk.write_file_atomic(self._xml_path(instance_uuid), xml,
-                               self._owner())
+        self.files.write_atomic(self._xml_path(instance_uuid), xml)
         return xml
 
     def _summary(self, xml):
@@ -164,8 +174,7 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _read_xml(self, xml_path):
         try:
-            with open(xml_path) as handle:
-                return handle.read()
+            return self.files.read_text(xml_path)
         except OSError as exc:
             raise exception.HypervisorError(
                 host=self.host, reason='cannot read the domain XML %s: %s'
@@ -222,11 +231,11 @@ class LibvirtDriver(driver.ComputeDriver):
             if (vcpus, memory_mb) != (flavor['vcpus'], flavor['memory_mb']):
                 raise exception.InstanceExistsOnHost(
                     instance_uuid=instance_uuid, host=self.host)
-        disk.makedir(self.instance_dir(instance_uuid), self._owner())
+        self.files.makedir(self.instance_dir(instance_uuid))
         path = self._disk_path(instance_uuid)
-        info = disk.info(path, self.host)
+        info = self._disk_info(path)
         if info is None:
-            disk.create(path, want_size, self.host, self._owner())
+            self.files.create_disk(path, want_size)
         elif info['virtual-size'] != want_size:
             raise exception.InstanceExistsOnHost(
                 instance_uuid=instance_uuid, host=self.host)
@@ -333,12 +342,12 @@ class LibvirtDriver(driver.ComputeDriver):
 
     # -- directories and disks -----------------------------------------
     def instance_dir(self, instance_uuid, suffix=''):
-        return os.path.join(self.instances_path,
-                            _check_uuid(instance_uuid) + suffix)
+        return posixpath.join(self.instances_path,
+                              _check_uuid(instance_uuid) + suffix)
 
     def disk_info(self, instance_uuid, suffix=''):
         path = self._disk_path(instance_uuid, suffix)
-        data = disk.info(path, self.host)
+        data = self._disk_info(path)
         if data is None:
             return None
         return driver.DiskInfo(
@@ -347,10 +356,7 @@ class LibvirtDriver(driver.ComputeDriver):
             snapshots=tuple(s['name'] for s in data.get('snapshots', ())))
 
     def list_instance_dirs(self):
-        try:
-            return sorted(os.listdir(self.instances_path))
-        except FileNotFoundError:
-            return []
+        return self.files.listdir(self.instances_path)
 
     # -- resize / cold migrate -----------------------------------------
     def stash_for_resize(self, instance_uuid, snapshot_name):
@@ -359,20 +365,20 @@ class LibvirtDriver(driver.ComputeDriver):
         already (``<uuid>_resize`` holds the snapshot) returns at once,
         even when ``<uuid>`` exists again (a same-host copy)."""
         stashed = self.instance_dir(instance_uuid, driver.RESIZE_SUFFIX)
-        if os.path.isdir(stashed):
-            path = os.path.join(stashed, DISK_NAME)
+        if self.files.isdir(stashed):
+            path = posixpath.join(stashed, DISK_NAME)
             if snapshot_name not in self._snapshots(path):
                 self._check_off(instance_uuid)
-                disk.snapshot_create(path, snapshot_name, self.host)
+                self._qemu_img('snapshot', '-c', snapshot_name, path)
             return
         path = self._disk_path(instance_uuid)
-        if not os.path.exists(path):
+        if not self.files.exists(path):
             raise exception.InstanceDirectoryConflict(
                 path=self.instance_dir(instance_uuid), host=self.host,
                 reason='no disk to stash for a resize')
         self._check_off(instance_uuid)
         if snapshot_name not in self._snapshots(path):
-            disk.snapshot_create(path, snapshot_name, self.host)
+            self._qemu_img('snapshot', '-c', snapshot_name, path)
         self.rename_instance_dir(instance_uuid, '', driver.RESIZE_SUFFIX)
 
     def _check_off(self, instance_uuid):
@@ -394,45 +400,44 @@ class LibvirtDriver(driver.ComputeDriver):
         self.rename_instance_dir(instance_uuid, driver.RESIZE_SUFFIX, '')
         path = self._disk_path(instance_uuid)
         if snapshot_name in self._snapshots(path):
-            disk.snapshot_delete(path, snapshot_name, self.host)
+            self._qemu_img('snapshot', '-d', snapshot_name, path)
         self.ensure_defined(instance_uuid)
 
     def copy_disk_to(self, instance_uuid, dest, progress=None):
         """Sparse copy of ``<uuid>_resize/disk`` to ``<uuid>/disk`` of
-        ``dest`` through ``disk.part``, resuming a copy that was cut off
-        (see :func:`disk.sparse_copy`); ``progress(fraction)`` is called as
-        it goes. A destination ``disk`` of the same size as the source
-        counts as the finished copy."""
+        ``dest``, the way the two hosts' machines need
+        (:func:`files.copy_disk`: local and resumable through
+        ``disk.part``, or rsync over ssh), resuming a copy that was cut
+        off; ``progress(fraction)`` is called as it goes. A destination
+        ``disk`` of the same size as the source counts as the finished
+        copy."""
         src = self._disk_path(instance_uuid, driver.RESIZE_SUFFIX)
-        if not os.path.exists(src):
+        size = self.files.getsize(src)
+        if size is None:
             raise exception.DiskError(
                 host=self.host, reason='no stashed disk %s to copy' % src)
         dest_dir = dest.instance_dir(instance_uuid)
-        dst = os.path.join(dest_dir, DISK_NAME)
-        if not os.path.isdir(dest.instances_path):
+        dst = posixpath.join(dest_dir, DISK_NAME)
+        if not dest.files.has_root():
             raise exception.HypervisorUnavailable(
                 host=dest.host, reason='instances path %s does not exist'
                 % dest.instances_path)
-        owner = disk.owner_of(dest.instances_path)
-        try:
-            disk.makedir(dest_dir, owner)
-        except OSError as exc:
-            raise exception.DiskError(host=dest.host, reason=str(exc))
-        if not (os.path.exists(dst)
-                and os.path.getsize(dst) == os.path.getsize(src)):
-            disk.sparse_copy(src, dst, dest.host, owner, progress=progress)
+        dest.files.makedir(dest_dir)
+        if dest.files.getsize(dst) != size:
+            host_files.copy_disk(self.files, src, dest.files, dst,
+                                 progress=progress)
         else:
-            # A crash between the rename and the sidecar's removal.
-            disk.remove_copy_sidecar(dst)
+            # A crash between the rename and the clean-up after it.
+            dest.files.remove_copy_sidecar(dst)
+            dest.files.adopt(dst)
         return dest.disk_info(instance_uuid)
 
     def rename_instance_dir(self, instance_uuid, old_suffix, new_suffix):
         old = self.instance_dir(instance_uuid, old_suffix)
         new = self.instance_dir(instance_uuid, new_suffix)
-        has_old, has_new = os.path.lexists(old), os.path.lexists(new)
+        has_old, has_new = self.files.exists(old), self.files.exists(new)
         if has_old and not has_new:
-            os.rename(old, new)
-            disk.fsync_dir(self.instances_path)
+            self.files.rename(old, new)
         elif has_new and not has_old:
             return
         else:
@@ -442,12 +447,7 @@ class LibvirtDriver(driver.ComputeDriver):
                 if has_old else ('neither it nor %s exists' % new))
 
     def remove_instance_dir(self, instance_uuid, suffix=''):
-        path = self.instance_dir(instance_uuid, suffix)
-        try:
-            shutil.rmtree(path)
-        except FileNotFoundError:
-            return
-        disk.fsync_dir(self.instances_path)
+        self.files.rmtree(self.instance_dir(instance_uuid, suffix))
 
     def finish_migration(self, instance, flavor, snapshot_name, power_on):
         """On the destination, with ``<uuid>/disk`` copied: delete
@@ -455,17 +455,18 @@ class LibvirtDriver(driver.ComputeDriver):
         write ``libvirt.xml``, define, start if ``power_on``."""
         instance_uuid = _check_uuid(instance['uuid'])
         path = self._disk_path(instance_uuid)
-        info = disk.info(path, self.host)
+        info = self._disk_info(path)
         if info is None:
             raise exception.DiskError(
                 host=self.host, reason='no disk at %s to finish the '
                 'migration with' % path)
         names = tuple(s['name'] for s in info.get('snapshots', ()))
         if snapshot_name in names:
-            disk.snapshot_delete(path, snapshot_name, self.host)
+            self._qemu_img('snapshot', '-d', snapshot_name, path)
         want_size = int(flavor['root_gb']) * disk.GiB
         if info['virtual-size'] < want_size:
-            disk.resize(path, want_size, self.host)
+            self._qemu_img('resize', '-q', '-f', 'qcow2', path,
+                           str(want_size))
         self._define(instance_uuid, self._write_xml(instance, flavor))
         if power_on:
             self.power_on(instance_uuid)
@@ -503,8 +504,8 @@ class LibvirtDriver(driver.ComputeDriver):
         path = self._disk_path(instance_uuid)
         if snapshot_name in self._snapshots(path):
             self._check_off(instance_uuid)
-            disk.snapshot_apply(path, snapshot_name, self.host)
-            disk.snapshot_delete(path, snapshot_name, self.host)
+            self._qemu_img('snapshot', '-a', snapshot_name, path)
+            self._qemu_img('snapshot', '-d', snapshot_name, path)
         self.ensure_defined(instance_uuid)
         if power_on:
             self.power_on(instance_uuid)

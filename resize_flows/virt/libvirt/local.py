@@ -246,9 +246,10 @@ def ensure_daemon(hdir):
             time.sleep(0.02)
 
 
-def _start_daemon(name, hdir):
-    st = os.stat(hdir)
-    env = {
+def daemon_env(hdir):
+    """The environment the libvirt session daemon of ``hdir`` runs in:
+    its configuration, cache and socket all under ``hdir``."""
+    return {
         'PATH': os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin'),
         'LANG': 'C.UTF-8',
         'HOME': hdir,
@@ -256,6 +257,11 @@ def _start_daemon(name, hdir):
         'XDG_CACHE_HOME': os.path.join(hdir, 'cache'),
         'XDG_RUNTIME_DIR': os.path.join(hdir, 'run'),
     }
+
+
+def _start_daemon(name, hdir):
+    st = os.stat(hdir)
+    env = daemon_env(hdir)
     kwargs = {}
     if os.geteuid() == 0:
         if st.st_uid == 0:

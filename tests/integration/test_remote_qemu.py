@@ -1,0 +1,111 @@
+"""Real QEMU guests on a host whose files are on another machine.
+
+The machine is an sshd in a mount namespace of its own
+(tests/ssh_fixtures.py); the host ``far`` is a libvirt session daemon
+started there over ssh, so it and its QEMU guests see the machine's
+files, which this process cannot see: every file operation of ``far``
+goes over ssh, and disks reach and leave it by rsync. A running server
+is resized from a local host to ``far`` and reverted, migrated there and
+confirmed, then migrated on to the other local host and confirmed,
+checked on the hypervisors, the machine's files and the records.
+"""
+import os
+
+import pytest
+
+from resize_flows import api
+from resize_flows.persistence import repository
+from resize_flows import states
+from resize_flows.testing import state
+from resize_flows import virt
+from resize_flows.virt.libvirt import files as host_files
+from resize_flows.virt.libvirt import local
+from tests.integration.conftest import qemu_pids
+from tests.ssh_fixtures import machines  # noqa: F401 (fixture)
+from tests.ssh_fixtures import ssh_keys  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.integration
+
+
+def _start_daemon_on(machine):
+    """local._start_daemon, but on ``machine``: run there over ssh as
+    the owner of the host directory, in the same environment."""
+    def start(name, hdir):
+        st = os.stat(hdir)
+        env = ' '.join('%s=%s' % (key, host_files.q(value))
+                       for key, value in local.daemon_env(hdir).items())
+        machine.run(
+            'cd %s && env -i %s setpriv --reuid=%d --regid=%d '
+            '--clear-groups /usr/sbin/libvirtd --daemon </dev/null '
+            '>>%s 2>&1' % (host_files.q(hdir), env, st.st_uid, st.st_gid,
+                           host_files.q(os.path.join(
+                               hdir, local.START_LOG_NAME))))
+    return start
+
+
+@pytest.fixture
+def far(machines, qemu_cloud, monkeypatch):
+    """The host ``far``: a QEMU session daemon on another machine."""
+    machine = machines()
+    real = local._start_daemon
+    monkeypatch.setattr(local, '_start_daemon', _start_daemon_on(machine))
+    try:
+        spec = local.create_local_host('far', 'qemu')
+    finally:
+        monkeypatch.setattr(local, '_start_daemon', real)
+    path = machine.path('far')
+    owner = os.stat(os.path.dirname(spec['instances_path']))
+    machine.run('mkdir %s && chown %d:%d %s' % (
+        path, owner.st_uid, owner.st_gid, path))
+    api.create_host(qemu_cloud.ctx, 'far', 4, 1024, 20, uri=spec['uri'],
+                    instances_path=path, ssh=machine.address)
+    return machine
+
+
+def _on(name, uuid):
+    drv = virt.get_driver(repository.host_get(name))
+    return drv.instance_exists(uuid) and drv.get_info(uuid).power_state
+
+
+def _files(machine, uuid):
+    out = machine.run('cd %s && find . -mindepth 1 | sort'
+                      % machine.path('far'))
+    return [line[2:] for line in out.split('\n') if line]
+
+
+def test_a_running_server_moves_to_and_from_another_machine(qemu_cloud,
+                                                             far):
+    vm = qemu_cloud.server()
+    uuid = vm['uuid']
+
+    api.resize(qemu_cloud.ctx, uuid, 'bigger', wait=True)
+    assert _on('far', uuid) == states.RUNNING
+    assert _on('host1', uuid) == states.SHUTDOWN      # kept for a revert
+    # Its QEMU runs the disk at a path that exists only on the machine.
+    assert len(qemu_pids(far.path('far', uuid, 'disk'))) == 1
+    assert not os.path.exists(far.path('far', uuid))
+    assert _files(far, uuid) == [uuid, uuid + '/disk',
+                                 uuid + '/libvirt.xml']
+    assert state.leaks() == []
+
+    api.revert_resize(qemu_cloud.ctx, uuid, wait=True)
+    assert _on('host1', uuid) == states.RUNNING
+    assert not _on('far', uuid)
+    assert _files(far, uuid) == []
+    assert repository.instance_get(uuid)['flavor_id'] == \
+        qemu_cloud.tiny['id']
+    assert state.leaks() == []
+
+    api.migrate(qemu_cloud.ctx, uuid, host='far', wait=True)
+    api.confirm_resize(qemu_cloud.ctx, uuid, wait=True)
+    assert _on('far', uuid) == states.RUNNING
+    assert virt.get_driver(repository.host_get('host1')
+                           ).list_instance_dirs() == []
+    assert state.leaks() == []
+
+    api.migrate(qemu_cloud.ctx, uuid, host='host2', wait=True)
+    api.confirm_resize(qemu_cloud.ctx, uuid, wait=True)
+    assert _on('host2', uuid) == states.RUNNING
+    assert not _on('far', uuid)
+    assert _files(far, uuid) == []
+    assert state.leaks() == []
