@@ -768,6 +768,19 @@ def rollback_flow(ctx, flow_id, listeners=()):
     return {'flow_id': flow_id, 'flow_state': handle_state}
 
 
+def list_conductors(ctx):
+    """The live conductors of the jobboard (see
+    :func:`jobboard.list_conductors`); admin."""
+    policy.authorize(ctx, policy.CONDUCTOR_LIST)
+    return jobboard.list_conductors()
+
+
+def list_jobs(ctx):
+    """The jobs on the jobboard (see :func:`jobboard.list_jobs`); admin."""
+    policy.authorize(ctx, policy.JOB_LIST)
+    return jobboard.list_jobs()
+
+
 def resume_interrupted(ctx, listeners=()):
     """Resume every interrupted flow (process dead, lease expired), oldest
     first; for a process that starts up with ``[flows]/resume_interrupted``.

@@ -825,10 +825,9 @@ class ConductorList(lister.Lister):
     """List the live conductors of the jobboard and the flows they run."""
 
     def take_action(self, parsed):
-        from resize_flows import jobboard
         rows = [(c['name'], c['host'], c['pid'], c['started_at'],
                  c['seen_at'], ' '.join(c['flows']))
-                for c in jobboard.list_conductors()]
+                for c in api.list_conductors(_ctx())]
         return ('Name', 'Host', 'PID', 'Started At', 'Seen At',
                 'Flows'), rows
 
@@ -838,10 +837,9 @@ class JobList(lister.Lister):
     """List the jobs on the jobboard: who holds which, since when."""
 
     def take_action(self, parsed):
-        from resize_flows import jobboard
         rows = [(j['job'], j['operation'], j['instance_uuid'], j['flow_id'],
                  j['state'], j['owner'], j['since'], j['posted_at'])
-                for j in jobboard.list_jobs()]
+                for j in api.list_jobs(_ctx())]
         return ('Job', 'Operation', 'Server', 'Flow', 'State', 'Owner',
                 'Since', 'Posted At'), rows
 
