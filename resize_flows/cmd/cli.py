@@ -835,7 +835,8 @@ class ConductorRun(command_base.Command):
 
 @command('conductor list')
 class ConductorList(lister.Lister):
-    """List the live conductors of the jobboard and the flows they run."""
+    """List the live conductors of the jobboard and the flows they run
+    (admin: rule resize_flows:conductors:list)."""
 
     def take_action(self, parsed):
         rows = [(c['name'], c['host'], c['pid'], c['started_at'],
@@ -847,7 +848,8 @@ class ConductorList(lister.Lister):
 
 @command('job list')
 class JobList(lister.Lister):
-    """List the jobs on the jobboard: who holds which, since when."""
+    """List the jobs on the jobboard: who holds which, since when (admin:
+    rule resize_flows:jobs:list)."""
 
     def take_action(self, parsed):
         rows = [(j['job'], j['operation'], j['instance_uuid'], j['flow_id'],
