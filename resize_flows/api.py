@@ -264,12 +264,18 @@ def _target(inst):
 
 
 def _refuse_if_unfinished_flow(inst, method):
-    """Refuse while a flow of this instance is running or unfinished, and
-    name it: it must be resumed or rolled back first."""
+    """Refuse while a flow of this instance is queued, running or
+    unfinished, and name it: a queued one waits for a conductor, an
+    unfinished one must be resumed or rolled back first."""
     for mig in repository.migration_list(inst['uuid']):
         if not mig['flow_id']:
             continue
         flow = engine.flow_brief(mig['flow_id'])
+        if flow is not None and flow['status'] == engine.QUEUED:
+            raise exception.InstanceHasQueuedFlow(
+                method=method, instance_uuid=inst['uuid'],
+                operation=flow['operation'], flow_id=mig['flow_id'],
+                job_uuid=flow['job_uuid'])
         if flow is not None and flow['status'] not in (
                 engine.FINISHED, engine.ROLLED_BACK):
             raise exception.InstanceHasUnfinishedFlow(
@@ -727,8 +733,8 @@ def _flow_server(ctx, server):
 def list_flows(ctx, state=None, server=None, operation=None, limit=None,
                marker=None):
     """Stored flows, newest first: at most ``limit``, those after the flow
-    ``marker``. ``state`` is a status (running, interrupted, finished,
-    rolled back, stuck) or a TaskFlow flow state."""
+    ``marker``. ``state`` is a status (queued, running, interrupted,
+    finished, rolled back, stuck) or a TaskFlow flow state."""
     policy.authorize(ctx, policy.FLOW_LIST)
     if server is not None:
         server = _flow_server(ctx, server)
@@ -786,10 +792,34 @@ def resume_flow(ctx, flow_id, listeners=()):
 
 
 def rollback_flow(ctx, flow_id, listeners=()):
-    """Undo a flow (see :func:`engine.rollback`); admin."""
+    """Undo a flow (see :func:`engine.rollback`); admin. A flow queued on
+    the jobboard is cancelled: undone, then its job taken off the board
+    (left there, e.g. the board unreachable, a conductor only consumes
+    it, since its flow has ended)."""
     policy.authorize(ctx, policy.FLOW_ROLLBACK)
+    brief = engine.flow_brief(flow_id)
     handle_state = engine.rollback(flow_id, listeners)
+    if brief is not None and brief['status'] == engine.QUEUED and \
+            jobboard.enabled():
+        try:
+            jobboard.remove_job(brief['job_uuid'], engine.OWNER)
+        except Exception as e:
+            LOG.warning('flow %s is rolled back but its job %s is still on '
+                        'the board: %s', flow_id, brief['job_uuid'], e)
     return {'flow_id': flow_id, 'flow_state': handle_state}
+
+
+def list_conductors(ctx):
+    """The live conductors of the jobboard (see
+    :func:`jobboard.list_conductors`); admin."""
+    policy.authorize(ctx, policy.CONDUCTOR_LIST)
+    return jobboard.list_conductors()
+
+
+def list_jobs(ctx):
+    """The jobs on the jobboard (see :func:`jobboard.list_jobs`); admin."""
+    policy.authorize(ctx, policy.JOB_LIST)
+    return jobboard.list_jobs()
 
 
 def resume_interrupted(ctx, listeners=()):

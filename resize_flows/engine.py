@@ -12,6 +12,8 @@ The process that holds a flow renews its lease while it works on it and
 releases it when done. A flow that is neither finished nor leased was
 interrupted: its process died. Only such a flow may be resumed
 (:func:`resume`) or rolled back (:func:`rollback`) by another process.
+A flow posted as a job on the jobboard that no conductor has started yet
+is not interrupted but queued: resume refuses it, rollback cancels it.
 
 TaskFlow's own resume has traps (shared/TASKFLOW.md): running a REVERTED
 flow again re-executes it forward from scratch, and after an undo step
@@ -72,18 +74,26 @@ ENGINE_KIND = 'serial'
 OWNER = '%s:%d:%s' % (socket.gethostname(), os.getpid(),
                       uuidlib.uuid4().hex[:8])
 
-# What `flow list` and `flow show` call a flow, from its TaskFlow state and
-# its lease.
+# What `flow list` and `flow show` call a flow, from its TaskFlow state,
+# its lease and whether it was posted as a job.
+QUEUED = 'queued'
 RUNNING = 'running'
 INTERRUPTED = 'interrupted'
 FINISHED = 'finished'
 ROLLED_BACK = 'rolled back'
 STUCK = 'stuck'
-STATUSES = (RUNNING, INTERRUPTED, FINISHED, ROLLED_BACK, STUCK)
+STATUSES = (QUEUED, RUNNING, INTERRUPTED, FINISHED, ROLLED_BACK, STUCK)
 
-def flow_status(flow_state, lease):
-    """``running``, ``interrupted``, ``finished``, ``rolled back`` or
-    ``stuck`` (an undo step failed: see the failed task)."""
+#: The stored states of a flow whose engine never ran it: None until its
+#: engine first saves it, PENDING after.
+_NEVER_RUN = (None, tf_states.PENDING)
+
+
+def flow_status(flow_state, lease, job_uuid=None):
+    """``queued`` (posted as job ``job_uuid``, not started, not leased:
+    a conductor will start it), ``running``, ``interrupted``,
+    ``finished``, ``rolled back`` or ``stuck`` (an undo step failed: see
+    the failed task)."""
     if flow_state == tf_states.SUCCESS:
         return FINISHED
     if flow_state == tf_states.REVERTED:
@@ -92,6 +102,8 @@ def flow_status(flow_state, lease):
         return RUNNING
     if flow_state == tf_states.FAILURE:
         return STUCK
+    if flow_state in _NEVER_RUN and job_uuid is not None:
+        return QUEUED
     return INTERRUPTED
 
 
@@ -326,19 +338,26 @@ _LEASES = repository.LEASES
 
 def _status_clause(status, now):
     """SQL for :func:`flow_status` == ``status`` (the state column is
-    indexed, so each is an index range, not a scan of every flow)."""
+    indexed, so each is an index range, not a scan of every flow; a flow
+    never run has the state NULL until its engine first saves it)."""
     live = _LEASES.c.expires_at > now
     not_live = sa.or_(_LEASES.c.flow_id.is_(None), _LEASES.c.expires_at <= now)
+    state = _FLOWS.c.state
+    never_run = sa.or_(state.is_(None), state == tf_states.PENDING)
+    under_way = sa.or_(state.is_(None), state.in_(_UNDER_WAY))
     if status == FINISHED:
-        return _FLOWS.c.state == tf_states.SUCCESS
+        return state == tf_states.SUCCESS
     if status == ROLLED_BACK:
-        return _FLOWS.c.state == tf_states.REVERTED
+        return state == tf_states.REVERTED
     if status == RUNNING:
-        return sa.and_(_FLOWS.c.state.in_(_UNDER_WAY + (tf_states.FAILURE,)),
-                       live)
+        return sa.and_(sa.or_(under_way, state == tf_states.FAILURE), live)
     if status == STUCK:
-        return sa.and_(_FLOWS.c.state == tf_states.FAILURE, not_live)
-    return sa.and_(_FLOWS.c.state.in_(_UNDER_WAY), not_live)
+        return sa.and_(state == tf_states.FAILURE, not_live)
+    if status == QUEUED:
+        return sa.and_(never_run, _FLOWS.c.job_uuid.is_not(None), not_live)
+    return sa.and_(under_way, not_live,
+                   sa.not_(sa.and_(never_run,
+                                   _FLOWS.c.job_uuid.is_not(None))))
 
 
 def _entry(row, now):
@@ -351,8 +370,9 @@ def _entry(row, now):
         'instance_uuid': row.instance_uuid,
         'migration_uuid': row.migration_uuid,
         'state': row.state,
-        'status': flow_status(row.state, lease),
+        'status': flow_status(row.state, lease, row.job_uuid),
         'owner': lease['owner'] if lease and lease['live'] else None,
+        'job_uuid': row.job_uuid,
         'created_at': _iso(row.created_at),
         'updated_at': _iso(row.updated_at),
     }
@@ -361,8 +381,9 @@ def _entry(row, now):
 def _listing():
     return (sa.select(_FLOWS.c.uuid, _FLOWS.c.state, _FLOWS.c.operation,
                       _FLOWS.c.instance_uuid, _FLOWS.c.migration_uuid,
-                      _FLOWS.c.created_at, _FLOWS.c.updated_at,
-                      _LEASES.c.owner, _LEASES.c.expires_at)
+                      _FLOWS.c.job_uuid, _FLOWS.c.created_at,
+                      _FLOWS.c.updated_at, _LEASES.c.owner,
+                      _LEASES.c.expires_at)
             .select_from(_FLOWS.outerjoin(
                 _LEASES, _LEASES.c.flow_id == _FLOWS.c.uuid)))
 
@@ -372,7 +393,8 @@ def list_flows(status=None, server=None, operation=None, limit=None,
     """Stored flows, newest first, as dicts with ``flow_id``,
     ``operation``, ``instance_uuid``, ``migration_uuid``, ``state`` (the
     flow log's), ``status`` (see :func:`flow_status`), ``owner``,
-    ``created_at``, ``updated_at``.
+    ``job_uuid`` (the job it was posted as, if it was), ``created_at``,
+    ``updated_at``.
 
     ``status`` is one of :data:`STATUSES` or a TaskFlow flow state;
     ``server`` an instance uuid. ``limit`` flows at most, those after the
@@ -415,15 +437,16 @@ def list_flows(status=None, server=None, operation=None, limit=None,
 
 
 def flow_brief(flow_id):
-    """{'operation', 'state', 'status'} of a stored flow, or None: one
-    row read, for checks on every request."""
+    """{'operation', 'state', 'status', 'job_uuid'} of a stored flow, or
+    None: one row read, for checks on every request."""
     now = models.utcnow()
     with db.get_engine().connect() as conn:
         row = conn.execute(_listing().where(_FLOWS.c.uuid == flow_id)).first()
     if row is None:
         return None
     entry = _entry(row, now)
-    return {key: entry[key] for key in ('operation', 'state', 'status')}
+    return {key: entry[key]
+            for key in ('operation', 'state', 'status', 'job_uuid')}
 
 
 def purge_flows(before, dry_run=False, batch=500):
@@ -488,6 +511,7 @@ def show_flow(flow_id):
     and its traceback)."""
     _book, detail = find_detail(flow_id)
     lease = repository.lease_get(flow_id)
+    job_uuid = _job_uuid(flow_id)
     meta = dict(detail.meta or {})
     flow = _rebuild(flow_id, detail)
     events = _events_by_task(meta)
@@ -523,12 +547,19 @@ def show_flow(flow_id):
         'instance_uuid': meta.get('instance_uuid'),
         'migration_uuid': meta.get('migration_uuid'),
         'state': detail.state,
-        'status': flow_status(detail.state, lease),
+        'status': flow_status(detail.state, lease, job_uuid),
         'owner': lease['owner'] if lease and lease['live'] else None,
+        'job_uuid': job_uuid,
         'holders': list(meta.get('holders') or []),
         'tasks': tasks,
     }
     return out
+
+
+def _job_uuid(flow_id):
+    with db.get_engine().connect() as conn:
+        return conn.execute(sa.select(_FLOWS.c.job_uuid).where(
+            _FLOWS.c.uuid == flow_id)).scalar()
 
 
 def flow_failure(flow_id):
@@ -646,11 +677,20 @@ def run_job(flow_id, listeners=(), owner=None):
         raise exception.FlowNotFound(flow_id=flow_id)
     if brief['state'] in _ENDED or brief['status'] == STUCK:
         return brief['state']
-    if brief['state'] in (None, tf_states.PENDING):
+    if brief['state'] in _NEVER_RUN:
         # Never started: nothing to resume, no task ran (its tasks may not
         # be in the log yet: the engine adds them as it first compiles).
-        return _run_expecting(_take(flow_id, owner), listeners, None)
+        return _start(_take(flow_id, owner), listeners)
     return resume(flow_id, listeners, owner=owner)
+
+
+def _start(handle, listeners):
+    """Run a flow that was never run (taken already); should another
+    process have run it meanwhile, as :func:`resume` does."""
+    if handle.engine.storage.get_flow_state() not in _NEVER_RUN:
+        handle.close()
+        return resume(handle.flow_id, listeners, owner=handle.lease.owner)
+    return _run_expecting(handle, listeners, None)
 
 
 def resume(flow_id, listeners=(), owner=None):
@@ -662,9 +702,21 @@ def resume(flow_id, listeners=(), owner=None):
     flow stuck on a point of no return (its files deleted, the undo
     refused) is finished forward. Refused: a finished or rolled-back flow,
     a flow another live process holds, a flow stuck on a failed undo step
-    (that needs :func:`rollback` once the cause is fixed).
+    (that needs :func:`rollback` once the cause is fixed), a flow queued
+    on the jobboard (a conductor will start it; :func:`rollback` cancels
+    it). A flow never started (its process died before) is started.
     """
+    brief = flow_brief(flow_id)
+    if brief is not None and brief['status'] == QUEUED:
+        raise exception.FlowStateConflict(
+            verb='resume', flow_id=flow_id,
+            reason='it is queued as job %s on the jobboard and a conductor '
+                   'will start it (roll it back to cancel it)'
+                   % brief['job_uuid'])
     handle = _take(flow_id, owner)
+    if handle.engine.storage.get_flow_state() in _NEVER_RUN:
+        # Its process died before it ran anything: start it.
+        return _run_expecting(handle, listeners, None)
     try:
         state = handle.engine.storage.get_flow_state()
         if state == tf_states.SUCCESS:
@@ -732,13 +784,16 @@ def rollback(flow_id, listeners=()):
     """Undo every task of a flow that ran or was running, newest first.
 
     Works on an interrupted flow, a flow whose undo step failed (that step
-    is tried again, then the undo goes on), and a finished resize or
-    migration that no later operation has built on. Refused: a flow
-    already rolled back, a flow another live process holds, and a flow
-    past its point of no return (a confirm or revert that deleted files:
-    resume it instead).
+    is tried again, then the undo goes on), a finished resize or migration
+    that no later operation has built on, and a flow that never started
+    (queued on the jobboard, or its process died first): that one is
+    cancelled (:func:`_cancel`). Refused: a flow already rolled back, a
+    flow another live process holds, and a flow past its point of no
+    return (a confirm or revert that deleted files: resume it instead).
     """
     handle = _take(flow_id)
+    if handle.engine.storage.get_flow_state() in _NEVER_RUN:
+        return _cancel(handle, listeners)
     try:
         engine = handle.engine
         state = engine.storage.get_flow_state()
@@ -774,6 +829,40 @@ def rollback(flow_id, listeners=()):
             if claimed:
                 _unclaim_finished_move(handle)
             raise
+    except Exception:
+        handle.close()
+        raise
+    return _run_expecting(handle, listeners, tf_states.REVERTED)
+
+
+def _cancel(handle, listeners):
+    """Roll back a flow none of whose tasks ran: undo what the API did
+    before it stored the flow, which is what its first task, the
+    lifecycle one, undoes (e.g. the migration ``error`` and the instance
+    back as it was). That task is recorded as failed with
+    :class:`~resize_flows.exception.FlowCancelled` and the engine undoes
+    it, so the flow log, the instance's action events and a client
+    waiting on the flow see an ordinary rolled-back flow. The caller holds
+    the flow's lease: a conductor that claims its job meanwhile cannot
+    take the flow, and once it is rolled back only consumes the job."""
+    engine = handle.engine
+    try:
+        engine.compile()
+        engine.prepare()
+        storage = engine.storage
+        atoms = _atoms(handle)
+        ran = [name for name, st, _ in atoms if st != tf_states.PENDING]
+        if ran:
+            raise exception.FlowStateConflict(
+                verb='cancel', flow_id=handle.flow_id,
+                reason='%s ran already' % ', '.join(ran))
+        lifecycle = next(rf_flows.iter_tasks(handle.flow)).name
+        cancelled = exception.FlowCancelled(flow_id=handle.flow_id,
+                                            owner=handle.lease.owner)
+        storage.save(lifecycle, tf_failure.Failure.from_exception(cancelled),
+                     tf_states.FAILURE)
+        for name, _st, _intention in atoms:
+            storage.set_atom_intention(name, tf_states.REVERT)
     except Exception:
         handle.close()
         raise

@@ -144,6 +144,20 @@ class FlowStateConflict(Conflict):
     msg_fmt = "Cannot %(verb)s flow %(flow_id)s: %(reason)s"
 
 
+class FlowCancelled(ResizeFlowsException):
+    """Recorded as the failure of a flow's first task when a flow that
+    never started is rolled back (cancelled)."""
+    msg_fmt = ("Flow %(flow_id)s was cancelled by %(owner)s before any of "
+               "its tasks ran.")
+
+
+class InstanceHasQueuedFlow(Conflict):
+    msg_fmt = ("Cannot '%(method)s' instance %(instance_uuid)s: it has an "
+               "operation queued, its %(operation)s flow %(flow_id)s (job "
+               "%(job_uuid)s), which a conductor will run; wait for it "
+               "(resize-flows flow show %(flow_id)s).")
+
+
 class InstanceHasUnfinishedFlow(Conflict):
     msg_fmt = ("Cannot '%(method)s' instance %(instance_uuid)s: its "
                "%(operation)s flow %(flow_id)s is unfinished (%(status)s); "

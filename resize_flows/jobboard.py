@@ -157,7 +157,37 @@ def post_flow(flow_id, meta):
     except tf_exc.JobFailure as e:
         raise _unreachable(CONF.jobboard.backend_url, e)
     LOG.info('posted job %s for flow %s', job.uuid, flow_id)
+    try:
+        # Noted after the post, never before: a flow noted as posted whose
+        # job never reached the board would wait for a conductor forever.
+        repository.flow_posted(flow_id, job.uuid)
+    except Exception:
+        # The job is on the board and a conductor will run it; until one
+        # does, the flow shows as interrupted instead of queued.
+        LOG.exception('could not note job %s in flow %s', job.uuid, flow_id)
     return job.uuid
+
+
+def remove_job(job_uuid, who):
+    """Take an unclaimed job off the board (claim it as ``who``, then
+    consume it). True when it was removed; False when it is not there or
+    another holder has claimed it (that holder then finds its flow ended
+    and consumes the job itself)."""
+    board = get_board()
+    for job in board.iterjobs(ensure_fresh=True):
+        if job.uuid != job_uuid:
+            continue
+        try:
+            # With an expiry: should the consume fail, a conductor takes
+            # the job later and only consumes it.
+            board.claim(job, who, expiry=CONF.jobboard.claim_expiry)
+            board.consume(job, who)
+        except (tf_exc.UnclaimableJob, tf_exc.NotFound, tf_exc.JobFailure) \
+                as e:
+            LOG.info('job %s left on the board: %s', job_uuid, e)
+            return False
+        return True
+    return False
 
 
 # -- who holds what ----------------------------------------------------------

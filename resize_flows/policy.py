@@ -10,7 +10,7 @@ through the ``oslo.policy.enforcer`` entry point.
 The rules follow Nova's: resize, confirm and revert belong to a member of
 the server's project or an admin (``admin_or_owner``); cold migration, with
 or without a target host, to an admin. A flow's resume and rollback are
-operator work: admin. The API checks a rule after it has found the server
+operator work: admin; so is listing the jobboard's conductors and jobs. The API checks a rule after it has found the server
 in the caller's view (another project's server is unknown to a non-admin:
 404, not 403) and before anything else, so a refused request changes
 nothing and says 403 (:class:`~resize_flows.exception.PolicyNotAuthorized`).
@@ -39,6 +39,8 @@ FLOW_SHOW = 'resize_flows:flows:show'
 FLOW_RESUME = 'resize_flows:flows:resume'
 FLOW_ROLLBACK = 'resize_flows:flows:rollback'
 FLOW_PURGE = 'resize_flows:flows:purge'
+CONDUCTOR_LIST = 'resize_flows:conductors:list'
+JOB_LIST = 'resize_flows:jobs:list'
 HOST_MANAGE = 'resize_flows:hosts:manage'
 FLAVOR_MANAGE = 'resize_flows:flavors:manage'
 
@@ -93,6 +95,12 @@ _RULES = [
           'POST', '/os-resize-flows/flows/{flow_id}/rollback'),
     _rule(FLOW_PURGE, ADMIN, 'Delete flows that ended before a date.',
           'DELETE', '/os-resize-flows/flows?before={date}'),
+    _rule(CONDUCTOR_LIST, ADMIN,
+          'List the live conductors of the jobboard and the flows they run.',
+          'GET', '/os-resize-flows/conductors'),
+    _rule(JOB_LIST, ADMIN,
+          'List the jobs on the jobboard: who holds which, since when.',
+          'GET', '/os-resize-flows/jobs'),
     _rule(HOST_MANAGE, ADMIN, 'Register or remove compute hosts.',
           'POST', '/os-resize-flows/hosts'),
     _rule(FLAVOR_MANAGE, ADMIN, 'Create flavors.', 'POST', '/flavors'),

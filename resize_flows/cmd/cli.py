@@ -220,7 +220,9 @@ def follow(flow_id, stream, interval=None, quiet=False):
                 stream.write('  %-24s %-15s %s\n' % (t['name'], t['state'],
                                                      took))
                 stream.flush()
-        if flow['status'] != 'running' and flow['status'] != 'interrupted':
+        # Queued: no conductor has claimed its job yet; interrupted: one
+        # will resume it.
+        if flow['status'] not in ('queued', 'running', 'interrupted'):
             return flow
         time.sleep(interval)
 
@@ -641,7 +643,7 @@ class ServerEventList(lister.Lister):
 DEFAULT_FLOW_LIMIT = 50
 
 FLOW_COLUMNS = ['flow_id', 'operation', 'status', 'state', 'instance_uuid',
-                'migration_uuid', 'owner']
+                'migration_uuid', 'owner', 'job_uuid']
 
 
 def _tasks_text(tasks):
@@ -667,8 +669,10 @@ class FlowList(lister.Lister):
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
         parser.add_argument(
-            '--state', help='running, interrupted, finished, "rolled back", '
-            'stuck, or a TaskFlow flow state (SUCCESS, REVERTED, ...).')
+            '--state', help='queued (posted on the jobboard, no conductor '
+            'has started it yet), running, interrupted, finished, '
+            '"rolled back", stuck, or a TaskFlow flow state (SUCCESS, '
+            'REVERTED, ...).')
         parser.add_argument('--server', help='Only this server\'s flows.')
         parser.add_argument('--operation',
                             help='resize, migrate, confirm_resize or '
@@ -749,7 +753,11 @@ class FlowShow(show.ShowOne):
 
 @command('flow resume')
 class FlowResume(_MoveCommand):
-    """Run an interrupted flow on from where it stopped."""
+    """Run an interrupted flow on from where it stopped.
+
+    A queued flow (posted on the jobboard, not started yet) is refused: a
+    conductor will start it; "flow rollback" cancels it.
+    """
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
@@ -765,7 +773,12 @@ class FlowResume(_MoveCommand):
 
 @command('flow rollback')
 class FlowRollback(_MoveCommand):
-    """Undo every step of a flow that ran, newest first."""
+    """Undo every step of a flow that ran, newest first.
+
+    A queued flow (posted on the jobboard, not started yet) is cancelled:
+    the server is put back as it was before the request and the job is
+    taken off the board.
+    """
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
@@ -835,26 +848,26 @@ class ConductorRun(command_base.Command):
 
 @command('conductor list')
 class ConductorList(lister.Lister):
-    """List the live conductors of the jobboard and the flows they run."""
+    """List the live conductors of the jobboard and the flows they run
+    (admin: rule resize_flows:conductors:list)."""
 
     def take_action(self, parsed):
-        from resize_flows import jobboard
         rows = [(c['name'], c['host'], c['pid'], c['started_at'],
                  c['seen_at'], ' '.join(c['flows']))
-                for c in jobboard.list_conductors()]
+                for c in api.list_conductors(_ctx())]
         return ('Name', 'Host', 'PID', 'Started At', 'Seen At',
                 'Flows'), rows
 
 
 @command('job list')
 class JobList(lister.Lister):
-    """List the jobs on the jobboard: who holds which, since when."""
+    """List the jobs on the jobboard: who holds which, since when (admin:
+    rule resize_flows:jobs:list)."""
 
     def take_action(self, parsed):
-        from resize_flows import jobboard
         rows = [(j['job'], j['operation'], j['instance_uuid'], j['flow_id'],
                  j['state'], j['owner'], j['since'], j['posted_at'])
-                for j in jobboard.list_jobs()]
+                for j in api.list_jobs(_ctx())]
         return ('Job', 'Operation', 'Server', 'Flow', 'State', 'Owner',
                 'Since', 'Posted At'), rows
 

@@ -247,9 +247,9 @@ class FlowLogBook(Base):
 
 
 class FlowDetail(Base):
-    """A stored flow: its state and meta, and (copied out of the meta so
+    """A stored flow: its state and meta, (copied out of the meta so
     that listing can use indexes) the operation, instance and migration it
-    belongs to."""
+    belongs to, and the job it was posted as."""
     __tablename__ = 'flow_details'
     __table_args__ = (
         sa.Index('ix_flow_details_created_at_uuid', 'created_at', 'uuid'),
@@ -273,6 +273,9 @@ class FlowDetail(Base):
         sa.String(36))
     migration_uuid: orm.Mapped[Optional[str]] = orm.mapped_column(
         sa.String(36))
+    #: The job it was posted as on the jobboard (``jobboard.post_flow``);
+    #: None for a flow its own process ran. Never written by TaskFlow.
+    job_uuid: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(36))
     created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
         PreciseDateTime)
     updated_at: orm.Mapped[Optional[datetime.datetime]] = orm.mapped_column(

@@ -602,6 +602,15 @@ def _next_token(previous=0):
     return max(now, (previous or 0) + 1)
 
 
+def flow_posted(flow_id, job_uuid):
+    """Note that a stored flow was posted as job ``job_uuid`` on the
+    jobboard: until a conductor starts it, the flow is ``queued``."""
+    with db.session_scope() as s:
+        s.execute(sa.update(models.FlowDetail)
+                  .where(models.FlowDetail.uuid == flow_id)
+                  .values(job_uuid=job_uuid))
+
+
 def lease_acquire(flow_id, owner, seconds):
     """Take the lease of a flow for ``seconds``: free, expired or ours
     already. Raises ``FlowBusy`` while another owner's lease is live.

@@ -116,6 +116,11 @@ def test_progress_is_printed_per_task(rf):
      "Policy doesn't allow os_compute_api:os-migrate-server:migrate"),
     (('--os-roles', 'member', 'flow', 'rollback', 'nope'),
      "Policy doesn't allow resize_flows:flows:rollback"),
+    # The jobboard's conductors and jobs are an operator's: admin.
+    (('--os-roles', 'member', 'conductor', 'list'),
+     "Policy doesn't allow resize_flows:conductors:list"),
+    (('--os-roles', 'member', 'job', 'list'),
+     "Policy doesn't allow resize_flows:jobs:list"),
     (('confirm-expired', '--window', '-1'), '--window must be >= 0'),
     (('host', 'create', 'far', '--vcpus', '1', '--memory-mb', '1',
       '--disk-gb', '1', '--uri', 'test:///default', '--instances-path',

@@ -323,6 +323,35 @@ def test_filters_by_status_server_and_operation(db_url):
         engine.list_flows(status='sleeping')
 
 
+def test_a_posted_flow_not_started_is_queued_not_interrupted(db_url):
+    """Queued: never run (state NULL or PENDING), posted as a job, not
+    leased. The SQL filter and each listed flow's status agree."""
+    queued = _store_flow(None, instance='vm1')
+    queued_pending = _store_flow(tf_states.PENDING, instance='vm1')
+    never_posted = _store_flow(None, instance='vm2')
+    started = _store_flow(tf_states.RUNNING, instance='vm3')
+    taken = _store_flow(tf_states.PENDING, instance='vm4')
+    given_up = _store_flow(None, instance='vm5')
+    for flow_id in (queued, queued_pending, started, taken, given_up):
+        repository.flow_posted(flow_id, 'job-' + flow_id)
+    repository.lease_acquire(taken, 'conductor', 60)
+    repository.lease_acquire(given_up, 'dead-conductor', -1)
+
+    def listed(status):
+        return set(_ids(engine.list_flows(status=status)))
+
+    assert listed(engine.QUEUED) == {queued, queued_pending, given_up}
+    assert listed(engine.INTERRUPTED) == {never_posted, started}
+    assert listed(engine.RUNNING) == {taken}
+    for status in engine.STATUSES:
+        assert {f['status'] for f in engine.list_flows(status=status)} <= \
+            {status}
+    brief = engine.flow_brief(queued)
+    assert brief['status'] == engine.QUEUED
+    assert brief['job_uuid'] == 'job-' + queued
+    assert engine.flow_brief(never_posted)['job_uuid'] is None
+
+
 def _backdate(flow_id, when):
     with db.get_engine().begin() as conn:
         conn.execute(flowlog.FLOWS.update()

@@ -242,6 +242,123 @@ def test_a_stopped_conductor_gives_its_job_back(cloud, conductors,
     assert state.leaks() == []
 
 
+def _board_state():
+    """What a refused request must not change: jobs and leases."""
+    return ([(j['job'], j['state'], j['owner']) for j in jobboard.list_jobs()],
+            repository.lease_list())
+
+
+def test_a_posted_flow_is_queued_until_a_conductor_starts_it(
+        cloud, conductors):
+    """Not interrupted: a second operation is refused as queued, without
+    advice to resume or roll back; resume is refused, and so is a resume
+    of every interrupted flow; then a conductor runs it as always."""
+    server = cloud.server()
+    op = api.resize(cloud.ctx, server['uuid'], 'big')
+    job = jobboard.list_jobs()[0]['job']
+    assert engine.flow_brief(op.flow_id) == {
+        'operation': 'resize', 'state': None, 'status': engine.QUEUED,
+        'job_uuid': job}
+    assert [f['flow_id'] for f in api.list_flows(
+        cloud.ctx, state=engine.QUEUED)] == [op.flow_id]
+    assert api.list_flows(cloud.ctx, state=engine.INTERRUPTED) == []
+    shown = api.show_flow(cloud.ctx, op.flow_id)
+    assert (shown['status'], shown['job_uuid']) == (engine.QUEUED, job)
+
+    before = (state.capture(), repository.migration_list(server['uuid']),
+              _board_state())
+    with pytest.raises(exception.InstanceHasQueuedFlow) as e:
+        api.migrate(cloud.ctx, server['uuid'])
+    message = str(e.value)
+    assert 'has an operation queued' in message
+    assert op.flow_id in message and job in message
+    assert 'resume' not in message and 'roll' not in message
+    with pytest.raises(exception.FlowStateConflict) as e:
+        api.resume_flow(cloud.ctx, op.flow_id)
+    assert 'queued as job %s' % job in str(e.value)
+    assert api.resume_interrupted(cloud.ctx) == {}
+    assert (state.capture(), repository.migration_list(server['uuid']),
+            _board_state()) == before
+
+    conductors('ca')
+    op.wait(timeout=120)
+    assert op.flow_state == tf_states.SUCCESS
+    assert engine.flow_brief(op.flow_id)['status'] == engine.FINISHED
+    assert state.leaks() == []
+
+
+@pytest.mark.parametrize('operation', ['resize', 'confirm_resize'])
+def test_rollback_cancels_a_queued_flow(cloud, conductors, operation):
+    """The records are as before the request, the job is off the board,
+    a client waiting on the flow hears it was cancelled, and the server
+    takes a new operation."""
+    server = cloud.server()
+    if operation == 'confirm_resize':
+        # Resized by a conductor that is gone then: nobody claims the
+        # confirm's job.
+        runner = conductors('ca')
+        api.resize(cloud.ctx, server['uuid'], 'big', wait=True)
+        runner.stop()
+    before = state.capture()
+    mig_before = repository.migration_list(server['uuid'])
+    if operation == 'resize':
+        op = api.resize(cloud.ctx, server['uuid'], 'big')
+    else:
+        op = api.confirm_resize(cloud.ctx, server['uuid'])
+    assert engine.flow_brief(op.flow_id)['status'] == engine.QUEUED
+
+    result = api.rollback_flow(cloud.ctx, op.flow_id)
+    assert result['flow_state'] == tf_states.REVERTED
+    assert state.capture() == before
+    assert jobboard.list_jobs() == []
+    assert repository.lease_list() == {}
+    migs = repository.migration_list(server['uuid'])
+    if operation == 'resize':
+        assert migs[-1]['status'] == states.MIGRATION_ERROR
+    else:
+        # The move waits for confirm or revert again, as before.
+        assert [m['status'] for m in migs] == \
+            [m['status'] for m in mig_before] == [states.MIGRATION_FINISHED]
+    flow = api.show_flow(cloud.ctx, op.flow_id)
+    assert flow['status'] == engine.ROLLED_BACK
+    assert [t['state'] for t in flow['tasks']][0] == tf_states.REVERTED
+    assert {t['state'] for t in flow['tasks'][1:]} == {tf_states.PENDING}
+    with pytest.raises(exception.OperationFailed, match='FlowCancelled'):
+        op.wait(timeout=10)
+    # Rolled back already: refused, with one line.
+    with pytest.raises(exception.FlowStateConflict):
+        api.rollback_flow(cloud.ctx, op.flow_id)
+    again = (api.resize(cloud.ctx, server['uuid'], 'big')
+             if operation == 'resize'
+             else api.confirm_resize(cloud.ctx, server['uuid']))
+    assert engine.flow_brief(again.flow_id)['status'] == engine.QUEUED
+
+
+def test_a_cancelled_flow_left_on_the_board_is_only_consumed(
+        cloud, conductors, conf):
+    """Rolled back where the board is not configured, its job stays; the
+    conductor that claims it runs no task and consumes it."""
+    server = cloud.server()
+    before = state.capture()
+    op = api.resize(cloud.ctx, server['uuid'], 'big')
+    conf.set_override('enabled', False, group='jobboard')
+    try:
+        api.rollback_flow(cloud.ctx, op.flow_id)
+    finally:
+        conf.set_override('enabled', True, group='jobboard')
+    assert [j['flow_id'] for j in jobboard.list_jobs()] == [op.flow_id]
+    tasks = api.show_flow(cloud.ctx, op.flow_id)['tasks']
+
+    ca = conductors('ca')
+    deadline = time.monotonic() + 30
+    while jobboard.list_jobs() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert jobboard.list_jobs() == []
+    assert ca.conductor.outcomes == [(op.flow_id, tf_states.REVERTED)]
+    assert api.show_flow(cloud.ctx, op.flow_id)['tasks'] == tasks
+    assert state.capture() == before
+
+
 def test_an_unreachable_jobboard_refuses_and_changes_nothing(cloud, conf):
     conf.set_override('enabled', True, group='jobboard')
     conf.set_override('backend_url', 'redis://127.0.0.1:1', group='jobboard')
@@ -289,6 +406,15 @@ def test_the_cli_posts_follows_and_lists(conf, tmp_path):
         assert code == 0, err.getvalue()
         return out.getvalue(), err.getvalue()
 
+    def refused(*argv):
+        out, err = io.StringIO(), io.StringIO()
+        code = cli.ResizeFlowsApp(stdout=out, stderr=err).run(
+            ['--config-file', str(conf_file)] + list(argv))
+        assert code != 0
+        lines = err.getvalue().strip().splitlines()
+        assert len(lines) == 1, err.getvalue()
+        return lines[0]
+
     runner = None
     try:
         run('db', 'sync')
@@ -306,6 +432,21 @@ def test_the_cli_posts_follows_and_lists(conf, tmp_path):
         jobs = json.loads(run('job', 'list', '-f', 'json')[0])
         assert [(j['Flow'], j['State'], j['Owner']) for j in jobs] == [
             (posted['flow'], 'UNCLAIMED', None)]
+        # Queued, not interrupted, until a conductor starts it.
+        queued = json.loads(run('flow', 'list', '--state', 'queued',
+                                '-f', 'json')[0])
+        assert [(f['Flow'], f['Status']) for f in queued] == [
+            (posted['flow'], 'queued')]
+        shown = json.loads(run('flow', 'show', posted['flow'], '-f',
+                               'json')[0])
+        assert (shown['status'], shown['job_uuid']) == ('queued',
+                                                        jobs[0]['Job'])
+        line = refused('server', 'migrate', 'vm1')
+        assert 'has an operation queued' in line and posted['flow'] in line
+        assert 'resume' not in line
+        assert 'is queued as job' in refused('flow', 'resume',
+                                             posted['flow'])
+        assert json.loads(run('job', 'list', '-f', 'json')[0]) == jobs
         runner = Runner('ca').start()
         deadline = time.monotonic() + 60
         while engine.flow_brief(posted['flow'])['state'] != \

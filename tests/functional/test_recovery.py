@@ -251,3 +251,51 @@ def test_resume_of_a_flow_interrupted_while_undoing_finishes_the_undo(cloud):
         tf_states.REVERTED
     assert state.capture() == before
     assert state.leaks() == []
+
+
+def _die_before_running(cloud, monkeypatch, operation):
+    """Start ``operation`` and die after its flow is stored and the
+    records say it started, before its engine ran anything (its lease
+    gone with the process). Returns (vm, snapshot before, flow id)."""
+    vm = cloud.server()['uuid']
+    if operation != 'resize':
+        api.resize(cloud.ctx, vm, 'big', wait=True)
+    before = state.capture()
+
+    def die(handle, listeners=()):
+        handle.close()
+        raise faults.SimulatedCrash('died before running %s'
+                                    % handle.flow_id)
+
+    monkeypatch.setattr(engine, 'run', die)
+    with pytest.raises(faults.SimulatedCrash):
+        if operation == 'resize':
+            api.resize(cloud.ctx, vm, 'big', wait=True)
+        else:
+            getattr(api, operation)(cloud.ctx, vm, wait=True)
+    monkeypatch.undo()
+    flow_id = repository.migration_list(vm)[-1]['flow_id']
+    return vm, before, flow_id
+
+
+@pytest.mark.parametrize('operation', ['resize', 'confirm_resize'])
+def test_a_flow_that_never_ran_is_interrupted_and_rolls_back(
+        cloud, monkeypatch, operation):
+    """Never posted, never run: interrupted (listed so, too), and its
+    rollback undoes what the API did before storing it."""
+    vm, before, flow_id = _die_before_running(cloud, monkeypatch, operation)
+    assert engine.flow_brief(flow_id)['status'] == engine.INTERRUPTED
+    assert [f['flow_id'] for f in api.list_flows(
+        cloud.ctx, state=engine.INTERRUPTED)] == [flow_id]
+    assert api.rollback_flow(cloud.ctx, flow_id)['flow_state'] == \
+        tf_states.REVERTED
+    assert state.capture() == before
+    assert state.leaks() == []
+    assert engine.flow_brief(flow_id)['status'] == engine.ROLLED_BACK
+
+
+def test_a_flow_that_never_ran_resumes_from_its_start(cloud, monkeypatch):
+    vm, _before, flow_id = _die_before_running(cloud, monkeypatch, 'resize')
+    assert api.resume_interrupted(cloud.ctx) == {flow_id: tf_states.SUCCESS}
+    assert repository.instance_get(vm)['vm_state'] == states.RESIZED
+    assert state.leaks() == []

@@ -1,7 +1,7 @@
 """hosts get an ssh address
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-22
 
 A host whose instances path is on another machine names that machine's
@@ -12,8 +12,8 @@ the machine that runs the flows, as before.
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0005'
-down_revision = '0004'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
