@@ -62,6 +62,7 @@ bench: venv
 	$(VENV)/bin/python benchmarks/flow_list.py
 	$(VENV)/bin/python benchmarks/disk_copy.py
 	$(VENV)/bin/python benchmarks/conductors.py
+	$(VENV)/bin/python benchmarks/remote_hosts.py
 
 sample-config: venv
 	$(VENV)/bin/oslo-config-generator \

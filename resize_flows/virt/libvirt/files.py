@@ -33,8 +33,10 @@ from resize_flows.virt.libvirt import disk
 RSYNC_PARTIAL_DIR = '.rsync-partial'
 # exit status of ssh itself (not of the remote command) when it failed.
 _SSH_FAILED = 255
-_ADDRESS = re.compile(r'^(?:(?P<user>[A-Za-z0-9._-]+)@)?'
-                      r'(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])'
+# Nothing may start with '-': ssh would take it for an option.
+_ADDRESS = re.compile(r'^(?:(?P<user>[A-Za-z0-9_][A-Za-z0-9._-]*)@)?'
+                      r'(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*'
+                      r'|\[[0-9A-Fa-f:.]+\])'
                       r'(?::(?P<port>[0-9]{1,5}))?$')
 _PERCENT = re.compile(rb'\s(\d{1,3})%\s')
 # Seconds a stopped rsync has to save its partial file.
@@ -312,6 +314,7 @@ def ssh_argv(address, control=True):
                  '-o', 'ControlPersist=%d' % CONF.remote.ssh_control_persist]
     if port:
         argv += ['-p', str(port)]
+    host = host.strip('[]')            # ssh takes an IPv6 address bare
     argv.append('%s@%s' % (user, host) if user else host)
     return argv
 
