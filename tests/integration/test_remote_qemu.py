@@ -10,6 +10,9 @@ confirmed, then migrated on to the other local host and confirmed,
 checked on the hypervisors, the machine's files and the records.
 """
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -109,3 +112,110 @@ def test_a_running_server_moves_to_and_from_another_machine(qemu_cloud,
     assert not _on('far', uuid)
     assert _files(far, uuid) == []
     assert state.leaks() == []
+
+
+_CLI_CONFIG = """\
+[DEFAULT]
+state_dir = {state_dir}
+
+[database]
+connection = {connection}
+
+[libvirt]
+local_hypervisor = qemu
+
+[compute]
+shutdown_timeout = 0
+
+[flows]
+lease_seconds = 2
+
+[remote]
+ssh_identity_file = {identity}
+ssh_options = {options}
+rsync_options = --bwlimit=8000
+"""
+
+
+def _processes_mentioning(text):
+    """Pids of live processes here whose command line has ``text``."""
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % entry, 'rb') as handle:
+                if text.encode() in handle.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_worker_killed_mid_copy_leaves_no_copy_running(
+        qemu_cloud, far, conf, ssh_keys, monkeypatch):
+    """A resize-flows process is SIGKILLed while rsync copies the disk to
+    the other machine: no rsync goes on, here or there; the flow resumed
+    here sends only what the cut-off copy did not."""
+    vm = qemu_cloud.server(power_on=False)
+    uuid = vm['uuid']
+    src = virt.get_driver(repository.host_get('host1')).disk_info(uuid).path
+    subprocess.run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x5a 0 48M',
+                    src], check=True, capture_output=True)
+    config = os.path.join(qemu_cloud.base, 'cli.conf')
+    overrides = ssh_keys.conf_overrides()
+    with open(config, 'w') as handle:
+        handle.write(_CLI_CONFIG.format(
+            state_dir=conf.state_dir, connection=conf.database.connection,
+            identity=overrides['ssh_identity_file'],
+            options=','.join(overrides['ssh_options'])))
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'resize_flows.cmd.cli', '--config-file',
+         config, 'server', 'migrate', uuid, '--host', 'far', '-q'],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not _copying(uuid):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(1)
+    finally:
+        proc.kill()
+        proc.wait()
+    time.sleep(2)        # the lease expires; the far side sees us go
+    assert _processes_mentioning(uuid) == []
+    assert uuid not in far.run('pgrep -a rsync || true')
+
+    flow_id = repository.migration_list(uuid)[-1]['flow_id']
+    seen = []
+    real = host_files.copy_disk
+
+    def spy(*args, **kwargs):
+        seen.append(real(*args, **kwargs))
+        return seen[-1]
+    monkeypatch.setattr(host_files, 'copy_disk', spy)
+    conf.set_override('rsync_options', [], group='remote')
+    api.resume_flow(qemu_cloud.ctx, flow_id)
+    [stats] = seen
+    assert 0 < stats.copied < stats.size and stats.reused > 0
+    assert repository.instance_get(uuid)['host'] == 'far'
+    assert _files(far, uuid) == [uuid, uuid + '/disk', uuid + '/libvirt.xml']
+    out = far.run('qemu-io -f qcow2 -c "read -P 0x5a 0 48M" %s'
+                  % far.path('far', uuid, 'disk'))
+    assert 'failed' not in out
+    api.confirm_resize(qemu_cloud.ctx, uuid, wait=True)
+    assert state.leaks() == []
+
+
+def _copying(uuid):
+    """Whether CopyDisk of the server's flow has reported progress."""
+    migrations = repository.migration_list(uuid)
+    if not migrations or not migrations[-1]['flow_id']:
+        return False
+    try:
+        tasks = api.show_flow(api.get_admin_context(),
+                              migrations[-1]['flow_id'])['tasks']
+    except Exception:
+        return False
+    return any(t['name'] == 'CopyDisk' and (t.get('progress') or 0) > 0.05
+               for t in tasks)
