@@ -38,6 +38,7 @@ import uuid as uuidlib
 from taskflow.conductors.backends import impl_blocking
 from taskflow import exceptions as tf_exc
 from taskflow.jobs import backends as job_backends
+from taskflow.jobs.backends import impl_redis
 from taskflow.persistence import models as tf_models
 from taskflow import states as tf_states
 
@@ -261,6 +262,15 @@ def conductor_name():
 
 # -- the conductor -------------------------------------------------------------
 
+# KEYS[1]: a job's owner key; ARGV: our encoded name, the expiry in ms.
+_EXTEND_IF_OWNER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
 class _ClaimingBoard:
     """The jobboard as TaskFlow's conductor sees it: every claim with an
     expiry, and noted so that it is extended while held."""
@@ -430,13 +440,10 @@ class Conductor:
         """Extend every claim this conductor still holds; announce it."""
         for job, flow_id, _since in self._board.jobs_held():
             try:
-                owner = self._board.find_owner(job)
-                if owner != self.name:
+                if not self._extend(job):
                     LOG.error('conductor %s lost its claim on job %s (flow '
                               '%s) to %s', self.name, job.uuid, flow_id,
-                              owner)
-                    continue
-                job.extend_expiry(self.expiry)
+                              self._board.find_owner(job))
             except Exception:
                 LOG.exception('could not extend the claim on job %s',
                               job.uuid)
@@ -444,6 +451,22 @@ class Conductor:
             self._announce()
         except Exception:
             LOG.exception('could not announce conductor %s', self.name)
+
+    def _extend(self, job):
+        """Extend the claim on ``job`` if this conductor still owns it;
+        False if it does not. On Redis the check and the extension are one
+        script, so a claim another conductor took in between is never
+        extended (TaskFlow's extend_expiry extends whoever owns it)."""
+        board = self._board._board
+        if isinstance(board, impl_redis.RedisJobBoard):
+            result = board._client.eval(
+                _EXTEND_IF_OWNER, 1, job.owner_key,
+                board._encode_owner(self.name), int(self.expiry * 1000))
+            return result == 1
+        if self._board.find_owner(job) != self.name:
+            return False
+        job.extend_expiry(self.expiry)
+        return True
 
     def _extend_loop(self):
         while not self._done_event.wait(self.expiry / 4.0):

@@ -469,3 +469,30 @@ def test_the_cli_posts_follows_and_lists(conf, tmp_path):
         jobboard.reset()
         redis_fixtures.delete_board(board)
         virt.reset()
+
+
+def test_a_claim_taken_over_is_never_extended_by_its_old_owner(
+        jobboard_conf, cloud, monkeypatch):
+    """The owner check and the extension are one step: a claim another
+    conductor took between them is not extended by the old owner."""
+    jobboard_conf.set_override('claim_expiry', 30, group='jobboard')
+    board = jobboard.connect()
+    try:
+        board.post('test-job', details={'flow_uuid': 'no-such-flow'})
+        [job] = list(board.iterjobs(only_unclaimed=True))
+        ca = jobboard.Conductor(name='ca', board=board)
+        ca._board.claim(job, 'ca')
+        client = board._client
+        client.pexpire(job.owner_key, 2000)
+        ca.extend_claims()
+        assert client.pttl(job.owner_key) > 20000         # ours: extended
+
+        # cb takes the claim over right after ca checked that it owns it.
+        client.set(job.owner_key, board._encode_owner('cb'), px=2000)
+        monkeypatch.setattr(type(board), 'find_owner',
+                            lambda self, job: 'ca')
+        ca.extend_claims()
+        assert board._client.get(job.owner_key) == board._encode_owner('cb')
+        assert client.pttl(job.owner_key) <= 2000        # not extended
+    finally:
+        board.close()
