@@ -281,7 +281,7 @@ def _refuse_if_unfinished_flow(inst, method):
             raise exception.InstanceHasUnfinishedFlow(
                 method=method, instance_uuid=inst['uuid'],
                 operation=flow['operation'], flow_id=mig['flow_id'],
-                status=flow['status'])
+                status=flow['status'], job_uuid=flow.get('job_uuid'))
 
 
 # -- operations under way ----------------------------------------------------

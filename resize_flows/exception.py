@@ -161,8 +161,28 @@ class InstanceHasQueuedFlow(Conflict):
 class InstanceHasUnfinishedFlow(Conflict):
     msg_fmt = ("Cannot '%(method)s' instance %(instance_uuid)s: its "
                "%(operation)s flow %(flow_id)s is unfinished (%(status)s); "
-               "resume it or roll it back first (resize-flows flow resume|"
-               "rollback %(flow_id)s).")
+               "%(advice)s.")
+
+    #: What to do about the flow, by its status.
+    ADVICE = {
+        'running': 'wait for it (resize-flows flow show %(flow_id)s)',
+        'posted': 'a conductor resumes it once its claim on job '
+                  '%(job_uuid)s expires, or roll it back (resize-flows '
+                  'flow rollback %(flow_id)s)',
+        None: 'resume it or roll it back first (resize-flows flow '
+              'resume|rollback %(flow_id)s)',
+    }
+
+    def __init__(self, message=None, **kwargs):
+        if message is None and 'advice' not in kwargs:
+            key = kwargs.get('status')
+            if key == 'interrupted' and kwargs.get('job_uuid'):
+                key = 'posted'
+            advice = self.ADVICE.get(key, self.ADVICE[None])
+            kwargs['advice'] = advice % {
+                'flow_id': kwargs.get('flow_id'),
+                'job_uuid': kwargs.get('job_uuid')}
+        super().__init__(message, **kwargs)
 
 
 class Duplicate(Conflict):
