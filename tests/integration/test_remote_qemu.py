@@ -23,6 +23,8 @@ from resize_flows.testing import state
 from resize_flows import virt
 from resize_flows.virt.libvirt import files as host_files
 from resize_flows.virt.libvirt import local
+from tests.integration.conftest import _CRASH_CONFIG
+from tests.integration.conftest import CRASH_LEASE_SECONDS
 from tests.integration.conftest import qemu_pids
 from tests.ssh_fixtures import machines  # noqa: F401 (fixture)
 from tests.ssh_fixtures import ssh_keys  # noqa: F401 (fixture)
@@ -114,22 +116,8 @@ def test_a_running_server_moves_to_and_from_another_machine(qemu_cloud,
     assert state.leaks() == []
 
 
-_CLI_CONFIG = """\
-[DEFAULT]
-state_dir = {state_dir}
-
-[database]
-connection = {connection}
-
-[libvirt]
-local_hypervisor = qemu
-
-[compute]
-shutdown_timeout = 0
-
-[flows]
-lease_seconds = 2
-
+# The crash matrix's process config, and how to reach the machine.
+_REMOTE_CONFIG = """
 [remote]
 ssh_identity_file = {identity}
 ssh_options = {options}
@@ -165,8 +153,10 @@ def test_a_worker_killed_mid_copy_leaves_no_copy_running(
     config = os.path.join(qemu_cloud.base, 'cli.conf')
     overrides = ssh_keys.conf_overrides()
     with open(config, 'w') as handle:
-        handle.write(_CLI_CONFIG.format(
+        handle.write(_CRASH_CONFIG.format(
             state_dir=conf.state_dir, connection=conf.database.connection,
+            lease_seconds=CRASH_LEASE_SECONDS))
+        handle.write(_REMOTE_CONFIG.format(
             identity=overrides['ssh_identity_file'],
             options=','.join(overrides['ssh_options'])))
     proc = subprocess.Popen(
