@@ -44,8 +44,10 @@ opts = [
         'ssh_connect_timeout',
         default=10,
         min=1,
-        help='Seconds ssh waits for a machine to answer (ConnectTimeout); '
-             'a machine that does not answer makes the step fail with '
+        help='Seconds ssh waits for a machine to answer (ConnectTimeout), '
+             'and between keep-alives once connected (ServerAliveInterval, '
+             'three unanswered ones end the connection); a machine that '
+             'does not answer makes the step fail with '
              'HypervisorUnavailable.'),
     cfg.IntOpt(
         'ssh_control_persist',

@@ -300,14 +300,20 @@ def q(value):
 def ssh_argv(address, control=True):
     """The ssh command (list) reaching ``address``, options of [remote]."""
     user, host, port = parse_address(address)
-    argv = [CONF.remote.ssh_path, '-o', 'BatchMode=yes',
-            '-o', 'ConnectTimeout=%d' % CONF.remote.ssh_connect_timeout]
+    argv = [CONF.remote.ssh_path]
     if CONF.remote.ssh_config_file:
         argv += ['-F', CONF.remote.ssh_config_file]
     if CONF.remote.ssh_identity_file:
         argv += ['-i', CONF.remote.ssh_identity_file]
+    # ssh keeps the first value it is given: the operator's come first.
     for option in CONF.remote.ssh_options:
         argv += ['-o', option]
+    # A machine that stops answering mid-command is given up after
+    # three unanswered keep-alives.
+    timeout = CONF.remote.ssh_connect_timeout
+    argv += ['-o', 'BatchMode=yes', '-o', 'ConnectTimeout=%d' % timeout,
+             '-o', 'ServerAliveInterval=%d' % timeout,
+             '-o', 'ServerAliveCountMax=3']
     if control and CONF.remote.ssh_control_persist:
         argv += ['-o', 'ControlMaster=auto',
                  '-o', 'ControlPath=%s' % os.path.join(_control_dir(), '%C'),

@@ -40,6 +40,10 @@ def test_ssh_command_has_the_remote_options(conf):
     assert argv[argv.index('-i') + 1] == '/etc/rf/id'
     assert argv[argv.index('-p') + 1] == '2222'
     assert 'StrictHostKeyChecking=accept-new' in argv
+    # ssh keeps the first value: the operator's options come before ours.
+    assert argv.index('StrictHostKeyChecking=accept-new') < argv.index(
+        'BatchMode=yes')
+    assert 'ServerAliveCountMax=3' in argv
     assert not any(a.startswith('ControlMaster') for a in argv)
     conf.clear_override('ssh_control_persist', group='remote')
     assert 'ControlMaster=auto' in files.ssh_argv('cn2')
