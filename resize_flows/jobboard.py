@@ -35,7 +35,7 @@ import time
 import urllib.parse
 import uuid as uuidlib
 
-from taskflow.conductors.backends import impl_blocking
+from taskflow.conductors.backends import impl_nonblocking
 from taskflow import exceptions as tf_exc
 from taskflow.jobs import backends as job_backends
 from taskflow.jobs.backends import impl_redis
@@ -318,9 +318,10 @@ class _ClaimingBoard:
             return list(self.held.values())
 
 
-class _TaskFlowConductor(impl_blocking.BlockingConductor):
-    """TaskFlow's blocking conductor (its claim, consume and abandon loop),
-    running each job's flow the way resize-flows runs flows."""
+class _TaskFlowConductor(impl_nonblocking.NonBlockingConductor):
+    """TaskFlow's conductor (its claim, consume and abandon loop, each job
+    in a thread of a pool of ``[jobboard]/simultaneous_jobs``), running
+    each job's flow the way resize-flows runs flows."""
 
     def __init__(self, owner, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -344,7 +345,8 @@ class Conductor:
         self._conductor = _TaskFlowConductor(
             self, self.name, self._board,
             persistence=flowlog.get_backend(), engine=engine.ENGINE_KIND,
-            wait_timeout=0.5)
+            wait_timeout=0.5,
+            max_simultaneous_jobs=CONF.jobboard.simultaneous_jobs)
         self._stopping = threading.Event()
         self._engines = set()
         self._engines_lock = threading.Lock()
@@ -353,6 +355,7 @@ class Conductor:
         self._confirm_interval = confirm_interval
         self.started_at = time.time()
         self.outcomes = []
+        self._label = self.name
 
     # -- running flows -------------------------------------------------------
 
@@ -379,6 +382,9 @@ class Conductor:
             return True
         if self._stopping.is_set():
             return self._done(job, flow_id, 'stopping', False)
+        # A job runs in a thread of the pool: named after the conductor's
+        # own thread and the flow, for the logs.
+        threading.current_thread().name = '%s:%s' % (self._label, flow_id)
         LOG.info('conductor %s runs flow %s (job %s)', self.name, flow_id,
                  job.uuid)
         try:
@@ -477,6 +483,7 @@ class Conductor:
     def run(self, max_dispatches=None):
         """Claim and run jobs until :meth:`stop` (or ``max_dispatches``)."""
         self._done_event = threading.Event()
+        self._label = threading.current_thread().name
         try:
             self._client = _redis_client()
         except ImportError:

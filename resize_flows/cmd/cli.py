@@ -816,6 +816,10 @@ class ConductorRun(command_base.Command):
             '--max-jobs', type=int, default=None,
             help='Stop after running this many jobs (for tests and '
                  'benchmarks; default: run until stopped).')
+        parser.add_argument(
+            '--simultaneous-jobs', type=int, default=None, metavar='N',
+            help='Run up to N jobs at once, each in a thread of its own '
+                 '(default: [jobboard]/simultaneous_jobs, 1).')
         return parser
 
     def take_action(self, parsed):
@@ -825,6 +829,12 @@ class ConductorRun(command_base.Command):
         from resize_flows import jobboard
         if parsed.name:
             CONF.set_override('conductor_name', parsed.name, 'jobboard')
+        if parsed.simultaneous_jobs is not None:
+            if parsed.simultaneous_jobs < 1:
+                raise exception.InvalidInput(
+                    reason='--simultaneous-jobs must be >= 1')
+            CONF.set_override('simultaneous_jobs', parsed.simultaneous_jobs,
+                              'jobboard')
         name = jobboard.conductor_name()
         # Its leases carry its name: "flow list" shows who runs what.
         engine.OWNER = name

@@ -33,6 +33,14 @@ opts = [
              'of this; a dead one\'s claim runs out after it, and another '
              'conductor takes the job over and resumes its flow from the '
              'flow log.'),
+    cfg.IntOpt(
+        'simultaneous_jobs',
+        default=1,
+        min=1,
+        help='Jobs a conductor runs at once, each flow in a thread of its '
+             'own. More than one lets a conductor go on with other '
+             'operations while one of them copies a disk; a conductor '
+             'that dies then leaves all of them to be taken over.'),
     cfg.StrOpt(
         'conductor_name',
         help='Name a conductor claims jobs under (followed by its process '

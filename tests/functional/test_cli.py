@@ -122,6 +122,8 @@ def test_progress_is_printed_per_task(rf):
     (('--os-roles', 'member', 'job', 'list'),
      "Policy doesn't allow resize_flows:jobs:list"),
     (('confirm-expired', '--window', '-1'), '--window must be >= 0'),
+    (('conductor', '--simultaneous-jobs', '0'),
+     '--simultaneous-jobs must be >= 1'),
     (('host', 'create', 'far', '--vcpus', '1', '--memory-mb', '1',
       '--disk-gb', '1', '--uri', 'test:///default', '--instances-path',
       '/srv/instances', '--ssh', 'root@'), 'is not an ssh address'),

@@ -58,6 +58,12 @@ def conductors(jobboard_conf, cloud):
             runner.stop()
 
 
+def _conductor_of_thread():
+    """The label of the Runner whose conductor runs this job's thread
+    (named ``<label>:<flow id>``)."""
+    return threading.current_thread().name.split(':')[0]
+
+
 def _servers(cloud, count):
     servers = []
     for i in range(count):
@@ -144,7 +150,7 @@ def test_a_stalled_conductor_is_fenced_and_no_task_runs_twice(
     real_hit = faults.hit
 
     def hit(task, point):
-        who = threading.current_thread().name
+        who = _conductor_of_thread()
         if point == faults.BEFORE_EXECUTE:
             runs.append((who, task))
             if task == 'CopyDisk' and who == 'ca' and \
@@ -220,7 +226,7 @@ def test_a_stopped_conductor_gives_its_job_back(cloud, conductors,
 
     def slow_copy(task, point):
         if (task, point) == ('CopyDisk', faults.BEFORE_EXECUTE) and \
-                threading.current_thread().name == 'ca':
+                _conductor_of_thread() == 'ca':
             entered.set()
             assert release.wait(60)
         return real_hit(task, point)
@@ -496,3 +502,31 @@ def test_a_claim_taken_over_is_never_extended_by_its_old_owner(
         assert client.pttl(job.owner_key) <= 2000        # not extended
     finally:
         board.close()
+
+
+def test_one_conductor_runs_several_jobs_at_once(jobboard_conf, cloud,
+                                                 conductors, monkeypatch):
+    """With [jobboard]/simultaneous_jobs = 2, one conductor has two flows
+    in CopyDisk at the same time, and both finish."""
+    jobboard_conf.set_override('simultaneous_jobs', 2, group='jobboard')
+    both_in = threading.Barrier(2, timeout=60)
+    met = []
+    real_hit = faults.hit
+
+    def hit(task, point):
+        if task == 'CopyDisk' and point == faults.BEFORE_EXECUTE:
+            both_in.wait()             # breaks (and fails) if run one by one
+            met.append(threading.current_thread().name)
+        return real_hit(task, point)
+
+    monkeypatch.setattr(faults, 'hit', hit)
+    servers = _servers(cloud, 2)
+    runner = conductors('solo')
+    ops = [api.resize(cloud.ctx, s['uuid'], 'big') for s in servers]
+    for op in ops:
+        op.wait(timeout=120)
+        assert op.flow_state == tf_states.SUCCESS
+    assert len(met) == 2 and len(set(met)) == 2
+    assert sorted(outcome for _flow, outcome in runner.conductor.outcomes
+                  ) == [tf_states.SUCCESS] * 2
+    assert state.leaks() == []
