@@ -1,4 +1,5 @@
-"""Conductors benchmark: one conductor against two on the same batch.
+"""Conductors benchmark: one conductor against two, and one running two
+jobs at once, on the same batch.
 
 Sets up two real local QEMU hosts (as the crash matrix does: one libvirt
 session daemon each, a SQLite database) and ``--servers`` servers, then
@@ -6,7 +7,9 @@ for one and for two ``resize-flows conductor`` processes on a Redis
 jobboard (a board of its own per run) posts a batch of operations, a cold
 migration of every server and then its confirm, and times the batch from
 the first post to the last flow's end. Reports operations per second (one
-operation = one flow) and the ratio of two conductors to one.
+operation = one flow) and the ratios of two conductors, and of one
+conductor with ``--simultaneous-jobs 2``, to one conductor running one
+job at a time.
 
     .venv/bin/python benchmarks/conductors.py [--servers 4 --rounds 2]
 
@@ -45,14 +48,15 @@ def _board_config(base, board):
     return path
 
 
-def _conductors(hosts, board_conf, count):
+def _conductors(hosts, board_conf, count, jobs):
     procs = []
     for i in range(count):
         log = open(os.path.join(hosts.base, 'conductor-%d.log' % i), 'a')
         procs.append(subprocess.Popen(
             [sys.executable, '-m', 'resize_flows.cmd.cli',
              '--config-file', hosts.config_file, '--config-file',
-             board_conf, 'conductor', '--name', 'bench%d' % i],
+             board_conf, 'conductor', '--name', 'bench%d' % i,
+             '--simultaneous-jobs', str(jobs)],
             stdout=log, stderr=subprocess.STDOUT))
     return procs
 
@@ -69,14 +73,14 @@ def _batch(servers):
     return flows
 
 
-def run(hosts, servers, count, rounds):
+def run(hosts, servers, count, jobs, rounds):
     board = 'rf-bench-' + uuidlib.uuid4().hex[:8]
     board_conf = _board_config(hosts.base, board)
     CONF(['--config-file', hosts.config_file, '--config-file', board_conf],
          project='resize-flows')
     jobboard.reset()
     virt.reset()
-    procs = _conductors(hosts, board_conf, count)
+    procs = _conductors(hosts, board_conf, count, jobs)
     try:
         _batch(servers[:1])          # warm up: both daemons, the board
         started = time.perf_counter()
@@ -110,15 +114,20 @@ def main():
                                      'host%d' % (i % 2 + 1))['uuid']
                    for i in range(args.servers)]
         results = {}
-        for count in (1, 2, 1, 2):
-            rate, flows, took = run(hosts, servers, count, args.rounds)
-            results.setdefault(count, []).append(rate)
-            print('%d conductor(s): %d flows in %.1f s: %.2f flows/s'
-                  % (count, flows, took, rate), flush=True)
-        one = max(results[1])
-        two = max(results[2])
-        print('best: one %.2f flows/s, two %.2f flows/s, ratio %.2f'
-              % (one, two, two / one))
+        setups = ((1, 1), (2, 1), (1, 2))
+        for count, jobs in setups * 2:
+            rate, flows, took = run(hosts, servers, count, jobs,
+                                    args.rounds)
+            results.setdefault((count, jobs), []).append(rate)
+            print('%d conductor(s) x %d job(s) at once: %d flows in %.1f s: '
+                  '%.2f flows/s' % (count, jobs, flows, took, rate),
+                  flush=True)
+        one = max(results[(1, 1)])
+        for count, jobs in setups[1:]:
+            best = max(results[(count, jobs)])
+            print('best: %d conductor(s) x %d job(s) %.2f flows/s against '
+                  'one x one %.2f flows/s: ratio %.2f'
+                  % (count, jobs, best, one, best / one))
     finally:
         virt.reset()
         hosts.stop()
