@@ -9,6 +9,8 @@ for each kind of host pair (this machine <-> another, two on one other
 machine, two other machines), a copy cut off half way and resumed, and a
 failed move undone with nothing left on any machine.
 """
+import io
+import json
 import os
 import subprocess
 import time
@@ -17,6 +19,7 @@ import pytest
 from taskflow import states as tf_states
 
 from resize_flows import api
+from resize_flows.cmd import cli
 from resize_flows import engine
 from resize_flows import exception
 from resize_flows.persistence import repository
@@ -299,3 +302,31 @@ def test_missing_instances_path_on_the_machine_is_refused(cloud, machines):
         api.create_host(cloud.ctx, 'far', 8, 4096, 40, uri='test:///default',
                         instances_path=one.path('nowhere'), ssh=one.address)
     assert repository.host_list() == []
+
+
+def test_cli_creates_and_lists_a_host_on_another_machine(conf, db_url,
+                                                         machines, tmp_path):
+    machine = machines()
+    machine.run('mkdir %s' % machine.path('far'))
+    node = tmp_path / 'far-node.xml'
+    node.write_text(local.NODE_XML % {'cpus': 16, 'memory_kib': 1 << 25})
+
+    def run(*argv):
+        out, err = io.StringIO(), io.StringIO()
+        code = cli.ResizeFlowsApp(stdout=out, stderr=err).run(list(argv))
+        assert code == 0, err.getvalue()
+        return json.loads(out.getvalue())
+
+    virt.reset()
+    try:
+        shown = run('host', 'create', 'far', '--vcpus', '4', '--memory-mb',
+                    '1024', '--disk-gb', '10', '--uri', 'test://%s' % node,
+                    '--instances-path', machine.path('far'), '--ssh',
+                    machine.address, '-f', 'json')
+        assert (shown['ssh'], shown['instances_path']) == (
+            machine.address, machine.path('far'))
+        [listed] = run('host', 'list', '-f', 'json')
+        assert (listed['Name'], listed['Files on']) == ('far',
+                                                        machine.address)
+    finally:
+        virt.reset()
