@@ -330,3 +330,18 @@ def test_cli_creates_and_lists_a_host_on_another_machine(conf, db_url,
                                                         machine.address)
     finally:
         virt.reset()
+
+
+def test_a_copy_that_fails_is_a_disk_error_and_the_move_is_undone(
+        cloud, machines, conf):
+    one = machines()
+    cloud.local_host('a')
+    cloud.remote_host('b', one)
+    vm = cloud.server('a')
+    conf.set_override('rsync_path', '/nonexistent/rsync', group='remote')
+    with pytest.raises(exception.DiskError, match='rsync to b failed'):
+        _migrate(cloud, vm, 'b')
+    assert repository.instance_get(vm['uuid'])['host'] == 'a'
+    assert _tree(one, 'b') == []
+    assert cloud.has_the_data('a', vm['uuid'])
+    assert state.leaks() == []

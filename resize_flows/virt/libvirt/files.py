@@ -401,8 +401,11 @@ def _run_with_progress(argv, src_files, dst_files, progress):
     this process dies."""
     # stdin stays open, unused, for as long as this process wants the
     # copy (see _stopped_with_us).
+    # stderr goes to a file: a pipe nobody reads while the copy runs
+    # could fill up and stop it.
+    errors = tempfile.TemporaryFile()
     proc = subprocess.Popen(_die_with_parent(argv), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=errors,
                             start_new_session=True)
     done = 0.0
     out = b''
@@ -419,15 +422,16 @@ def _run_with_progress(argv, src_files, dst_files, progress):
                 if progress is not None and fraction > done:
                     done = fraction
                     progress(fraction)
-        stderr = proc.stderr.read()
         status = proc.wait()
+        errors.seek(0)
+        stderr = errors.read()
     except BaseException:
         _kill(proc)
         raise
     finally:
         proc.stdin.close()
         proc.stdout.close()
-        proc.stderr.close()
+        errors.close()
     if status != 0:
         text = _last_line(stderr)
         unreachable = (status == _SSH_FAILED or 'connection unexpectedly '
