@@ -106,20 +106,42 @@ class Machine:
         """A path under the machine's own ``root``."""
         return os.path.join(self.root, *parts)
 
-    def start(self):
+    def start(self, attempts=3):
+        """Start the sshd; on a port another process took between our
+        pick and its bind, again on another port."""
         os.makedirs(self.root)
         os.makedirs(self._private)
         os.makedirs(_PRIVSEP_DIR, mode=0o755, exist_ok=True)
         _keygen(os.path.join(self.dir, 'host_key'))
-        self.port = _free_port()
+        with open(os.path.join(self.dir, 'host_key.pub')) as handle:
+            kind, key = handle.read().split()[:2]
+        for attempt in range(attempts):
+            self.port = _free_port()
+            with open(self._known_hosts, 'w') as handle:
+                handle.write('[127.0.0.1]:%d %s %s\n' % (self.port, kind,
+                                                         key))
+            try:
+                self._start_sshd()
+                # The sshd that answers is this one: it has our host key.
+                self.run('true')
+                break
+            except (RuntimeError, subprocess.CalledProcessError):
+                self.stop()
+                if attempt == attempts - 1:
+                    raise
+        with open(self.keys.known_hosts, 'a') as handle:
+            handle.write('[127.0.0.1]:%d %s %s\n' % (self.port, kind, key))
+        return self
+
+    @property
+    def _known_hosts(self):
+        return os.path.join(self.dir, 'known_hosts')
+
+    def _start_sshd(self):
         config = os.path.join(self.dir, 'sshd_config')
         with open(config, 'w') as handle:
             handle.write(SSHD_CONFIG.format(port=self.port, dir=self.dir,
                                             keys=self.keys.path))
-        with open(os.path.join(self.dir, 'host_key.pub')) as handle:
-            kind, key = handle.read().split()[:2]
-        with open(self.keys.known_hosts, 'a') as handle:
-            handle.write('[127.0.0.1]:%d %s %s\n' % (self.port, kind, key))
         script = 'mount --bind "$1" "$2" && exec "$3" -D -e -f "$4"'
         log = open(os.path.join(self.dir, 'sshd.log'), 'w')
         self.proc = subprocess.Popen(
@@ -129,7 +151,6 @@ class Machine:
             start_new_session=True)
         log.close()
         self._wait_ready()
-        return self
 
     def _wait_ready(self):
         deadline = time.monotonic() + _START_TIMEOUT
@@ -150,7 +171,7 @@ class Machine:
         """Run ``script`` on the machine (as a test's check); its stdout."""
         argv = ['ssh', '-i', self.keys.identity, '-p', str(self.port),
                 '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes',
-                '-o', 'UserKnownHostsFile=' + self.keys.known_hosts,
+                '-o', 'UserKnownHostsFile=' + self._known_hosts,
                 'root@127.0.0.1', '--', script]
         return subprocess.run(argv, capture_output=True, text=True,
                               check=True, timeout=60).stdout
