@@ -9,37 +9,28 @@ developer's machine; where the servers must be there (``CI=true`` or
 ``RESIZE_FLOWS_REQUIRE_DBS=1``) it fails it instead.
 """
 import contextlib
-import os
-
-import pytest
 
 from resize_flows.persistence import migration
 from resize_flows.testing import databases
+from tests import needs
 
 BACKENDS = databases.BACKENDS
 forget_engines = databases.forget_engines
 
 
-def dbs_required():
-    """True where PostgreSQL and MariaDB must be there (CI)."""
-    return (os.environ.get('CI', '').lower() == 'true'
-            or os.environ.get('RESIZE_FLOWS_REQUIRE_DBS') == '1')
-
-
 def _unavailable(backend, reason):
-    message = '%s is not reachable on 127.0.0.1: %s' % (backend, reason)
-    if dbs_required():
-        pytest.fail(message + ' (CI=true or RESIZE_FLOWS_REQUIRE_DBS=1: '
-                    'this machine must run the tests on every backend)',
-                    pytrace=False)
-    pytest.skip(message)
+    needs.unavailable(
+        '%s is not reachable on 127.0.0.1: %s' % (backend, reason),
+        'RESIZE_FLOWS_REQUIRE_DBS',
+        'this machine must run the tests on every backend')
 
 
 @contextlib.contextmanager
 def throwaway_database(backend, tmp_path):
     """Yield the URL of a new, empty database on ``backend``; drop it after.
 
-    Skips (or fails, see ``dbs_required``) when the server is unreachable.
+    Skips (or fails, see :mod:`tests.needs`) when the server is
+    unreachable.
     """
     try:
         with databases.throwaway(backend, tmp_path) as url:

@@ -12,12 +12,9 @@ import uuid as uuidlib
 
 import pytest
 
+from tests import needs
+
 URL = os.environ.get('RESIZE_FLOWS_TEST_REDIS', 'redis://127.0.0.1:6379')
-
-
-def redis_required():
-    return (os.environ.get('CI', '').lower() == 'true'
-            or os.environ.get('RESIZE_FLOWS_REQUIRE_REDIS') == '1')
 
 
 def _client():
@@ -27,16 +24,13 @@ def _client():
 
 
 def require_redis():
-    """Skip (or fail, see ``redis_required``) unless Redis answers."""
+    """Skip (or fail, see :mod:`tests.needs`) unless Redis answers."""
     try:
         _client().ping()
     except Exception as e:      # ImportError, ConnectionError, ...
-        message = 'Redis is not reachable at %s: %s' % (URL, e)
-        if redis_required():
-            pytest.fail(message + ' (CI=true or RESIZE_FLOWS_REQUIRE_REDIS=1:'
-                        ' this machine must run the jobboard tests)',
-                        pytrace=False)
-        pytest.skip(message)
+        needs.unavailable('Redis is not reachable at %s: %s' % (URL, e),
+                          'RESIZE_FLOWS_REQUIRE_REDIS',
+                          'this machine must run the jobboard tests')
 
 
 def unique_board():

@@ -7,28 +7,19 @@ that reach them with one key pair of the session. Where they cannot run
 machine, and fails where it must run (``CI=true`` or
 ``RESIZE_FLOWS_REQUIRE_SSH=1``), as ``db_fixtures`` does for databases.
 """
-import os
-
 import pytest
 
 from resize_flows.testing import machines as test_machines
-
-
-def ssh_required():
-    return (os.environ.get('CI', '').lower() == 'true'
-            or os.environ.get('RESIZE_FLOWS_REQUIRE_SSH') == '1')
+from tests import needs
 
 
 def require_machines():
     reason = test_machines.unavailable()
-    if reason is None:
-        return
-    message = 'test machines over ssh cannot run here: %s' % reason
-    if ssh_required():
-        pytest.fail(message + ' (CI=true or RESIZE_FLOWS_REQUIRE_SSH=1: '
-                    'this machine must run them; `make deps` installs '
-                    'openssh-server and rsync)', pytrace=False)
-    pytest.skip(message)
+    if reason is not None:
+        needs.unavailable(
+            'test machines over ssh cannot run here: %s' % reason,
+            'RESIZE_FLOWS_REQUIRE_SSH', 'this machine must run them; '
+            '`make deps` installs openssh-server and rsync')
 
 
 @pytest.fixture(scope='session')

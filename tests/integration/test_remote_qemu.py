@@ -25,6 +25,7 @@ from resize_flows.virt.libvirt import files as host_files
 from resize_flows.virt.libvirt import local
 from tests.integration.conftest import _CRASH_CONFIG
 from tests.integration.conftest import CRASH_LEASE_SECONDS
+from tests.integration.conftest import processes_under
 from tests.integration.conftest import qemu_pids
 from tests.ssh_fixtures import machines  # noqa: F401 (fixture)
 from tests.ssh_fixtures import ssh_keys  # noqa: F401 (fixture)
@@ -125,21 +126,6 @@ rsync_options = --bwlimit=8000
 """
 
 
-def _processes_mentioning(text):
-    """Pids of live processes here whose command line has ``text``."""
-    found = []
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open('/proc/%s/cmdline' % entry, 'rb') as handle:
-                if text.encode() in handle.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
-
-
 def test_a_worker_killed_mid_copy_leaves_no_copy_running(
         qemu_cloud, far, conf, ssh_keys, monkeypatch):
     """A resize-flows process is SIGKILLed while rsync copies the disk to
@@ -173,7 +159,7 @@ def test_a_worker_killed_mid_copy_leaves_no_copy_running(
         proc.kill()
         proc.wait()
     time.sleep(2)        # the lease expires; the far side sees us go
-    assert _processes_mentioning(uuid) == []
+    assert processes_under(uuid) == []
     assert uuid not in far.run('pgrep -a rsync || true')
 
     flow_id = repository.migration_list(uuid)[-1]['flow_id']
