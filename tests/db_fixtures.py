@@ -10,6 +10,8 @@ developer's machine; where the servers must be there (``CI=true`` or
 """
 import contextlib
 
+import sqlalchemy as sa
+
 from resize_flows.persistence import migration
 from resize_flows.testing import databases
 from tests import needs
@@ -49,3 +51,20 @@ def synced_database(backend, tmp_path, conf):
             yield url
         finally:
             conf.clear_override('connection', group='database')
+
+
+@contextlib.contextmanager
+def atom_writes(engine):
+    """The list of UPDATE statements on ``flow_atoms`` that run on the
+    SQLAlchemy ``engine`` inside the block (a flow log's writer)."""
+    seen = []
+
+    def record(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith('UPDATE FLOW_ATOMS'):
+            seen.append(statement)
+
+    sa.event.listen(engine, 'before_cursor_execute', record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, 'before_cursor_execute', record)

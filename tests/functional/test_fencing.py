@@ -14,7 +14,6 @@ import threading
 import uuid as uuidlib
 
 import pytest
-import sqlalchemy as sa
 from taskflow import engines
 from taskflow import exceptions as tf_exc
 from taskflow.patterns import linear_flow
@@ -26,6 +25,7 @@ from resize_flows import exception
 from resize_flows.persistence import db
 from resize_flows.persistence import flowlog
 from resize_flows.persistence import repository
+from tests import db_fixtures
 
 
 class Recorder:
@@ -190,18 +190,8 @@ def test_a_fenced_task_still_costs_two_writes(any_db_url):
     engine_a = _load(fd.uuid, _flow(recorder), backend)
     engine_a.compile()
     engine_a.prepare()
-    atom_writes = []
-
-    def count_atoms(conn, cursor, statement, *args):
-        if statement.lstrip().upper().startswith('UPDATE FLOW_ATOMS'):
-            atom_writes.append(statement)
-
-    writer = backend.writer
-    sa.event.listen(writer, 'before_cursor_execute', count_atoms)
-    try:
+    with db_fixtures.atom_writes(backend.writer) as atom_writes:
         engine_a.run()
-    finally:
-        sa.event.remove(writer, 'before_cursor_execute', count_atoms)
     assert len(atom_writes) == 4 * 2
     assert all('flow_leases' in s for s in atom_writes)
 

@@ -403,15 +403,7 @@ class Reports(task.Task):
 def test_a_task_costs_two_writes_and_its_progress_is_kept(log):
     """RUNNING, then the result; TaskFlow's own 0-at-start and 1-at-end
     progress marks are not written, a task's own report is."""
-    statements = []
-
-    def count(conn, cursor, statement, *args):
-        if statement.lstrip().upper().startswith('UPDATE FLOW_ATOMS'):
-            statements.append(statement)
-
-    writer = log.writer
-    sa.event.listen(writer, 'before_cursor_execute', count)
-    try:
+    with db_fixtures.atom_writes(log.writer) as statements:
         flow = linear_flow.Flow('writes').add(
             Step('a'), Step('b'), Step('c'), Reports('d'))
         book = tf_models.LogBook('writes')
@@ -420,8 +412,6 @@ def test_a_task_costs_two_writes_and_its_progress_is_kept(log):
         with contextlib.closing(log.get_connection()) as conn:
             conn.save_logbook(book)
         engines.load(flow, flow_detail=fd, backend=log).run()
-    finally:
-        sa.event.remove(writer, 'before_cursor_execute', count)
     # Three quiet tasks: 2 writes each; one that reports: 3.
     assert len(statements) == 3 * 2 + 3
     with contextlib.closing(log.get_connection()) as conn:
