@@ -32,6 +32,14 @@ CASES = ([('resize', t, p) for t in MOVE for p in POINTS] +
          [('revert_resize', t, p) for t in REVERT for p in POINTS])
 
 
+def _start(cloud, operation, vm):
+    """Run ``operation`` on ``vm`` to its end (a resize goes to big)."""
+    if operation == 'resize':
+        api.resize(cloud.ctx, vm, 'big', wait=True)
+    else:
+        getattr(api, operation)(cloud.ctx, vm, wait=True)
+
+
 def _crash(cloud, operation, task, point):
     """Run ``operation`` (after a resize for confirm/revert) so that it
     dies at ``task``/``point``. Returns (vm, snapshot before, flow id)."""
@@ -41,10 +49,7 @@ def _crash(cloud, operation, task, point):
     before = state.capture()
     faults.inject(task, point, exc_class=faults.SimulatedCrash)
     with pytest.raises(faults.SimulatedCrash):
-        if operation == 'resize':
-            api.resize(cloud.ctx, vm, 'big', wait=True)
-        else:
-            getattr(api, operation)(cloud.ctx, vm, wait=True)
+        _start(cloud, operation, vm)
     faults.clear()
     flow_id = repository.migration_list(vm)[-1]['flow_id']
     assert engine.show_flow(flow_id)['status'] == engine.INTERRUPTED
@@ -269,10 +274,7 @@ def _die_before_running(cloud, monkeypatch, operation):
 
     monkeypatch.setattr(engine, 'run', die)
     with pytest.raises(faults.SimulatedCrash):
-        if operation == 'resize':
-            api.resize(cloud.ctx, vm, 'big', wait=True)
-        else:
-            getattr(api, operation)(cloud.ctx, vm, wait=True)
+        _start(cloud, operation, vm)
     monkeypatch.undo()
     flow_id = repository.migration_list(vm)[-1]['flow_id']
     return vm, before, flow_id

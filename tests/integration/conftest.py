@@ -93,6 +93,16 @@ def qemu_hosts(conf):
         assert leftovers == [], 'processes left behind: %s' % leftovers
 
 
+def domains_of(vm):
+    """{host name: InstanceInfo} of every host with a domain of ``vm``."""
+    out = {}
+    for host in repository.host_list():
+        drv = virt.get_driver(host)
+        if drv.instance_exists(vm):
+            out[host['name']] = drv.get_info(vm)
+    return out
+
+
 def qemu_pids(path):
     """Pids of QEMU processes whose command line mentions ``path``."""
     pids = []

@@ -24,7 +24,7 @@ from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import faults
 from resize_flows.testing import state
-from resize_flows import virt
+from tests.integration.conftest import domains_of
 from tests import redis_fixtures
 
 pytestmark = pytest.mark.integration
@@ -92,15 +92,6 @@ def _stop(proc):
     return proc.returncode
 
 
-def _domains(vm):
-    out = {}
-    for host in repository.host_list():
-        drv = virt.get_driver(host)
-        if drv.instance_exists(vm):
-            out[host['name']] = drv.get_info(vm)
-    return out
-
-
 def test_a_killed_conductors_flow_is_finished_by_the_other(crash_cloud,
                                                            board):
     vms = [crash_cloud.server(host='host1'), crash_cloud.server(host='host2'),
@@ -153,7 +144,7 @@ def test_a_killed_conductors_flow_is_finished_by_the_other(crash_cloud,
     for vm in vms:
         api.confirm_resize(ctx, vm, wait=True)
         inst = repository.instance_get(vm)
-        assert list(_domains(vm)) == [inst['host']]
+        assert list(domains_of(vm)) == [inst['host']]
     assert state.leaks() == []
 
 
@@ -207,5 +198,5 @@ def test_a_stalled_conductor_process_is_fenced(crash_cloud, board):
     assert state.leaks() == []
     jobboard.CONF.set_override('enabled', False, group='jobboard')
     api.confirm_resize(crash_cloud.ctx, vm, wait=True)
-    assert list(_domains(vm)) == [repository.instance_get(vm)['host']]
+    assert list(domains_of(vm)) == [repository.instance_get(vm)['host']]
     assert state.leaks() == []

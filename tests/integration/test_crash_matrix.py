@@ -56,8 +56,8 @@ from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import faults
 from resize_flows.testing import state
-from resize_flows import virt
 from tests.integration.conftest import CRASH_LEASE_SECONDS
+from tests.integration.conftest import domains_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash_matrix]
 
@@ -175,16 +175,6 @@ def _recover(cloud, verb, flow_id):
     return json.loads(proc.stdout)
 
 
-def _domains(vm):
-    """{host name: InstanceInfo} of every host with a domain of ``vm``."""
-    out = {}
-    for host in repository.host_list():
-        drv = virt.get_driver(host)
-        if drv.instance_exists(vm):
-            out[host['name']] = drv.get_info(vm)
-    return out
-
-
 def _assert_consistent(vm):
     """The instance's domains agree with its records, and nothing leaks:
     one domain, on the host the records name, in the power state they
@@ -193,7 +183,7 @@ def _assert_consistent(vm):
     inst = repository.instance_get(vm)
     mig = repository.migration_list(vm)[-1]
     assert inst['task_state'] is None, inst
-    domains = _domains(vm)
+    domains = domains_of(vm)
     assert inst['host'] in domains, (inst['host'], domains)
     info = domains.pop(inst['host'])
     flavor = repository.flavor_get(inst['flavor_id'])

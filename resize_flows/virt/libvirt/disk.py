@@ -52,13 +52,6 @@ def info(path, host):
     return json.loads(out)
 
 
-def snapshot_names(path, host):
-    data = info(path, host)
-    if data is None:
-        raise exception.DiskError(host=host, reason='no disk at %s' % path)
-    return tuple(snap['name'] for snap in data.get('snapshots', ()))
-
-
 def create(path, size_bytes, host, owner=None):
     """Create a blank qcow2 disk of ``size_bytes`` at ``path``, atomically."""
     part = path + PART_SUFFIX
@@ -71,22 +64,8 @@ def create(path, size_bytes, host, owner=None):
     fsync_dir(os.path.dirname(path))
 
 
-def resize(path, size_bytes, host):
-    """Grow the virtual size of the qcow2 disk at ``path``."""
-    _run(host, 'qemu-img', 'resize', '-q', '-f', 'qcow2', path,
-         str(size_bytes))
-
-
 def snapshot_create(path, name, host):
     _run(host, 'qemu-img', 'snapshot', '-c', name, path)
-
-
-def snapshot_apply(path, name, host):
-    _run(host, 'qemu-img', 'snapshot', '-a', name, path)
-
-
-def snapshot_delete(path, name, host):
-    _run(host, 'qemu-img', 'snapshot', '-d', name, path)
 
 
 @dataclasses.dataclass
