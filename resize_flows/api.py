@@ -46,7 +46,10 @@ class RequestContext:
 
     @property
     def is_admin(self):
-        return 'admin' in self.roles
+        """A cloud administrator, by the access rule ``context_is_admin``
+        (:func:`policy.is_admin`): the same answer as every rule that
+        names it."""
+        return policy.is_admin(self)
 
 
 # Instance action names, as Nova records them.

@@ -138,9 +138,27 @@ def reset():
         _ENFORCER = None
 
 
-def credentials(ctx):
+def _who(ctx):
     return {'user_id': ctx.user_id, 'project_id': ctx.project_id,
-            'roles': list(ctx.roles), 'is_admin': ctx.is_admin}
+            'roles': list(ctx.roles)}
+
+
+def is_admin(ctx):
+    """Whether ``ctx`` is a cloud administrator: the one answer, the rule
+    ``context_is_admin`` (``role:admin`` by default, whose role names
+    oslo.policy compares case-insensitively), used by the access rules and
+    by every check of the API's own (who sees every project's servers,
+    private flavors, who may act on a locked server), as Nova's
+    ``check_is_admin``. A policy file that redefines the rule redefines
+    both."""
+    return get_enforcer().authorize('context_is_admin', {}, _who(ctx),
+                                    do_raise=False)
+
+
+def credentials(ctx):
+    creds = _who(ctx)
+    creds['is_admin'] = is_admin(ctx)
+    return creds
 
 
 def authorize(ctx, rule, target=None):

@@ -922,8 +922,9 @@ class ResizeFlowsApp(app.App):
             '--os-roles', metavar='ROLE[,ROLE]',
             default=os.environ.get('OS_ROLES', 'admin'),
             help='Comma-separated roles of the caller, checked by the '
-                 'access rules (env OS_ROLES; default: admin). "admin" is '
-                 'a cloud administrator; e.g. "member" is not.')
+                 'access rules (env OS_ROLES; default: admin). "admin" (in '
+                 'any case; the rule context_is_admin) is a cloud '
+                 'administrator; e.g. "member" is not.')
         return parser
 
     def configure_logging(self):
