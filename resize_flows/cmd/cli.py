@@ -838,6 +838,10 @@ class ConductorRun(command_base.Command):
         name = jobboard.conductor_name()
         # Its leases carry its name: "flow list" shows who runs what.
         engine.OWNER = name
+        # Which board, before connecting to it; its password masked.
+        self.app.stderr.write('conductor %s: claiming jobs on %s (%s)\n' % (
+            name, CONF.jobboard.board_name, jobboard.mask_url()))
+        self.app.stderr.flush()
         conductor = jobboard.Conductor(name=name)
 
         def stop(signum, _frame):
@@ -849,9 +853,6 @@ class ConductorRun(command_base.Command):
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        self.app.stderr.write('conductor %s: claiming jobs on %s (%s)\n' % (
-            name, CONF.jobboard.board_name, CONF.jobboard.backend_url))
-        self.app.stderr.flush()
         conductor.run(max_dispatches=parsed.max_jobs)
         return 0
 

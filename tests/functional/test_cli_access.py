@@ -55,3 +55,86 @@ def test_a_fault_never_calls_a_function(rf, monkeypatch):
     assert 'is not an exception class' in err
     [inst] = repository.instance_list()
     assert inst['host'] == 'host2'
+
+
+# -- item 10: the jobboard's password -----------------------------------------
+
+SECRET = 's3cr%40t-pw'          # in the URL, quoted; decoded: s3cr@t-pw
+SECRET_URL = 'redis://:%s@127.0.0.1:1/0?password=q-s3cret' % SECRET
+
+
+def _leaked(text):
+    return [s for s in (SECRET, 's3cr@t-pw', 'q-s3cret') if s in text]
+
+
+@pytest.fixture
+def secret_board(rf, tmp_path):
+    """A config file enabling a jobboard at an unreachable Redis URL with
+    a password."""
+    path = tmp_path / 'board.conf'
+    path.write_text('[jobboard]\nenabled = true\nbackend_url = %s\n'
+                    % SECRET_URL)
+    yield str(path)
+    from resize_flows import jobboard
+    jobboard.reset()
+
+
+def test_the_jobboards_password_is_masked_everywhere(rf, secret_board,
+                                                     caplog):
+    import logging
+    caplog.set_level(logging.DEBUG)
+    # A member's resize, refused (the board cannot be reached).
+    code, out, err = rf('--config-file', secret_board, '--os-project-id',
+                        'admin', '--os-roles', 'member', 'server', 'resize',
+                        'vm1', '--flavor', 'small')
+    assert code != 0 and err.strip()
+    assert _leaked(out + err) == []
+    # An admin's: the masked URL says which board.
+    code, out, err = rf('--config-file', secret_board, 'server', 'resize',
+                        'vm1', '--flavor', 'small')
+    assert code != 0 and 'redis://:***@127.0.0.1:1/0?password=***' in err
+    assert _leaked(out + err) == []
+    # A conductor's start-up line and its failure.
+    code, out, err = rf('--config-file', secret_board, 'conductor',
+                        '--max-jobs', '1')
+    assert code != 0
+    assert 'claiming jobs on resize-flows (redis://:***@127.0.0.1:1' in err
+    assert _leaked(out + err) == []
+    assert _leaked('\n'.join(r.getMessage() for r in caplog.records)) == []
+    assert _leaked(caplog.text) == []
+    [inst] = repository.instance_list()
+    assert (inst['host'], inst['task_state']) == ('host1', None)
+
+
+def test_the_backend_url_is_a_secret_option(conf):
+    import logging
+    opt = conf._get_opt_info('backend_url', 'jobboard')['opt']
+    assert opt.secret
+    conf.set_override('backend_url', SECRET_URL, group='jobboard')
+    try:
+        lines = []
+        handler = logging.Handler()
+        handler.emit = lambda record: lines.append(record.getMessage())
+        log = logging.getLogger('test-opt-values')
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG)
+        conf.log_opt_values(log, logging.DEBUG)
+        log.removeHandler(handler)
+    finally:
+        conf.clear_override('backend_url', group='jobboard')
+    assert any('backend_url' in line for line in lines)
+    assert _leaked('\n'.join(lines)) == []
+
+
+@pytest.mark.parametrize('url, masked', [
+    ('redis://:pw@h:1', 'redis://:***@h:1'),
+    ('redis://user:pw@h:1/2', 'redis://user:***@h:1/2'),
+    ('redis://pw@h', 'redis://***@h'),
+    ('rediss://h:1?ssl=true&password=pw', 'rediss://h:1?ssl=true&password=***'),
+    ('redis://127.0.0.1:6379', 'redis://127.0.0.1:6379'),
+])
+def test_mask_url(url, masked):
+    from resize_flows import jobboard
+    assert jobboard.mask_url(url) == masked
+    text = jobboard.mask_text('at %s: pw refused' % url, url)
+    assert ('pw' in text) == ('pw' not in url)
