@@ -454,7 +454,8 @@ def _run_operation(ctx, operation, inst, migration_uuid, start, listeners,
     posting = jobboard.enabled()
     if posting:
         jobboard.check()        # unreachable: refused, nothing changed
-    handle = engine.create(operation, store, inst['uuid'], migration_uuid)
+    handle = engine.create(operation, store, inst['uuid'], migration_uuid,
+                           project_id=inst['project_id'])
     try:
         start(handle.flow_id)
     except Exception:
@@ -622,18 +623,36 @@ def revert_resize(ctx, server, wait=False, listeners=()):
                     policy.REVERT_RESIZE, listeners, wait)
 
 
+def _locker(ctx, inst):
+    """Who a lock by ``ctx`` is recorded as, as Nova's ``locked_by``:
+    ``owner`` for a member of the server's project, else ``admin``."""
+    return 'owner' if ctx.project_id == inst['project_id'] else 'admin'
+
+
 def lock_server(ctx, server):
     """Lock a server: every operation on it is then refused (409) unless
-    an admin asks."""
+    an admin asks. Who locked is recorded (``locked_by``: ``owner`` or
+    ``admin``); an owner's lock does not replace an admin's."""
     inst = get_server(ctx, server)
     policy.authorize(ctx, policy.LOCK, _target(inst))
-    return repository.instance_update(inst['uuid'], {'locked': True})
+    locker = _locker(ctx, inst)
+    if inst['locked'] and locker == 'owner':
+        return inst
+    return repository.instance_update(inst['uuid'], {'locked': True,
+                                                     'locked_by': locker})
 
 
 def unlock_server(ctx, server):
+    """Unlock a server. A lock by someone outside the server's project
+    (an admin) is undone only by the same kind of caller or one that
+    passes the unlock-override rule (admin by default), as Nova's:
+    otherwise PolicyNotAuthorized (403) and the server stays locked."""
     inst = get_server(ctx, server)
     policy.authorize(ctx, policy.UNLOCK, _target(inst))
-    return repository.instance_update(inst['uuid'], {'locked': False})
+    if inst['locked'] and inst.get('locked_by') != _locker(ctx, inst):
+        policy.authorize(ctx, policy.UNLOCK_OVERRIDE, _target(inst))
+    return repository.instance_update(inst['uuid'], {'locked': False,
+                                                     'locked_by': None})
 
 
 # -- resize_confirm_window ---------------------------------------------------
@@ -647,7 +666,7 @@ def confirm_expired(ctx, window=None):
     busy, locked or fails is skipped and reported, and the rest go on.
     Returns {instance uuid: 'confirmed' or the error, as text}.
     """
-    policy.authorize(ctx, policy.CONFIRM_EXPIRED)
+    policy.authorize(ctx, policy.CONFIRM_EXPIRED, policy.every_project())
     window = CONF.compute.resize_confirm_window if window is None else window
     if not window:
         return {}
@@ -733,12 +752,46 @@ def _flow_server(ctx, server):
         return server
 
 
+def _flow_target(flow_id):
+    """What a flow's rules are checked against: the project of its server
+    (stored with the flow; for a flow stored before it was, the server's
+    if it still exists, else nobody's project: an admin's only). None for
+    an unknown flow."""
+    brief = engine.flow_brief(flow_id)
+    if brief is None:
+        return None
+    project = brief['project_id']
+    if project is None and brief['instance_uuid']:
+        try:
+            project = repository.instance_get(
+                brief['instance_uuid'])['project_id']
+        except exception.InstanceNotFound:
+            pass
+    if project is None:
+        return policy.every_project()
+    return {'project_id': project, 'user_id': None}
+
+
+def _authorize_flow(ctx, rule, flow_id):
+    """Check ``rule`` on a flow; an unknown flow is FlowNotFound (404) to
+    a caller the rule lets in on its own project, else 403."""
+    target = _flow_target(flow_id)
+    policy.authorize(ctx, rule, target)
+    if target is None:
+        raise exception.FlowNotFound(flow_id=flow_id)
+
+
 def list_flows(ctx, state=None, server=None, operation=None, limit=None,
                marker=None):
     """Stored flows, newest first: at most ``limit``, those after the flow
     ``marker``. ``state`` is a status (queued, running, interrupted,
-    finished, rolled back, stuck) or a TaskFlow flow state."""
+    finished, rolled back, stuck) or a TaskFlow flow state. A caller whom
+    the rule lets list only its own project's flows (``admin_or_owner``)
+    gets only those."""
     policy.authorize(ctx, policy.FLOW_LIST)
+    project = (None if policy.check(ctx, policy.FLOW_LIST,
+                                    policy.every_project())
+               else ctx.project_id)
     if server is not None:
         server = _flow_server(ctx, server)
     if operation is not None and operation not in engine.OPERATIONS:
@@ -749,7 +802,8 @@ def list_flows(ctx, state=None, server=None, operation=None, limit=None,
         raise exception.InvalidInput(
             reason='limit must be a whole number >= 0, not %r' % (limit,))
     return engine.list_flows(status=state, server=server,
-                             operation=operation, limit=limit, marker=marker)
+                             operation=operation, limit=limit, marker=marker,
+                             project=project)
 
 
 def _utc(value):
@@ -775,7 +829,7 @@ def _utc(value):
 def purge_flows(ctx, before, dry_run=False):
     """Delete the flows that ended before ``before`` (see
     :func:`engine.purge_flows`). Returns {'before', 'purged', 'dry_run'}."""
-    policy.authorize(ctx, policy.FLOW_PURGE)
+    policy.authorize(ctx, policy.FLOW_PURGE, policy.every_project())
     when = _utc(before)
     purged = engine.purge_flows(when, dry_run=dry_run)
     return {'before': when.isoformat(), 'purged': purged,
@@ -783,13 +837,13 @@ def purge_flows(ctx, before, dry_run=False):
 
 
 def show_flow(ctx, flow_id):
-    policy.authorize(ctx, policy.FLOW_SHOW)
+    _authorize_flow(ctx, policy.FLOW_SHOW, flow_id)
     return engine.show_flow(flow_id)
 
 
 def resume_flow(ctx, flow_id, listeners=()):
     """Run an interrupted flow on (see :func:`engine.resume`); admin."""
-    policy.authorize(ctx, policy.FLOW_RESUME)
+    _authorize_flow(ctx, policy.FLOW_RESUME, flow_id)
     handle_state = engine.resume(flow_id, listeners)
     return {'flow_id': flow_id, 'flow_state': handle_state}
 
@@ -799,7 +853,7 @@ def rollback_flow(ctx, flow_id, listeners=()):
     the jobboard is cancelled: undone, then its job taken off the board
     (left there, e.g. the board unreachable, a conductor only consumes
     it, since its flow has ended)."""
-    policy.authorize(ctx, policy.FLOW_ROLLBACK)
+    _authorize_flow(ctx, policy.FLOW_ROLLBACK, flow_id)
     brief = engine.flow_brief(flow_id)
     handle_state = engine.rollback(flow_id, listeners)
     if brief is not None and brief['status'] == engine.QUEUED and \
@@ -815,13 +869,13 @@ def rollback_flow(ctx, flow_id, listeners=()):
 def list_conductors(ctx):
     """The live conductors of the jobboard (see
     :func:`jobboard.list_conductors`); admin."""
-    policy.authorize(ctx, policy.CONDUCTOR_LIST)
+    policy.authorize(ctx, policy.CONDUCTOR_LIST, policy.every_project())
     return jobboard.list_conductors()
 
 
 def list_jobs(ctx):
     """The jobs on the jobboard (see :func:`jobboard.list_jobs`); admin."""
-    policy.authorize(ctx, policy.JOB_LIST)
+    policy.authorize(ctx, policy.JOB_LIST, policy.every_project())
     return jobboard.list_jobs()
 
 
@@ -834,6 +888,10 @@ def resume_interrupted(ctx, listeners=()):
     outcome = {}
     flows = engine.list_flows(status=engine.INTERRUPTED)
     for flow in reversed(flows):
+        target = _flow_target(flow['flow_id'])
+        if target is None or not policy.check(ctx, policy.FLOW_RESUME,
+                                              target):
+            continue        # gone, or another project's for this caller
         try:
             outcome[flow['flow_id']] = engine.resume(flow['flow_id'],
                                                      listeners)

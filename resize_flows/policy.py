@@ -9,13 +9,20 @@ through the ``oslo.policy.enforcer`` entry point.
 
 The rules follow Nova's: resize, confirm and revert belong to a member of
 the server's project or an admin (``admin_or_owner``); cold migration, with
-or without a target host, to an admin. A flow's resume and rollback are
-operator work: admin; so is listing the jobboard's conductors and jobs. The API checks a rule after it has found the server
+or without a target host, to an admin; undoing an admin's lock, to an
+admin (``unlock_override``). A flow's resume and rollback are operator
+work: admin; so is listing the jobboard's conductors and jobs. Every rule
+on a server or a flow is checked against the project of that server (a
+flow's is kept when its server is deleted); a rule over every project
+(purging flows, listing every project's flows, conductors and jobs) is
+checked against a project that is nobody's, so that ``admin_or_owner``
+there means an admin. The API checks a rule after it has found the server
 in the caller's view (another project's server is unknown to a non-admin:
 404, not 403) and before anything else, so a refused request changes
 nothing and says 403 (:class:`~resize_flows.exception.PolicyNotAuthorized`).
 """
 import threading
+import uuid as uuidlib
 
 from oslo_policy import policy
 
@@ -33,6 +40,7 @@ MIGRATE = 'os_compute_api:os-migrate-server:migrate'
 MIGRATE_HOST = 'os_compute_api:os-migrate-server:migrate:host'
 LOCK = 'os_compute_api:os-lock-server:lock'
 UNLOCK = 'os_compute_api:os-lock-server:unlock'
+UNLOCK_OVERRIDE = 'os_compute_api:os-lock-server:unlock:unlock_override'
 CONFIRM_EXPIRED = 'resize_flows:servers:confirm_expired'
 FLOW_LIST = 'resize_flows:flows:list'
 FLOW_SHOW = 'resize_flows:flows:show'
@@ -80,6 +88,10 @@ _RULES = [
                                 'on it.',
           'POST', '/servers/{server_id}/action (lock)'),
     _rule(UNLOCK, ADMIN_OR_OWNER, 'Unlock a server.',
+          'POST', '/servers/{server_id}/action (unlock)'),
+    _rule(UNLOCK_OVERRIDE, ADMIN,
+          'Unlock a server that was locked by someone outside its project '
+          '(an admin); checked besides the unlock rule.',
           'POST', '/servers/{server_id}/action (unlock)'),
     _rule(CONFIRM_EXPIRED, ADMIN,
           'Confirm every resize older than [compute]/resize_confirm_window '
@@ -159,6 +171,14 @@ def credentials(ctx):
     creds = _who(ctx)
     creds['is_admin'] = is_admin(ctx)
     return creds
+
+
+def every_project():
+    """The target of a rule over every project's servers or flows: a
+    project that is nobody's, so that only a rule that does not ask for
+    the caller's own project (an admin's) passes."""
+    return {'project_id': '<every project %s>' % uuidlib.uuid4().hex,
+            'user_id': None}
 
 
 def authorize(ctx, rule, target=None):

@@ -63,3 +63,103 @@ def test_a_policy_file_redefines_admin_for_every_check(cloud, policy_file):
     with pytest.raises(exception.PolicyNotAuthorized):
         api.list_hosts(old_admin)
     assert {h['name'] for h in api.list_hosts(ops)} == {'host1', 'host2'}
+
+
+# -- item 12: an admin's lock needs an admin to undo -------------------------
+
+def test_a_member_cannot_undo_an_admins_lock(cloud):
+    vm = _server_of(cloud)
+    member = cloud.member('p1', 'u1')
+    locked = api.lock_server(cloud.ctx, vm)
+    assert (locked['locked'], locked['locked_by']) == (True, 'admin')
+    # Re-locking as the owner does not turn it into the owner's lock.
+    assert api.lock_server(member, vm)['locked_by'] == 'admin'
+    before = state.capture()
+    with pytest.raises(exception.PolicyNotAuthorized) as e:
+        api.unlock_server(member, vm)
+    assert e.value.code == 403
+    assert 'unlock_override' in str(e.value)
+    assert state.capture() == before
+    with pytest.raises(exception.InstanceIsLocked):
+        api.resize(member, vm, 'big')
+    assert repository.migration_list() == []
+    unlocked = api.unlock_server(cloud.ctx, vm)
+    assert (unlocked['locked'], unlocked['locked_by']) == (False, None)
+    api.resize(member, vm, 'big', wait=True)
+
+
+def test_an_owners_lock_is_undone_by_the_owner(cloud):
+    vm = _server_of(cloud)
+    member = cloud.member('p1', 'u2')
+    assert api.lock_server(member, vm)['locked_by'] == 'owner'
+    assert api.unlock_server(cloud.member('p1', 'u1'), vm)['locked'] is False
+    # An admin's lock over the owner's is the admin's.
+    api.lock_server(member, vm)
+    assert api.lock_server(cloud.ctx, vm)['locked_by'] == 'admin'
+    with pytest.raises(exception.PolicyNotAuthorized):
+        api.unlock_server(member, vm)
+
+
+def test_the_unlock_override_rule_lets_a_role_undo_an_admins_lock(
+        cloud, policy_file):
+    vm = _server_of(cloud)
+    api.lock_server(cloud.ctx, vm)
+    policy_file('"os_compute_api:os-lock-server:unlock:unlock_override": '
+                '"role:support"\n')
+    support = api.RequestContext(user_id='s', project_id='p1',
+                                 roles=('member', 'support'))
+    assert api.unlock_server(support, vm)['locked'] is False
+
+
+# -- item 13: flow rules against the project of the flow's server ------------
+
+FLOW_RULES_FOR_OWNERS = ''.join(
+    '"resize_flows:flows:%s": "rule:admin_or_owner"\n' % verb
+    for verb in ('list', 'show', 'resume', 'rollback', 'purge'))
+
+
+def test_flow_rules_are_checked_against_the_flows_project(cloud,
+                                                          policy_file):
+    vm_a = _server_of(cloud, 'pA', 'ua', 'a1')
+    vm_b = _server_of(cloud, 'pB', 'ub', 'b1')
+    op_a = api.resize(cloud.member('pA', 'ua'), vm_a, 'big', wait=True)
+    op_b = api.resize(cloud.member('pB', 'ub'), vm_b, 'big', wait=True)
+    policy_file(FLOW_RULES_FOR_OWNERS)
+    member_b = cloud.member('pB', 'ub')
+    assert [f['flow_id'] for f in api.list_flows(member_b)] == [op_b.flow_id]
+    assert api.list_flows(member_b, server=vm_a) == []
+    assert api.show_flow(member_b, op_b.flow_id)['flow_id'] == op_b.flow_id
+    with pytest.raises(exception.FlowNotFound):
+        api.show_flow(member_b, 'no-such-flow')
+    before = state.capture()
+    for call in (api.show_flow, api.rollback_flow, api.resume_flow):
+        with pytest.raises(exception.PolicyNotAuthorized) as e:
+            call(member_b, op_a.flow_id)
+        assert e.value.code == 403
+    with pytest.raises(exception.PolicyNotAuthorized):
+        api.purge_flows(member_b, '2999-01-01', dry_run=True)
+    assert state.capture() == before
+    assert repository.migration_get(op_a.migration_uuid)['status'] == \
+        states.MIGRATION_FINISHED
+    # The owner may roll its own resize back; an admin lists everyone's.
+    api.rollback_flow(cloud.member('pA', 'ua'), op_a.flow_id)
+    assert repository.instance_get(vm_a)['flavor_id'] == cloud.small['id']
+    assert {f['flow_id'] for f in api.list_flows(cloud.ctx)} == {
+        op_a.flow_id, op_b.flow_id}
+
+
+def test_a_deleted_servers_flows_keep_their_project(cloud, policy_file):
+    vm = _server_of(cloud, 'pA', 'ua', 'a1')
+    owner = cloud.member('pA', 'ua')
+    op = api.resize(owner, vm, 'big', wait=True)
+    api.confirm_resize(owner, vm, wait=True)
+    api.delete_server(owner, vm)
+    policy_file(FLOW_RULES_FOR_OWNERS)
+    flows = api.list_flows(owner)
+    assert len(flows) == 2 and op.flow_id in {f['flow_id'] for f in flows}
+    assert {f['project_id'] for f in flows} == {'pA'}
+    assert api.show_flow(owner, op.flow_id)['flow_id'] == op.flow_id
+    other = cloud.member('pB', 'ub')
+    assert api.list_flows(other) == []
+    with pytest.raises(exception.PolicyNotAuthorized):
+        api.show_flow(other, op.flow_id)
