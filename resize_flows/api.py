@@ -14,6 +14,7 @@ user of these functions.
 """
 import dataclasses
 import datetime
+import functools
 import logging
 import os
 import threading
@@ -33,6 +34,9 @@ from resize_flows.virt.libvirt import files as host_files
 from resize_flows.virt.libvirt import local
 
 LOG = logging.getLogger(__name__)
+#: Where the details of an error that a caller who is not an admin sees
+#: only in general go (see :func:`_for_caller`).
+DETAILS_LOG = logging.getLogger(__name__ + '.details')
 
 
 @dataclasses.dataclass
@@ -196,22 +200,37 @@ def list_servers(ctx, host=None):
     return repository.instance_list(project_id=project, host=host)
 
 
-def create_server(ctx, name, flavor, host, power_on=True):
-    """Boot a server on a named host: a blank qcow2 root disk of the
-    flavor's size and a guest, running unless ``power_on`` is False."""
+def create_server(ctx, name, flavor, host=None, power_on=True):
+    """Boot a server: a blank qcow2 root disk of the flavor's size and a
+    guest, running unless ``power_on`` is False, on the scheduler's choice
+    or on ``host``, which only a caller that passes
+    ``os_compute_api:servers:create:forced_host`` (an admin) may name, as
+    Nova's forced host: for anyone else a named host is refused (403)
+    whether it exists or not."""
     if not name:
         raise exception.InvalidInput(reason='a server needs a name')
     flavor = _get_flavor(ctx, flavor)
-    host = repository.host_get(host)
-    if not host['enabled']:
-        raise exception.NoValidHost(reason='host %s is disabled.' %
-                                    host['name'])
-    try:
-        inst = repository.instance_create(
-            name, ctx.project_id, ctx.user_id, host['name'], flavor,
-            vm_state=states.BUILDING, task_state=states.SPAWNING)
-    except exception.InsufficientResources as e:
-        raise exception.NoValidHost(reason=e.message)
+    if host is not None:
+        policy.authorize(ctx, policy.CREATE_FORCED_HOST)
+        host = repository.host_get(host)
+        if not host['enabled']:
+            raise exception.NoValidHost(reason='host %s is disabled.' %
+                                        host['name'])
+        candidates = [host['name']]
+    else:
+        candidates = scheduler.select_destinations(
+            repository.flavor_resources(flavor), None)
+    for candidate in candidates:
+        try:
+            inst = repository.instance_create(
+                name, ctx.project_id, ctx.user_id, candidate, flavor,
+                vm_state=states.BUILDING, task_state=states.SPAWNING)
+            break
+        except exception.InsufficientResources as e:
+            shortage = e            # taken meanwhile: the next one
+    else:
+        raise exception.NoValidHost(reason=shortage.message)
+    host = repository.host_get(inst['host'])
     drv = virt.get_driver(host)
     try:
         drv.spawn({'uuid': inst['uuid'], 'name': name},
@@ -317,6 +336,9 @@ class Operation:
         self.request_id = request_id
         self.flow_state = None
         self.error = None
+        #: Who asked: a caller who is not an admin gets errors as
+        #: :func:`_for_caller` shows them.
+        self.caller = None
         #: The migration record when the flow was started in a thread.
         self.started_migration = None
         self._done = threading.Event()
@@ -331,13 +353,15 @@ class Operation:
         try:
             self.flow_state = engine.run(handle, listeners)
         except BaseException as e:      # SimulatedCrash too: give it back
-            self.error = e
+            self.error = _for_caller(self.caller, e)
             try:
                 self.flow_state = handle.engine.storage.get_flow_state()
             except Exception:
                 pass
             if self._thread is not None and isinstance(e, Exception):
-                LOG.warning('%s of %s failed: %s', self.operation,
+                # Its details are not for a caller who is not an admin.
+                log = (LOG if self.error is e else DETAILS_LOG)
+                log.warning('%s of %s failed: %s', self.operation,
                             self.instance_uuid, e)
         finally:
             self._done.set()
@@ -405,10 +429,11 @@ class PostedOperation(Operation):
         if brief['status'] in (engine.FINISHED, engine.ROLLED_BACK,
                                engine.STUCK):
             if brief['status'] != engine.FINISHED:
-                self.error = exception.OperationFailed(
+                failed = exception.OperationFailed(
                     operation=self.operation, flow_id=self.flow_id,
                     state=brief['status'],
                     reason=engine.flow_failure(self.flow_id))
+                self.error = _for_caller(self.caller, failed)
             self._done.set()
             return True
         return False
@@ -467,6 +492,7 @@ def _run_operation(ctx, operation, inst, migration_uuid, start, listeners,
             return op.wait() if wait else op
     op = Operation(operation, inst['uuid'], migration_uuid, handle.flow_id,
                    ctx.request_id)
+    op.caller = ctx
     if wait:
         op._run(handle, listeners)
         return op.wait()
@@ -493,8 +519,10 @@ def _post(ctx, operation, inst, migration_uuid, handle):
         handle.engine = fresh.engine
         handle.flow = fresh.flow
         return None
-    return PostedOperation(operation, inst['uuid'], migration_uuid,
-                           handle.flow_id, ctx.request_id, job_uuid=job_uuid)
+    op = PostedOperation(operation, inst['uuid'], migration_uuid,
+                         handle.flow_id, ctx.request_id, job_uuid=job_uuid)
+    op.caller = ctx
+    return op
 
 
 def _start_move(ctx, inst, operation, old, new, requested_host, listeners,
@@ -737,8 +765,15 @@ def list_migrations(ctx, server=None):
 
 
 def list_actions(ctx, server):
-    """Actions of a server, newest first, each with its events."""
-    return repository.action_list(get_server(ctx, server)['uuid'])
+    """Actions of a server, newest first, each with its events. For a
+    caller who is not an admin the events have no traceback and no host
+    (``None``), as Nova's."""
+    actions = repository.action_list(get_server(ctx, server)['uuid'])
+    if not ctx.is_admin:
+        for act in actions:
+            for event in act['events']:
+                event['traceback'] = event['host'] = None
+    return actions
 
 
 # -- flows -------------------------------------------------------------------
@@ -757,7 +792,7 @@ def _flow_target(flow_id):
     (stored with the flow; for a flow stored before it was, the server's
     if it still exists, else nobody's project: an admin's only). None for
     an unknown flow."""
-    brief = engine.flow_brief(flow_id)
+    brief = engine.flow_owner(flow_id)
     if brief is None:
         return None
     project = brief['project_id']
@@ -900,3 +935,64 @@ def resume_interrupted(ctx, listeners=()):
                         flow['flow_id'], e)
             outcome[flow['flow_id']] = e
     return outcome
+
+
+# -- what a caller who is not an admin is told --------------------------------
+
+def _for_caller(ctx, error):
+    """``error`` as ``ctx`` may see it. An admin sees every error as it
+    is. Anyone else, as Nova's rule has it, sees no infrastructure: a
+    NoValidHost (or a shortage on a host) becomes Nova's generic "No valid
+    host was found."; an error of a hypervisor, a disk, the jobboard, or
+    an unexpected one becomes :class:`~exception.ServiceError` with its
+    status code and the request id. The details go to the log, under the
+    request id. Errors about the caller's own request and servers (4xx:
+    not found, not allowed, wrong state...) are shown as they are."""
+    if ctx is None or not isinstance(error, Exception) or \
+            getattr(error, 'for_tenants', False) or ctx.is_admin:
+        return error
+    if isinstance(error, (exception.NoValidHost,
+                          exception.InsufficientResources)):
+        DETAILS_LOG.info('request %s: %s', ctx.request_id, error)
+        shown = exception.NoValidHost(exception.NoValidHost.GENERIC,
+                                      reason='')
+    elif (isinstance(error, exception.ResizeFlowsException)
+          and 400 <= error.code < 500
+          and not isinstance(error, exception.HypervisorError)):
+        return error
+    else:
+        DETAILS_LOG.error(
+            'request %s of %s (project %s) failed: %s: %s', ctx.request_id,
+            ctx.user_id, ctx.project_id, type(error).__name__, error,
+            exc_info=(type(error), error, error.__traceback__))
+        code = (error.code if isinstance(
+            error, exception.ResizeFlowsException) else 500)
+        shown = exception.ServiceError(request_id=ctx.request_id, code=code)
+    shown.for_tenants = True
+    return shown
+
+
+def _tenant_facing(func):
+    """Raise what :func:`_for_caller` lets the caller see."""
+    @functools.wraps(func)
+    def call(ctx, *args, **kwargs):
+        try:
+            return func(ctx, *args, **kwargs)
+        except Exception as e:
+            shown = _for_caller(ctx, e)
+            if shown is e:
+                raise
+            raise shown from None
+    return call
+
+
+for _name in ('create_host', 'delete_host', 'list_hosts', 'create_flavor',
+              'list_flavors', 'get_server', 'list_servers', 'create_server',
+              'delete_server', 'resize', 'migrate', 'confirm_resize',
+              'revert_resize', 'lock_server', 'unlock_server',
+              'confirm_expired', 'list_migrations', 'list_actions',
+              'list_flows', 'purge_flows', 'show_flow', 'resume_flow',
+              'rollback_flow', 'list_conductors', 'list_jobs',
+              'resume_interrupted'):
+    globals()[_name] = _tenant_facing(globals()[_name])
+del _name

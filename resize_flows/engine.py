@@ -445,10 +445,21 @@ def list_flows(status=None, server=None, operation=None, limit=None,
     return [_entry(row, now) for row in rows]
 
 
+def flow_owner(flow_id):
+    """{'instance_uuid', 'project_id'} of a stored flow (the project of
+    its server, the target of the flow rules), or None."""
+    with db.get_engine().connect() as conn:
+        row = conn.execute(sa.select(
+            _FLOWS.c.instance_uuid, _FLOWS.c.project_id).where(
+                _FLOWS.c.uuid == flow_id)).first()
+    if row is None:
+        return None
+    return {'instance_uuid': row.instance_uuid, 'project_id': row.project_id}
+
+
 def flow_brief(flow_id):
-    """{'operation', 'state', 'status', 'job_uuid', 'instance_uuid',
-    'project_id'} of a stored flow, or None: one row read, for checks on
-    every request."""
+    """{'operation', 'state', 'status', 'job_uuid'} of a stored flow, or
+    None: one row read, for checks on every request."""
     now = models.utcnow()
     with db.get_engine().connect() as conn:
         row = conn.execute(_listing().where(_FLOWS.c.uuid == flow_id)).first()
@@ -456,8 +467,7 @@ def flow_brief(flow_id):
         return None
     entry = _entry(row, now)
     return {key: entry[key]
-            for key in ('operation', 'state', 'status', 'job_uuid',
-                        'instance_uuid', 'project_id')}
+            for key in ('operation', 'state', 'status', 'job_uuid')}
 
 
 def purge_flows(before, dry_run=False, batch=500):

@@ -33,6 +33,7 @@ ADMIN = 'rule:context_is_admin'
 ADMIN_OR_OWNER = 'rule:admin_or_owner'
 
 SERVERS = 'os_compute_api:servers:%s'
+CREATE_FORCED_HOST = SERVERS % 'create:forced_host'
 RESIZE = SERVERS % 'resize'
 CONFIRM_RESIZE = SERVERS % 'confirm_resize'
 REVERT_RESIZE = SERVERS % 'revert_resize'
@@ -70,6 +71,10 @@ def _rule(name, check_str, description, method, path):
 
 
 _RULES = [
+    _rule(CREATE_FORCED_HOST, ADMIN,
+          'Create a server on a named host (without one, the scheduler '
+          'chooses).',
+          'POST', '/servers (with a host)'),
     _rule(RESIZE, ADMIN_OR_OWNER, 'Resize a server to another flavor.',
           'POST', '/servers/{server_id}/action (resize)'),
     _rule(CONFIRM_RESIZE, ADMIN_OR_OWNER,

@@ -423,13 +423,16 @@ def _server_record(inst):
 
 @command('server create')
 class ServerCreate(show.ShowOne):
-    """Boot a server on a host: a blank qcow2 disk and a running guest."""
+    """Boot a server: a blank qcow2 disk and a running guest."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
         parser.add_argument('name', metavar='<name>')
         parser.add_argument('--flavor', required=True)
-        parser.add_argument('--host', required=True)
+        parser.add_argument(
+            '--host', help='Boot it on this host (admin: rule '
+            'os_compute_api:servers:create:forced_host). Default: the '
+            'scheduler chooses.')
         parser.add_argument('--stopped', action='store_true',
                             help='Define the guest but leave it off.')
         return parser
@@ -885,6 +888,11 @@ class JobList(lister.Lister):
 
 # -- the application ---------------------------------------------------------
 
+class _HideDetails(logging.Filter):
+    def filter(self, record):
+        return record.name != api.DETAILS_LOG.name
+
+
 class ResizeFlowsApp(app.App):
 
     def __init__(self, stdout=None, stderr=None):
@@ -930,6 +938,12 @@ class ResizeFlowsApp(app.App):
 
     def configure_logging(self):
         super().configure_logging()
+        if self.options.verbose_level < 2:
+            # What a caller who is not an admin is told only in general
+            # goes to the log (--log-file), not to that caller's terminal.
+            for handler in logging.getLogger('').handlers:
+                if getattr(handler, 'stream', None) is self.stderr:
+                    handler.addFilter(_HideDetails())
         if self.options.verbose_level < 2:
             # alembic tells every step of a schema upgrade at INFO.
             logging.getLogger('alembic').setLevel(logging.WARNING)

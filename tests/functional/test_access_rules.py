@@ -1,5 +1,7 @@
 """Who is an admin, who may undo a lock, whose flows a rule is checked
 against, and what a tenant is told: issue 11, items 11 to 14."""
+import logging
+
 import pytest
 
 from resize_flows import api
@@ -11,9 +13,11 @@ from resize_flows.testing import state
 
 
 def _server_of(cloud, project='p1', user='u1', name='vm1'):
-    """A server of ``project``, created by one of its members."""
-    return api.create_server(cloud.member(project, user), name, 'small',
-                             'host1')['uuid']
+    """A server of ``project`` on host1, created for it by an admin of
+    that project (naming a host is an admin's)."""
+    creator = api.RequestContext(user_id=user, project_id=project,
+                                 roles=('admin',))
+    return api.create_server(creator, name, 'small', 'host1')['uuid']
 
 
 def _policy_file(conf, tmp_path, text):
@@ -163,3 +167,94 @@ def test_a_deleted_servers_flows_keep_their_project(cloud, policy_file):
     assert api.list_flows(other) == []
     with pytest.raises(exception.PolicyNotAuthorized):
         api.show_flow(other, op.flow_id)
+
+
+# -- item 11: no infrastructure details for tenants --------------------------
+
+def _no_infrastructure(text):
+    for word in ('host1', 'host2', 'free', '/', 'qemu-img', 'Traceback'):
+        assert word not in text, (word, text)
+
+
+def test_no_valid_host_is_generic_for_a_member(cloud, caplog):
+    caplog.set_level(logging.INFO, logger='resize_flows')
+    api.create_flavor(cloud.ctx, 'huge', 64, 1 << 20, 10000)
+    vm = _server_of(cloud)
+    member = cloud.member('p1', 'u1')
+    before = state.capture()
+    with pytest.raises(exception.NoValidHost) as e:
+        api.resize(member, vm, 'huge')
+    assert (e.value.code, str(e.value)) == (400, 'No valid host was found.')
+    # An admin is told why.
+    with pytest.raises(exception.NoValidHost) as e:
+        api.resize(cloud.ctx, vm, 'huge')
+    assert 'host2 lacks' in str(e.value)
+    assert state.capture() == before
+    assert repository.migration_list() == []
+    # A member's server that fits nowhere.
+    with pytest.raises(exception.NoValidHost) as e:
+        api.create_server(member, 'vm2', 'huge')
+    assert str(e.value) == 'No valid host was found.'
+    assert 'host1 lacks' in caplog.text     # the details: in the log
+
+
+@pytest.mark.parametrize('host', ['host1', 'host9', 'off'])
+def test_a_member_may_not_name_a_host(cloud, host):
+    api.create_host(cloud.ctx, 'off', 8, 4096, 40)
+    repository.host_set_enabled('off', False)
+    member = cloud.member('p1', 'u1')
+    before = state.capture()
+    with pytest.raises(exception.PolicyNotAuthorized) as e:
+        api.create_server(member, 'vm1', 'small', host)
+    # The same answer for a host that exists, does not, or is disabled.
+    assert (e.value.code, str(e.value)) == (
+        403, "Policy doesn't allow os_compute_api:servers:create:forced_host"
+             " to be performed.")
+    assert state.capture() == before
+    assert repository.instance_list() == []
+    # Without a host the scheduler chooses; an admin may name one.
+    assert api.create_server(member, 'vm1', 'small')['host'] in (
+        'host1', 'host2')
+    assert api.create_server(cloud.ctx, 'vm2', 'small', 'host2')['host'] == \
+        'host2'
+
+
+class _LeakyDiskError(exception.DiskError):
+    """A disk error as the libvirt driver words them: host, path, command."""
+
+    def __init__(self, _message=None):
+        super().__init__(host='host2', reason='qemu-img convert -O qcow2 '
+                         '/srv/instances/x_resize/disk failed: No space')
+
+
+@pytest.mark.parametrize('wait', [True, False])
+def test_an_internal_error_is_generic_for_a_member(cloud, rf_faults, caplog,
+                                                   wait):
+    vm = _server_of(cloud)
+    member = cloud.member('p1', 'u1')
+    rf_faults.inject('CopyDisk', exc_class=_LeakyDiskError)
+    with pytest.raises(exception.ServiceError) as e:
+        op = api.resize(member, vm, 'big', wait=wait)
+        op.wait(timeout=60)
+    assert e.value.code == 500
+    assert member.request_id in str(e.value)
+    _no_infrastructure(str(e.value))
+    # The details are in the log, under the request id.
+    logged = [r for r in caplog.records if member.request_id in
+              r.getMessage() and 'qemu-img convert' in r.getMessage()]
+    assert logged
+    # The events a member reads: no traceback, no host; an admin's have
+    # the traceback.
+    [action] = api.list_actions(member, vm)
+    failed = [ev for ev in action['events'] if ev['result'] == 'Error']
+    assert failed and all(ev['traceback'] is None and ev['host'] is None
+                          for ev in action['events'])
+    _no_infrastructure(repr(api.list_actions(member, vm)))
+    [admins] = api.list_actions(cloud.ctx, vm)
+    assert any('qemu-img convert' in (ev['traceback'] or '')
+               for ev in admins['events'])
+    # An admin's own failure keeps its details.
+    rf_faults.inject('CopyDisk', exc_class=_LeakyDiskError)
+    with pytest.raises(_LeakyDiskError):
+        api.resize(cloud.ctx, vm, 'big', wait=True)
+    assert state.leaks() == []

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from resize_flows.persistence import repository
+from resize_flows.testing import state
 from resize_flows.testing import faults
 from tests.functional.test_cli import rf  # noqa: F401 (a fixture)
 from tests.unit import test_faults
@@ -138,3 +139,34 @@ def test_mask_url(url, masked):
     assert jobboard.mask_url(url) == masked
     text = jobboard.mask_text('at %s: pw refused' % url, url)
     assert ('pw' in text) == ('pw' not in url)
+
+
+# -- item 11: what a tenant is told ---------------------------------------------
+
+MEMBER = ('--os-project-id', 'admin', '--os-roles', 'member')
+
+
+def test_a_member_is_told_no_host_names(rf, tmp_path):
+    before = state.capture()
+    assert rf('flavor', 'create', 'huge', '--vcpus', '64', '--ram',
+              '999999', '--disk', '999')[0] == 0
+    log_file = tmp_path / 'rf.log'
+    code, out, err = rf('--log-file', str(log_file), *MEMBER, 'server',
+                        'resize', 'vm1', '--flavor', 'huge')
+    assert (code, out, err) == (1, '', 'No valid host was found.\n')
+    # The details are in the log file.
+    assert 'host2 lacks' in log_file.read_text()
+    for host in ('host1', 'host2', 'host9'):
+        code, out, err = rf(*MEMBER, 'server', 'create', 'vm2', '--flavor',
+                            'tiny', '--host', host)
+        assert (code, out) == (1, '')
+        assert err == ("Policy doesn't allow os_compute_api:servers:create:"
+                       "forced_host to be performed.\n")
+    # The admin is told which host lacks what.
+    code, out, err = rf('server', 'resize', 'vm1', '--flavor', 'huge')
+    assert code == 1 and 'host2 lacks' in err
+    assert state.capture() == before
+    code, out, err = rf(*MEMBER, 'server', 'create', 'vm2', '--flavor',
+                        'tiny', '-f', 'json')
+    assert code == 0, err
+    assert json.loads(out)['project_id'] == 'admin'
