@@ -52,8 +52,14 @@ class RequestContext:
     def is_admin(self):
         """A cloud administrator, by the access rule ``context_is_admin``
         (:func:`policy.is_admin`): the same answer as every rule that
-        names it."""
-        return policy.is_admin(self)
+        names it. Asked once per context (and again should its roles or
+        the enforcer change), as Nova's context does."""
+        key = (tuple(self.roles), self.project_id, self.user_id,
+               policy.generation())
+        cached = self.__dict__.get('_is_admin')
+        if cached is None or cached[0] != key:
+            cached = self.__dict__['_is_admin'] = (key, policy.is_admin(self))
+        return cached[1]
 
 
 # Instance action names, as Nova records them.

@@ -131,6 +131,13 @@ def list_rules():
 
 _LOCK = threading.Lock()
 _ENFORCER = None
+_GENERATION = 0
+
+
+def generation():
+    """A number that changes each time the enforcer is forgotten
+    (:func:`reset`), for answers cached by a request context."""
+    return _GENERATION
 
 
 def get_enforcer():
@@ -148,11 +155,12 @@ def get_enforcer():
 
 def reset():
     """Forget the enforcer (tests; after the policy file option changed)."""
-    global _ENFORCER
+    global _ENFORCER, _GENERATION
     with _LOCK:
         if _ENFORCER is not None:
             _ENFORCER.clear()
         _ENFORCER = None
+        _GENERATION += 1
 
 
 def _who(ctx):

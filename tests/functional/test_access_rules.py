@@ -69,6 +69,17 @@ def test_a_policy_file_redefines_admin_for_every_check(cloud, policy_file):
     assert {h['name'] for h in api.list_hosts(ops)} == {'host1', 'host2'}
 
 
+def test_is_admin_follows_the_roles_and_the_policy(cloud, policy_file):
+    ctx = api.RequestContext(user_id='u', project_id='p', roles=('member',))
+    assert not ctx.is_admin
+    ctx.roles = ('member', 'ADMIN')
+    assert ctx.is_admin
+    policy_file('"context_is_admin": "role:root"\n')
+    assert not ctx.is_admin
+    ctx.roles = ('Root',)
+    assert ctx.is_admin
+
+
 # -- item 12: an admin's lock needs an admin to undo -------------------------
 
 def test_a_member_cannot_undo_an_admins_lock(cloud):
