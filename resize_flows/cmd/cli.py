@@ -488,14 +488,17 @@ class ServerShow(show.ShowOne):
         return parser
 
     def take_action(self, parsed):
-        rec = _server_record(api.get_server(_ctx(), parsed.server))
+        ctx = _ctx()
+        rec = _server_record(api.get_server(ctx, parsed.server))
         try:
             info = virt.get_driver(repository.host_get(rec['host'])) \
                 .get_info(rec['uuid'])
             rec['hypervisor'] = '%s, %d vCPU, %d MB' % (
                 _power_name(info.power_state), info.vcpus, info.memory_mb)
         except exception.ResizeFlowsException as e:
-            rec['hypervisor'] = 'unknown: %s' % e
+            # Why, only to an admin: it names hosts and URIs.
+            rec['hypervisor'] = ('unknown: %s' % e if ctx.is_admin
+                                 else 'unknown')
         return _show(rec, SERVER_COLUMNS + ['hypervisor'])
 
 

@@ -170,3 +170,15 @@ def test_a_member_is_told_no_host_names(rf, tmp_path):
                         'tiny', '-f', 'json')
     assert code == 0, err
     assert json.loads(out)['project_id'] == 'admin'
+
+
+def test_server_show_tells_a_member_no_hypervisor_error(rf):
+    from resize_flows import virt
+    [inst] = repository.instance_list()
+    virt.get_driver(repository.host_get('host1')).destroy(
+        inst['uuid'], destroy_disks=False)
+    code, out, err = rf(*MEMBER, 'server', 'show', 'vm1', '-f', 'json')
+    assert code == 0, err
+    assert json.loads(out)['hypervisor'] == 'unknown'
+    code, out, err = rf('server', 'show', 'vm1', '-f', 'json')
+    assert 'host1' in json.loads(out)['hypervisor']
