@@ -52,10 +52,11 @@ def main(argv):
     api.create_flavor(admin, 'm1.large', 2, 128, 2)
 
     # One context per request: who asks, in which project, with which
-    # roles. A member of project "demo" boots a server in it.
+    # roles. A member of project "demo" boots a server in it, where the
+    # scheduler chooses (naming a host is an admin's).
     alice = api.RequestContext(user_id='alice', project_id='demo',
                                roles=('member',))
-    server = api.create_server(alice, 'web-1', 'm1.small', 'compute-1')
+    server = api.create_server(alice, 'web-1', 'm1.small')
     print('server %s on %s' % (server['uuid'], server['host']))
 
     # An operation returns at once (a REST front answers 202 here) ...

@@ -14,6 +14,7 @@ user of these functions.
 """
 import dataclasses
 import datetime
+import functools
 import logging
 import os
 import threading
@@ -33,6 +34,9 @@ from resize_flows.virt.libvirt import files as host_files
 from resize_flows.virt.libvirt import local
 
 LOG = logging.getLogger(__name__)
+#: Where the details of an error that a caller who is not an admin sees
+#: only in general go (see :func:`_for_caller`).
+DETAILS_LOG = logging.getLogger(__name__ + '.details')
 
 
 @dataclasses.dataclass
@@ -46,7 +50,16 @@ class RequestContext:
 
     @property
     def is_admin(self):
-        return 'admin' in self.roles
+        """A cloud administrator, by the access rule ``context_is_admin``
+        (:func:`policy.is_admin`): the same answer as every rule that
+        names it. Asked once per context (and again should its roles or
+        the enforcer change), as Nova's context does."""
+        key = (tuple(self.roles), self.project_id, self.user_id,
+               policy.generation())
+        cached = self.__dict__.get('_is_admin')
+        if cached is None or cached[0] != key:
+            cached = self.__dict__['_is_admin'] = (key, policy.is_admin(self))
+        return cached[1]
 
 
 # Instance action names, as Nova records them.
@@ -193,22 +206,37 @@ def list_servers(ctx, host=None):
     return repository.instance_list(project_id=project, host=host)
 
 
-def create_server(ctx, name, flavor, host, power_on=True):
-    """Boot a server on a named host: a blank qcow2 root disk of the
-    flavor's size and a guest, running unless ``power_on`` is False."""
+def create_server(ctx, name, flavor, host=None, power_on=True):
+    """Boot a server: a blank qcow2 root disk of the flavor's size and a
+    guest, running unless ``power_on`` is False, on the scheduler's choice
+    or on ``host``, which only a caller that passes
+    ``os_compute_api:servers:create:forced_host`` (an admin) may name, as
+    Nova's forced host: for anyone else a named host is refused (403)
+    whether it exists or not."""
     if not name:
         raise exception.InvalidInput(reason='a server needs a name')
     flavor = _get_flavor(ctx, flavor)
-    host = repository.host_get(host)
-    if not host['enabled']:
-        raise exception.NoValidHost(reason='host %s is disabled.' %
-                                    host['name'])
-    try:
-        inst = repository.instance_create(
-            name, ctx.project_id, ctx.user_id, host['name'], flavor,
-            vm_state=states.BUILDING, task_state=states.SPAWNING)
-    except exception.InsufficientResources as e:
-        raise exception.NoValidHost(reason=e.message)
+    if host is not None:
+        policy.authorize(ctx, policy.CREATE_FORCED_HOST)
+        host = repository.host_get(host)
+        if not host['enabled']:
+            raise exception.NoValidHost(reason='host %s is disabled.' %
+                                        host['name'])
+        candidates = [host['name']]
+    else:
+        candidates = scheduler.select_destinations(
+            repository.flavor_resources(flavor), None)
+    for candidate in candidates:
+        try:
+            inst = repository.instance_create(
+                name, ctx.project_id, ctx.user_id, candidate, flavor,
+                vm_state=states.BUILDING, task_state=states.SPAWNING)
+            break
+        except exception.InsufficientResources as e:
+            shortage = e            # taken meanwhile: the next one
+    else:
+        raise exception.NoValidHost(reason=shortage.message)
+    host = repository.host_get(inst['host'])
     drv = virt.get_driver(host)
     try:
         drv.spawn({'uuid': inst['uuid'], 'name': name},
@@ -314,6 +342,9 @@ class Operation:
         self.request_id = request_id
         self.flow_state = None
         self.error = None
+        #: Who asked: a caller who is not an admin gets errors as
+        #: :func:`_for_caller` shows them.
+        self.caller = None
         #: The migration record when the flow was started in a thread.
         self.started_migration = None
         self._done = threading.Event()
@@ -328,13 +359,15 @@ class Operation:
         try:
             self.flow_state = engine.run(handle, listeners)
         except BaseException as e:      # SimulatedCrash too: give it back
-            self.error = e
+            self.error = _for_caller(self.caller, e)
             try:
                 self.flow_state = handle.engine.storage.get_flow_state()
             except Exception:
                 pass
             if self._thread is not None and isinstance(e, Exception):
-                LOG.warning('%s of %s failed: %s', self.operation,
+                # Its details are not for a caller who is not an admin.
+                log = (LOG if self.error is e else DETAILS_LOG)
+                log.warning('%s of %s failed: %s', self.operation,
                             self.instance_uuid, e)
         finally:
             self._done.set()
@@ -402,10 +435,11 @@ class PostedOperation(Operation):
         if brief['status'] in (engine.FINISHED, engine.ROLLED_BACK,
                                engine.STUCK):
             if brief['status'] != engine.FINISHED:
-                self.error = exception.OperationFailed(
+                failed = exception.OperationFailed(
                     operation=self.operation, flow_id=self.flow_id,
                     state=brief['status'],
                     reason=engine.flow_failure(self.flow_id))
+                self.error = _for_caller(self.caller, failed)
             self._done.set()
             return True
         return False
@@ -451,7 +485,8 @@ def _run_operation(ctx, operation, inst, migration_uuid, start, listeners,
     posting = jobboard.enabled()
     if posting:
         jobboard.check()        # unreachable: refused, nothing changed
-    handle = engine.create(operation, store, inst['uuid'], migration_uuid)
+    handle = engine.create(operation, store, inst['uuid'], migration_uuid,
+                           project_id=inst['project_id'])
     try:
         start(handle.flow_id)
     except Exception:
@@ -463,6 +498,7 @@ def _run_operation(ctx, operation, inst, migration_uuid, start, listeners,
             return op.wait() if wait else op
     op = Operation(operation, inst['uuid'], migration_uuid, handle.flow_id,
                    ctx.request_id)
+    op.caller = ctx
     if wait:
         op._run(handle, listeners)
         return op.wait()
@@ -489,8 +525,10 @@ def _post(ctx, operation, inst, migration_uuid, handle):
         handle.engine = fresh.engine
         handle.flow = fresh.flow
         return None
-    return PostedOperation(operation, inst['uuid'], migration_uuid,
-                           handle.flow_id, ctx.request_id, job_uuid=job_uuid)
+    op = PostedOperation(operation, inst['uuid'], migration_uuid,
+                         handle.flow_id, ctx.request_id, job_uuid=job_uuid)
+    op.caller = ctx
+    return op
 
 
 def _start_move(ctx, inst, operation, old, new, requested_host, listeners,
@@ -619,18 +657,36 @@ def revert_resize(ctx, server, wait=False, listeners=()):
                     policy.REVERT_RESIZE, listeners, wait)
 
 
+def _locker(ctx, inst):
+    """Who a lock by ``ctx`` is recorded as, as Nova's ``locked_by``:
+    ``owner`` for a member of the server's project, else ``admin``."""
+    return 'owner' if ctx.project_id == inst['project_id'] else 'admin'
+
+
 def lock_server(ctx, server):
     """Lock a server: every operation on it is then refused (409) unless
-    an admin asks."""
+    an admin asks. Who locked is recorded (``locked_by``: ``owner`` or
+    ``admin``); an owner's lock does not replace an admin's."""
     inst = get_server(ctx, server)
     policy.authorize(ctx, policy.LOCK, _target(inst))
-    return repository.instance_update(inst['uuid'], {'locked': True})
+    locker = _locker(ctx, inst)
+    if inst['locked'] and locker == 'owner':
+        return inst
+    return repository.instance_update(inst['uuid'], {'locked': True,
+                                                     'locked_by': locker})
 
 
 def unlock_server(ctx, server):
+    """Unlock a server. A lock by someone outside the server's project
+    (an admin) is undone only by the same kind of caller or one that
+    passes the unlock-override rule (admin by default), as Nova's:
+    otherwise PolicyNotAuthorized (403) and the server stays locked."""
     inst = get_server(ctx, server)
     policy.authorize(ctx, policy.UNLOCK, _target(inst))
-    return repository.instance_update(inst['uuid'], {'locked': False})
+    if inst['locked'] and inst.get('locked_by') != _locker(ctx, inst):
+        policy.authorize(ctx, policy.UNLOCK_OVERRIDE, _target(inst))
+    return repository.instance_update(inst['uuid'], {'locked': False,
+                                                     'locked_by': None})
 
 
 # -- resize_confirm_window ---------------------------------------------------
@@ -644,7 +700,7 @@ def confirm_expired(ctx, window=None):
     busy, locked or fails is skipped and reported, and the rest go on.
     Returns {instance uuid: 'confirmed' or the error, as text}.
     """
-    policy.authorize(ctx, policy.CONFIRM_EXPIRED)
+    policy.authorize(ctx, policy.CONFIRM_EXPIRED, policy.every_project())
     window = CONF.compute.resize_confirm_window if window is None else window
     if not window:
         return {}
@@ -715,8 +771,15 @@ def list_migrations(ctx, server=None):
 
 
 def list_actions(ctx, server):
-    """Actions of a server, newest first, each with its events."""
-    return repository.action_list(get_server(ctx, server)['uuid'])
+    """Actions of a server, newest first, each with its events. For a
+    caller who is not an admin the events have no traceback and no host
+    (``None``), as Nova's."""
+    actions = repository.action_list(get_server(ctx, server)['uuid'])
+    if not ctx.is_admin:
+        for act in actions:
+            for event in act['events']:
+                event['traceback'] = event['host'] = None
+    return actions
 
 
 # -- flows -------------------------------------------------------------------
@@ -730,12 +793,46 @@ def _flow_server(ctx, server):
         return server
 
 
+def _flow_target(flow_id):
+    """What a flow's rules are checked against: the project of its server
+    (stored with the flow; for a flow stored before it was, the server's
+    if it still exists, else nobody's project: an admin's only). None for
+    an unknown flow."""
+    brief = engine.flow_owner(flow_id)
+    if brief is None:
+        return None
+    project = brief['project_id']
+    if project is None and brief['instance_uuid']:
+        try:
+            project = repository.instance_get(
+                brief['instance_uuid'])['project_id']
+        except exception.InstanceNotFound:
+            pass
+    if project is None:
+        return policy.every_project()
+    return {'project_id': project, 'user_id': None}
+
+
+def _authorize_flow(ctx, rule, flow_id):
+    """Check ``rule`` on a flow; an unknown flow is FlowNotFound (404) to
+    a caller the rule lets in on its own project, else 403."""
+    target = _flow_target(flow_id)
+    policy.authorize(ctx, rule, target)
+    if target is None:
+        raise exception.FlowNotFound(flow_id=flow_id)
+
+
 def list_flows(ctx, state=None, server=None, operation=None, limit=None,
                marker=None):
     """Stored flows, newest first: at most ``limit``, those after the flow
     ``marker``. ``state`` is a status (queued, running, interrupted,
-    finished, rolled back, stuck) or a TaskFlow flow state."""
+    finished, rolled back, stuck) or a TaskFlow flow state. A caller whom
+    the rule lets list only its own project's flows (``admin_or_owner``)
+    gets only those."""
     policy.authorize(ctx, policy.FLOW_LIST)
+    project = (None if policy.check(ctx, policy.FLOW_LIST,
+                                    policy.every_project())
+               else ctx.project_id)
     if server is not None:
         server = _flow_server(ctx, server)
     if operation is not None and operation not in engine.OPERATIONS:
@@ -746,7 +843,8 @@ def list_flows(ctx, state=None, server=None, operation=None, limit=None,
         raise exception.InvalidInput(
             reason='limit must be a whole number >= 0, not %r' % (limit,))
     return engine.list_flows(status=state, server=server,
-                             operation=operation, limit=limit, marker=marker)
+                             operation=operation, limit=limit, marker=marker,
+                             project=project)
 
 
 def _utc(value):
@@ -772,7 +870,7 @@ def _utc(value):
 def purge_flows(ctx, before, dry_run=False):
     """Delete the flows that ended before ``before`` (see
     :func:`engine.purge_flows`). Returns {'before', 'purged', 'dry_run'}."""
-    policy.authorize(ctx, policy.FLOW_PURGE)
+    policy.authorize(ctx, policy.FLOW_PURGE, policy.every_project())
     when = _utc(before)
     purged = engine.purge_flows(when, dry_run=dry_run)
     return {'before': when.isoformat(), 'purged': purged,
@@ -780,13 +878,13 @@ def purge_flows(ctx, before, dry_run=False):
 
 
 def show_flow(ctx, flow_id):
-    policy.authorize(ctx, policy.FLOW_SHOW)
+    _authorize_flow(ctx, policy.FLOW_SHOW, flow_id)
     return engine.show_flow(flow_id)
 
 
 def resume_flow(ctx, flow_id, listeners=()):
     """Run an interrupted flow on (see :func:`engine.resume`); admin."""
-    policy.authorize(ctx, policy.FLOW_RESUME)
+    _authorize_flow(ctx, policy.FLOW_RESUME, flow_id)
     handle_state = engine.resume(flow_id, listeners)
     return {'flow_id': flow_id, 'flow_state': handle_state}
 
@@ -796,7 +894,7 @@ def rollback_flow(ctx, flow_id, listeners=()):
     the jobboard is cancelled: undone, then its job taken off the board
     (left there, e.g. the board unreachable, a conductor only consumes
     it, since its flow has ended)."""
-    policy.authorize(ctx, policy.FLOW_ROLLBACK)
+    _authorize_flow(ctx, policy.FLOW_ROLLBACK, flow_id)
     brief = engine.flow_brief(flow_id)
     handle_state = engine.rollback(flow_id, listeners)
     if brief is not None and brief['status'] == engine.QUEUED and \
@@ -812,13 +910,13 @@ def rollback_flow(ctx, flow_id, listeners=()):
 def list_conductors(ctx):
     """The live conductors of the jobboard (see
     :func:`jobboard.list_conductors`); admin."""
-    policy.authorize(ctx, policy.CONDUCTOR_LIST)
+    policy.authorize(ctx, policy.CONDUCTOR_LIST, policy.every_project())
     return jobboard.list_conductors()
 
 
 def list_jobs(ctx):
     """The jobs on the jobboard (see :func:`jobboard.list_jobs`); admin."""
-    policy.authorize(ctx, policy.JOB_LIST)
+    policy.authorize(ctx, policy.JOB_LIST, policy.every_project())
     return jobboard.list_jobs()
 
 
@@ -831,6 +929,10 @@ def resume_interrupted(ctx, listeners=()):
     outcome = {}
     flows = engine.list_flows(status=engine.INTERRUPTED)
     for flow in reversed(flows):
+        target = _flow_target(flow['flow_id'])
+        if target is None or not policy.check(ctx, policy.FLOW_RESUME,
+                                              target):
+            continue        # gone, or another project's for this caller
         try:
             outcome[flow['flow_id']] = engine.resume(flow['flow_id'],
                                                      listeners)
@@ -839,3 +941,64 @@ def resume_interrupted(ctx, listeners=()):
                         flow['flow_id'], e)
             outcome[flow['flow_id']] = e
     return outcome
+
+
+# -- what a caller who is not an admin is told --------------------------------
+
+def _for_caller(ctx, error):
+    """``error`` as ``ctx`` may see it. An admin sees every error as it
+    is. Anyone else, as Nova's rule has it, sees no infrastructure: a
+    NoValidHost (or a shortage on a host) becomes Nova's generic "No valid
+    host was found."; an error of a hypervisor, a disk, the jobboard, or
+    an unexpected one becomes :class:`~exception.ServiceError` with its
+    status code and the request id. The details go to the log, under the
+    request id. Errors about the caller's own request and servers (4xx:
+    not found, not allowed, wrong state...) are shown as they are."""
+    if ctx is None or not isinstance(error, Exception) or \
+            getattr(error, 'for_tenants', False) or ctx.is_admin:
+        return error
+    if isinstance(error, (exception.NoValidHost,
+                          exception.InsufficientResources)):
+        DETAILS_LOG.info('request %s: %s', ctx.request_id, error)
+        shown = exception.NoValidHost(exception.NoValidHost.GENERIC,
+                                      reason='')
+    elif (isinstance(error, exception.ResizeFlowsException)
+          and 400 <= error.code < 500
+          and not isinstance(error, exception.HypervisorError)):
+        return error
+    else:
+        DETAILS_LOG.error(
+            'request %s of %s (project %s) failed: %s: %s', ctx.request_id,
+            ctx.user_id, ctx.project_id, type(error).__name__, error,
+            exc_info=(type(error), error, error.__traceback__))
+        code = (error.code if isinstance(
+            error, exception.ResizeFlowsException) else 500)
+        shown = exception.ServiceError(request_id=ctx.request_id, code=code)
+    shown.for_tenants = True
+    return shown
+
+
+def _tenant_facing(func):
+    """Raise what :func:`_for_caller` lets the caller see."""
+    @functools.wraps(func)
+    def call(ctx, *args, **kwargs):
+        try:
+            return func(ctx, *args, **kwargs)
+        except Exception as e:
+            shown = _for_caller(ctx, e)
+            if shown is e:
+                raise
+            raise shown from None
+    return call
+
+
+for _name in ('create_host', 'delete_host', 'list_hosts', 'create_flavor',
+              'list_flavors', 'get_server', 'list_servers', 'create_server',
+              'delete_server', 'resize', 'migrate', 'confirm_resize',
+              'revert_resize', 'lock_server', 'unlock_server',
+              'confirm_expired', 'list_migrations', 'list_actions',
+              'list_flows', 'purge_flows', 'show_flow', 'resume_flow',
+              'rollback_flow', 'list_conductors', 'list_jobs',
+              'resume_interrupted'):
+    globals()[_name] = _tenant_facing(globals()[_name])
+del _name

@@ -183,10 +183,13 @@ def _factory_meta(factory_name, factory_kwargs):
     return {'name': factory_name, 'args': [], 'kwargs': factory_kwargs}
 
 
-def create(operation, store, instance_uuid, migration_uuid, flow_id=None):
+def create(operation, store, instance_uuid, migration_uuid, flow_id=None,
+           project_id=None):
     """Lease and store a new flow for ``operation``; load it into an engine.
 
     ``store`` must be JSON-serialisable; it is saved with the flow.
+    ``project_id`` is the project of the instance, the target of the flow
+    rules (kept with the flow when the instance is deleted).
     """
     factory_name, factory_kwargs = OPERATIONS[operation]
     # Built the way a resumed flow is rebuilt: from its factory's name.
@@ -198,6 +201,7 @@ def create(operation, store, instance_uuid, migration_uuid, flow_id=None):
         'instance_uuid': instance_uuid,
         'migration_uuid': migration_uuid,
         'request_id': store.get('request_id'),
+        'project_id': project_id,
     }
     lease = Lease(flow_id).acquire()
     try:
@@ -369,6 +373,7 @@ def _entry(row, now):
         'operation': row.operation,
         'instance_uuid': row.instance_uuid,
         'migration_uuid': row.migration_uuid,
+        'project_id': row.project_id,
         'state': row.state,
         'status': flow_status(row.state, lease, row.job_uuid),
         'owner': lease['owner'] if lease and lease['live'] else None,
@@ -381,7 +386,7 @@ def _entry(row, now):
 def _listing():
     return (sa.select(_FLOWS.c.uuid, _FLOWS.c.state, _FLOWS.c.operation,
                       _FLOWS.c.instance_uuid, _FLOWS.c.migration_uuid,
-                      _FLOWS.c.job_uuid, _FLOWS.c.created_at,
+                      _FLOWS.c.project_id, _FLOWS.c.job_uuid, _FLOWS.c.created_at,
                       _FLOWS.c.updated_at, _LEASES.c.owner,
                       _LEASES.c.expires_at)
             .select_from(_FLOWS.outerjoin(
@@ -389,9 +394,11 @@ def _listing():
 
 
 def list_flows(status=None, server=None, operation=None, limit=None,
-               marker=None):
+               marker=None, project=None):
     """Stored flows, newest first, as dicts with ``flow_id``,
-    ``operation``, ``instance_uuid``, ``migration_uuid``, ``state`` (the
+    ``operation``, ``instance_uuid``, ``migration_uuid``, ``project_id``
+    (of the flow's server; ``project`` keeps only that one's flows),
+    ``state`` (the
     flow log's), ``status`` (see :func:`flow_status`), ``owner``,
     ``job_uuid`` (the job it was posted as, if it was), ``created_at``,
     ``updated_at``.
@@ -416,6 +423,8 @@ def list_flows(status=None, server=None, operation=None, limit=None,
         query = query.where(_FLOWS.c.instance_uuid == server)
     if operation is not None:
         query = query.where(_FLOWS.c.operation == operation)
+    if project is not None:
+        query = query.where(_FLOWS.c.project_id == project)
     with db.get_engine().connect() as conn:
         if marker is not None:
             created = conn.execute(sa.select(_FLOWS.c.created_at).where(
@@ -434,6 +443,18 @@ def list_flows(status=None, server=None, operation=None, limit=None,
             query = query.limit(limit)
         rows = conn.execute(query).all()
     return [_entry(row, now) for row in rows]
+
+
+def flow_owner(flow_id):
+    """{'instance_uuid', 'project_id'} of a stored flow (the project of
+    its server, the target of the flow rules), or None."""
+    with db.get_engine().connect() as conn:
+        row = conn.execute(sa.select(
+            _FLOWS.c.instance_uuid, _FLOWS.c.project_id).where(
+                _FLOWS.c.uuid == flow_id)).first()
+    if row is None:
+        return None
+    return {'instance_uuid': row.instance_uuid, 'project_id': row.project_id}
 
 
 def flow_brief(flow_id):

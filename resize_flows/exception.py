@@ -50,6 +50,10 @@ class CannotResizeDisk(Invalid):
 class NoValidHost(Invalid):
     msg_fmt = "No valid host was found. %(reason)s"
 
+    #: What a caller who is not an admin is told (Nova's words): no host
+    #: names, no capacities.
+    GENERIC = "No valid host was found."
+
 
 class FlowFactoryInvalid(Invalid):
     msg_fmt = "Flow %(flow_id)s cannot be rebuilt: %(reason)s"
@@ -232,6 +236,16 @@ class DiskError(HypervisorError):
 class InstanceDirectoryConflict(HypervisorError, Conflict):
     msg_fmt = "Instance directory %(path)s on host %(host)s: %(reason)s"
     code = 409
+
+
+class ServiceError(ResizeFlowsException):
+    """What a caller who is not an admin is told of an error that would
+    speak of the infrastructure (a hypervisor's, a disk's, the
+    jobboard's, an unexpected one): its status code, no host, path or
+    command line; the details are logged under the request id."""
+    msg_fmt = ("The request could not be completed because of an internal "
+               "error; an administrator can find the details under request "
+               "%(request_id)s.")
 
 
 class CannotUndo(ResizeFlowsException):

@@ -58,6 +58,73 @@ def enabled():
     return CONF.jobboard.enabled
 
 
+#: What a secret is shown as.
+MASK = '***'
+#: Query parameters of a back-end URL whose values are secrets.
+_SECRET_PARAMS = ('password', 'passwd', 'pass', 'secret', 'token',
+                  'sasl_password', 'ssl_keyfile_password')
+
+
+def mask_url(url=None):
+    """``url`` (default ``[jobboard]/backend_url``) with its credentials
+    masked, for every message and log line: the password of
+    ``redis://[USER]:PASSWORD@HOST`` (a user part without a password too,
+    as it may be one) and secret query parameters."""
+    url = url or CONF.jobboard.backend_url or ''
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return MASK
+    netloc = parts.netloc
+    if '@' in netloc:
+        userinfo, _at, hostport = netloc.rpartition('@')
+        if ':' in userinfo:
+            userinfo = '%s:%s' % (userinfo.split(':', 1)[0], MASK)
+        else:
+            userinfo = MASK
+        netloc = '%s@%s' % (userinfo, hostport)
+    query = parts.query
+    if query:
+        query = '&'.join(
+            '%s=%s' % (key, MASK) if key.lower() in _SECRET_PARAMS
+            else pair
+            for pair in query.split('&')
+            for key in [pair.split('=', 1)[0]])
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query,
+                                    parts.fragment))
+
+
+def _secrets(url):
+    """The secret strings of a back-end URL, as written and decoded."""
+    try:
+        parts = urllib.parse.urlsplit(url or '')
+    except ValueError:
+        return [url] if url else []
+    found = []
+    if '@' in parts.netloc:
+        userinfo = parts.netloc.rpartition('@')[0]
+        found.append(userinfo.split(':', 1)[1] if ':' in userinfo
+                     else userinfo)
+    for key, value in urllib.parse.parse_qsl(parts.query):
+        if key.lower() in _SECRET_PARAMS:
+            found.append(value)
+    out = []
+    for secret in found:
+        out += [secret, urllib.parse.unquote(secret)]
+    return sorted({s for s in out if s}, key=len, reverse=True)
+
+
+def mask_text(text, url=None):
+    """``text`` with the back-end URL and each of its secrets masked."""
+    url = url or CONF.jobboard.backend_url or ''
+    text = str(text)
+    if url:
+        text = text.replace(url, mask_url(url))
+    for secret in _secrets(url):
+        text = text.replace(secret, MASK)
+    return text
+
+
 def board_conf(url=None, board_name=None):
     """TaskFlow's jobboard configuration for a back-end URL:
     ``redis://[USER:PASSWORD@]HOST[:PORT][/DB][?ssl=true]`` (TaskFlow's
@@ -89,13 +156,16 @@ def board_conf(url=None, board_name=None):
     else:
         raise exception.InvalidInput(
             reason='[jobboard]/backend_url %r: the scheme must be redis, '
-                   'rediss, zookeeper or etcd' % url)
+                   'rediss, zookeeper or etcd' % mask_url(url))
     conf.update(query)
     return conf
 
 
 def _unreachable(url, error):
-    return exception.JobboardUnavailable(url=url, reason=str(error))
+    """JobboardUnavailable, its URL and reason with the credentials
+    masked."""
+    return exception.JobboardUnavailable(url=mask_url(url),
+                                         reason=mask_text(error, url))
 
 
 def connect(url=None, board_name=None):
@@ -499,7 +569,7 @@ class Conductor:
                 interval=min(self._confirm_interval,
                              CONF.compute.resize_confirm_window)).start()
         LOG.info('conductor %s claims jobs on board %s (%s)', self.name,
-                 CONF.jobboard.board_name, CONF.jobboard.backend_url)
+                 CONF.jobboard.board_name, mask_url())
         try:
             self._conductor.run(max_dispatches=max_dispatches)
         finally:

@@ -9,13 +9,20 @@ through the ``oslo.policy.enforcer`` entry point.
 
 The rules follow Nova's: resize, confirm and revert belong to a member of
 the server's project or an admin (``admin_or_owner``); cold migration, with
-or without a target host, to an admin. A flow's resume and rollback are
-operator work: admin; so is listing the jobboard's conductors and jobs. The API checks a rule after it has found the server
+or without a target host, to an admin; undoing an admin's lock, to an
+admin (``unlock_override``). A flow's resume and rollback are operator
+work: admin; so is listing the jobboard's conductors and jobs. Every rule
+on a server or a flow is checked against the project of that server (a
+flow's is kept when its server is deleted); a rule over every project
+(purging flows, listing every project's flows, conductors and jobs) is
+checked against a project that is nobody's, so that ``admin_or_owner``
+there means an admin. The API checks a rule after it has found the server
 in the caller's view (another project's server is unknown to a non-admin:
 404, not 403) and before anything else, so a refused request changes
 nothing and says 403 (:class:`~resize_flows.exception.PolicyNotAuthorized`).
 """
 import threading
+import uuid as uuidlib
 
 from oslo_policy import policy
 
@@ -26,6 +33,7 @@ ADMIN = 'rule:context_is_admin'
 ADMIN_OR_OWNER = 'rule:admin_or_owner'
 
 SERVERS = 'os_compute_api:servers:%s'
+CREATE_FORCED_HOST = SERVERS % 'create:forced_host'
 RESIZE = SERVERS % 'resize'
 CONFIRM_RESIZE = SERVERS % 'confirm_resize'
 REVERT_RESIZE = SERVERS % 'revert_resize'
@@ -33,6 +41,7 @@ MIGRATE = 'os_compute_api:os-migrate-server:migrate'
 MIGRATE_HOST = 'os_compute_api:os-migrate-server:migrate:host'
 LOCK = 'os_compute_api:os-lock-server:lock'
 UNLOCK = 'os_compute_api:os-lock-server:unlock'
+UNLOCK_OVERRIDE = 'os_compute_api:os-lock-server:unlock:unlock_override'
 CONFIRM_EXPIRED = 'resize_flows:servers:confirm_expired'
 FLOW_LIST = 'resize_flows:flows:list'
 FLOW_SHOW = 'resize_flows:flows:show'
@@ -62,6 +71,10 @@ def _rule(name, check_str, description, method, path):
 
 
 _RULES = [
+    _rule(CREATE_FORCED_HOST, ADMIN,
+          'Create a server on a named host (without one, the scheduler '
+          'chooses).',
+          'POST', '/servers (with a host)'),
     _rule(RESIZE, ADMIN_OR_OWNER, 'Resize a server to another flavor.',
           'POST', '/servers/{server_id}/action (resize)'),
     _rule(CONFIRM_RESIZE, ADMIN_OR_OWNER,
@@ -80,6 +93,10 @@ _RULES = [
                                 'on it.',
           'POST', '/servers/{server_id}/action (lock)'),
     _rule(UNLOCK, ADMIN_OR_OWNER, 'Unlock a server.',
+          'POST', '/servers/{server_id}/action (unlock)'),
+    _rule(UNLOCK_OVERRIDE, ADMIN,
+          'Unlock a server that was locked by someone outside its project '
+          '(an admin); checked besides the unlock rule.',
           'POST', '/servers/{server_id}/action (unlock)'),
     _rule(CONFIRM_EXPIRED, ADMIN,
           'Confirm every resize older than [compute]/resize_confirm_window '
@@ -114,6 +131,13 @@ def list_rules():
 
 _LOCK = threading.Lock()
 _ENFORCER = None
+_GENERATION = 0
+
+
+def generation():
+    """A number that changes each time the enforcer is forgotten
+    (:func:`reset`), for answers cached by a request context."""
+    return _GENERATION
 
 
 def get_enforcer():
@@ -131,16 +155,43 @@ def get_enforcer():
 
 def reset():
     """Forget the enforcer (tests; after the policy file option changed)."""
-    global _ENFORCER
+    global _ENFORCER, _GENERATION
     with _LOCK:
         if _ENFORCER is not None:
             _ENFORCER.clear()
         _ENFORCER = None
+        _GENERATION += 1
+
+
+def _who(ctx):
+    return {'user_id': ctx.user_id, 'project_id': ctx.project_id,
+            'roles': list(ctx.roles)}
+
+
+def is_admin(ctx):
+    """Whether ``ctx`` is a cloud administrator: the one answer, the rule
+    ``context_is_admin`` (``role:admin`` by default, whose role names
+    oslo.policy compares case-insensitively), used by the access rules and
+    by every check of the API's own (who sees every project's servers,
+    private flavors, who may act on a locked server), as Nova's
+    ``check_is_admin``. A policy file that redefines the rule redefines
+    both."""
+    return get_enforcer().authorize('context_is_admin', {}, _who(ctx),
+                                    do_raise=False)
 
 
 def credentials(ctx):
-    return {'user_id': ctx.user_id, 'project_id': ctx.project_id,
-            'roles': list(ctx.roles), 'is_admin': ctx.is_admin}
+    creds = _who(ctx)
+    creds['is_admin'] = is_admin(ctx)
+    return creds
+
+
+def every_project():
+    """The target of a rule over every project's servers or flows: a
+    project that is nobody's, so that only a rule that does not ask for
+    the caller's own project (an admin's) passes."""
+    return {'project_id': '<every project %s>' % uuidlib.uuid4().hex,
+            'user_id': None}
 
 
 def authorize(ctx, rule, target=None):

@@ -423,13 +423,16 @@ def _server_record(inst):
 
 @command('server create')
 class ServerCreate(show.ShowOne):
-    """Boot a server on a host: a blank qcow2 disk and a running guest."""
+    """Boot a server: a blank qcow2 disk and a running guest."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
         parser.add_argument('name', metavar='<name>')
         parser.add_argument('--flavor', required=True)
-        parser.add_argument('--host', required=True)
+        parser.add_argument(
+            '--host', help='Boot it on this host (admin: rule '
+            'os_compute_api:servers:create:forced_host). Default: the '
+            'scheduler chooses.')
         parser.add_argument('--stopped', action='store_true',
                             help='Define the guest but leave it off.')
         return parser
@@ -485,14 +488,17 @@ class ServerShow(show.ShowOne):
         return parser
 
     def take_action(self, parsed):
-        rec = _server_record(api.get_server(_ctx(), parsed.server))
+        ctx = _ctx()
+        rec = _server_record(api.get_server(ctx, parsed.server))
         try:
             info = virt.get_driver(repository.host_get(rec['host'])) \
                 .get_info(rec['uuid'])
             rec['hypervisor'] = '%s, %d vCPU, %d MB' % (
                 _power_name(info.power_state), info.vcpus, info.memory_mb)
         except exception.ResizeFlowsException as e:
-            rec['hypervisor'] = 'unknown: %s' % e
+            # Why, only to an admin: it names hosts and URIs.
+            rec['hypervisor'] = ('unknown: %s' % e if ctx.is_admin
+                                 else 'unknown')
         return _show(rec, SERVER_COLUMNS + ['hypervisor'])
 
 
@@ -838,6 +844,10 @@ class ConductorRun(command_base.Command):
         name = jobboard.conductor_name()
         # Its leases carry its name: "flow list" shows who runs what.
         engine.OWNER = name
+        # Which board, before connecting to it; its password masked.
+        self.app.stderr.write('conductor %s: claiming jobs on %s (%s)\n' % (
+            name, CONF.jobboard.board_name, jobboard.mask_url()))
+        self.app.stderr.flush()
         conductor = jobboard.Conductor(name=name)
 
         def stop(signum, _frame):
@@ -849,9 +859,6 @@ class ConductorRun(command_base.Command):
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        self.app.stderr.write('conductor %s: claiming jobs on %s (%s)\n' % (
-            name, CONF.jobboard.board_name, CONF.jobboard.backend_url))
-        self.app.stderr.flush()
         conductor.run(max_dispatches=parsed.max_jobs)
         return 0
 
@@ -883,6 +890,11 @@ class JobList(lister.Lister):
 
 
 # -- the application ---------------------------------------------------------
+
+class _HideDetails(logging.Filter):
+    def filter(self, record):
+        return record.name != api.DETAILS_LOG.name
+
 
 class ResizeFlowsApp(app.App):
 
@@ -922,12 +934,19 @@ class ResizeFlowsApp(app.App):
             '--os-roles', metavar='ROLE[,ROLE]',
             default=os.environ.get('OS_ROLES', 'admin'),
             help='Comma-separated roles of the caller, checked by the '
-                 'access rules (env OS_ROLES; default: admin). "admin" is '
-                 'a cloud administrator; e.g. "member" is not.')
+                 'access rules (env OS_ROLES; default: admin). "admin" (in '
+                 'any case; the rule context_is_admin) is a cloud '
+                 'administrator; e.g. "member" is not.')
         return parser
 
     def configure_logging(self):
         super().configure_logging()
+        if self.options.verbose_level < 2:
+            # What a caller who is not an admin is told only in general
+            # goes to the log (--log-file), not to that caller's terminal.
+            for handler in logging.getLogger('').handlers:
+                if getattr(handler, 'stream', None) is self.stderr:
+                    handler.addFilter(_HideDetails())
         if self.options.verbose_level < 2:
             # alembic tells every step of a schema upgrade at INFO.
             logging.getLogger('alembic').setLevel(logging.WARNING)

@@ -15,9 +15,11 @@ opts = [
     cfg.StrOpt(
         'backend_url',
         default='redis://127.0.0.1:6379',
+        secret=True,
         help='Where the jobboard lives: redis://[:PASSWORD@]HOST[:PORT], '
              'TaskFlow\'s Redis jobboard. Every API process and every '
-             'conductor must name the same one.'),
+             'conductor must name the same one. A secret: its password '
+             'is masked in every message and log line.'),
     cfg.StrOpt(
         'board_name',
         default='resize-flows',

@@ -13,8 +13,10 @@ opts = [
              'raise (EXCEPTION: a dotted class path, default '
              'resize_flows.testing.faults.InjectedFault) or crash (the '
              'process exits at once, no cleanup). Also read from the '
-             'environment as OS_TESTING__FAULTS. Never set it in '
-             'production.'),
+             'environment as OS_TESTING__FAULTS. Ignored, with a warning, '
+             'unless the process runs with the test-only switch '
+             'RESIZE_FLOWS_FAULT_INJECTION=1 in its environment; a '
+             'malformed fault is logged and not armed.'),
 ]
 
 

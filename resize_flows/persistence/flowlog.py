@@ -79,7 +79,8 @@ _AT_REST = (tf_states.SUCCESS, tf_states.REVERTED, tf_states.FAILURE,
             tf_states.SUSPENDED)
 
 #: meta keys copied into columns of ``flow_details``.
-INDEXED_META = ('operation', 'instance_uuid', 'migration_uuid')
+INDEXED_META = ('operation', 'instance_uuid', 'migration_uuid',
+                'project_id')
 
 _LOCK = threading.Lock()
 _BACKENDS = {}
@@ -333,9 +334,16 @@ _UPDATE_ATOM = (ATOMS.update().where(ATOMS.c.uuid == sa.bindparam('b_uuid'))
                     'name', 'atom_type', 'version', 'state', 'intention',
                     'results', 'failure', 'revert_results',
                     'revert_failure', 'meta', 'updated_at')}))
+# A flow stored before revision 0007 has no project in its meta, only in
+# its column (given by the revision): the UPDATE keeps the column then.
 _UPDATE_FLOW = (FLOWS.update().where(FLOWS.c.uuid == sa.bindparam('b_uuid'))
-                .values({c: sa.bindparam(c) for c in (
-                    'name', 'state', 'meta', 'updated_at') + INDEXED_META}))
+                .values(dict(
+                    {c: sa.bindparam(c) for c in (
+                        'name', 'state', 'meta', 'updated_at')
+                     + INDEXED_META},
+                    project_id=sa.func.coalesce(
+                        sa.bindparam('project_id', type_=sa.String(255)),
+                        FLOWS.c.project_id))))
 
 
 def _held(flow_uuid_column):

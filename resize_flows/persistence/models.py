@@ -105,6 +105,9 @@ class Instance(TimestampMixin, Base):
     task_state: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(32))
     power_state: orm.Mapped[int] = orm.mapped_column(default=0)
     locked: orm.Mapped[bool] = orm.mapped_column(default=False)
+    #: Who locked it, as Nova's: 'owner' (a member of its project) or
+    #: 'admin' (anyone else); None when unlocked.
+    locked_by: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(16))
 
 
 class Migration(TimestampMixin, Base):
@@ -248,8 +251,8 @@ class FlowLogBook(Base):
 
 class FlowDetail(Base):
     """A stored flow: its state and meta, (copied out of the meta so
-    that listing can use indexes) the operation, instance and migration it
-    belongs to, and the job it was posted as."""
+    that listing can use indexes) the operation, instance, migration and
+    project it belongs to, and the job it was posted as."""
     __tablename__ = 'flow_details'
     __table_args__ = (
         sa.Index('ix_flow_details_created_at_uuid', 'created_at', 'uuid'),
@@ -260,6 +263,8 @@ class FlowDetail(Base):
         sa.Index('ix_flow_details_operation_created_at',
                  'operation', 'created_at', 'uuid'),
         sa.Index('ix_flow_details_updated_at', 'updated_at'),
+        sa.Index('ix_flow_details_project_id_created_at',
+                 'project_id', 'created_at', 'uuid'),
     )
 
     uuid: orm.Mapped[str] = orm.mapped_column(sa.String(64), primary_key=True)
@@ -273,6 +278,10 @@ class FlowDetail(Base):
         sa.String(36))
     migration_uuid: orm.Mapped[Optional[str]] = orm.mapped_column(
         sa.String(36))
+    #: The project of the flow's server (the target of the flow rules),
+    #: kept when the server is deleted.
+    project_id: orm.Mapped[Optional[str]] = orm.mapped_column(
+        sa.String(255))
     #: The job it was posted as on the jobboard (``jobboard.post_flow``);
     #: None for a flow its own process ran. Never written by TaskFlow.
     job_uuid: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(36))

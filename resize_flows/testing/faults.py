@@ -14,7 +14,17 @@ Actions: ``raise`` (an exception of a given class, by default
 
 Every task of :mod:`resize_flows.tasks` consults this registry; an empty
 registry costs one dict lookup per call.
+
+Fault injection is off unless a test switches it on: the pytest plugin
+(:mod:`resize_flows.testing.pytest_plugin`) does in the test process, and
+a ``resize-flows`` process started by a test gets the environment
+variable :data:`SWITCH` ``=1`` (``rf_faults.env()`` sets it). Without it
+:func:`inject` refuses and :func:`configure` ignores ``[testing]/faults``
+(OS_TESTING__FAULTS) with a warning, so a production process (the CLI, a
+conductor) never arms a fault whatever its configuration says.
 """
+import importlib
+import logging
 import os
 import threading
 
@@ -30,8 +40,28 @@ ACTIONS = (RAISE, CRASH)
 
 CRASH_EXIT_CODE = 137
 
+#: The environment variable that switches fault injection on in a process
+#: (value ``1``): for test suites only.
+SWITCH = 'RESIZE_FLOWS_FAULT_INJECTION'
+
+LOG = logging.getLogger(__name__)
+
 _LOCK = threading.Lock()
 _FAULTS = {}
+_ENABLED = False
+
+
+def enable():
+    """Switch fault injection on in this process (the pytest plugin does,
+    at start-up)."""
+    global _ENABLED
+    _ENABLED = True
+
+
+def enabled():
+    """Whether fault injection is on: :func:`enable` was called, or the
+    environment has :data:`SWITCH` ``=1``."""
+    return _ENABLED or os.environ.get(SWITCH) == '1'
 
 
 class InjectedFault(Exception):
@@ -47,7 +77,16 @@ class SimulatedCrash(BaseException):
 
 def inject(task, point=BEFORE_EXECUTE, action=RAISE, exc_class=None,
            times=1):
-    """Arm a fault. ``times`` is how many hits fire it (None: every hit)."""
+    """Arm a fault. ``times`` is how many hits fire it (None: every hit).
+    Refused unless fault injection is on (:func:`enabled`). ``exc_class``
+    is an exception class or, from a test's own code, a callable that
+    makes the exception from the message; from outside a process
+    (:func:`parse`) only an exception class is taken."""
+    if not enabled():
+        raise RuntimeError(
+            'fault injection is off: it is for test suites only (the '
+            'resize-flows pytest plugin, or %s=1 in the environment)'
+            % SWITCH)
     if point not in POINTS:
         raise ValueError('unknown fault point %r (one of %s)' % (
             point, ', '.join(POINTS)))
@@ -67,21 +106,55 @@ def parse(spec):
         raise ValueError('fault %r is not TASK:POINT:ACTION[:EXCEPTION]'
                          % spec)
     task, point, action = parts[:3]
-    exc_class = None
-    if len(parts) == 4:
-        from oslo_utils import importutils
-        exc_class = importutils.import_class(parts[3])
     if point not in POINTS or action not in ACTIONS:
         raise ValueError('fault %r: point is one of %s; action one of %s'
                          % (spec, ', '.join(POINTS), ', '.join(ACTIONS)))
+    exc_class = None
+    if len(parts) == 4:
+        exc_class = _exception_class(spec, parts[3])
     return {'task': task, 'point': point, 'action': action,
             'exc_class': exc_class}
 
 
+def _exception_class(spec, path):
+    """The exception class at dotted ``path``; ValueError for anything
+    else (a function, say ``os.system``, is never called)."""
+    module_name, _dot, name = path.rpartition('.')
+    if not module_name or not name.isidentifier():
+        raise ValueError('fault %r: %r is not a dotted class path'
+                         % (spec, path))
+    try:
+        found = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError('fault %r: no exception class %s (%s)'
+                         % (spec, path, e))
+    if not (isinstance(found, type) and issubclass(found, BaseException)):
+        raise ValueError('fault %r: %s is not an exception class'
+                         % (spec, path))
+    return found
+
+
 def configure(conf):
-    """Arm the faults of ``[testing]/faults`` (or OS_TESTING__FAULTS)."""
-    for spec in conf.testing.faults:
-        inject(**parse(spec))
+    """Arm the faults of ``[testing]/faults`` (or OS_TESTING__FAULTS) when
+    fault injection is on; otherwise ignore them with a warning. A
+    malformed fault is logged and skipped, so it breaks no command.
+    Returns the specs armed."""
+    specs = list(conf.testing.faults or ())
+    if not specs:
+        return []
+    if not enabled():
+        LOG.warning('[testing]/faults is set but ignored: fault injection '
+                    'is for test suites only (%s=1)', SWITCH)
+        return []
+    armed = []
+    for spec in specs:
+        try:
+            inject(**parse(spec))
+        except ValueError as e:
+            LOG.error('fault not armed: %s', e)
+            continue
+        armed.append(spec)
+    return armed
 
 
 def clear():

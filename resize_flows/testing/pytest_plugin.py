@@ -12,12 +12,17 @@ Fixtures for any suite that drives resize-flows, ours or an embedder's:
 
     ``rf_faults.env('CopyDisk', 'after-execute', 'crash')`` returns an
     environment for a subprocess (a ``resize-flows`` command) that then
-    dies at that point; ``rf_faults.hits(task, point)`` tells how often a
+    dies at that point (with fault injection switched on there:
+    ``faults.SWITCH=1``); ``rf_faults.hits(task, point)`` tells how often a
     fault fired.
 
 ``rf_cloud_state``
     :mod:`resize_flows.testing.state`: ``capture()`` of records,
     hypervisors and instance directories, and ``leaks()``.
+
+Loading the plugin switches fault injection on in the test process
+(``faults.enable()``); nothing else does, short of ``faults.SWITCH=1``
+in a process's environment.
 """
 import os
 
@@ -61,7 +66,13 @@ class FaultInjector:
         resize-flows process started with it."""
         env = dict(os.environ if base is None else base)
         env['OS_TESTING__FAULTS'] = self.spec(task, point, action, exc_class)
+        env[faults.SWITCH] = '1'
         return env
+
+
+def pytest_configure(config):
+    """Fault injection is for tests: on in the process pytest runs in."""
+    faults.enable()
 
 
 @pytest.fixture

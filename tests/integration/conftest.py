@@ -233,12 +233,15 @@ class SharedQemuHosts:
 
     def cli(self, *args, fault=None, timeout=300):
         """``resize-flows --config-file <ours> ARGS`` in a new process,
-        with ``OS_TESTING__FAULTS=fault`` when given. Returns the
+        with ``OS_TESTING__FAULTS=fault`` (and fault injection switched on)
+        when given. Returns the
         CompletedProcess (text stdout and stderr)."""
         env = dict(os.environ)
         env.pop('OS_TESTING__FAULTS', None)
+        env.pop(faults.SWITCH, None)
         if fault is not None:
             env['OS_TESTING__FAULTS'] = fault
+            env[faults.SWITCH] = '1'
         return subprocess.run(
             [sys.executable, '-m', 'resize_flows.cmd.cli',
              '--config-file', self.config_file] + list(args),

@@ -71,8 +71,10 @@ def board(crash_cloud, conf, tmp_path):
 def _conductor(crash_cloud, board, name, fault=None):
     env = dict(os.environ)
     env.pop('OS_TESTING__FAULTS', None)
+    env.pop(faults.SWITCH, None)
     if fault is not None:
         env['OS_TESTING__FAULTS'] = fault
+        env[faults.SWITCH] = '1'
     log = open(os.path.join(crash_cloud.hosts.base, name + '.log'), 'w')
     return subprocess.Popen(
         [sys.executable, '-m', 'resize_flows.cmd.cli',
