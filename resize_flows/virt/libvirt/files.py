@@ -22,6 +22,7 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 
@@ -484,13 +485,29 @@ def _last_line(data):
 
 
 def _control_dir():
-    # Short and private: a Unix socket path has at most 107 bytes.
+    """The directory of ssh's control sockets: ours (this euid) and
+    private (mode 0700), or ``HypervisorUnavailable``. Anyone may create
+    a name in TMPDIR first: a directory of another user, or one others
+    may enter, would give them our ssh connections (and the commands
+    sent over them)."""
+    # Short: a Unix socket path has at most 107 bytes.
     path = os.path.join(tempfile.gettempdir(),
                         'resize-flows-ssh-%d' % os.geteuid())
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
         pass
+    st = os.lstat(path)
+    if (not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid()
+            or stat.S_IMODE(st.st_mode) & 0o077):
+        raise exception.HypervisorUnavailable(
+            host='ssh', reason='the ssh control directory %s is not a '
+            'private directory of ours (uid %d, mode 0700): it is %s of '
+            'uid %d, mode %04o; remove it or set [remote]/'
+            'ssh_control_persist = 0' % (
+                path, os.geteuid(),
+                'a directory' if stat.S_ISDIR(st.st_mode) else 'not a '
+                'directory', st.st_uid, stat.S_IMODE(st.st_mode)))
     return path
 
 
