@@ -179,7 +179,7 @@ class SshFiles:
         """Run the shell ``script`` on the machine; its stdout (bytes).
         With ``check=False`` returns ``(status, stdout)`` instead of
         raising for a non-zero status of the script."""
-        argv = ssh_argv(self.address) + ['--', script]
+        argv = ssh_argv(self.address) + ['--', remote_command(script)]
         try:
             proc = subprocess.run(argv, input=stdin, capture_output=True,
                                   check=False)
@@ -365,8 +365,8 @@ def copy_disk(src_files, src, dst_files, dst, progress=None):
     dst_files.remove_rsync_temp(dst)
     if src_files.machine == dst_files.machine:
         # Both on one other machine: rsync runs there.
-        argv = ssh_argv(src_files.address) + ['--', _stopped_with_us(
-            rsync_argv(src, dst))]
+        argv = ssh_argv(src_files.address) + ['--', remote_command(
+            _stopped_with_us(rsync_argv(src, dst)))]
     elif src_files.machine is None:
         argv = rsync_argv(src, _rsync_target(dst_files.address, dst),
                           ssh=dst_files.address)
@@ -376,9 +376,10 @@ def copy_disk(src_files, src, dst_files, dst, progress=None):
     else:
         # Two other machines: the source pushes, with the same ssh
         # options (its own control connections are not shared with ours).
-        argv = ssh_argv(src_files.address) + ['--', _stopped_with_us(
-            rsync_argv(src, _rsync_target(dst_files.address, dst),
-                       ssh=dst_files.address, control=False))]
+        argv = ssh_argv(src_files.address) + ['--', remote_command(
+            _stopped_with_us(rsync_argv(
+                src, _rsync_target(dst_files.address, dst),
+                ssh=dst_files.address, control=False)))]
     out = _run_with_progress(argv, src_files, dst_files, progress)
     dst_files.adopt(dst)
     # A copy stopped a moment ago may have saved its part only now.
@@ -390,10 +391,22 @@ def _stopped_with_us(argv):
     """A shell script running ``argv`` on another machine that stops it
     (SIGTERM, so rsync keeps its partial file) when our ssh goes away:
     its stdin, a pipe from this process, reaches its end. Without this
-    the copy would go on there after this process stopped or died."""
-    return ('%s & c=$!; { cat >/dev/null 2>&1; kill -TERM $c 2>/dev/null; '
-            '} </dev/stdin >/dev/null 2>&1 & w=$!; wait $c; s=$?; '
+    the copy would go on there after this process stopped or died.
+
+    POSIX gives a background command of a non-interactive shell
+    /dev/null as its stdin (dash does; bash does not), so the watcher
+    reads our pipe through a copy of it on fd 3."""
+    return ('exec 3<&0; %s 3<&- </dev/null & c=$!; '
+            '{ cat <&3 >/dev/null 2>&1; kill -TERM $c 2>/dev/null; '
+            '} >/dev/null 2>&1 & w=$!; exec 3<&-; wait $c; s=$?; '
             'kill $w 2>/dev/null; exit $s' % ' '.join(q(a) for a in argv))
+
+
+def remote_command(script):
+    """The command line that runs the POSIX shell ``script`` on another
+    machine, whatever the login shell of the user there (ssh hands the
+    command to it): the same in sh, bash, dash, zsh or fish."""
+    return 'exec /bin/sh -c %s' % q(script)
 
 
 def _run_with_progress(argv, src_files, dst_files, progress):
