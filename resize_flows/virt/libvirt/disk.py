@@ -236,6 +236,10 @@ def _default_chunk(data):
 
 def _copy_chunks(fd_in, fd_out, dir_fd, sidecar, source, extents,
                  chunk_size, progress, stats, host):
+    st = _lstat_at(sidecar, dir_fd)
+    if st is not None and not _ours(st):
+        raise refused(host, sidecar, 'is %s of uid %d, not a sidecar of '
+                      'ours' % (_kind(st), st.st_uid))
     offset = _resume_point(fd_in, fd_out, dir_fd, sidecar, source, extents,
                            stats)
     if offset == 0 and _lstat_at(sidecar, dir_fd) is not None:
