@@ -338,12 +338,12 @@ class SshFiles:
 
     def remove_rsync_temp(self, dst, partial=False):
         folder, name = posixpath.split(dst)
-        script = 'realdir %s; rm -f %s/.%s.??????' % (q(folder), q(folder),
-                                                      q(name))
+        partial_dir = posixpath.join(folder, RSYNC_PARTIAL_DIR)
+        # Before a copy too: rsync will write in RSYNC_PARTIAL_DIR.
+        script = 'realdir %s %s; rm -f %s/.%s.??????' % (
+            q(folder), q(partial_dir), q(folder), q(name))
         if partial:
-            partial_dir = posixpath.join(folder, RSYNC_PARTIAL_DIR)
-            script += ' && realdir %s && rm -rf %s' % (q(partial_dir),
-                                                       q(partial_dir))
+            script += ' && rm -rf %s' % q(partial_dir)
         self.run(script)
 
 
