@@ -4,7 +4,9 @@ Every function takes a path and a host name (for the error message) and
 raises :class:`resize_flows.exception.DiskError` when qemu-img or the file
 system fails. Files that are created here get their final name only when
 they are complete (``<name>.part`` then rename), so a crash never leaves a
-half-written file under the name a later step trusts.
+half-written file under the name a later step trusts. The copy and
+:func:`write_file_atomic` follow no link and write no file they did not
+make; the other operations on an instances path are in :mod:`.guarded`.
 """
 import dataclasses
 import errno
@@ -53,13 +55,14 @@ def info(path, host):
     return json.loads(out)
 
 
-def create(path, size_bytes, host, owner=None):
-    """Create a blank qcow2 disk of ``size_bytes`` at ``path``, atomically."""
+def create(path, size_bytes, host):
+    """Create a blank qcow2 disk of ``size_bytes`` at ``path``, atomically
+    (by name: for paths of our own, as benchmarks and tests use; an
+    instances path is :mod:`.guarded`'s)."""
     part = path + PART_SUFFIX
     _unlink_quietly(part)
     run(host, 'qemu-img', 'create', '-q', '-f', 'qcow2', part,
-         str(size_bytes))
-    chown(part, owner)
+        str(size_bytes))
     _fsync_path(part)
     os.rename(part, path)
     fsync_dir(os.path.dirname(path))
@@ -359,11 +362,6 @@ class _Committer:
                 self._cond.notify_all()
 
 
-def remove_copy_sidecar(dst):
-    """Remove the progress sidecar of a finished copy to ``dst``."""
-    _unlink_quietly(dst + PART_SUFFIX + PROGRESS_SUFFIX)
-
-
 def _identity(st):
     return {'ino': st.st_ino, 'size': st.st_size, 'mtime_ns': st.st_mtime_ns}
 
@@ -557,30 +555,6 @@ def write_all(fd, data):
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-def owner_of(path):
-    """(uid, gid) that files created under ``path`` should get, or None
-    when this process is not root (its files are its own then)."""
-    if os.geteuid() != 0:
-        return None
-    st = os.stat(path)
-    return st.st_uid, st.st_gid
-
-
-def chown(path, owner):
-    if owner is not None:
-        os.chown(path, owner[0], owner[1])
-
-
-def makedir(path, owner=None, mode=0o755):
-    """Create directory ``path`` (parent must exist); fine if it is there."""
-    try:
-        os.mkdir(path, mode)
-    except FileExistsError:
-        return
-    chown(path, owner)
-    fsync_dir(os.path.dirname(path))
 
 
 def fsync_dir(path):
