@@ -41,3 +41,34 @@ def test_database_others_could_read_is_made_private(conf):
                 assert _mode(name) == 0o600, name
     finally:
         db.dispose_all()
+
+
+def test_a_servers_files_are_private(cloud):
+    """The state directories may be entered, not listed; a host's
+    directory, an instance's directory, its disk and libvirt.xml are
+    their owner's only."""
+    from resize_flows import virt
+    from resize_flows.persistence import repository
+    from resize_flows.virt.libvirt import local
+    vm = cloud.server()
+    drv = virt.get_driver(repository.host_get('host1'))
+    folder = drv.instance_dir(vm['uuid'])
+    assert _mode(conf_state_dir()) == 0o711
+    assert _mode(local.hosts_dir()) == 0o711
+    assert _mode(local.host_dir('host1')) == 0o700
+    assert _mode(drv.instances_path) == 0o700
+    assert _mode(folder) == 0o700
+    for name in ('disk', 'libvirt.xml'):
+        assert _mode(os.path.join(folder, name)) == 0o600, name
+    assert sorted(os.listdir(folder)) == ['disk', 'libvirt.xml']
+    # A migration's copy too.
+    from resize_flows import api
+    api.migrate(cloud.ctx, vm['uuid'], host='host2', wait=True)
+    moved = virt.get_driver(repository.host_get('host2'))
+    assert _mode(moved.instance_dir(vm['uuid'])) == 0o700
+    assert _mode(moved.disk_info(vm['uuid']).path) == 0o600
+
+
+def conf_state_dir():
+    from resize_flows.conf import CONF
+    return CONF.state_dir
