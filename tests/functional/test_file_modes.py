@@ -4,8 +4,13 @@ item 18). Judged from the file system: modes and owners."""
 import os
 import stat
 
+from resize_flows import api
+from resize_flows.conf import CONF
 from resize_flows.persistence import db
 from resize_flows.persistence import migration
+from resize_flows.persistence import repository
+from resize_flows import virt
+from resize_flows.virt.libvirt import local
 
 
 def _mode(path):
@@ -47,13 +52,10 @@ def test_a_servers_files_are_private(cloud):
     """The state directories may be entered, not listed; a host's
     directory, an instance's directory, its disk and libvirt.xml are
     their owner's only."""
-    from resize_flows import virt
-    from resize_flows.persistence import repository
-    from resize_flows.virt.libvirt import local
     vm = cloud.server()
     drv = virt.get_driver(repository.host_get('host1'))
     folder = drv.instance_dir(vm['uuid'])
-    assert _mode(conf_state_dir()) == 0o711
+    assert _mode(CONF.state_dir) == 0o711
     assert _mode(local.hosts_dir()) == 0o711
     assert _mode(local.host_dir('host1')) == 0o700
     assert _mode(drv.instances_path) == 0o700
@@ -62,13 +64,7 @@ def test_a_servers_files_are_private(cloud):
         assert _mode(os.path.join(folder, name)) == 0o600, name
     assert sorted(os.listdir(folder)) == ['disk', 'libvirt.xml']
     # A migration's copy too.
-    from resize_flows import api
     api.migrate(cloud.ctx, vm['uuid'], host='host2', wait=True)
     moved = virt.get_driver(repository.host_get('host2'))
     assert _mode(moved.instance_dir(vm['uuid'])) == 0o700
     assert _mode(moved.disk_info(vm['uuid']).path) == 0o600
-
-
-def conf_state_dir():
-    from resize_flows.conf import CONF
-    return CONF.state_dir

@@ -10,7 +10,7 @@ directory planted.
 """
 import os
 import shutil
-import stat
+import subprocess
 import tempfile
 import uuid as uuid_lib
 
@@ -57,7 +57,6 @@ class Place:
     def sh(self, script):
         if self.machine:
             return self.machine.run(script)
-        import subprocess
         return subprocess.run(['sh', '-c', script], check=True, text=True,
                               capture_output=True).stdout
 
