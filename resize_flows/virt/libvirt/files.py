@@ -242,6 +242,10 @@ class SshFiles:
         path), or None."""
         out = self.run('echo "$(id -u) $(stat -L -c %%u:%%g -- %s)"'
                        % q(self.instances_path), as_owner=False).split()
+        if len(out) != 2:
+            raise exception.DiskError(
+                host=self.host, reason='on %s: no instances path %s' % (
+                    self.address, self.instances_path))
         uid, gid = (int(n) for n in out[1].split(b':'))
         if out[0] == b'0' and uid != 0:
             return uid, gid
