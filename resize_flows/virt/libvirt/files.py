@@ -1,12 +1,14 @@
 """The files of a host: on this machine, or on another one over ssh.
 
 A host's instances path is either on the machine this process runs on
-(:class:`LocalFiles`: plain system calls and :mod:`.disk`) or on another
-machine (:class:`SshFiles`: the same operations as shell commands run
-there over ssh). Both have the same methods and the same guarantees: a
-file gets its final name only when complete and synced, renames and
-removals are followed by a sync of the directory, and what is created
-under the instances path gets the owner of the instances path.
+(:class:`LocalFiles`: system calls on descriptors, :mod:`.guarded` and
+:mod:`.disk`) or on another machine (:class:`SshFiles`: the same
+operations as shell commands run there over ssh). Both have the same
+methods and the same guarantees: a file gets its final name only when
+complete and synced, renames and removals are followed by a sync of the
+directory, what is created under the instances path belongs to the owner
+of the instances path (files 0600, directories 0700), and no link or file
+planted there by that user (the guests' user) is followed or trusted.
 
 :func:`copy_disk` moves a disk between two hosts, the way the pair
 needs: a resumable sparse copy (:func:`disk.sparse_copy`) when both are
