@@ -32,14 +32,16 @@ def ssh_keys():
 
 @pytest.fixture
 def machines(conf, ssh_keys):
-    """``machines()`` starts another machine; [remote] reaches it. All
+    """``machines()`` starts another machine (``login_shell``: root's
+    there, e.g. ``/bin/dash``); [remote] reaches it. All
     are stopped (every process on them killed) after the test."""
     for name, value in ssh_keys.conf_overrides().items():
         conf.set_override(name, value, group='remote')
     started = []
 
-    def start():
-        machine = test_machines.Machine(ssh_keys).start()
+    def start(login_shell=None):
+        machine = test_machines.Machine(ssh_keys,
+                                        login_shell=login_shell).start()
         started.append(machine)
         return machine
 

@@ -7,6 +7,7 @@ and MariaDB lock the rows they check (``SELECT ... FOR UPDATE``) instead.
 """
 import contextlib
 import os
+import stat
 import threading
 
 import sqlalchemy as sa
@@ -28,6 +29,37 @@ def get_url(conf=CONF):
     if conf.database.connection:
         return conf.database.connection
     return 'sqlite:///' + sqlite_path(conf)
+
+
+def _private_sqlite_file(database):
+    """Create the SQLite file (and its directory) private to this user
+    before SQLite does: SQLite creates it, and its -wal and -shm files
+    with the same mode, as the umask allows (0644 under 022). A file
+    others may read or write is made private. A directory made here may
+    be entered, not listed, by others (0711): it is the state_dir, where
+    the session user reaches its local hosts."""
+    folder = os.path.dirname(os.path.abspath(database))
+    if not os.path.isdir(folder):
+        os.makedirs(os.path.dirname(folder), exist_ok=True)
+        try:
+            os.mkdir(folder, 0o711)
+        except FileExistsError:
+            pass
+    fd = os.open(database, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o700)
+    finally:
+        os.close(fd)
+    for suffix in ('-wal', '-shm'):
+        try:
+            st = os.lstat(database + suffix)
+        except FileNotFoundError:
+            continue
+        if (stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
+                and stat.S_IMODE(st.st_mode) & 0o077):
+            os.chmod(database + suffix, stat.S_IMODE(st.st_mode) & 0o700)
 
 
 def _setup_sqlite(engine):
@@ -61,8 +93,7 @@ def create_engine(url, echo=False, autocommit=False, synchronous=True):
     if url_obj.get_backend_name() == 'sqlite':
         database = url_obj.database
         if database and database != ':memory:':
-            os.makedirs(os.path.dirname(os.path.abspath(database)),
-                        exist_ok=True)
+            _private_sqlite_file(database)
     elif autocommit:
         kwargs['isolation_level'] = 'AUTOCOMMIT'
         if not synchronous and url_obj.get_backend_name() == 'postgresql':

@@ -88,8 +88,10 @@ class Keys:
 class Machine:
     """An sshd on 127.0.0.1:``port`` whose ``root`` is its own."""
 
-    def __init__(self, keys, base=None):
+    def __init__(self, keys, base=None, login_shell=None):
         self.keys = keys
+        #: root's login shell on the machine (None: this machine's).
+        self.login_shell = login_shell
         self.dir = tempfile.mkdtemp(prefix='rf-machine-', dir=base)
         # QEMU of a session daemon, not root, must reach the disks below.
         os.chmod(self.dir, 0o755)
@@ -142,12 +144,25 @@ class Machine:
         with open(config, 'w') as handle:
             handle.write(SSHD_CONFIG.format(port=self.port, dir=self.dir,
                                             keys=self.keys.path))
-        script = 'mount --bind "$1" "$2" && exec "$3" -D -e -f "$4"'
+        script = 'mount --bind "$1" "$2" && '
+        passwd = os.path.join(self.dir, 'passwd')
+        if self.login_shell:
+            # The machine's own /etc/passwd, where root logs in to it.
+            with open('/etc/passwd') as handle:
+                lines = handle.read().splitlines()
+            with open(passwd, 'w') as handle:
+                for line in lines:
+                    fields = line.split(':')
+                    if fields[0] == 'root':
+                        fields[-1] = self.login_shell
+                    handle.write(':'.join(fields) + '\n')
+            script += 'mount --bind "$5" /etc/passwd && '
+        script += 'exec "$3" -D -e -f "$4"'
         log = open(os.path.join(self.dir, 'sshd.log'), 'w')
         self.proc = subprocess.Popen(
             ['unshare', '--mount', '--propagation', 'private', '--',
              'sh', '-c', script, 'machine', self._private, self.root, SSHD,
-             config], stdout=log, stderr=subprocess.STDOUT,
+             config, passwd], stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         log.close()
         self._wait_ready()

@@ -122,10 +122,15 @@ def test_files_of_another_machine_are_not_here(cloud, machines):
     assert state.leaks() == []
 
 
+@pytest.mark.parametrize('shell', [None, '/bin/dash'])
 @pytest.mark.parametrize('pair', ['here->there', 'there->here',
                                   'two machines', 'one other machine'])
-def test_migrate_and_confirm_between_machines(cloud, machines, pair):
-    one, two = machines(), machines()
+def test_migrate_and_confirm_between_machines(cloud, machines, pair, shell):
+    """Each pair of hosts, with the machines' login shell (root's) bash,
+    or dash: the commands sent there do not depend on it."""
+    one, two = machines(login_shell=shell), machines(login_shell=shell)
+    if shell:
+        assert one.run('echo $0').strip() == os.path.basename(shell)
     if pair == 'here->there':
         cloud.local_host('a')
         cloud.remote_host('b', one)

@@ -4,12 +4,15 @@ Every function takes a path and a host name (for the error message) and
 raises :class:`resize_flows.exception.DiskError` when qemu-img or the file
 system fails. Files that are created here get their final name only when
 they are complete (``<name>.part`` then rename), so a crash never leaves a
-half-written file under the name a later step trusts.
+half-written file under the name a later step trusts. The copy and
+:func:`write_file_atomic` follow no link and write no file they did not
+make; the other operations on an instances path are in :mod:`.guarded`.
 """
 import dataclasses
 import errno
 import json
 import os
+import stat
 import subprocess
 import threading
 
@@ -29,10 +32,10 @@ _CHUNK_ALIGN = 64 * 1024
 _IO_BLOCK = 8 * MiB
 
 
-def _run(host, *args):
+def run(host, *args, pass_fds=()):
     try:
         proc = subprocess.run(args, capture_output=True, text=True,
-                              check=False)
+                              check=False, pass_fds=pass_fds)
     except OSError as exc:
         raise exception.DiskError(host=host, reason='%s: %s' % (args[0], exc))
     if proc.returncode != 0:
@@ -48,24 +51,25 @@ def info(path, host):
     Works on disks a running guest holds open (``-U``)."""
     if not os.path.exists(path):
         return None
-    out = _run(host, 'qemu-img', 'info', '--output=json', '-U', path)
+    out = run(host, 'qemu-img', 'info', '--output=json', '-U', path)
     return json.loads(out)
 
 
-def create(path, size_bytes, host, owner=None):
-    """Create a blank qcow2 disk of ``size_bytes`` at ``path``, atomically."""
+def create(path, size_bytes, host):
+    """Create a blank qcow2 disk of ``size_bytes`` at ``path``, atomically
+    (by name: for paths of our own, as benchmarks and tests use; an
+    instances path is :mod:`.guarded`'s)."""
     part = path + PART_SUFFIX
     _unlink_quietly(part)
-    _run(host, 'qemu-img', 'create', '-q', '-f', 'qcow2', part,
-         str(size_bytes))
-    chown(part, owner)
+    run(host, 'qemu-img', 'create', '-q', '-f', 'qcow2', part,
+        str(size_bytes))
     _fsync_path(part)
     os.rename(part, path)
     fsync_dir(os.path.dirname(path))
 
 
 def snapshot_create(path, name, host):
-    _run(host, 'qemu-img', 'snapshot', '-c', name, path)
+    run(host, 'qemu-img', 'snapshot', '-c', name, path)
 
 
 @dataclasses.dataclass
@@ -79,7 +83,7 @@ class CopyStats:
 
 
 def sparse_copy(src, dst, host, owner=None, progress=None,
-                chunk_size=None, stats=None):
+                chunk_size=None, stats=None, src_fd=None, dst_dir_fd=None):
     """Copy ``src`` to ``dst`` skipping holes, resumably.
 
     The data extents of ``src`` (SEEK_DATA / SEEK_HOLE) are copied into
@@ -105,41 +109,127 @@ def sparse_copy(src, dst, host, owner=None, progress=None,
     chunk, 1.0 once complete); an exception it raises stops the copy and
     leaves the partial copy, committed up to the last chunk written, to be
     resumed.
-    When complete, ``dst.part`` is fsynced, renamed to ``dst`` and the
-    sidecar removed.
+    When complete, ``dst.part`` is given to ``owner`` (mode 0600),
+    fsynced, renamed to ``dst`` and the sidecar removed.
+
+    No link is followed and no file trusted that this process did not
+    make: ``dst.part`` and the sidecar belong to this process (0600) until
+    the copy is complete, and one that is not a regular file of ours with
+    one link is refused (``DiskError``, ``refused: ...``). ``src_fd`` (an
+    open descriptor of ``src``) and ``dst_dir_fd`` (of the directory of
+    ``dst``) let a caller hand over what it opened safely.
 
     Returns :class:`CopyStats` (``stats`` if given: it is filled in as the
     copy goes, so it tells what a cut-off copy did too); raises
     ``DiskError`` for a file system failure (the partial copy is kept for
     the next call).
     """
-    part = dst + PART_SUFFIX
-    sidecar = part + PROGRESS_SUFFIX
     stats = stats if stats is not None else CopyStats()
+    name = os.path.basename(dst)
+    part = name + PART_SUFFIX
+    sidecar = part + PROGRESS_SUFFIX
+    closing = []
     try:
-        with open(src, 'rb') as fsrc:
-            fd_in = fsrc.fileno()
-            source = _identity(os.fstat(fd_in))
-            stats.size = source['size']
-            extents = list(_data_extents(fd_in, stats.size))
-            stats.data = sum(end - start for start, end in extents)
-            chunk_size = int(chunk_size or _default_chunk(stats.data))
-            fd_out = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                chown(part, owner)
-                _copy_chunks(fd_in, fd_out, sidecar, source, extents,
-                             chunk_size, owner, progress, stats)
-                os.fsync(fd_out)
-            finally:
-                os.close(fd_out)
-        os.rename(part, dst)
-        fsync_dir(os.path.dirname(dst))
-        _unlink_quietly(sidecar)
+        if dst_dir_fd is None:
+            dst_dir_fd = os.open(os.path.dirname(os.path.abspath(dst)),
+                                 os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            closing.append(dst_dir_fd)
+        if src_fd is None:
+            src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            closing.append(src_fd)
+        fd_in = src_fd
+        source = _identity(os.fstat(fd_in))
+        stats.size = source['size']
+        extents = list(_data_extents(fd_in, stats.size))
+        stats.data = sum(end - start for start, end in extents)
+        chunk_size = int(chunk_size or _default_chunk(stats.data))
+        fd_out = _open_part(dst_dir_fd, part, dst + PART_SUFFIX, host)
+        try:
+            _copy_chunks(fd_in, fd_out, dst_dir_fd, sidecar, source,
+                         extents, chunk_size, progress, stats, host)
+            # Complete: the owner's from now on, then its name.
+            if owner is not None:
+                os.fchown(fd_out, owner[0], owner[1])
+            os.fchmod(fd_out, 0o600)
+            os.fsync(fd_out)
+        finally:
+            os.close(fd_out)
+        st = _lstat_at(name, dst_dir_fd)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise refused(host, dst, 'is a directory')
+        os.rename(part, name, src_dir_fd=dst_dir_fd, dst_dir_fd=dst_dir_fd)
+        os.fsync(dst_dir_fd)
+        _unlink_at(sidecar, dst_dir_fd)
     except OSError as exc:
         raise exception.DiskError(
             host=host, reason='copy %s -> %s: %s' % (src, dst, exc))
+    finally:
+        for fd in closing:
+            os.close(fd)
     _report(progress, stats.data, stats.data)
     return stats
+
+
+def refused(host, path, why):
+    """The DiskError of a file found where resize-flows will not work."""
+    return exception.DiskError(
+        host=host, reason='refused: %s %s; resize-flows follows no link '
+        'and trusts no file it did not make in an instances path (nothing '
+        'was changed)' % (path, why))
+
+
+def _lstat_at(name, dir_fd):
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _ours(st):
+    """A regular file of this euid with no other link: made here."""
+    return (stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+            and st.st_uid == os.geteuid())
+
+
+def _open_part(dir_fd, name, path, host):
+    """The partial copy ``name`` in ``dir_fd``: ours from an earlier
+    call (reopened), or new (0600, O_EXCL); anything else is refused."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL
+                       | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    except OSError:
+        raise refused(host, path, 'is %s' % _kind(
+            _lstat_at(name, dir_fd))) from None
+    st = os.fstat(fd)
+    if not _ours(st):
+        os.close(fd)
+        raise refused(host, path, 'is %s of uid %d, not a partial copy '
+                      'of ours' % (_kind(st), st.st_uid))
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _kind(st):
+    if st is None:
+        return 'gone'
+    if stat.S_ISLNK(st.st_mode):
+        return 'a symbolic link'
+    if stat.S_ISDIR(st.st_mode):
+        return 'a directory'
+    if stat.S_ISREG(st.st_mode):
+        return ('a file with %d hard links' % st.st_nlink
+                if st.st_nlink != 1 else 'a file')
+    return 'not a regular file'
+
+
+def _unlink_at(name, dir_fd):
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
 
 
 def _default_chunk(data):
@@ -147,18 +237,23 @@ def _default_chunk(data):
     return -(-chunk // _CHUNK_ALIGN) * _CHUNK_ALIGN
 
 
-def _copy_chunks(fd_in, fd_out, sidecar, source, extents, chunk_size, owner,
-                 progress, stats):
-    offset = _resume_point(fd_in, fd_out, sidecar, source, extents, stats)
-    if offset == 0 and os.path.lexists(sidecar):
+def _copy_chunks(fd_in, fd_out, dir_fd, sidecar, source, extents,
+                 chunk_size, progress, stats, host):
+    st = _lstat_at(sidecar, dir_fd)
+    if st is not None and not _ours(st):
+        raise refused(host, sidecar, 'is %s of uid %d, not a sidecar of '
+                      'ours' % (_kind(st), st.st_uid))
+    offset = _resume_point(fd_in, fd_out, dir_fd, sidecar, source, extents,
+                           stats)
+    if offset == 0 and _lstat_at(sidecar, dir_fd) is not None:
         # Durably gone before the part is emptied: a sidecar that came
         # back after a crash would vouch for data no longer there.
-        os.unlink(sidecar)
-        fsync_dir(os.path.dirname(sidecar))
+        os.unlink(sidecar, dir_fd=dir_fd)
+        os.fsync(dir_fd)
     os.ftruncate(fd_out, offset)               # drop the uncommitted
     os.ftruncate(fd_out, stats.size)
     _preallocate(fd_out, extents, offset)
-    committer = _Committer(fd_out, sidecar, owner, {
+    committer = _Committer(fd_out, dir_fd, sidecar, host, {
         'format': 1, 'source': source,
         'part_ino': os.fstat(fd_out).st_ino,
         'chunk_size': chunk_size, 'committed': offset})
@@ -202,10 +297,11 @@ class _Committer:
     sidecar, for the newest offset handed over. :meth:`submit` waits while
     ``lag`` offsets are not committed yet."""
 
-    def __init__(self, fd, sidecar, owner, state, lag=2):
+    def __init__(self, fd, dir_fd, sidecar, host, state, lag=2):
         self._fd = fd
+        self._dir_fd = dir_fd
         self._sidecar = sidecar
-        self._owner = owner
+        self._host = host
         self._state = state
         self._lag = lag
         self._cond = threading.Condition()
@@ -254,8 +350,9 @@ class _Committer:
             try:
                 os.fdatasync(self._fd)
                 self._state['committed'] = offset
-                _write_sidecar(self._sidecar, self._state, self._owner)
-            except OSError as exc:
+                _write_sidecar(self._dir_fd, self._sidecar, self._state,
+                               self._host)
+            except (OSError, exception.DiskError) as exc:
                 with self._cond:
                     self._error = exc
                     self._cond.notify_all()
@@ -263,11 +360,6 @@ class _Committer:
             with self._cond:
                 self._committed = number
                 self._cond.notify_all()
-
-
-def remove_copy_sidecar(dst):
-    """Remove the progress sidecar of a finished copy to ``dst``."""
-    _unlink_quietly(dst + PART_SUFFIX + PROGRESS_SUFFIX)
 
 
 def _identity(st):
@@ -279,32 +371,50 @@ def _report(progress, done, total):
         progress(done / total if total else 1.0)
 
 
-def _write_sidecar(path, state, owner):
-    tmp = path + '.tmp'
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def _write_sidecar(dir_fd, name, state, host):
+    """The sidecar ``name`` in ``dir_fd``: ours (0600), through a
+    temporary file and a rename."""
+    tmp = name + '.tmp'
+    st = _lstat_at(tmp, dir_fd)
+    if st is not None:
+        if not _ours(st):
+            raise refused(host, tmp, 'is %s of uid %d' % (_kind(st),
+                                                          st.st_uid))
+        os.unlink(tmp, dir_fd=dir_fd)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                 | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
     try:
         os.write(fd, json.dumps(state, sort_keys=True).encode())
         os.fsync(fd)
     finally:
         os.close(fd)
-    chown(tmp, owner)
-    os.rename(tmp, path)
+    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
-def _read_sidecar(path):
+def _read_sidecar(dir_fd, name):
+    """The state in the sidecar ``name``, if it is a file of ours."""
     try:
-        with open(path) as handle:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                     | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        if not _ours(os.fstat(fd)):
+            return None
+        with open(os.dup(fd)) as handle:
             state = json.load(handle)
         int(state['committed']), int(state['chunk_size'])
         return state
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    finally:
+        os.close(fd)
 
 
-def _resume_point(fd_in, fd_out, sidecar, source, extents, stats):
+def _resume_point(fd_in, fd_out, dir_fd, sidecar, source, extents, stats):
     """Offset of ``src`` up to which ``dst.part`` holds the source's data
     (0: start over); counts the reused and verified bytes in ``stats``."""
-    state = _read_sidecar(sidecar)
+    state = _read_sidecar(dir_fd, sidecar)
     if (state is None or state.get('format') != 1
             or state.get('source') != source
             or state.get('part_ino') != os.fstat(fd_out).st_ino
@@ -412,39 +522,39 @@ def _copy_range(fd_in, fd_out, start, end):
 
 
 def write_file_atomic(path, text, owner=None):
-    """Write ``text`` to ``path`` through ``path.part`` and a rename."""
-    part = path + PART_SUFFIX
-    with open(part, 'w') as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    chown(part, owner)
-    os.rename(part, path)
-    fsync_dir(os.path.dirname(path))
-
-
-def owner_of(path):
-    """(uid, gid) that files created under ``path`` should get, or None
-    when this process is not root (its files are its own then)."""
-    if os.geteuid() != 0:
-        return None
-    st = os.stat(path)
-    return st.st_uid, st.st_gid
-
-
-def chown(path, owner):
-    if owner is not None:
-        os.chown(path, owner[0], owner[1])
-
-
-def makedir(path, owner=None, mode=0o755):
-    """Create directory ``path`` (parent must exist); fine if it is there."""
+    """Write ``text`` to ``path`` through ``path.part`` and a rename. The
+    part is made here (O_EXCL, 0600; a left-over of ours is replaced,
+    anything else refused) and given to ``owner`` through its descriptor,
+    so a link planted at either name is never followed."""
+    folder, name = os.path.split(os.path.abspath(path))
+    part = name + PART_SUFFIX
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.mkdir(path, mode)
-    except FileExistsError:
-        return
-    chown(path, owner)
-    fsync_dir(os.path.dirname(path))
+        st = _lstat_at(part, dir_fd)
+        if st is not None:
+            if not _ours(st):
+                raise refused('here', path + PART_SUFFIX, 'is %s of uid %d'
+                              % (_kind(st), st.st_uid))
+            os.unlink(part, dir_fd=dir_fd)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                     | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        try:
+            write_all(fd, text.encode())
+            os.fsync(fd)
+            if owner is not None:
+                os.fchown(fd, owner[0], owner[1])
+        finally:
+            os.close(fd)
+        os.rename(part, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def fsync_dir(path):

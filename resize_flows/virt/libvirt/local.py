@@ -72,6 +72,11 @@ NODE_XML = """<node>
   <memory>%(memory_kib)d</memory>
 </node>
 """
+#: Modes of the directories made here: the state_dir and its hosts/ may be
+#: entered (the session user reaches its host directory), not listed; a
+#: host directory and all in it are its owner's only.
+STATE_DIR_MODE = 0o711
+HOST_DIR_MODE = 0o700
 TEST_NODE_CPUS = 16
 TEST_NODE_MEMORY_MB = 32768
 
@@ -128,7 +133,7 @@ def create_local_host(name, kind=None):
                    % (name, existing['kind'], kind))
     if kind == KIND_QEMU:
         _check_socket_path(hdir)
-    os.makedirs(hosts_dir(), exist_ok=True)
+    _makedirs(hosts_dir(), STATE_DIR_MODE)
     if kind == KIND_TEST:
         result = _create_test_host(hdir)
     else:
@@ -140,7 +145,7 @@ def create_local_host(name, kind=None):
 
 def _create_test_host(hdir):
     instances = os.path.join(hdir, 'instances')
-    os.makedirs(instances, exist_ok=True)
+    _makedirs(instances, HOST_DIR_MODE)
     node = os.path.join(hdir, 'node.xml')
     if not os.path.exists(node):
         _write_text(node, NODE_XML % {
@@ -203,10 +208,21 @@ def _create_qemu_host(name, hdir):
     for sub in ('', 'config', os.path.join('config', 'libvirt'), 'cache',
                 'run', 'instances'):
         path = os.path.join(hdir, sub)
-        mode = 0o700 if sub == 'run' else 0o755
-        os.makedirs(path, mode=mode, exist_ok=True)
-        if owner is not None:
-            os.chown(path, *owner)
+        try:
+            os.mkdir(path, HOST_DIR_MODE)
+            if owner is not None:
+                os.lchown(path, *owner)
+        except FileExistsError:
+            pass
+        # The host directory is the session user's: what is in it may
+        # have been put there by a guest. A link is never followed.
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != (
+                owner[0] if owner else os.geteuid()):
+            raise exception.HypervisorUnavailable(
+                host=name, reason='refused: %s is not a directory of the '
+                'session user (a link, a file, or of uid %d)'
+                % (path, st.st_uid))
     qemu_conf = os.path.join(hdir, 'config', 'libvirt', 'qemu.conf')
     if not os.path.exists(qemu_conf):
         _write_text(qemu_conf, QEMU_CONF, owner)
@@ -270,7 +286,8 @@ def _start_daemon(name, hdir):
                 'cannot run as root' % hdir)
         kwargs = {'user': st.st_uid, 'group': st.st_gid, 'extra_groups': []}
     log_path = os.path.join(hdir, START_LOG_NAME)
-    with open(log_path, 'ab') as log:
+    with open(_open_nofollow(log_path, os.O_WRONLY | os.O_APPEND
+                             | os.O_CREAT), 'ab') as log:
         try:
             # --daemon: the started process forks the daemon and exits once
             # the daemon has initialised (or failed to).
@@ -420,7 +437,7 @@ def _socket_accepts(path):
 @contextlib.contextmanager
 def _host_lock(hdir):
     """An exclusive lock on the host (between threads and processes)."""
-    fd = os.open(os.path.join(hdir, '.lock'), os.O_RDWR | os.O_CREAT, 0o600)
+    fd = _open_nofollow(os.path.join(hdir, '.lock'), os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -483,13 +500,32 @@ def _log_tail(hdir, lines=8):
     out = []
     for rel in (START_LOG_NAME, DAEMON_LOG_RELPATH):
         try:
-            with open(os.path.join(hdir, rel), errors='replace') as handle:
+            with open(_open_nofollow(os.path.join(hdir, rel), os.O_RDONLY),
+                      errors='replace') as handle:
                 tail = handle.read().splitlines()[-lines:]
         except OSError:
             continue
         if tail:
             out.append('%s: %s' % (rel, ' | '.join(tail)))
     return ('; ' + '; '.join(out)) if out else ''
+
+
+def _open_nofollow(path, flags):
+    """A descriptor of ``path`` in a host directory (the session user's),
+    not through a link (OSError then); a file made is 0600."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+
+
+def _makedirs(path, mode):
+    """``os.makedirs`` where each directory made gets ``mode``."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return
+    _makedirs(os.path.dirname(path), mode)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        pass
 
 
 def _read_host_file(hdir):

@@ -100,3 +100,43 @@ def test_a_failed_command_there_is_a_disk_error(conf, machines):
         there.create_disk(machine.path('i', 'disk'), disk.GiB)
     with pytest.raises(OSError):
         there.read_text(machine.path('i', 'x.xml'))
+
+
+@pytest.mark.parametrize('planted', ['other user', 'open mode', 'symlink',
+                                     'file'])
+def test_ssh_control_directory_of_someone_else_is_refused(
+        conf, monkeypatch, tmp_path, planted):
+    """Another local user who creates the control directory first would
+    get our ssh connections: ssh is never pointed at it."""
+    monkeypatch.setattr(files.tempfile, 'tempdir', str(tmp_path))
+    control = tmp_path / ('resize-flows-ssh-%d' % os.geteuid())
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir(mode=0o700)
+    if planted == 'other user':
+        control.mkdir(mode=0o700)
+        os.chown(control, 65534, 65534)
+    elif planted == 'open mode':
+        control.mkdir()
+        os.chmod(control, 0o777)
+    elif planted == 'symlink':
+        control.symlink_to(elsewhere)
+    else:
+        control.write_text('')
+    before = os.lstat(control)
+    with pytest.raises(exception.HypervisorUnavailable,
+                       match='not a private directory of ours'):
+        files.ssh_argv('cn2')
+    after = os.lstat(control)
+    assert (after.st_uid, after.st_mode) == (before.st_uid, before.st_mode)
+    # Without control connections, ssh does not need it.
+    conf.set_override('ssh_control_persist', 0, group='remote')
+    assert 'ControlMaster=auto' not in files.ssh_argv('cn2')
+
+
+def test_ssh_control_directory_is_made_private(conf, monkeypatch, tmp_path):
+    monkeypatch.setattr(files.tempfile, 'tempdir', str(tmp_path))
+    argv = files.ssh_argv('cn2')
+    control = tmp_path / ('resize-flows-ssh-%d' % os.geteuid())
+    assert 'ControlPath=%s/%%C' % control in argv
+    st = os.lstat(control)
+    assert (st.st_uid, st.st_mode & 0o7777) == (os.geteuid(), 0o700)

@@ -42,3 +42,65 @@ def test_removing_a_local_host_removes_its_link(conf, tmp_path):
     local.remove_local_host('host1')
     assert not os.path.lexists(link)
     assert not os.path.exists(hdir)
+
+
+@pytest.fixture
+def reachable_state_dir(conf):
+    """A state_dir the session user can reach (pytest's tmp_path is
+    0700), removed afterwards."""
+    import shutil
+    import tempfile
+    base = tempfile.mkdtemp(prefix='rf-state-')
+    os.chmod(base, 0o711)
+    conf.set_override('state_dir', os.path.join(base, 'state'))
+    yield conf.state_dir
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='the session user needs root')
+@pytest.mark.parametrize('sub', ['cache', 'run', 'instances',
+                                 os.path.join('config', 'libvirt')])
+def test_a_link_planted_in_a_host_directory_is_refused(
+        reachable_state_dir, tmp_path, sub):
+    """The host directory belongs to the session user: a link planted
+    there must not make root give one of its directories away."""
+    owner = local._session_owner()
+    hdir = local.host_dir('planted')
+    os.makedirs(os.path.dirname(hdir), exist_ok=True)
+    os.makedirs(os.path.join(hdir, 'config'))
+    for path in (hdir, os.path.join(hdir, 'config')):
+        os.chown(path, *owner)
+    mine = tmp_path / 'root-only'
+    mine.mkdir(mode=0o700)
+    os.symlink(str(mine), os.path.join(hdir, sub))
+    try:
+        with pytest.raises(exception.HypervisorUnavailable,
+                           match='refused: .* is not a directory of the '
+                           'session'):
+            local.create_local_host('planted', 'qemu')
+    finally:
+        local.stop_local_host('planted')
+    st = os.stat(str(mine))
+    assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o700)
+    assert os.listdir(str(mine)) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='the session user needs root')
+def test_a_link_planted_as_the_start_log_is_not_followed(
+        reachable_state_dir, tmp_path):
+    owner = local._session_owner()
+    hdir = local.host_dir('planted')
+    os.makedirs(os.path.dirname(hdir), exist_ok=True)
+    os.makedirs(os.path.join(hdir, 'config', 'libvirt'))
+    for dirpath, _dirs, _files in os.walk(hdir):
+        os.chown(dirpath, *owner)
+    secret = tmp_path / 'secret'
+    secret.write_text('root only\n')
+    os.chmod(str(secret), 0o600)
+    os.symlink(str(secret), os.path.join(hdir, local.START_LOG_NAME))
+    try:
+        with pytest.raises(OSError):
+            local._start_daemon('planted', hdir)
+    finally:
+        local.stop_local_host('planted')
+    assert secret.read_text() == 'root only\n'
