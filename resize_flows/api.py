@@ -28,6 +28,7 @@ from resize_flows.persistence import repository
 from resize_flows import policy
 from resize_flows import scheduler
 from resize_flows import states
+from resize_flows.testing import faults
 from resize_flows import virt
 from resize_flows.virt.libvirt import files as host_files
 from resize_flows.virt.libvirt import local
@@ -453,9 +454,13 @@ def _run_operation(ctx, operation, inst, migration_uuid, start, listeners,
         jobboard.check()        # unreachable: refused, nothing changed
     handle = engine.create(operation, store, inst['uuid'], migration_uuid)
     try:
+        faults.window('flow-stored')
         start(handle.flow_id)
     except Exception:
         engine.discard(handle)
+        raise
+    except BaseException:       # SimulatedCrash too: the flow stays stored,
+        handle.close()          # as a dead process leaves it
         raise
     if posting:
         op = _post(ctx, operation, inst, migration_uuid, handle)

@@ -52,6 +52,7 @@ from resize_flows.persistence import flowlog
 from resize_flows.persistence import models
 from resize_flows.persistence import repository
 from resize_flows import states
+from resize_flows.testing import faults
 
 LOG = logging.getLogger(__name__)
 
@@ -209,11 +210,12 @@ def create(operation, store, instance_uuid, migration_uuid, flow_id=None):
         backend = flowlog.get_backend()
         with contextlib.closing(backend.get_connection()) as conn:
             conn.save_logbook(book)
+        faults.window('flow-logged')
         engine = engines.load(flow, store=store, flow_detail=detail,
                               book=book, backend=lease.backend(),
                               engine=ENGINE_KIND)
-    except Exception:
-        lease.release()
+    except BaseException:       # SimulatedCrash too: a dead process's
+        lease.release()         # lease goes
         raise
     return FlowHandle(flow_id, flow, engine, meta, lease)
 
@@ -812,6 +814,7 @@ def rollback(flow_id, listeners=()):
         if state == tf_states.SUCCESS:
             _claim_finished_move(handle)
             claimed = True
+            faults.window('rollback-recorded')
         try:
             engine.compile()
             engine.prepare()

@@ -8,6 +8,11 @@ A fault is ``(task, point, action)``: when the task named ``task`` reaches
   returned (so before the flow log records success);
 - ``before-revert`` / ``after-revert``: the same around revert().
 
+Outside the tasks, the API and the engine have named *windows* between two
+writes that a crash must not strand (:data:`WINDOWS`); a fault
+``(window, 'window', action)`` fires there, e.g.
+``flow-stored:window:crash``.
+
 Actions: ``raise`` (an exception of a given class, by default
 :class:`InjectedFault`) or ``crash`` (the process dies at once through
 ``os._exit``: no cleanup, no ``finally`` blocks, no flow log update).
@@ -23,6 +28,22 @@ AFTER_EXECUTE = 'after-execute'
 BEFORE_REVERT = 'before-revert'
 AFTER_REVERT = 'after-revert'
 POINTS = (BEFORE_EXECUTE, AFTER_EXECUTE, BEFORE_REVERT, AFTER_REVERT)
+
+#: The point of a named window (not a task's: see :data:`WINDOWS`).
+WINDOW = 'window'
+#: The named windows, where :func:`window` is called.
+WINDOWS = {
+    'flow-logged': 'a new flow is in the flow log, its store not yet',
+    'flow-stored': 'a new flow and its store are in the flow log, its '
+                   'operation not yet started in the records',
+    'rollback-recorded': 'flow rollback of a finished move is between its '
+                         'two writes: recording its undo in the flow log '
+                         'and claiming the server in the records',
+    'delete-claimed': 'server delete has set the task state deleting, '
+                      'nothing deleted yet',
+    'delete-destroyed': 'server delete has destroyed the guest and its '
+                        'disk, the records not yet deleted',
+}
 
 RAISE = 'raise'
 CRASH = 'crash'
@@ -48,9 +69,7 @@ class SimulatedCrash(BaseException):
 def inject(task, point=BEFORE_EXECUTE, action=RAISE, exc_class=None,
            times=1):
     """Arm a fault. ``times`` is how many hits fire it (None: every hit)."""
-    if point not in POINTS:
-        raise ValueError('unknown fault point %r (one of %s)' % (
-            point, ', '.join(POINTS)))
+    _check_point(task, point)
     if action not in ACTIONS:
         raise ValueError('unknown fault action %r (one of %s)' % (
             action, ', '.join(ACTIONS)))
@@ -58,6 +77,16 @@ def inject(task, point=BEFORE_EXECUTE, action=RAISE, exc_class=None,
         _FAULTS[(task, point)] = {
             'action': action, 'exc_class': exc_class or InjectedFault,
             'remaining': times, 'hits': 0}
+
+
+def _check_point(task, point):
+    if point == WINDOW:
+        if task not in WINDOWS:
+            raise ValueError('unknown window %r (one of %s)' % (
+                task, ', '.join(sorted(WINDOWS))))
+    elif point not in POINTS:
+        raise ValueError('unknown fault point %r (one of %s, or %s for a '
+                         'window)' % (point, ', '.join(POINTS), WINDOW))
 
 
 def parse(spec):
@@ -71,9 +100,12 @@ def parse(spec):
     if len(parts) == 4:
         from oslo_utils import importutils
         exc_class = importutils.import_class(parts[3])
-    if point not in POINTS or action not in ACTIONS:
-        raise ValueError('fault %r: point is one of %s; action one of %s'
-                         % (spec, ', '.join(POINTS), ', '.join(ACTIONS)))
+    if (point not in POINTS + (WINDOW,) or action not in ACTIONS or
+            (point == WINDOW and task not in WINDOWS)):
+        raise ValueError('fault %r: point is one of %s (or %s after one of '
+                         'the windows %s); action one of %s'
+                         % (spec, ', '.join(POINTS), WINDOW,
+                            ', '.join(sorted(WINDOWS)), ', '.join(ACTIONS)))
     return {'task': task, 'point': point, 'action': action,
             'exc_class': exc_class}
 
@@ -94,6 +126,11 @@ def hits(task, point=BEFORE_EXECUTE):
     with _LOCK:
         fault = _FAULTS.get((task, point))
         return fault['hits'] if fault else 0
+
+
+def window(name):
+    """Called at the named window ``name`` (one of :data:`WINDOWS`)."""
+    hit(name, WINDOW)
 
 
 def hit(task, point):
