@@ -66,6 +66,9 @@ class FinishMigration(base.ResizeFlowsTask):
 class DestroyDestination(base.ResizeFlowsTask):
     """Revert, on the destination: power off and undefine the guest, and set
     its directory aside as ``<uuid>_revert`` until the revert is final.
+    It refuses (:class:`~resize_flows.exception.InstanceIsLiveThere`) when
+    the host changed and the records say the instance does not live on
+    the destination: the guest it would destroy is not the move's.
 
     Reversion strategy: rename the directory back, define the domain from
     it, and power it on if the records say it was running (they are not
@@ -75,8 +78,14 @@ class DestroyDestination(base.ResizeFlowsTask):
 
     def execute(self, migration_uuid):
         mig = repository.migration_get(migration_uuid)
-        drv = self.driver(mig['dest_compute'])
         uuid = mig['instance_uuid']
+        inst = repository.instance_get(uuid)
+        if (mig['source_compute'] != mig['dest_compute']
+                and inst['host'] != mig['dest_compute']):
+            raise exception.InstanceIsLiveThere(
+                action='destroy the destination guest of',
+                instance_uuid=uuid, host=inst['host'])
+        drv = self.driver(mig['dest_compute'])
         if drv.instance_exists(uuid):
             drv.power_off(uuid, 0)
             drv.destroy(uuid, destroy_disks=False)
