@@ -442,7 +442,8 @@ class ServerCreate(show.ShowOne):
 
 @command('server delete')
 class ServerDelete(command_base.Command):
-    """Delete a server: its guest, disk and records."""
+    """Delete a server: its guest, disk and records (a RESIZED server is
+    confirmed first; refused while an operation on it is unfinished)."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
