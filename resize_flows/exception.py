@@ -261,9 +261,10 @@ class FlowNotStarted(Conflict):
                "records: %(reason)s.")
 
 
-class InstanceIsLiveThere(Conflict):
+class RefusedByRecords(Conflict):
+    """A driver step that would destroy what the records call live."""
     msg_fmt = ("Refusing to %(action)s instance %(instance_uuid)s on host "
-               "%(host)s: the records say it lives there.")
+               "%(host)s: %(reason)s.")
 
 
 class MigrationResolvedMeanwhile(Conflict):

@@ -68,7 +68,7 @@ class CleanupSource(base.ResizeFlowsTask):
     changed, delete the resize snapshot, delete ``<uuid>_resize``.
 
     This is a confirm's point of no return, so it runs last. It refuses
-    (:class:`~resize_flows.exception.InstanceIsLiveThere`) when the host
+    (:class:`~resize_flows.exception.RefusedByRecords`) when the host
     changed and the records say the instance lives on the source: the
     domain there is then the live one, not a leftover.
 
@@ -86,9 +86,10 @@ class CleanupSource(base.ResizeFlowsTask):
         host_changed = mig['source_compute'] != mig['dest_compute']
         inst = repository.instance_get(mig['instance_uuid'])
         if host_changed and inst['host'] == mig['source_compute']:
-            raise exception.InstanceIsLiveThere(
+            raise exception.RefusedByRecords(
                 action='clean up the source of', instance_uuid=inst['uuid'],
-                host=mig['source_compute'])
+                host=mig['source_compute'],
+                reason='the records say it lives there')
         self.driver(mig['source_compute']).confirm_migration(
             mig['instance_uuid'], snapshot_name(migration_uuid),
             host_changed=host_changed)

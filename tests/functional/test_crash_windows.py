@@ -9,12 +9,16 @@ the flow, or the flow log holds the undo while the server is not claimed)
 before it recovers as an operator would. tests/integration/
 test_crash_windows.py kills real processes there on real QEMU hosts.
 """
+import contextlib
+
 import pytest
+from taskflow.persistence import models as tf_models
 from taskflow import states as tf_states
 
 from resize_flows import api
 from resize_flows import engine
 from resize_flows import exception
+from resize_flows.persistence import flowlog
 from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import faults
@@ -104,6 +108,58 @@ def test_flow_never_started_ends_rolled_back(cloud, operation, window,
     assert flow_id not in [f['flow_id'] for f in api.list_flows(cloud.ctx)]
     # The server takes the operation again.
     _run(cloud, operation, vm)
+    assert state.leaks() == []
+
+
+@pytest.mark.parametrize('verb', ('resume', 'rollback'))
+def test_flow_cut_between_the_two_writes_of_its_store(cloud, verb):
+    """TaskFlow writes a store in two steps: the atom that holds it, then
+    its values. A process killed in between left a store of None."""
+    vm = cloud.server()['uuid']
+    before = _records(vm)
+    flow_id = _crash_before_start(cloud, 'resize', vm, 'flow-logged')
+    with contextlib.closing(flowlog.get_backend().get_connection()) as conn:
+        _book, detail = conn.find_flow(flow_id)
+        detail.add(tf_models.TaskDetail('_TaskFlow_INJECTOR',
+                                        uuid=flow_id[:-4] + 'beef'))
+        conn.update_flow_details(detail)
+        _book, detail = conn.find_flow(flow_id)
+        assert [(ad.name, ad.results) for ad in detail] == [
+            ('_TaskFlow_INJECTOR', None)]
+
+    shown = getattr(api, verb + '_flow')(cloud.ctx, flow_id)
+    assert shown['flow_state'] == tf_states.REVERTED
+    assert repository.lease_get(flow_id) is None
+    assert _records(vm) == before
+
+
+def _store_atom(detail):
+    return next(ad for ad in detail if ad.name == '_TaskFlow_INJECTOR')
+
+
+def test_flow_stored_without_its_id_still_resumes(cloud):
+    """A flow stored by older code has no flow id in its store: loading
+    it puts the id there, and it resumes as before."""
+    vm = cloud.server()['uuid']
+    faults.inject('CopyDisk', exc_class=faults.SimulatedCrash)
+    with pytest.raises(faults.SimulatedCrash):
+        api.resize(cloud.ctx, vm, 'big', wait=True)
+    faults.clear()
+    _die()
+    flow_id = repository.migration_list(vm)[-1]['flow_id']
+    with contextlib.closing(flowlog.get_backend().get_connection()) as conn:
+        _book, detail = conn.find_flow(flow_id)
+        store = _store_atom(detail)
+        assert store.results.pop('flow_id') == flow_id
+        conn.update_atom_details(store)
+    assert api.resume_flow(cloud.ctx, flow_id)['flow_state'] == \
+        tf_states.SUCCESS
+    assert repository.migration_list(vm)[-1]['status'] == \
+        states.MIGRATION_FINISHED
+    with contextlib.closing(flowlog.get_backend().get_connection()) as conn:
+        _book, detail = conn.find_flow(flow_id)
+        assert _store_atom(detail).results[
+            'flow_id'] == flow_id
     assert state.leaks() == []
 
 
@@ -324,4 +380,32 @@ def test_confirm_and_revert_at_once_the_loser_gets_409(cloud, monkeypatch,
     monkeypatch.setattr(api, '_check_state', check_state)
     if not winner_ends:
         api.resume_flow(cloud.ctx, mig['flow_id'])
+    assert state.leaks() == []
+
+
+# -- 2: driver steps never destroy what the records call live --------------
+
+@pytest.mark.parametrize('step', ('CleanupSource', 'DestroyDestination'))
+def test_driver_steps_refuse_to_destroy_the_live_guest(cloud, step):
+    """A stale confirm's CleanupSource after the user's revert (the guest
+    lives on the source again), or a stale revert's DestroyDestination
+    after the user's confirm (the guest lives on the destination, for
+    good), refuses and changes nothing."""
+    from resize_flows.tasks import dest
+    from resize_flows.tasks import source
+    vm = cloud.server()['uuid']
+    mig = api.resize(cloud.ctx, vm, 'big', wait=True).migration_uuid
+    if step == 'CleanupSource':
+        api.revert_resize(cloud.ctx, vm, wait=True)
+        task = source.CleanupSource()
+        live = 'host1'
+    else:
+        api.confirm_resize(cloud.ctx, vm, wait=True)
+        task = dest.DestroyDestination()
+        live = 'host2'
+    before = state.capture()
+    with pytest.raises(exception.RefusedByRecords):
+        task.execute(migration_uuid=mig)
+    assert state.capture() == before
+    assert vm in before['hosts'][live]['domains']
     assert state.leaks() == []
