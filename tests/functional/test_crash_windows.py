@@ -200,9 +200,11 @@ def test_killed_rollback_of_a_finished_move_is_recoverable(cloud, verb):
     assert faults.hits('rollback-recorded', faults.WINDOW) == 1
     faults.clear()
     _die()
-    # It died inside the window: the flow is not finished any more, and it
-    # blocks the server's other operations, naming itself.
+    # It died inside the window: the undo is recorded (the flow is not
+    # finished any more), the server not claimed; the flow blocks the
+    # server's other operations, naming itself.
     assert engine.show_flow(flow_id)['status'] == engine.INTERRUPTED
+    assert repository.instance_get(vm)['task_state'] is None
     for other in RESOLUTIONS:
         with pytest.raises(exception.InstanceHasUnfinishedFlow,
                            match=flow_id):
