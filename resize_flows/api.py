@@ -29,6 +29,7 @@ from resize_flows.persistence import repository
 from resize_flows import policy
 from resize_flows import scheduler
 from resize_flows import states
+from resize_flows.testing import faults
 from resize_flows import virt
 from resize_flows.virt.libvirt import files as host_files
 from resize_flows.virt.libvirt import local
@@ -254,20 +255,53 @@ def create_server(ctx, name, flavor, host=None, power_on=True):
 
 
 def delete_server(ctx, server):
-    """Delete a server that no operation is acting on: its guest, disk,
-    allocations, finished migrations and actions. A RESIZED server must
-    be confirmed or reverted first."""
+    """Delete a server: its guest, disk, allocations, migrations and
+    actions.
+
+    The server is taken the way a move takes it: task_state ``deleting``
+    by compare-and-swap from the state read, with no task under way, so a
+    move or a confirm/revert that starts first wins and the delete is
+    refused (409), as it is while a flow of the server is unfinished. A
+    RESIZED server is confirmed first, as Nova does, then deleted. A
+    delete killed midway (task_state ``deleting``) is finished by running
+    it again.
+    """
     inst = get_server(ctx, server)
     if inst['locked'] and not ctx.is_admin:
         raise exception.InstanceIsLocked(instance_uuid=inst['uuid'])
-    if inst['task_state'] is not None or inst['vm_state'] == states.RESIZED:
-        raise exception.InstanceInvalidState(
-            method='delete', instance_uuid=inst['uuid'],
-            attr='task_state' if inst['task_state'] else 'vm_state',
-            state=inst['task_state'] or inst['vm_state'])
+    if inst['task_state'] != states.DELETING:
+        _refuse_if_unfinished_flow(inst, 'delete')
+        if inst['vm_state'] == states.RESIZED and inst['task_state'] is None:
+            confirm_resize(ctx, inst['uuid'], wait=True)
+            inst = repository.instance_get(inst['uuid'])
+        _take_for_delete(inst)
+        faults.window('delete-claimed')
     virt.get_driver(repository.host_get(inst['host'])).destroy(
         inst['uuid'], destroy_disks=True)
+    faults.window('delete-destroyed')
     repository.instance_destroy(inst['uuid'])
+
+
+def _take_for_delete(inst):
+    """task_state ``deleting``, only from the state read with no task
+    under way; else the conflict, naming an unfinished flow if any."""
+    try:
+        if inst['task_state'] is not None:
+            raise exception.UnexpectedTaskStateError(
+                instance_uuid=inst['uuid'], expected=(None,),
+                actual=inst['task_state'])
+        repository.instance_update(
+            inst['uuid'], {'task_state': states.DELETING},
+            expected_vm_state=inst['vm_state'], expected_task_state=None)
+    except (exception.InstanceInvalidState,
+            exception.UnexpectedTaskStateError):
+        current = repository.instance_get(inst['uuid'])
+        _refuse_if_unfinished_flow(current, 'delete')
+        busy = current['task_state'] is not None
+        raise exception.InstanceInvalidState(
+            method='delete', instance_uuid=inst['uuid'],
+            attr='task_state' if busy else 'vm_state',
+            state=current['task_state'] if busy else current['vm_state'])
 
 
 # -- moves -------------------------------------------------------------------
@@ -488,9 +522,13 @@ def _run_operation(ctx, operation, inst, migration_uuid, start, listeners,
     handle = engine.create(operation, store, inst['uuid'], migration_uuid,
                            project_id=inst['project_id'])
     try:
+        faults.window('flow-stored')
         start(handle.flow_id)
     except Exception:
         engine.discard(handle)
+        raise
+    except BaseException:       # SimulatedCrash too: the flow stays stored,
+        handle.close()          # as a dead process leaves it
         raise
     if posting:
         op = _post(ctx, operation, inst, migration_uuid, handle)
@@ -625,17 +663,46 @@ def _resolve(ctx, server, method, task_state, status, operation, rule,
     inst = get_server(ctx, server)
     policy.authorize(ctx, rule, _target(inst))
     _check_state(inst, method, ctx)
-    mig = repository.migration_get_by_instance_and_status(
-        inst['uuid'], states.MIGRATION_FINISHED)
+    try:
+        mig = repository.migration_get_by_instance_and_status(
+            inst['uuid'], states.MIGRATION_FINISHED)
+    except exception.MigrationNotFoundByStatus:
+        # Another confirm or revert started since the checks above.
+        migs = repository.migration_list(inst['uuid'])
+        if not migs:
+            raise
+        raise _lost_resolution(inst, method, migs[-1]['uuid'])
 
     def start(flow_id):
-        repository.start_resolution(
-            inst['uuid'], task_state, mig['uuid'], status, flow_id,
-            action=ACTIONS[operation], request_id=ctx.request_id,
-            user_id=ctx.user_id, project_id=ctx.project_id)
+        try:
+            repository.start_resolution(
+                inst['uuid'], task_state, mig['uuid'], status, flow_id,
+                action=ACTIONS[operation], request_id=ctx.request_id,
+                user_id=ctx.user_id, project_id=ctx.project_id)
+        except (exception.InstanceInvalidState,
+                exception.UnexpectedTaskStateError,
+                exception.UnexpectedMigrationStatus) as e:
+            raise _lost_resolution(inst, method, mig['uuid']) from e
 
     return _run_operation(ctx, operation, inst, mig['uuid'], start,
                           listeners, wait)
+
+
+def _lost_resolution(inst, method, migration_uuid):
+    """The 409 of a confirm or revert that another request beat to the
+    server: the migration as it is now, or the server's state when that
+    migration still waits."""
+    mig = repository.migration_get(migration_uuid)
+    if mig['status'] != states.MIGRATION_FINISHED:
+        return exception.MigrationResolvedMeanwhile(
+            method=method, instance_uuid=inst['uuid'],
+            migration_uuid=mig['uuid'], status=mig['status'])
+    current = repository.instance_get(inst['uuid'])
+    busy = current['task_state'] is not None
+    return exception.InstanceInvalidState(
+        method=method, instance_uuid=inst['uuid'],
+        attr='task_state' if busy else 'vm_state',
+        state=current['task_state'] if busy else current['vm_state'])
 
 
 def confirm_resize(ctx, server, wait=False, listeners=()):

@@ -52,6 +52,7 @@ from resize_flows.persistence import flowlog
 from resize_flows.persistence import models
 from resize_flows.persistence import repository
 from resize_flows import states
+from resize_flows.testing import faults
 
 LOG = logging.getLogger(__name__)
 
@@ -195,6 +196,9 @@ def create(operation, store, instance_uuid, migration_uuid, flow_id=None,
     # Built the way a resumed flow is rebuilt: from its factory's name.
     flow = importutils.import_class(factory_name)(**factory_kwargs)
     flow_id = flow_id or str(uuidlib.uuid4())
+    # The flow's own id, for its first task to check that the records
+    # started this flow (see tasks/records.py).
+    store = dict(store, flow_id=flow_id)
     meta = {
         'factory': _factory_meta(factory_name, factory_kwargs),
         'operation': operation,
@@ -213,11 +217,12 @@ def create(operation, store, instance_uuid, migration_uuid, flow_id=None,
         backend = flowlog.get_backend()
         with contextlib.closing(backend.get_connection()) as conn:
             conn.save_logbook(book)
+        faults.window('flow-logged')
         engine = engines.load(flow, store=store, flow_detail=detail,
                               book=book, backend=lease.backend(),
                               engine=ENGINE_KIND)
-    except Exception:
-        lease.release()
+    except BaseException:       # SimulatedCrash too: a dead process's
+        lease.release()         # lease goes
         raise
     return FlowHandle(flow_id, flow, engine, meta, lease)
 
@@ -248,9 +253,36 @@ def load(flow_id, lease=None):
     flow = _rebuild(flow_id, detail)
     backend = (lease.backend() if lease is not None
                else flowlog.get_backend())
+    meta = dict(detail.meta or {})
+    injector = _find_atom(detail, _INJECTOR)
+    if injector is not None and injector.results is None:
+        # Its process died between TaskFlow's two writes of the store.
+        injector.results = {}
     engine = engines.load(flow, flow_detail=detail, backend=backend,
                           engine=ENGINE_KIND)
-    return FlowHandle(flow_id, flow, engine, dict(detail.meta or {}), lease)
+    if lease is not None:
+        _complete_store(engine, flow_id, meta,
+                        {} if injector is None else injector.results)
+    return FlowHandle(flow_id, flow, engine, meta, lease)
+
+
+#: The name of TaskFlow's atom that holds a flow's store.
+_INJECTOR = '_TaskFlow_INJECTOR'
+
+
+def _complete_store(engine, flow_id, meta, stored):
+    """Put back into a flow's store what its meta knows and the store
+    lacks: the whole store of a flow whose process died before it was
+    saved, and the flow's own id in a flow stored by older code."""
+    known = {'migration_uuid': meta.get('migration_uuid'),
+             'instance_uuid': meta.get('instance_uuid'),
+             'request_id': meta.get('request_id'),
+             'flow_id': flow_id}
+    missing = {key: value for key, value in known.items()
+               if key not in stored and
+               (value is not None or key == 'request_id')}
+    if missing:
+        engine.storage.inject(missing)
 
 
 def discard(handle):
@@ -688,6 +720,65 @@ def _past_no_return(handle, atoms):
     return past
 
 
+#: Set in a flow's meta when the records never started its operation:
+#: why (the flow then ends rolled back without running anything).
+NEVER_STARTED = 'never_started'
+
+
+def _never_started(handle):
+    """Why the records never started this flow's operation, or None when
+    they did: its process died after storing the flow and before the
+    API's compare-and-swap start, so no migration names the flow (a move's
+    migration does not exist; a confirm's or revert's belongs to another
+    flow, maybe a later one's). Not asked once the flow's first task has
+    run: it found the records started."""
+    lifecycle = next(rf_flows.iter_tasks(handle.flow)).name
+    _book, detail = find_detail(handle.flow_id)
+    first = _find_atom(detail, lifecycle)
+    if first is not None and first.state not in (None, tf_states.PENDING):
+        return None
+    try:
+        mig = repository.migration_get(handle.meta['migration_uuid'])
+    except exception.MigrationNotFound:
+        return 'no migration %s exists' % handle.meta['migration_uuid']
+    if mig['flow_id'] != handle.flow_id:
+        return 'migration %s belongs to flow %s' % (mig['uuid'],
+                                                    mig['flow_id'])
+    return None
+
+
+def _end_never_started(handle, reason):
+    """End a flow whose operation the records never started as rolled
+    back, touching nothing else (no task runs, nothing is undone: it owns
+    nothing); the reason stays in its meta (``flow show``)."""
+    try:
+        LOG.warning('flow %s never started its operation (%s): ending it '
+                    'as rolled back, changing nothing else', handle.flow_id,
+                    reason)
+        storage = handle.engine.storage
+        storage.update_flow_metadata({NEVER_STARTED: reason})
+        storage.set_flow_state(tf_states.REVERTED)
+    finally:
+        handle.close()
+    return tf_states.REVERTED
+
+
+def _take_unless_never_started(flow_id, owner=None):
+    """(handle, None) of a flow taken for resume or rollback, or (None,
+    final state) of one the records never started, ended here."""
+    handle = _take(flow_id, owner)
+    try:
+        if handle.engine.storage.get_flow_state() in _ENDED:
+            return handle, None
+        reason = _never_started(handle)
+    except BaseException:
+        handle.close()
+        raise
+    if reason is None:
+        return handle, None
+    return None, _end_never_started(handle, reason)
+
+
 def run_job(flow_id, listeners=(), owner=None):
     """Run a stored flow for a conductor's job, under ``owner``'s lease:
     a flow never run starts, an interrupted one is resumed (see
@@ -707,10 +798,18 @@ def run_job(flow_id, listeners=(), owner=None):
 
 def _start(handle, listeners):
     """Run a flow that was never run (taken already); should another
-    process have run it meanwhile, as :func:`resume` does."""
+    process have run it meanwhile, as :func:`resume` does. One the
+    records never started ends rolled back (:func:`_end_never_started`)."""
     if handle.engine.storage.get_flow_state() not in _NEVER_RUN:
         handle.close()
         return resume(handle.flow_id, listeners, owner=handle.lease.owner)
+    try:
+        reason = _never_started(handle)
+    except BaseException:
+        handle.close()
+        raise
+    if reason is not None:
+        return _end_never_started(handle, reason)
     return _run_expecting(handle, listeners, None)
 
 
@@ -725,7 +824,12 @@ def resume(flow_id, listeners=(), owner=None):
     a flow another live process holds, a flow stuck on a failed undo step
     (that needs :func:`rollback` once the cause is fixed), a flow queued
     on the jobboard (a conductor will start it; :func:`rollback` cancels
-    it). A flow never started (its process died before) is started.
+    it). A flow that never ran a task, its operation started in the
+    records (its process died before it ran), is started. A flow whose
+    operation the records never started (its process died between
+    storing it and starting it) ends rolled back, changing nothing else
+    (:func:`_end_never_started`). An unfinished rollback of a finished
+    move first claims the server, if it had not yet (:func:`_hold_claim`).
     """
     brief = flow_brief(flow_id)
     if brief is not None and brief['status'] == QUEUED:
@@ -734,7 +838,9 @@ def resume(flow_id, listeners=(), owner=None):
             reason='it is queued as job %s on the jobboard and a conductor '
                    'will start it (roll it back to cancel it)'
                    % brief['job_uuid'])
-    handle = _take(flow_id, owner)
+    handle, ended = _take_unless_never_started(flow_id, owner)
+    if handle is None:
+        return ended
     if handle.engine.storage.get_flow_state() in _NEVER_RUN:
         # Its process died before it ran anything: start it.
         return _run_expecting(handle, listeners, None)
@@ -762,7 +868,9 @@ def resume(flow_id, listeners=(), owner=None):
             undoing = False
         handle.engine.compile()
         handle.engine.prepare()
-    except Exception:
+        if undoing and handle.meta.get(UNDOING_FINISHED_MOVE):
+            _hold_claim(handle)
+    except BaseException:
         handle.close()
         raise
     return _run_expecting(handle, listeners,
@@ -812,7 +920,9 @@ def rollback(flow_id, listeners=()):
     flow another live process holds, and a flow past its point of no
     return (a confirm or revert that deleted files: resume it instead).
     """
-    handle = _take(flow_id)
+    handle, ended = _take_unless_never_started(flow_id)
+    if handle is None:
+        return ended
     if handle.engine.storage.get_flow_state() in _NEVER_RUN:
         return _cancel(handle, listeners)
     try:
@@ -829,28 +939,31 @@ def rollback(flow_id, listeners=()):
                 verb='roll back', flow_id=flow_id,
                 reason='%s has deleted files already; resume the flow to '
                        'finish it' % ', '.join(past))
-        claimed = False
         if state == tf_states.SUCCESS:
-            _claim_finished_move(handle)
-            claimed = True
-        try:
-            engine.compile()
-            engine.prepare()
-            storage = engine.storage
-            for name, st, _intention in atoms:
-                if st == tf_states.REVERT_FAILURE:
-                    # TaskFlow would call the flow REVERTED without undoing
-                    # the tasks before this one: undo this one again.
-                    storage.set_atom_state(name, tf_states.REVERTING)
-                if st != tf_states.PENDING:
-                    storage.set_atom_intention(name, tf_states.REVERT)
-            if state in (tf_states.SUCCESS, tf_states.FAILURE):
-                storage.set_flow_state(tf_states.RUNNING)
-        except Exception:
-            if claimed:
-                _unclaim_finished_move(handle)
-            raise
-    except Exception:
+            # The undo is recorded first, then the server claimed: killed
+            # in between, the flow is an unfinished undo, which blocks the
+            # server's other operations, and whose resume or rollback
+            # claims the server before it undoes anything.
+            _check_finished_move(handle)
+            handle.meta[UNDOING_FINISHED_MOVE] = True
+            engine.storage.update_flow_metadata(
+                {UNDOING_FINISHED_MOVE: True})
+        engine.compile()
+        engine.prepare()
+        storage = engine.storage
+        for name, st, _intention in atoms:
+            if st == tf_states.REVERT_FAILURE:
+                # TaskFlow would call the flow REVERTED without undoing
+                # the tasks before this one: undo this one again.
+                storage.set_atom_state(name, tf_states.REVERTING)
+            if st != tf_states.PENDING:
+                storage.set_atom_intention(name, tf_states.REVERT)
+        if state in (tf_states.SUCCESS, tf_states.FAILURE):
+            storage.set_flow_state(tf_states.RUNNING)
+        if handle.meta.get(UNDOING_FINISHED_MOVE):
+            faults.window('rollback-recorded')
+            _hold_claim(handle)
+    except BaseException:
         handle.close()
         raise
     return _run_expecting(handle, listeners, tf_states.REVERTED)
@@ -890,7 +1003,12 @@ def _cancel(handle, listeners):
     return _run_expecting(handle, listeners, tf_states.REVERTED)
 
 
-def _claim_finished_move(handle):
+#: Set in a flow's meta when its rollback as a finished move was recorded:
+#: its undo must hold the server (task_state ``resize_reverting``).
+UNDOING_FINISHED_MOVE = 'undoing_finished_move'
+
+
+def _check_finished_move(handle):
     """Rolling back a finished move is an operation on its instance: only
     while the move waits for confirm or revert and nothing else runs."""
     mig = repository.migration_get(handle.meta['migration_uuid'])
@@ -898,15 +1016,58 @@ def _claim_finished_move(handle):
         raise exception.FlowStateConflict(
             verb='roll back', flow_id=handle.flow_id,
             reason='its migration is %s now' % mig['status'])
-    repository.instance_update(
-        mig['instance_uuid'], {'task_state': states.RESIZE_REVERTING},
-        expected_vm_state=states.RESIZED, expected_task_state=None)
+    inst = repository.instance_get(mig['instance_uuid'])
+    if inst['vm_state'] != states.RESIZED or inst['task_state'] is not None:
+        raise exception.FlowStateConflict(
+            verb='roll back', flow_id=handle.flow_id,
+            reason='instance %s is %s with task %s' % (
+                inst['uuid'], inst['vm_state'], inst['task_state']))
 
 
-def _unclaim_finished_move(handle):
+def _hold_claim(handle):
+    """Make sure the recorded rollback of a finished move holds its server
+    (task_state ``resize_reverting`` by compare-and-swap from RESIZED and
+    idle), claiming it if the process that recorded the undo died first.
+    Held already once the undo has begun (the last task's undo moves the
+    migration off ``finished``). Lost to another operation that started
+    first: the undo is taken back, the flow is finished again, and the
+    rollback refused."""
+    last = list(rf_flows.iter_tasks(handle.flow))[-1].name
+    undo_begun = handle.engine.storage.get_atom_state(last) != \
+        tf_states.SUCCESS
+    if undo_begun:
+        return
     mig = repository.migration_get(handle.meta['migration_uuid'])
-    repository.instance_update(mig['instance_uuid'], {'task_state': None},
-                               expected_task_state=states.RESIZE_REVERTING)
+    if mig['status'] == states.MIGRATION_FINISHED:
+        try:
+            repository.instance_update(
+                mig['instance_uuid'],
+                {'task_state': states.RESIZE_REVERTING},
+                expected_vm_state=states.RESIZED,
+                expected_task_state=(None, states.RESIZE_REVERTING))
+            return
+        except (exception.InstanceInvalidState,
+                exception.UnexpectedTaskStateError):
+            pass
+    inst = repository.instance_get(mig['instance_uuid'])
+    _unrecord_rollback(handle)
+    raise exception.FlowStateConflict(
+        verb='roll back', flow_id=handle.flow_id,
+        reason='another operation took instance %s first (migration %s is '
+               '%s, task %s); the flow is finished again' % (
+                   inst['uuid'], mig['uuid'], mig['status'],
+                   inst['task_state']))
+
+
+def _unrecord_rollback(handle):
+    """Take back the recorded rollback of a finished move that could not
+    claim its server: the flow is finished again, as it was."""
+    storage = handle.engine.storage
+    for name, _state, _intention in _atoms(handle):
+        storage.set_atom_intention(name, tf_states.EXECUTE)
+    storage.update_flow_metadata({UNDOING_FINISHED_MOVE: False})
+    handle.meta[UNDOING_FINISHED_MOVE] = False
+    storage.set_flow_state(tf_states.SUCCESS)
 
 
 class ActionEventListener(listener_base.Listener):

@@ -264,3 +264,24 @@ class OperationFailed(ResizeFlowsException):
     """A posted operation whose flow failed: a conductor ran it, so the
     task's own exception is known only from the flow log, as text."""
     msg_fmt = "%(operation)s failed (flow %(flow_id)s, %(state)s): %(reason)s"
+
+
+class FlowNotStarted(Conflict):
+    """A flow's first task found that the records never started its
+    operation (its process died between storing the flow and the
+    compare-and-swap start, and another operation may own the records
+    since)."""
+    msg_fmt = ("Flow %(flow_id)s never started its operation in the "
+               "records: %(reason)s.")
+
+
+class RefusedByRecords(Conflict):
+    """A driver step that would destroy what the records call live."""
+    msg_fmt = ("Refusing to %(action)s instance %(instance_uuid)s on host "
+               "%(host)s: %(reason)s.")
+
+
+class MigrationResolvedMeanwhile(Conflict):
+    msg_fmt = ("Cannot '%(method)s' instance %(instance_uuid)s: another "
+               "request got there first; its migration %(migration_uuid)s "
+               "is %(status)s now.")

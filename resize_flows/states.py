@@ -22,9 +22,10 @@ RESIZE_MIGRATED = 'resize_migrated'
 RESIZE_FINISH = 'resize_finish'
 RESIZE_CONFIRMING = 'resize_confirming'
 RESIZE_REVERTING = 'resize_reverting'
+DELETING = 'deleting'
 
 TASK_STATES = (SPAWNING, RESIZE_PREP, RESIZE_MIGRATING, RESIZE_MIGRATED, RESIZE_FINISH,
-               RESIZE_CONFIRMING, RESIZE_REVERTING)
+               RESIZE_CONFIRMING, RESIZE_REVERTING, DELETING)
 
 # power_state (Nova's numbers) ----------------------------------------------
 NOSTATE = 0

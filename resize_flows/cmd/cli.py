@@ -445,7 +445,8 @@ class ServerCreate(show.ShowOne):
 
 @command('server delete')
 class ServerDelete(command_base.Command):
-    """Delete a server: its guest, disk and records."""
+    """Delete a server: its guest, disk and records (a RESIZED server is
+    confirmed first; refused while an operation on it is unfinished)."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
@@ -762,7 +763,9 @@ class FlowResume(_MoveCommand):
     """Run an interrupted flow on from where it stopped.
 
     A queued flow (posted on the jobboard, not started yet) is refused: a
-    conductor will start it; "flow rollback" cancels it.
+    conductor will start it; "flow rollback" cancels it. A flow whose
+    operation the records never started (its process died between storing
+    it and starting it) ends rolled back, changing nothing else.
     """
 
     def get_parser(self, prog_name):
@@ -783,7 +786,10 @@ class FlowRollback(_MoveCommand):
 
     A queued flow (posted on the jobboard, not started yet) is cancelled:
     the server is put back as it was before the request and the job is
-    taken off the board.
+    taken off the board. A flow whose operation the records never started
+    ends rolled back, changing nothing else. Rolling back a finished move
+    first records the undo, then claims the server: killed in between,
+    "flow resume" or "flow rollback" of it finishes both.
     """
 
     def get_parser(self, prog_name):

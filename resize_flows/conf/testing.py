@@ -9,7 +9,10 @@ opts = [
         default=[],
         help='Faults to inject, each TASK:POINT:ACTION[:EXCEPTION], e.g. '
              'CopyDisk:after-execute:crash. POINT is before-execute, '
-             'after-execute, before-revert or after-revert; ACTION is '
+             'after-execute, before-revert or after-revert (or window, '
+             'TASK then naming a window of the API or engine: '
+             'flow-logged, flow-stored, rollback-recorded, '
+             'delete-claimed, delete-destroyed); ACTION is '
              'raise (EXCEPTION: a dotted class path, default '
              'resize_flows.testing.faults.InjectedFault) or crash (the '
              'process exits at once, no cleanup). Also read from the '

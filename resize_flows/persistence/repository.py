@@ -177,11 +177,14 @@ def instance_create(name, project_id, user_id, host, flavor, vm_state,
 
 
 def instance_destroy(instance_uuid):
-    """Delete an instance record with its allocations, migrations,
-    actions and events."""
+    """Delete an instance record with its allocations (and its
+    migrations'), migrations, actions and events."""
     with db.session_scope() as s:
-        s.execute(sa.delete(models.Allocation).where(
-            models.Allocation.consumer_uuid == instance_uuid))
+        migrations = sa.select(models.Migration.uuid).where(
+            models.Migration.instance_uuid == instance_uuid)
+        s.execute(sa.delete(models.Allocation).where(sa.or_(
+            models.Allocation.consumer_uuid == instance_uuid,
+            models.Allocation.consumer_uuid.in_(migrations))))
         for act in s.scalars(sa.select(models.InstanceAction).filter_by(
                 instance_uuid=instance_uuid)):
             s.delete(act)

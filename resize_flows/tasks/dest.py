@@ -66,6 +66,10 @@ class FinishMigration(base.ResizeFlowsTask):
 class DestroyDestination(base.ResizeFlowsTask):
     """Revert, on the destination: power off and undefine the guest, and set
     its directory aside as ``<uuid>_revert`` until the revert is final.
+    It refuses (:class:`~resize_flows.exception.RefusedByRecords`) unless
+    the records say the move is being reverted (migration ``reverting``,
+    the instance on the destination): else the guest it would destroy is
+    the live one, or not the move's.
 
     Reversion strategy: rename the directory back, define the domain from
     it, and power it on if the records say it was running (they are not
@@ -75,8 +79,20 @@ class DestroyDestination(base.ResizeFlowsTask):
 
     def execute(self, migration_uuid):
         mig = repository.migration_get(migration_uuid)
-        drv = self.driver(mig['dest_compute'])
         uuid = mig['instance_uuid']
+        inst = repository.instance_get(uuid)
+        if mig['status'] != states.MIGRATION_REVERTING:
+            reason = 'its migration %s is %s, not %s' % (
+                mig['uuid'], mig['status'], states.MIGRATION_REVERTING)
+        elif inst['host'] != mig['dest_compute']:
+            reason = 'the records say it lives on %s' % inst['host']
+        else:
+            reason = None
+        if reason is not None:
+            raise exception.RefusedByRecords(
+                action='destroy the reverted guest of', instance_uuid=uuid,
+                host=mig['dest_compute'], reason=reason)
+        drv = self.driver(mig['dest_compute'])
         if drv.instance_exists(uuid):
             drv.power_off(uuid, 0)
             drv.destroy(uuid, destroy_disks=False)

@@ -67,7 +67,10 @@ class CleanupSource(base.ResizeFlowsTask):
     """Confirm on the source: undefine the source domain if the host
     changed, delete the resize snapshot, delete ``<uuid>_resize``.
 
-    This is a confirm's point of no return, so it runs last.
+    This is a confirm's point of no return, so it runs last. It refuses
+    (:class:`~resize_flows.exception.RefusedByRecords`) when the host
+    changed and the records say the instance lives on the source: the
+    domain there is then the live one, not a leftover.
 
     Reversion strategy: if ``<uuid>_resize`` still holds its disk nothing
     is lost: define the source domain again (when the host changed). Once
@@ -80,9 +83,16 @@ class CleanupSource(base.ResizeFlowsTask):
 
     def execute(self, migration_uuid):
         mig = repository.migration_get(migration_uuid)
+        host_changed = mig['source_compute'] != mig['dest_compute']
+        inst = repository.instance_get(mig['instance_uuid'])
+        if host_changed and inst['host'] == mig['source_compute']:
+            raise exception.RefusedByRecords(
+                action='clean up the source of', instance_uuid=inst['uuid'],
+                host=mig['source_compute'],
+                reason='the records say it lives there')
         self.driver(mig['source_compute']).confirm_migration(
             mig['instance_uuid'], snapshot_name(migration_uuid),
-            host_changed=mig['source_compute'] != mig['dest_compute'])
+            host_changed=host_changed)
 
     def undoable(self, migration_uuid):
         """Whether the source files are still there to go back to."""

@@ -8,6 +8,11 @@ A fault is ``(task, point, action)``: when the task named ``task`` reaches
   returned (so before the flow log records success);
 - ``before-revert`` / ``after-revert``: the same around revert().
 
+Outside the tasks, the API and the engine have named *windows* between two
+writes that a crash must not strand (:data:`WINDOWS`); a fault
+``(window, 'window', action)`` fires there, e.g.
+``flow-stored:window:crash``.
+
 Actions: ``raise`` (an exception of a given class, by default
 :class:`InjectedFault`) or ``crash`` (the process dies at once through
 ``os._exit``: no cleanup, no ``finally`` blocks, no flow log update).
@@ -33,6 +38,22 @@ AFTER_EXECUTE = 'after-execute'
 BEFORE_REVERT = 'before-revert'
 AFTER_REVERT = 'after-revert'
 POINTS = (BEFORE_EXECUTE, AFTER_EXECUTE, BEFORE_REVERT, AFTER_REVERT)
+
+#: The point of a named window (not a task's: see :data:`WINDOWS`).
+WINDOW = 'window'
+#: The named windows, where :func:`window` is called.
+WINDOWS = {
+    'flow-logged': 'a new flow is in the flow log, its store not yet',
+    'flow-stored': 'a new flow and its store are in the flow log, its '
+                   'operation not yet started in the records',
+    'rollback-recorded': 'flow rollback of a finished move is between its '
+                         'two writes: recording its undo in the flow log '
+                         'and claiming the server in the records',
+    'delete-claimed': 'server delete has set the task state deleting, '
+                      'nothing deleted yet',
+    'delete-destroyed': 'server delete has destroyed the guest and its '
+                        'disk, the records not yet deleted',
+}
 
 RAISE = 'raise'
 CRASH = 'crash'
@@ -87,9 +108,7 @@ def inject(task, point=BEFORE_EXECUTE, action=RAISE, exc_class=None,
             'fault injection is off: it is for test suites only (the '
             'resize-flows pytest plugin, or %s=1 in the environment)'
             % SWITCH)
-    if point not in POINTS:
-        raise ValueError('unknown fault point %r (one of %s)' % (
-            point, ', '.join(POINTS)))
+    _check_point(task, point)
     if action not in ACTIONS:
         raise ValueError('unknown fault action %r (one of %s)' % (
             action, ', '.join(ACTIONS)))
@@ -99,6 +118,16 @@ def inject(task, point=BEFORE_EXECUTE, action=RAISE, exc_class=None,
             'remaining': times, 'hits': 0}
 
 
+def _check_point(task, point):
+    if point == WINDOW:
+        if task not in WINDOWS:
+            raise ValueError('unknown window %r (one of %s)' % (
+                task, ', '.join(sorted(WINDOWS))))
+    elif point not in POINTS:
+        raise ValueError('unknown fault point %r (one of %s, or %s for a '
+                         'window)' % (point, ', '.join(POINTS), WINDOW))
+
+
 def parse(spec):
     """``TASK:POINT:ACTION[:EXCEPTION]`` -> inject() keyword arguments."""
     parts = spec.strip().split(':')
@@ -106,9 +135,12 @@ def parse(spec):
         raise ValueError('fault %r is not TASK:POINT:ACTION[:EXCEPTION]'
                          % spec)
     task, point, action = parts[:3]
-    if point not in POINTS or action not in ACTIONS:
-        raise ValueError('fault %r: point is one of %s; action one of %s'
-                         % (spec, ', '.join(POINTS), ', '.join(ACTIONS)))
+    if (point not in POINTS + (WINDOW,) or action not in ACTIONS or
+            (point == WINDOW and task not in WINDOWS)):
+        raise ValueError('fault %r: point is one of %s (or %s after one of '
+                         'the windows %s); action one of %s'
+                         % (spec, ', '.join(POINTS), WINDOW,
+                            ', '.join(sorted(WINDOWS)), ', '.join(ACTIONS)))
     exc_class = None
     if len(parts) == 4:
         exc_class = _exception_class(spec, parts[3])
@@ -167,6 +199,11 @@ def hits(task, point=BEFORE_EXECUTE):
     with _LOCK:
         fault = _FAULTS.get((task, point))
         return fault['hits'] if fault else 0
+
+
+def window(name):
+    """Called at the named window ``name`` (one of :data:`WINDOWS`)."""
+    hit(name, WINDOW)
 
 
 def hit(task, point):

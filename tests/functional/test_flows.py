@@ -225,13 +225,14 @@ def test_actions_and_events_are_recorded(cloud):
 
 def test_delete_server_and_host(cloud):
     vm = cloud.server()['uuid']
-    api.resize(cloud.ctx, vm, 'big', wait=True)
-    with pytest.raises(exception.InstanceInvalidState):
-        api.delete_server(cloud.ctx, vm)
-    api.confirm_resize(cloud.ctx, vm, wait=True)
+    mig = api.resize(cloud.ctx, vm, 'big', wait=True).migration_uuid
     with pytest.raises(exception.Conflict):
         api.delete_host(cloud.ctx, 'host2')
+    # A RESIZED server is confirmed first, as Nova does, then deleted.
     api.delete_server(cloud.ctx, vm)
+    assert repository.action_list(vm) == []
+    with pytest.raises(exception.MigrationNotFound):
+        repository.migration_get(mig)
     assert repository.instance_list() == []
     assert repository.allocation_list() == []
     assert _driver('host2').list_instance_dirs() == []

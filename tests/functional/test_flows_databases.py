@@ -175,10 +175,12 @@ def _assert_stored_as_returned(flow_id, operation, returned):
         assert json.loads(text) == atom.results, atom.name
         assert storage.get(atom.name) == atom.results, atom.name
         stored[atom.name] = atom.results
-    # The flow's store is kept as one more atom: ids only.
+    # The flow's store is kept as one more atom: ids only, its own too.
     store = stored.pop(storage.injector_name)
-    assert sorted(store) == ['instance_uuid', 'migration_uuid', 'request_id']
+    assert sorted(store) == ['flow_id', 'instance_uuid', 'migration_uuid',
+                             'request_id']
     assert store['migration_uuid'] == handle.meta['migration_uuid']
+    assert store['flow_id'] == flow_id
     # == alone would let a tuple stored as a list pass: compare the JSON.
     assert {k: json.dumps(v, sort_keys=True) for k, v in stored.items()} == \
         {k: json.dumps(v, sort_keys=True) for k, v in returned.items()}

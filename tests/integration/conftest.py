@@ -344,7 +344,7 @@ class CrashCloud:
         for uuid in self.servers:
             try:
                 api.delete_server(self.ctx, uuid)
-            except exception.ResizeFlowsException:
+            except Exception:       # a RESIZED one is confirmed first
                 pass
             purge_server(uuid)
         self.servers = []
