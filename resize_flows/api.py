@@ -267,6 +267,7 @@ def delete_server(ctx, server):
     it again.
     """
     inst = get_server(ctx, server)
+    policy.authorize(ctx, policy.DELETE, _target(inst))
     if inst['locked'] and not ctx.is_admin:
         raise exception.InstanceIsLocked(instance_uuid=inst['uuid'])
     if inst['task_state'] != states.DELETING:

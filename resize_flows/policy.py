@@ -34,6 +34,7 @@ ADMIN_OR_OWNER = 'rule:admin_or_owner'
 
 SERVERS = 'os_compute_api:servers:%s'
 CREATE_FORCED_HOST = SERVERS % 'create:forced_host'
+DELETE = SERVERS % 'delete'
 RESIZE = SERVERS % 'resize'
 CONFIRM_RESIZE = SERVERS % 'confirm_resize'
 REVERT_RESIZE = SERVERS % 'revert_resize'
@@ -75,6 +76,10 @@ _RULES = [
           'Create a server on a named host (without one, the scheduler '
           'chooses).',
           'POST', '/servers (with a host)'),
+    _rule(DELETE, ADMIN_OR_OWNER,
+          'Delete a server (a RESIZED one is confirmed first, which the '
+          'confirm rule must allow too).',
+          'DELETE', '/servers/{server_id}'),
     _rule(RESIZE, ADMIN_OR_OWNER, 'Resize a server to another flavor.',
           'POST', '/servers/{server_id}/action (resize)'),
     _rule(CONFIRM_RESIZE, ADMIN_OR_OWNER,

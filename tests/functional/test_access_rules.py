@@ -269,3 +269,22 @@ def test_an_internal_error_is_generic_for_a_member(cloud, rf_faults, caplog,
     with pytest.raises(_LeakyDiskError):
         api.resize(cloud.ctx, vm, 'big', wait=True)
     assert state.leaks() == []
+
+
+def test_delete_has_an_access_rule(cloud, policy_file):
+    """server delete is checked against the server's project like every
+    other server action: another project's member may not delete it
+    (404: unknown to them), and a policy file can keep it for admins
+    (403); either way nothing changes."""
+    vm = _server_of(cloud)
+    before = state.capture()
+    with pytest.raises(exception.InstanceNotFound):
+        api.delete_server(cloud.member('p2', 'u9'), vm)
+    policy_file('"os_compute_api:servers:delete": "rule:context_is_admin"\n')
+    with pytest.raises(exception.PolicyNotAuthorized) as e:
+        api.delete_server(cloud.member('p1', 'u1'), vm)
+    assert e.value.code == 403
+    assert 'os_compute_api:servers:delete' in str(e.value)
+    assert state.capture() == before
+    api.delete_server(cloud.ctx, vm)
+    assert repository.instance_list() == []
