@@ -20,8 +20,8 @@ Here each case is a *seed*, and the seed decides everything but the clock:
   life starting Python: so kills land everywhere, in the interpreter's
   start-up, inside database transactions, mid disk copy, inside undo
   steps. The process group gets SIGKILL: nothing in it cleans up. When a
-  recovery is to die, the operation it recovers is killed in its flow
-  first, so that there is a flow to recover;
+  recovery is to die, the operation it recovers is killed in the first
+  60% of its flow first, so that there is a flow to recover;
 - the operator's choices: once the dead process's lease has expired
   (CRASH_LEASE_SECONDS, polled in the flow log), ``flow list`` shows the
   interrupted or stuck flows, and each is resumed or rolled back (a
@@ -420,11 +420,12 @@ class Case:
                     same_size=old_gb == self.tiny_gb)
 
     # killing
-    def kill(self, kind, args, inside_flow=None):
+    def kill(self, kind, args, inside_flow=None, within=1.0):
         """Run ``args`` (a process as long as ``kind``'s) and kill it at a
         seeded fraction of its life: from its start to its exit, or (half
         the time, or when ``inside_flow``) from the moment its flow is
-        under way to its exit."""
+        under way to its exit; ``within``: of that part's first
+        ``within``."""
         if args[0] == 'flow':
             flow = args[2]
             under_way = leased(flow)
@@ -434,7 +435,7 @@ class Case:
             known = {f['flow_id'] for f in engine.list_flows(server=self.vm)}
         if inside_flow is None:
             inside_flow = self.rng.random() < 0.5
-        fraction = self.rng.random()
+        fraction = self.rng.random() * within
         span = estimate(kind, inside_flow)
         done = run(self.cloud, args, kill_after=fraction * span,
                    under_way=under_way if inside_flow else None)
@@ -447,8 +448,18 @@ class Case:
             ' from its flow under way' if inside_flow else '',
             'SIGKILL %s' % where(flow) if done.killed else 'exit %d %s' % (
                 done.returncode, done.stderr.strip()[-300:])))
-        if not done.killed:
-            # It ended before its instant: it must have succeeded.
+        if done.killed:
+            return done
+        # It ended before its instant: it must have succeeded, or be a
+        # rollback refused past a point of no return (resumed next).
+        if args[0] == 'flow' and done.returncode != 0:
+            message = done.stderr.strip()
+            known_window(self.vm, [flow], 'flow %s failed: %s' % (
+                args[1], message.splitlines()[-1][-200:]))
+            assert args[1] == 'rollback', message
+            assert '\n' not in message, message
+            assert 'deleted files already; resume' in message, message
+        else:
             done.json()
         return done
 
@@ -571,14 +582,14 @@ class Case:
             assert state.capture() == self.captures[flow]
         self.check()
 
-    def start(self, kind, kill=False, inside_flow=None):
+    def start(self, kind, kill=False, inside_flow=None, within=1.0):
         """Run the operation ``kind``: unkilled, or killed. Records the
         cloud before it for the flow it stores."""
         before = state.capture()
         known = {f['flow_id'] for f in engine.list_flows(server=self.vm)}
         if kill:
             self.kill(kind, _command(kind, self.vm),
-                      inside_flow=inside_flow)
+                      inside_flow=inside_flow, within=within)
         else:
             run_uncut(self.cloud, kind, self.vm)
             self.note('%s done' % kind)
@@ -595,14 +606,17 @@ class Case:
             ['qemu-img', 'convert', '-U', '-f', 'qcow2', '-O', 'qcow2',
              _disk_path(inst['host'], self.vm), self.pristine], check=True)
         self.check()
+        # To kill a recovery, the operation is killed in the first 60% of
+        # its flow first: a flow to recover, most of the time.
         recovery = self.target.endswith('-recovery')
+        first = dict(kill=True, inside_flow=True, within=0.6) if recovery \
+            else dict(kill=True)
         if self.target.startswith('move'):
-            self.start(self.move, kill=True, inside_flow=recovery or None)
+            self.start(self.move, **first)
         else:
             self.start(self.move)
             self.check()
-            self.start(self.resolve, kill=True,
-                       inside_flow=recovery or None)
+            self.start(self.resolve, **first)
         self.operator(kill_recovery=recovery)
         self.check()
         # Whatever move is left waits for its confirm or revert.
