@@ -316,7 +316,8 @@ def where(flow_id):
         return 'before its flow was stored'
     shown = engine.show_flow(flow_id)
     busy = ['%s %s%s' % (t['name'], t['state'],
-                         ' %s' % t['progress'] if t['progress'] else '')
+                         ' at %d%%' % (t['progress'] * 100)
+                         if t['progress'] else '')
             for t in shown['tasks']
             if t['state'] in ('RUNNING', 'REVERTING')]
     if busy:
