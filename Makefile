@@ -2,9 +2,11 @@
 #
 #   make test            system packages, .venv, then pytest over tests/ on
 #                        two workers (integration tests included: they run
-#                        real QEMU; the crash matrix as a 39-case sample)
+#                        real QEMU; the crash matrix as a 39-case sample,
+#                        8 seeds of kills at random instants)
 #   make crash-matrix    the whole crash matrix (134 real process deaths on
-#                        real QEMU, about 15 minutes); CI runs it too
+#                        real QEMU, about 15 minutes) and 40 seeds of kills
+#                        at random instants; CI runs it too
 #   make demo            system packages, .venv, then tools/demo.sh
 #   make bench           every benchmark in benchmarks/ (about 15 minutes;
 #                        results in benchmarks/README.md)
@@ -50,6 +52,7 @@ test: venv
 
 crash-matrix: venv
 	$(VENV)/bin/pytest tests/integration/test_crash_matrix.py \
+	    tests/integration/test_random_kills.py \
 	    -m crash_matrix -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 demo: venv

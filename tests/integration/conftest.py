@@ -10,14 +10,17 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid as uuidlib
 
 import pytest
 
 from resize_flows import api
-from resize_flows import exception
+from resize_flows import engine
 from resize_flows.persistence import repository
+from resize_flows import states
 from resize_flows.testing import faults
+from resize_flows.testing import state
 from resize_flows import virt
 from resize_flows.virt.libvirt import local
 from tests import db_fixtures
@@ -118,6 +121,53 @@ def qemu_pids(path):
                 and any(os.fsencode(path) in arg for arg in argv)):
             pids.append(int(entry))
     return pids
+
+
+def wait_leases_expired(vm, operation=None):
+    """Wait until no flow of ``vm`` (of ``operation`` when given) is
+    ``running``, as the flow log shows it: the lease of a process that
+    died expires within CRASH_LEASE_SECONDS. Returns the flows, newest
+    first (``engine.list_flows``)."""
+    deadline = time.monotonic() + CRASH_LEASE_SECONDS + 15
+    while True:
+        flows = engine.list_flows(server=vm, operation=operation)
+        if not any(f['status'] == engine.RUNNING for f in flows):
+            return flows
+        assert time.monotonic() < deadline, 'lease never expired: %s' % (
+            [f for f in flows if f['status'] == engine.RUNNING],)
+        time.sleep(0.2)
+
+
+def assert_consistent(vm):
+    """The instance's domains agree with its records, and nothing leaks:
+    one domain, on the host the records name, in the power state they
+    name, with the flavor's size; during a move that waits for confirm or
+    revert the source may keep its guest too, shut off."""
+    inst = repository.instance_get(vm)
+    migs = repository.migration_list(vm)
+    mig = migs[-1] if migs else None
+    assert inst['task_state'] is None, inst
+    domains = domains_of(vm)
+    assert inst['host'] in domains, (inst['host'], domains)
+    info = domains.pop(inst['host'])
+    flavor = repository.flavor_get(inst['flavor_id'])
+    assert (info.power_state, info.vcpus, info.memory_mb) == (
+        inst['power_state'], flavor['vcpus'], flavor['memory_mb'])
+    if mig is not None and mig['status'] == states.MIGRATION_FINISHED:
+        assert inst['vm_state'] == states.RESIZED
+        assert inst['host'] == mig['dest_compute']
+        assert (states.vm_state_for_power(inst['power_state'])
+                == mig['old_vm_state'])
+        others = {name: i.power_state for name, i in domains.items()}
+        assert set(others) <= {mig['source_compute']}, others
+        assert set(others.values()) <= {states.SHUTDOWN}, others
+    else:
+        assert mig is None or mig['status'] in states.MIGRATION_TERMINAL, \
+            mig
+        assert inst['vm_state'] == states.vm_state_for_power(
+            inst['power_state'])
+        assert domains == {}, 'more than one domain: %s' % domains
+    assert state.leaks() == []
 
 
 class QemuCloud:
@@ -231,21 +281,25 @@ class SharedQemuHosts:
                 state_dir=self.state_dir, connection=self.connection,
                 lease_seconds=CRASH_LEASE_SECONDS))
 
-    def cli(self, *args, fault=None, timeout=300):
-        """``resize-flows --config-file <ours> ARGS`` in a new process,
-        with ``OS_TESTING__FAULTS=fault`` (and fault injection switched on)
-        when given. Returns the
-        CompletedProcess (text stdout and stderr)."""
+    def command(self, *args, fault=None):
+        """(argv, env) of ``resize-flows --config-file <ours> ARGS``, with
+        ``OS_TESTING__FAULTS=fault`` (and fault injection switched on)
+        when given."""
         env = dict(os.environ)
         env.pop('OS_TESTING__FAULTS', None)
         env.pop(faults.SWITCH, None)
         if fault is not None:
             env['OS_TESTING__FAULTS'] = fault
             env[faults.SWITCH] = '1'
-        return subprocess.run(
-            [sys.executable, '-m', 'resize_flows.cmd.cli',
-             '--config-file', self.config_file] + list(args),
-            env=env, capture_output=True, text=True, timeout=timeout)
+        return ([sys.executable, '-m', 'resize_flows.cmd.cli',
+                 '--config-file', self.config_file] + list(args), env)
+
+    def cli(self, *args, fault=None, timeout=300):
+        """:meth:`command` run to its end in a new process. Returns the
+        CompletedProcess (text stdout and stderr)."""
+        argv, env = self.command(*args, fault=fault)
+        return subprocess.run(argv, env=env, capture_output=True, text=True,
+                              timeout=timeout)
 
     def cli_ok(self, *args):
         """:meth:`cli`, which must succeed; its ``-f json`` output."""

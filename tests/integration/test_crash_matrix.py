@@ -42,7 +42,6 @@ runs when the marker is selected (``-m crash_matrix``, as CI does) or with
 """
 import json
 import os
-import time
 
 import pytest
 
@@ -56,8 +55,8 @@ from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import faults
 from resize_flows.testing import state
-from tests.integration.conftest import CRASH_LEASE_SECONDS
-from tests.integration.conftest import domains_of
+from tests.integration.conftest import assert_consistent
+from tests.integration.conftest import wait_leases_expired
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash_matrix]
 
@@ -150,14 +149,7 @@ def _crash(cloud, args, task, point):
 def _interrupted_flow(cloud, vm, operation):
     """The flow a dead process left, once its lease has expired, as
     ``flow list -f json`` shows it: ``interrupted``. Returns its id."""
-    deadline = time.monotonic() + CRASH_LEASE_SECONDS + 15
-    while True:
-        flows = engine.list_flows(server=vm, operation=operation)
-        if flows and flows[0]['status'] != engine.RUNNING:
-            break
-        assert time.monotonic() < deadline, 'lease never expired: %s' % (
-            flows[:1],)
-        time.sleep(0.2)
+    assert wait_leases_expired(vm, operation), 'no %s flow' % operation
     rows = cloud.cli_ok('flow', 'list', '--server', vm,
                         '--operation', operation)
     newest = rows[0]
@@ -175,42 +167,12 @@ def _recover(cloud, verb, flow_id):
     return json.loads(proc.stdout)
 
 
-def _assert_consistent(vm):
-    """The instance's domains agree with its records, and nothing leaks:
-    one domain, on the host the records name, in the power state they
-    name, with the flavor's size; during a move that waits for confirm or
-    revert the source may keep its guest too, shut off."""
-    inst = repository.instance_get(vm)
-    mig = repository.migration_list(vm)[-1]
-    assert inst['task_state'] is None, inst
-    domains = domains_of(vm)
-    assert inst['host'] in domains, (inst['host'], domains)
-    info = domains.pop(inst['host'])
-    flavor = repository.flavor_get(inst['flavor_id'])
-    assert (info.power_state, info.vcpus, info.memory_mb) == (
-        inst['power_state'], flavor['vcpus'], flavor['memory_mb'])
-    if mig['status'] == states.MIGRATION_FINISHED:
-        assert inst['vm_state'] == states.RESIZED
-        assert inst['host'] == mig['dest_compute']
-        assert (states.vm_state_for_power(inst['power_state'])
-                == mig['old_vm_state'])
-        others = {name: i.power_state for name, i in domains.items()}
-        assert set(others) <= {mig['source_compute']}, others
-        assert set(others.values()) <= {states.SHUTDOWN}, others
-    else:
-        assert mig['status'] in states.MIGRATION_TERMINAL, mig
-        assert inst['vm_state'] == states.vm_state_for_power(
-            inst['power_state'])
-        assert domains == {}, 'more than one domain: %s' % domains
-    assert state.leaks() == []
-
-
 def _assert_finished(operation, vm, before):
     """``operation`` ran to its end. ``before`` is the cloud before the
     move (for confirm and revert: before the resize they resolve)."""
     mig = repository.migration_list(vm)[-1]
     assert mig['status'] == DONE[operation]
-    _assert_consistent(vm)
+    assert_consistent(vm)
     inst = repository.instance_get(vm)
     if operation in ('resize', 'confirm_resize'):
         assert (inst['host'], inst['flavor_id']) == (
@@ -226,19 +188,19 @@ def _assert_finished(operation, vm, before):
         api.confirm_resize(api.get_admin_context(), vm, wait=True)
         assert repository.migration_get(mig['uuid'])['status'] == \
             states.MIGRATION_CONFIRMED
-        _assert_consistent(vm)
+        assert_consistent(vm)
     elif operation == 'migrate':
         api.revert_resize(api.get_admin_context(), vm, wait=True)
         assert repository.migration_get(mig['uuid'])['status'] == \
             states.MIGRATION_REVERTED
-        _assert_consistent(vm)
+        assert_consistent(vm)
         assert state.capture() == before
 
 
 def _assert_rolled_back(operation, vm, before):
     assert state.capture() == before
     assert repository.migration_list(vm)[-1]['status'] == UNDONE[operation]
-    _assert_consistent(vm)
+    assert_consistent(vm)
 
 
 @pytest.mark.parametrize('operation, task, point, recovery', CASES)
