@@ -159,8 +159,18 @@ class ProgressListener(listener_base.Listener):
         self._stream.flush()
 
 
-def _with_progress(cmd, parsed):
+def _quiet(cmd, parsed):
+    """Whether the tasks are not to be printed: the command's own
+    ``--quiet`` or cliff's global ``-q``/``--quiet``, which argparse gives
+    the application wherever it is on the line (verbose_level 0)."""
     if getattr(parsed, 'quiet', False):
+        return True
+    options = getattr(cmd.app, 'options', None)
+    return getattr(options, 'verbose_level', 1) == 0
+
+
+def _with_progress(cmd, parsed):
+    if _quiet(cmd, parsed):
         return ()
     return (lambda engine: ProgressListener(engine, cmd.app.stderr),)
 
@@ -258,7 +268,7 @@ class _OperationCommand(_MoveCommand):
             op = call(_ctx(), *args, wait=False, **kwargs)
             if wait and isinstance(op, api.PostedOperation):
                 follow(op.flow_id, self.app.stderr,
-                       quiet=getattr(parsed, 'quiet', False))
+                       quiet=_quiet(self, parsed))
                 op.wait()
             elif wait:
                 op.wait()
