@@ -28,6 +28,7 @@ from resize_flows.persistence import repository
 from resize_flows import policy
 from resize_flows import scheduler
 from resize_flows import states
+from resize_flows import validation
 from resize_flows import virt
 from resize_flows.virt.libvirt import files as host_files
 from resize_flows.virt.libvirt import local
@@ -63,10 +64,7 @@ def get_admin_context():
 
 def _positive(**values):
     for name, value in values.items():
-        if not isinstance(value, int) or value < 0:
-            raise exception.InvalidInput(
-                reason='%s must be a whole number >= 0, not %r' % (
-                    name, value))
+        validation.check_whole(name, value)
 
 
 def create_host(ctx, name, vcpus, memory_mb, disk_gb, uri=None,
@@ -81,8 +79,7 @@ def create_host(ctx, name, vcpus, memory_mb, disk_gb, uri=None,
     """
     policy.authorize(ctx, policy.HOST_MANAGE)
     _positive(vcpus=vcpus, memory_mb=memory_mb, disk_gb=disk_gb)
-    if not name or '/' in name:
-        raise exception.InvalidInput(reason='invalid host name %r' % name)
+    validation.check_host_name(name)
     try:
         repository.host_get(name)
     except exception.HostNotFound:
@@ -104,28 +101,39 @@ def create_host(ctx, name, vcpus, memory_mb, disk_gb, uri=None,
             raise exception.InvalidInput(
                 reason='--instances-path needs --uri (a local host keeps '
                        'its instances under its own directory)')
+        made = not os.path.exists(local.host_dir(name))
         spec = local.create_local_host(name)
         uri, instances_path = spec['uri'], spec['instances_path']
     elif not instances_path:
         raise exception.InvalidInput(
             reason='a host given by URI needs its instances path')
-    # The hypervisor must answer, and the instances path exist, before the
-    # host is recorded.
-    drv = virt.get_driver({'name': name, 'uri': uri, 'ssh': ssh,
-                           'instances_path': instances_path})
-    drv.list_instance_uuids()
-    if not drv.files.has_root():
-        raise exception.InvalidInput(
-            reason='no directory %s on %s' % (
-                instances_path, ssh or 'this machine'))
-    return repository.host_create(name, uri, instances_path, vcpus,
-                                  memory_mb, disk_gb, ssh=ssh)
+    else:
+        made = False
+    try:
+        # The hypervisor must answer, and the instances path exist, before
+        # the host is recorded.
+        drv = virt.get_driver({'name': name, 'uri': uri, 'ssh': ssh,
+                               'instances_path': instances_path})
+        drv.list_instance_uuids()
+        if not drv.files.has_root():
+            raise exception.InvalidInput(
+                reason='no directory %s on %s' % (
+                    instances_path, ssh or 'this machine'))
+        return repository.host_create(name, uri, instances_path, vcpus,
+                                      memory_mb, disk_gb, ssh=ssh)
+    except BaseException:
+        if made:        # refused: leave no local host directory behind
+            local.remove_local_host(name)
+        raise
 
 
 def delete_host(ctx, name):
     """Remove a host that holds nothing. A local host's daemon is stopped
     and its directory removed."""
     policy.authorize(ctx, policy.HOST_MANAGE)
+    # Not the host name pattern: a host recorded before it was checked
+    # (say "cn 3", by URI) can still be deleted.
+    validation.check_name('host', name)
     host = repository.host_get(name)
     if repository.instance_list(host=name) or \
             repository.allocation_list(host=name) or \
@@ -137,7 +145,7 @@ def delete_host(ctx, name):
         raise exception.Conflict(
             reason='host %s still has guests: %s' % (
                 name, ', '.join(drv.list_instance_uuids())))
-    hdir = local.host_dir(name)
+    hdir = os.path.join(local.hosts_dir(), name)
     if os.path.dirname(os.path.abspath(host['instances_path'])) == hdir:
         local.remove_local_host(name)
     repository.host_destroy(name)
@@ -151,6 +159,7 @@ def list_hosts(ctx):
 def create_flavor(ctx, name, vcpus, memory_mb, root_gb, is_public=True,
                   projects=()):
     policy.authorize(ctx, policy.FLAVOR_MANAGE)
+    validation.check_name('flavor', name)
     _positive(vcpus=vcpus, memory_mb=memory_mb, root_gb=root_gb)
     if vcpus < 1 or memory_mb < 1:
         raise exception.InvalidInput(
@@ -196,8 +205,7 @@ def list_servers(ctx, host=None):
 def create_server(ctx, name, flavor, host, power_on=True):
     """Boot a server on a named host: a blank qcow2 root disk of the
     flavor's size and a guest, running unless ``power_on`` is False."""
-    if not name:
-        raise exception.InvalidInput(reason='a server needs a name')
+    validation.check_name('server', name)
     flavor = _get_flavor(ctx, flavor)
     host = repository.host_get(host)
     if not host['enabled']:

@@ -4,6 +4,7 @@ import pytest
 
 from resize_flows.persistence import repository
 from resize_flows.testing import state
+from resize_flows.virt.libvirt import local
 from tests.functional.test_cli import rf  # noqa: F401  (the fixture)
 
 
@@ -18,3 +19,80 @@ def test_quiet_moves_print_no_tasks(rf, argv):  # noqa: F811
     assert code == 0, err
     assert err == ''
     assert 'finished' in out
+
+
+def _before():
+    return (state.capture(), repository.host_list(),
+            repository.flavor_list(), repository.instance_list(),
+            repository.migration_list())
+
+
+def _one_line_error(rf, argv, message):  # noqa: F811
+    before = _before()
+    code, out, err = rf(*argv)
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert message in lines[0]
+    assert 'Traceback' not in err
+    assert _before() == before
+    return lines[0]
+
+
+HOST = ('--vcpus', '1', '--memory-mb', '1', '--disk-gb', '1')
+FLAVOR = ('--vcpus', '1', '--ram', '64', '--disk', '1')
+BAD_NAMES = ['a\nb', 'vm\x1b[31m', 'nul\x00', 'x' * 256, '', ' ']
+
+
+@pytest.mark.parametrize('name', BAD_NAMES)
+@pytest.mark.parametrize('kind', ['server', 'flavor', 'host'])
+def test_bad_names_are_refused_with_one_line(rf, tmp_path, kind, name):  # noqa: F811,E501
+    argv = {'server': ('server', 'create', name, '--flavor', 'tiny',
+                       '--host', 'host1'),
+            'flavor': ('flavor', 'create', name) + FLAVOR,
+            'host': ('host', 'create', name) + HOST}[kind]
+    hosts = sorted(p.name for p in (tmp_path / 'cli-state' / 'hosts')
+                   .iterdir())
+    line = _one_line_error(rf, argv, 'Invalid input: ')
+    # Shown escaped: no raw control character reaches the terminal.
+    assert line.isprintable()
+    assert '%s name' % kind in line
+    assert sorted(p.name for p in (tmp_path / 'cli-state' / 'hosts')
+                  .iterdir()) == hosts
+
+
+@pytest.mark.parametrize('name', ['cn 3', 'cn@4', '_cn', 'cn/5'])
+def test_host_names_are_checked_alike_local_or_by_uri(rf, tmp_path, name):  # noqa: F811,E501
+    for extra in ((), ('--uri', 'test:///default', '--instances-path',
+                       str(tmp_path))):
+        _one_line_error(rf, ('host', 'create', name) + HOST + extra,
+                        'use letters, digits')
+
+
+def test_a_host_recorded_by_uri_under_any_name_can_be_deleted(rf, tmp_path):  # noqa: F811,E501
+    # Recorded before names were checked at creation.
+    node = tmp_path / 'node.xml'
+    node.write_text(local.NODE_XML % {'cpus': 1, 'memory_kib': 1024})
+    repository.host_create('cn 3', 'test://%s' % node, str(tmp_path), 1, 1,
+                           1)
+    code, out, err = rf('host', 'delete', 'cn 3')
+    assert code == 0, err
+    assert 'cn 3' not in [h['name'] for h in repository.host_list()]
+
+
+HUGE = str(2 ** 64)
+
+
+@pytest.mark.parametrize('argv', [
+    ('host', 'create', 'big', '--vcpus', HUGE, '--memory-mb', '1',
+     '--disk-gb', '1'),
+    ('host', 'create', 'big', '--vcpus', '1', '--memory-mb', '1',
+     '--disk-gb', HUGE),
+    ('flavor', 'create', 'big', '--vcpus', '1', '--ram', HUGE, '--disk',
+     '1'),
+    ('flavor', 'create', 'big', '--vcpus', '1', '--ram', '1', '--disk',
+     str(2 ** 63)),
+])
+def test_numbers_beyond_64_bits_are_refused(rf, tmp_path, argv):  # noqa: F811,E501
+    _one_line_error(rf, argv, 'must be at most %d' % (2 ** 63 - 1))
+    assert not (tmp_path / 'cli-state' / 'hosts' / 'big').exists()

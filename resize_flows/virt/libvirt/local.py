@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import pwd
-import re
 import shutil
 import signal
 import socket
@@ -35,6 +34,7 @@ import urllib.parse
 
 from resize_flows.conf import CONF
 from resize_flows import exception
+from resize_flows import validation
 from resize_flows.virt.libvirt import disk
 
 KIND_QEMU = 'qemu'
@@ -56,7 +56,6 @@ MONITOR_SOCKET_WORST = os.path.join(
 LINK_BASE = '/tmp'
 # sockaddr_un.sun_path holds 108 bytes including the final NUL.
 _MAX_SOCKET_PATH = 107
-_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$')
 
 QEMU_CONF = 'stdio_handler = "file"\n'
 NODE_XML = """<node>
@@ -82,10 +81,7 @@ def hosts_dir():
 
 def host_dir(name):
     """Directory of the local host ``name``."""
-    if not _NAME_RE.match(name or ''):
-        raise exception.InvalidInput(
-            reason='host name %r: use letters, digits, ".", "_" and "-"'
-                   % (name,))
+    validation.check_host_name(name)
     return os.path.join(hosts_dir(), name)
 
 
