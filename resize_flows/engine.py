@@ -42,6 +42,7 @@ from taskflow.persistence import models as tf_models
 from taskflow import states as tf_states
 from taskflow.types import failure as tf_failure
 
+from resize_flows import conf as rf_conf
 from resize_flows.conf import CONF
 from resize_flows import exception
 from resize_flows import fencing
@@ -187,7 +188,10 @@ def create(operation, store, instance_uuid, migration_uuid, flow_id=None):
     """Lease and store a new flow for ``operation``; load it into an engine.
 
     ``store`` must be JSON-serialisable; it is saved with the flow.
+    The configuration is checked first: an option that is not valid stops
+    the operation before anything is stored.
     """
+    rf_conf.validate(CONF)
     factory_name, factory_kwargs = OPERATIONS[operation]
     # Built the way a resumed flow is rebuilt: from its factory's name.
     flow = importutils.import_class(factory_name)(**factory_kwargs)
@@ -616,6 +620,7 @@ def _events_by_task(meta):
 def _take(flow_id, owner=None):
     """Lease a stored flow for this process (or ``owner``) and load it;
     refuse one that another live process holds."""
+    rf_conf.validate(CONF)
     find_detail(flow_id)
     lease = Lease(flow_id, owner).acquire()
     try:

@@ -250,3 +250,25 @@ class OperationFailed(ResizeFlowsException):
     """A posted operation whose flow failed: a conductor ran it, so the
     task's own exception is known only from the flow log, as text."""
     msg_fmt = "%(operation)s failed (flow %(flow_id)s, %(state)s): %(reason)s"
+
+
+# Configuration and database (the service's own trouble) ---------------------
+
+class InvalidConfiguration(ResizeFlowsException):
+    msg_fmt = "Invalid configuration: %(reason)s"
+    code = 500
+
+
+class DatabaseError(ResizeFlowsException):
+    """The database cannot be used: it is not there, not a database,
+    corrupt or not writable (one line: which database, and why)."""
+    msg_fmt = "Database %(database)s: %(reason)s"
+    code = 503
+
+
+class DatabaseLocked(DatabaseError):
+    """SQLite: another process held the write lock longer than
+    ``[database]/sqlite_busy_timeout``."""
+    msg_fmt = ("Database %(database)s is locked: another process has held "
+               "its write lock for more than %(seconds)s s (%(reason)s); "
+               "try again")

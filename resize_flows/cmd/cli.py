@@ -955,6 +955,9 @@ class ResizeFlowsApp(app.App):
         for path in self.options.config_dir:
             args += ['--config-dir', path]
         CONF(args, project='resize-flows')
+        # Every option read once: a bad value is one line now, not an
+        # error in the middle of a flow.
+        rf_conf.validate(CONF)
         faults.configure(CONF)
 
     def clean_up(self, cmd, result, err):

@@ -2,6 +2,8 @@
 options and broken databases give one line and change nothing."""
 import pytest
 
+from resize_flows import engine
+from resize_flows import exception
 from resize_flows.persistence import repository
 from resize_flows.testing import state
 from resize_flows.virt.libvirt import local
@@ -96,3 +98,42 @@ HUGE = str(2 ** 64)
 def test_numbers_beyond_64_bits_are_refused(rf, tmp_path, argv):  # noqa: F811,E501
     _one_line_error(rf, argv, 'must be at most %d' % (2 ** 63 - 1))
     assert not (tmp_path / 'cli-state' / 'hosts' / 'big').exists()
+
+
+@pytest.mark.parametrize('section, line, option', [
+    ('scheduler', 'max_attempts = abc', '[scheduler]/max_attempts'),
+    ('scheduler', 'max_attempts = 0', '[scheduler]/max_attempts'),
+    ('flows', 'lease_seconds = soon', '[flows]/lease_seconds'),
+    ('libvirt', 'local_hypervisor = xen', '[libvirt]/local_hypervisor'),
+])
+def test_invalid_options_are_refused_before_anything_runs(
+        rf, tmp_path, section, line, option):  # noqa: F811
+    before = _before()
+    flows_before = engine.list_flows()
+    bad = tmp_path / 'bad.conf'
+    bad.write_text('[%s]\n%s\n' % (section, line))
+    for argv in (('server', 'resize', 'vm1', '--flavor', 'small'),
+                 ('server', 'list')):
+        code, out, err = rf('--config-file', str(bad), *argv)
+        assert code != 0
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        assert lines[0].startswith('Invalid configuration: %s: ' % option)
+        assert _before() == before
+        assert engine.list_flows() == flows_before
+
+
+def test_an_embedder_with_an_invalid_option_stores_no_flow(
+        rf, conf, tmp_path):  # noqa: F811
+    from resize_flows import api
+    bad = tmp_path / 'bad.conf'
+    bad.write_text('[scheduler]\nmax_attempts = abc\n')
+    conf(['--config-file', str(tmp_path / 'rf.conf'), '--config-file',
+          str(bad)], project='resize-flows', default_config_files=[],
+         default_config_dirs=[])
+    before = _before()
+    with pytest.raises(exception.InvalidConfiguration,
+                       match=r'\[scheduler\]/max_attempts'):
+        api.resize(api.get_admin_context(), 'vm1', 'small', wait=True)
+    assert _before() == before
+    assert engine.list_flows() == []
