@@ -420,7 +420,7 @@ def list_flows(status=None, server=None, operation=None, limit=None,
         query = query.where(_FLOWS.c.instance_uuid == server)
     if operation is not None:
         query = query.where(_FLOWS.c.operation == operation)
-    with db.get_engine().connect() as conn:
+    with db.get_reader().connect() as conn:
         if marker is not None:
             created = conn.execute(sa.select(_FLOWS.c.created_at).where(
                 _FLOWS.c.uuid == marker)).scalar()
@@ -444,7 +444,7 @@ def flow_brief(flow_id):
     """{'operation', 'state', 'status', 'job_uuid'} of a stored flow, or
     None: one row read, for checks on every request."""
     now = models.utcnow()
-    with db.get_engine().connect() as conn:
+    with db.get_reader().connect() as conn:
         row = conn.execute(_listing().where(_FLOWS.c.uuid == flow_id)).first()
     if row is None:
         return None
@@ -473,7 +473,7 @@ def purge_flows(before, dry_run=False, batch=500):
                      ~(_FLOWS.c.state == tf_states.SUCCESS) | ~waiting))
     engine = db.get_engine()
     if dry_run:
-        with engine.connect() as conn:
+        with db.get_reader().connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(
                 chosen.subquery())).scalar()
     books = flowlog.BOOKS
@@ -561,7 +561,7 @@ def show_flow(flow_id):
 
 
 def _job_uuid(flow_id):
-    with db.get_engine().connect() as conn:
+    with db.get_reader().connect() as conn:
         return conn.execute(sa.select(_FLOWS.c.job_uuid).where(
             _FLOWS.c.uuid == flow_id)).scalar()
 
