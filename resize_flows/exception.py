@@ -207,6 +207,12 @@ class HypervisorUnavailable(HypervisorError):
     code = 503
 
 
+class HypervisorConnectionLost(HypervisorUnavailable):
+    """The connection to a host's libvirt broke or could not be opened
+    (its daemon restarted, say): the driver reconnects and tries the call
+    again, ``[libvirt]/reconnect_attempts`` times, before it gives up."""
+
+
 class InstanceNotFoundOnHost(HypervisorError, NotFound):
     msg_fmt = "Instance %(instance_uuid)s has no domain on host %(host)s."
     code = 404

@@ -225,20 +225,26 @@ def ensure_daemon(hdir):
             host=name, reason='%s is not a local QEMU host' % hdir)
     deadline = time.monotonic() + CONF.libvirt.daemon_start_timeout
     with _host_lock(hdir):
-        if _socket_accepts(sock):
-            return
-        if daemon_pid(hdir) is None:
-            _start_daemon(name, hdir)
+        started = False
+        # A daemon that runs but does not accept is starting, or shutting
+        # down (SIGTERM: it closed its socket and exits soon): wait for
+        # it, and start one when it is gone. A daemon that this call
+        # started and that exited has failed.
         while not _socket_accepts(sock):
+            if daemon_pid(hdir) is None:
+                if started:
+                    raise exception.HypervisorUnavailable(
+                        host=name,
+                        reason='libvirtd exited%s' % _log_tail(hdir))
+                _start_daemon(name, hdir)
+                started = True
+                continue
             if time.monotonic() > deadline:
                 raise exception.HypervisorUnavailable(
                     host=name, reason='libvirtd did not accept connections '
                     'on %s within %ss%s' % (
                         sock, CONF.libvirt.daemon_start_timeout,
                         _log_tail(hdir)))
-            if daemon_pid(hdir) is None:
-                raise exception.HypervisorUnavailable(
-                    host=name, reason='libvirtd exited%s' % _log_tail(hdir))
             time.sleep(0.02)
 
 
