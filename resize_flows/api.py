@@ -654,6 +654,8 @@ def confirm_expired(ctx, window=None):
     """
     policy.authorize(ctx, policy.CONFIRM_EXPIRED)
     window = CONF.compute.resize_confirm_window if window is None else window
+    validation.check_whole('window', window, maximum=int(
+        datetime.timedelta.max.total_seconds()))
     if not window:
         return {}
     cutoff = datetime.datetime.now(datetime.timezone.utc).replace(
@@ -750,9 +752,8 @@ def list_flows(ctx, state=None, server=None, operation=None, limit=None,
         raise exception.InvalidInput(
             reason='unknown operation %r (one of %s)' % (
                 operation, ', '.join(engine.OPERATIONS)))
-    if limit is not None and (not isinstance(limit, int) or limit < 0):
-        raise exception.InvalidInput(
-            reason='limit must be a whole number >= 0, not %r' % (limit,))
+    if limit is not None:
+        validation.check_whole('limit', limit)
     return engine.list_flows(status=state, server=server,
                              operation=operation, limit=limit, marker=marker)
 

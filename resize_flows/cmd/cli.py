@@ -29,6 +29,7 @@ from resize_flows.persistence import repository
 from resize_flows import policy
 from resize_flows import states
 from resize_flows.testing import faults
+from resize_flows import validation
 from resize_flows import virt
 
 COMMANDS = {}
@@ -701,6 +702,9 @@ class FlowList(lister.Lister):
         if parsed.limit < 0:
             raise exception.InvalidInput(
                 reason='--limit must be 0 or more, not %d' % parsed.limit)
+        # One more is asked for, to tell whether there is a next page.
+        validation.check_whole('--limit', parsed.limit,
+                               maximum=validation.MAX_INT - 1)
         limit = parsed.limit or None
         flows = api.list_flows(
             _ctx(), state=parsed.state, server=parsed.server,
