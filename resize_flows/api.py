@@ -101,15 +101,14 @@ def create_host(ctx, name, vcpus, memory_mb, disk_gb, uri=None,
             raise exception.InvalidInput(
                 reason='--instances-path needs --uri (a local host keeps '
                        'its instances under its own directory)')
-        made = not os.path.exists(local.host_dir(name))
-        spec = local.create_local_host(name)
-        uri, instances_path = spec['uri'], spec['instances_path']
     elif not instances_path:
         raise exception.InvalidInput(
             reason='a host given by URI needs its instances path')
-    else:
-        made = False
+    made = uri is None and not os.path.exists(local.host_dir(name))
     try:
+        if uri is None:
+            spec = local.create_local_host(name)
+            uri, instances_path = spec['uri'], spec['instances_path']
         # The hypervisor must answer, and the instances path exist, before
         # the host is recorded.
         drv = virt.get_driver({'name': name, 'uri': uri, 'ssh': ssh,
@@ -123,7 +122,11 @@ def create_host(ctx, name, vcpus, memory_mb, disk_gb, uri=None,
                                       memory_mb, disk_gb, ssh=ssh)
     except BaseException:
         if made:        # refused: leave no local host directory behind
-            local.remove_local_host(name)
+            try:
+                local.remove_local_host(name)
+            except Exception:
+                LOG.exception('could not remove the local host %s that '
+                              'was refused', name)
         raise
 
 
@@ -654,7 +657,7 @@ def confirm_expired(ctx, window=None):
     """
     policy.authorize(ctx, policy.CONFIRM_EXPIRED)
     window = CONF.compute.resize_confirm_window if window is None else window
-    validation.check_whole('window', window, maximum=int(
+    validation.check_seconds('window', window, maximum=int(
         datetime.timedelta.max.total_seconds()))
     if not window:
         return {}

@@ -67,3 +67,14 @@ def check_whole(name, value, minimum=0, maximum=MAX_INT):
             reason='%s must be at most %d, not %s'
                    % (name, maximum, _shown(value)))
     return value
+
+
+def check_seconds(name, value, maximum):
+    """A number of seconds (int or float, not a bool, not NaN) between 0
+    and maximum."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 <= value <= maximum:
+        raise exception.InvalidInput(
+            reason='%s must be a number of seconds from 0 to %d, not %s'
+                   % (name, maximum, _shown(value)))
+    return value
