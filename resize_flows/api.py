@@ -30,6 +30,7 @@ from resize_flows import policy
 from resize_flows import scheduler
 from resize_flows import states
 from resize_flows.testing import faults
+from resize_flows import validation
 from resize_flows import virt
 from resize_flows.virt.libvirt import files as host_files
 from resize_flows.virt.libvirt import local
@@ -77,10 +78,7 @@ def get_admin_context():
 
 def _positive(**values):
     for name, value in values.items():
-        if not isinstance(value, int) or value < 0:
-            raise exception.InvalidInput(
-                reason='%s must be a whole number >= 0, not %r' % (
-                    name, value))
+        validation.check_whole(name, value)
 
 
 def create_host(ctx, name, vcpus, memory_mb, disk_gb, uri=None,
@@ -95,8 +93,7 @@ def create_host(ctx, name, vcpus, memory_mb, disk_gb, uri=None,
     """
     policy.authorize(ctx, policy.HOST_MANAGE)
     _positive(vcpus=vcpus, memory_mb=memory_mb, disk_gb=disk_gb)
-    if not name or '/' in name:
-        raise exception.InvalidInput(reason='invalid host name %r' % name)
+    validation.check_host_name(name)
     try:
         repository.host_get(name)
     except exception.HostNotFound:
@@ -118,28 +115,42 @@ def create_host(ctx, name, vcpus, memory_mb, disk_gb, uri=None,
             raise exception.InvalidInput(
                 reason='--instances-path needs --uri (a local host keeps '
                        'its instances under its own directory)')
-        spec = local.create_local_host(name)
-        uri, instances_path = spec['uri'], spec['instances_path']
     elif not instances_path:
         raise exception.InvalidInput(
             reason='a host given by URI needs its instances path')
-    # The hypervisor must answer, and the instances path exist, before the
-    # host is recorded.
-    drv = virt.get_driver({'name': name, 'uri': uri, 'ssh': ssh,
-                           'instances_path': instances_path})
-    drv.list_instance_uuids()
-    if not drv.files.has_root():
-        raise exception.InvalidInput(
-            reason='no directory %s on %s' % (
-                instances_path, ssh or 'this machine'))
-    return repository.host_create(name, uri, instances_path, vcpus,
-                                  memory_mb, disk_gb, ssh=ssh)
+    made = uri is None and not os.path.exists(local.host_dir(name))
+    try:
+        if uri is None:
+            spec = local.create_local_host(name)
+            uri, instances_path = spec['uri'], spec['instances_path']
+        # The hypervisor must answer, and the instances path exist, before
+        # the host is recorded.
+        drv = virt.get_driver({'name': name, 'uri': uri, 'ssh': ssh,
+                               'instances_path': instances_path})
+        drv.list_instance_uuids()
+        if not drv.files.has_root():
+            raise exception.InvalidInput(
+                reason='no directory %s on %s' % (
+                    instances_path, ssh or 'this machine'))
+        return repository.host_create(name, uri, instances_path, vcpus,
+                                      memory_mb, disk_gb, ssh=ssh)
+    except BaseException:
+        if made:        # refused: leave no local host directory behind
+            try:
+                local.remove_local_host(name)
+            except Exception:
+                LOG.exception('could not remove the local host %s that '
+                              'was refused', name)
+        raise
 
 
 def delete_host(ctx, name):
     """Remove a host that holds nothing. A local host's daemon is stopped
     and its directory removed."""
     policy.authorize(ctx, policy.HOST_MANAGE)
+    # Not the host name pattern: a host recorded before it was checked
+    # (say "cn 3", by URI) can still be deleted.
+    validation.check_name('host', name)
     host = repository.host_get(name)
     if repository.instance_list(host=name) or \
             repository.allocation_list(host=name) or \
@@ -151,7 +162,7 @@ def delete_host(ctx, name):
         raise exception.Conflict(
             reason='host %s still has guests: %s' % (
                 name, ', '.join(drv.list_instance_uuids())))
-    hdir = local.host_dir(name)
+    hdir = os.path.join(local.hosts_dir(), name)
     if os.path.dirname(os.path.abspath(host['instances_path'])) == hdir:
         local.remove_local_host(name)
     repository.host_destroy(name)
@@ -165,6 +176,7 @@ def list_hosts(ctx):
 def create_flavor(ctx, name, vcpus, memory_mb, root_gb, is_public=True,
                   projects=()):
     policy.authorize(ctx, policy.FLAVOR_MANAGE)
+    validation.check_name('flavor', name)
     _positive(vcpus=vcpus, memory_mb=memory_mb, root_gb=root_gb)
     if vcpus < 1 or memory_mb < 1:
         raise exception.InvalidInput(
@@ -214,8 +226,7 @@ def create_server(ctx, name, flavor, host=None, power_on=True):
     ``os_compute_api:servers:create:forced_host`` (an admin) may name, as
     Nova's forced host: for anyone else a named host is refused (403)
     whether it exists or not."""
-    if not name:
-        raise exception.InvalidInput(reason='a server needs a name')
+    validation.check_name('server', name)
     flavor = _get_flavor(ctx, flavor)
     if host is not None:
         policy.authorize(ctx, policy.CREATE_FORCED_HOST)
@@ -770,6 +781,8 @@ def confirm_expired(ctx, window=None):
     """
     policy.authorize(ctx, policy.CONFIRM_EXPIRED, policy.every_project())
     window = CONF.compute.resize_confirm_window if window is None else window
+    validation.check_seconds('window', window, maximum=int(
+        datetime.timedelta.max.total_seconds()))
     if not window:
         return {}
     cutoff = datetime.datetime.now(datetime.timezone.utc).replace(
@@ -907,9 +920,8 @@ def list_flows(ctx, state=None, server=None, operation=None, limit=None,
         raise exception.InvalidInput(
             reason='unknown operation %r (one of %s)' % (
                 operation, ', '.join(engine.OPERATIONS)))
-    if limit is not None and (not isinstance(limit, int) or limit < 0):
-        raise exception.InvalidInput(
-            reason='limit must be a whole number >= 0, not %r' % (limit,))
+    if limit is not None:
+        validation.check_whole('limit', limit)
     return engine.list_flows(status=state, server=server,
                              operation=operation, limit=limit, marker=marker,
                              project=project)

@@ -42,6 +42,7 @@ from taskflow.persistence import models as tf_models
 from taskflow import states as tf_states
 from taskflow.types import failure as tf_failure
 
+from resize_flows import conf as rf_conf
 from resize_flows.conf import CONF
 from resize_flows import exception
 from resize_flows import fencing
@@ -191,7 +192,10 @@ def create(operation, store, instance_uuid, migration_uuid, flow_id=None,
     ``store`` must be JSON-serialisable; it is saved with the flow.
     ``project_id`` is the project of the instance, the target of the flow
     rules (kept with the flow when the instance is deleted).
+    The configuration is checked first: an option that is not valid stops
+    the operation before anything is stored.
     """
+    rf_conf.validate(CONF)
     factory_name, factory_kwargs = OPERATIONS[operation]
     # Built the way a resumed flow is rebuilt: from its factory's name.
     flow = importutils.import_class(factory_name)(**factory_kwargs)
@@ -457,7 +461,7 @@ def list_flows(status=None, server=None, operation=None, limit=None,
         query = query.where(_FLOWS.c.operation == operation)
     if project is not None:
         query = query.where(_FLOWS.c.project_id == project)
-    with db.get_engine().connect() as conn:
+    with db.get_reader().connect() as conn:
         if marker is not None:
             created = conn.execute(sa.select(_FLOWS.c.created_at).where(
                 _FLOWS.c.uuid == marker)).scalar()
@@ -480,7 +484,7 @@ def list_flows(status=None, server=None, operation=None, limit=None,
 def flow_owner(flow_id):
     """{'instance_uuid', 'project_id'} of a stored flow (the project of
     its server, the target of the flow rules), or None."""
-    with db.get_engine().connect() as conn:
+    with db.get_reader().connect() as conn:
         row = conn.execute(sa.select(
             _FLOWS.c.instance_uuid, _FLOWS.c.project_id).where(
                 _FLOWS.c.uuid == flow_id)).first()
@@ -493,7 +497,7 @@ def flow_brief(flow_id):
     """{'operation', 'state', 'status', 'job_uuid'} of a stored flow, or
     None: one row read, for checks on every request."""
     now = models.utcnow()
-    with db.get_engine().connect() as conn:
+    with db.get_reader().connect() as conn:
         row = conn.execute(_listing().where(_FLOWS.c.uuid == flow_id)).first()
     if row is None:
         return None
@@ -522,7 +526,7 @@ def purge_flows(before, dry_run=False, batch=500):
                      ~(_FLOWS.c.state == tf_states.SUCCESS) | ~waiting))
     engine = db.get_engine()
     if dry_run:
-        with engine.connect() as conn:
+        with db.get_reader().connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(
                 chosen.subquery())).scalar()
     books = flowlog.BOOKS
@@ -610,7 +614,7 @@ def show_flow(flow_id):
 
 
 def _job_uuid(flow_id):
-    with db.get_engine().connect() as conn:
+    with db.get_reader().connect() as conn:
         return conn.execute(sa.select(_FLOWS.c.job_uuid).where(
             _FLOWS.c.uuid == flow_id)).scalar()
 
@@ -669,6 +673,7 @@ def _events_by_task(meta):
 def _take(flow_id, owner=None):
     """Lease a stored flow for this process (or ``owner``) and load it;
     refuse one that another live process holds."""
+    rf_conf.validate(CONF)
     find_detail(flow_id)
     lease = Lease(flow_id, owner).acquire()
     try:

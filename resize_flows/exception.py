@@ -211,6 +211,12 @@ class HypervisorUnavailable(HypervisorError):
     code = 503
 
 
+class HypervisorConnectionLost(HypervisorUnavailable):
+    """The connection to a host's libvirt broke or could not be opened
+    (its daemon restarted, say): the driver reconnects and tries the call
+    again, ``[libvirt]/reconnect_attempts`` times, before it gives up."""
+
+
 class InstanceNotFoundOnHost(HypervisorError, NotFound):
     msg_fmt = "Instance %(instance_uuid)s has no domain on host %(host)s."
     code = 404
@@ -285,3 +291,25 @@ class MigrationResolvedMeanwhile(Conflict):
     msg_fmt = ("Cannot '%(method)s' instance %(instance_uuid)s: another "
                "request got there first; its migration %(migration_uuid)s "
                "is %(status)s now.")
+
+
+# Configuration and database (the service's own trouble) ---------------------
+
+class InvalidConfiguration(ResizeFlowsException):
+    msg_fmt = "Invalid configuration: %(reason)s"
+    code = 500
+
+
+class DatabaseError(ResizeFlowsException):
+    """The database cannot be used: it is not there, not a database,
+    corrupt or not writable (one line: which database, and why)."""
+    msg_fmt = "Database %(database)s: %(reason)s"
+    code = 503
+
+
+class DatabaseLocked(DatabaseError):
+    """SQLite: another process held the write lock longer than
+    ``[database]/sqlite_busy_timeout``."""
+    msg_fmt = ("Database %(database)s is locked: another process has held "
+               "its write lock for more than %(seconds)s s (%(reason)s); "
+               "try again")

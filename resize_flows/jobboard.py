@@ -42,6 +42,7 @@ from taskflow.jobs.backends import impl_redis
 from taskflow.persistence import models as tf_models
 from taskflow import states as tf_states
 
+from resize_flows import conf as rf_conf
 from resize_flows.conf import CONF
 from resize_flows import engine
 from resize_flows import exception
@@ -409,6 +410,7 @@ class Conductor:
     gives its job back for another conductor to finish."""
 
     def __init__(self, name=None, board=None, confirm_interval=60.0):
+        rf_conf.validate(CONF)
         self.name = name or conductor_name()
         self.expiry = CONF.jobboard.claim_expiry
         self._board = _ClaimingBoard(board or connect(), self.expiry)

@@ -29,6 +29,7 @@ from resize_flows.persistence import repository
 from resize_flows import policy
 from resize_flows import states
 from resize_flows.testing import faults
+from resize_flows import validation
 from resize_flows import virt
 
 COMMANDS = {}
@@ -159,8 +160,18 @@ class ProgressListener(listener_base.Listener):
         self._stream.flush()
 
 
-def _with_progress(cmd, parsed):
+def _quiet(cmd, parsed):
+    """Whether the tasks are not to be printed: the command's own
+    ``--quiet`` or cliff's global ``-q``/``--quiet``, which argparse gives
+    the application wherever it is on the line (verbose_level 0)."""
     if getattr(parsed, 'quiet', False):
+        return True
+    options = getattr(cmd.app, 'options', None)
+    return getattr(options, 'verbose_level', 1) == 0
+
+
+def _with_progress(cmd, parsed):
+    if _quiet(cmd, parsed):
         return ()
     return (lambda engine: ProgressListener(engine, cmd.app.stderr),)
 
@@ -258,7 +269,7 @@ class _OperationCommand(_MoveCommand):
             op = call(_ctx(), *args, wait=False, **kwargs)
             if wait and isinstance(op, api.PostedOperation):
                 follow(op.flow_id, self.app.stderr,
-                       quiet=getattr(parsed, 'quiet', False))
+                       quiet=_quiet(self, parsed))
                 op.wait()
             elif wait:
                 op.wait()
@@ -698,6 +709,9 @@ class FlowList(lister.Lister):
         if parsed.limit < 0:
             raise exception.InvalidInput(
                 reason='--limit must be 0 or more, not %d' % parsed.limit)
+        # One more is asked for, to tell whether there is a next page.
+        validation.check_whole('--limit', parsed.limit,
+                               maximum=validation.MAX_INT - 1)
         limit = parsed.limit or None
         flows = api.list_flows(
             _ctx(), state=parsed.state, server=parsed.server,
@@ -970,6 +984,9 @@ class ResizeFlowsApp(app.App):
         for path in self.options.config_dir:
             args += ['--config-dir', path]
         CONF(args, project='resize-flows')
+        # Every option read once: a bad value is one line now, not an
+        # error in the middle of a flow.
+        rf_conf.validate(CONF)
         faults.configure(CONF)
 
     def clean_up(self, cmd, result, err):

@@ -38,3 +38,31 @@ def register_opts(conf):
 
 def modules():
     return _MODULES
+
+
+def validate(conf=CONF):
+    """Read every option of resize-flows' groups once, so that a value
+    that is not valid (``max_attempts = abc``) is refused before an
+    operation starts rather than in the middle of a flow. Raises
+    :class:`~resize_flows.exception.InvalidConfiguration` (one line: the
+    option and oslo.config's reason)."""
+    from resize_flows import exception
+    for module in _MODULES:
+        for group, opts in module.list_opts().items():
+            name = getattr(group, 'name', group) or 'DEFAULT'
+            section = (conf if name == 'DEFAULT'
+                       else getattr(conf, name))
+            for opt in opts:
+                try:
+                    getattr(section, opt.dest)
+                except (cfg.Error, ValueError) as e:
+                    raise exception.InvalidConfiguration(
+                        reason='[%s]/%s: %s' % (name, opt.dest,
+                                                _one_line(e)))
+
+
+def _one_line(error):
+    text = str(error)
+    # oslo.config names where the value came from; keep the file and the
+    # reason, on one line.
+    return ' '.join(text.split())

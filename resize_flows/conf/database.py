@@ -15,6 +15,14 @@ opts = [
         'connection_debug',
         default=False,
         help='Log every SQL statement.'),
+    cfg.FloatOpt(
+        'sqlite_busy_timeout',
+        default=30.0,
+        min=0.0,
+        help='SQLite only: how many seconds a write waits for the '
+             'database\'s write lock while another process holds it, '
+             'before it fails with "database is locked". Reads never '
+             'wait (WAL mode).'),
 ]
 
 

@@ -39,6 +39,20 @@ opts = [
         min=1,
         help='Seconds to wait for a local host\'s libvirt daemon to accept '
              'connections.'),
+    cfg.IntOpt(
+        'reconnect_attempts',
+        default=5,
+        min=0,
+        help='How many times a driver call whose connection to libvirt was '
+             'lost (the daemon restarted, or is restarting) reconnects and '
+             'runs again before its step fails. The calls are idempotent, '
+             'so a call cut off half-way is finished by the next one.'),
+    cfg.FloatOpt(
+        'reconnect_interval',
+        default=1.0,
+        min=0.0,
+        help='Seconds before the first reconnection of a call; each next '
+             'one waits that much longer (1, 2, 3... s by default).'),
 ]
 
 

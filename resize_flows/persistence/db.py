@@ -4,6 +4,14 @@ SQLite gets WAL mode, foreign keys and ``BEGIN IMMEDIATE`` transactions: a
 writer takes the database lock when its transaction starts, so two
 compare-and-swap updates or two capacity claims never interleave. PostgreSQL
 and MariaDB lock the rows they check (``SELECT ... FOR UPDATE``) instead.
+Reads (:func:`get_reader`, ``session_scope(read_only=True)``) begin a
+plain (deferred) transaction on SQLite: a WAL reader takes no lock, so a
+process that holds the write lock, even one stopped, never blocks them. A
+writer waits ``[database]/sqlite_busy_timeout`` seconds for the lock, then
+fails with :class:`~resize_flows.exception.DatabaseLocked`; an SQLite
+file that cannot be opened, read or written gives
+:class:`~resize_flows.exception.DatabaseError`: one line naming the file
+and the cause, never SQLAlchemy's error with its SQL.
 """
 import contextlib
 import os
@@ -15,9 +23,15 @@ from sqlalchemy import event
 from sqlalchemy import orm
 
 from resize_flows.conf import CONF
+from resize_flows import exception
+
+#: The execution option that makes an SQLite transaction a deferred one.
+READ_ONLY = 'resize_flows_read_only'
+BUSY_TIMEOUT = 'resize_flows_busy_timeout_ms'
 
 _LOCK = threading.Lock()
 _ENGINES = {}
+_READERS = {}
 
 
 def sqlite_path(conf=CONF):
@@ -39,12 +53,18 @@ def _private_sqlite_file(database):
     be entered, not listed, by others (0711): it is the state_dir, where
     the session user reaches its local hosts."""
     folder = os.path.dirname(os.path.abspath(database))
-    if not os.path.isdir(folder):
-        os.makedirs(os.path.dirname(folder), exist_ok=True)
-        try:
-            os.mkdir(folder, 0o711)
-        except FileExistsError:
-            pass
+    try:
+        if not os.path.isdir(folder):
+            os.makedirs(os.path.dirname(folder), exist_ok=True)
+            try:
+                os.mkdir(folder, 0o711)
+            except FileExistsError:
+                if not os.path.isdir(folder):
+                    raise
+    except OSError as e:
+        raise exception.DatabaseError(
+            database=database, reason='cannot make its directory %s: %s' % (
+                folder, e.strerror or e))
     fd = os.open(database, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         st = os.fstat(fd)
@@ -62,21 +82,88 @@ def _private_sqlite_file(database):
             os.chmod(database + suffix, stat.S_IMODE(st.st_mode) & 0o700)
 
 
-def _setup_sqlite(engine):
+
+# What SQLite says, and what we tell (the first that the error contains).
+_SQLITE_CAUSES = (
+    ('unable to open database file',
+     'cannot open or create the file (is its directory there and '
+     'writable?)'),
+    ('file is not a database', 'the file is not an SQLite database'),
+    ('malformed', 'the database is corrupt (disk image malformed)'),
+    ('readonly database', 'the database is read-only here'),
+    ('disk i/o error', 'disk I/O error'),
+    ('database or disk is full', 'the disk is full'),
+)
+
+
+def _sqlite_error(path, error):
+    """Our one-line error for an SQLite error, or None for an error that
+    is not about the database file itself (a constraint, no such table)."""
+    text = str(getattr(error, 'orig', None) or error).strip()
+    low = text.lower()
+    if 'database is locked' in low or 'database is busy' in low:
+        return exception.DatabaseLocked(
+            database=path, reason=text,
+            seconds=_format_seconds(CONF.database.sqlite_busy_timeout))
+    for needle, cause in _SQLITE_CAUSES:
+        if needle in low:
+            return exception.DatabaseError(database=path, reason=cause)
+    return None
+
+
+def _busy_timeout_ms():
+    return int(1000 * CONF.database.sqlite_busy_timeout)
+
+
+def _format_seconds(value):
+    return ('%g' % value) if value is not None else '?'
+
+
+def _setup_sqlite(engine, path):
     @event.listens_for(engine, 'connect')
     def _on_connect(dbapi_conn, _record):
         # Let SQLAlchemy, not pysqlite, decide when transactions begin.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute('PRAGMA foreign_keys=ON')
-        cur.execute('PRAGMA busy_timeout=30000')
-        cur.execute('PRAGMA journal_mode=WAL')
-        cur.execute('PRAGMA synchronous=NORMAL')
-        cur.close()
+        try:
+            cur.execute('PRAGMA foreign_keys=ON')
+            _record.info[BUSY_TIMEOUT] = _busy_timeout_ms()
+            cur.execute('PRAGMA busy_timeout=%d' % _record.info[BUSY_TIMEOUT])
+            cur.execute('PRAGMA journal_mode=WAL')
+            cur.execute('PRAGMA synchronous=NORMAL')
+        except Exception as e:
+            translated = _sqlite_error(path, e)
+            if translated is not None:
+                raise translated from e
+            raise
+        finally:
+            cur.close()
+
+    @event.listens_for(engine, 'checkout')
+    def _on_checkout(dbapi_conn, record, _proxy):
+        # The option may have changed since the connection was made (a
+        # configuration read again in this process).
+        wanted = _busy_timeout_ms()
+        if record.info.get(BUSY_TIMEOUT) != wanted:
+            cur = dbapi_conn.cursor()
+            try:
+                cur.execute('PRAGMA busy_timeout=%d' % wanted)
+            finally:
+                cur.close()
+            record.info[BUSY_TIMEOUT] = wanted
 
     @event.listens_for(engine, 'begin')
     def _on_begin(conn):
-        conn.exec_driver_sql('BEGIN IMMEDIATE')
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql('BEGIN')
+        else:
+            conn.exec_driver_sql('BEGIN IMMEDIATE')
+
+    @event.listens_for(engine, 'handle_error')
+    def _on_error(context):
+        translated = _sqlite_error(path, context.original_exception)
+        if translated is not None:
+            raise translated from context.original_exception
 
 
 def create_engine(url, echo=False, autocommit=False, synchronous=True):
@@ -90,10 +177,15 @@ def create_engine(url, echo=False, autocommit=False, synchronous=True):
     """
     url_obj = sa.engine.make_url(url)
     kwargs = {'echo': echo, 'future': True}
+    database = url_obj.database
     if url_obj.get_backend_name() == 'sqlite':
-        database = url_obj.database
         if database and database != ':memory:':
-            _private_sqlite_file(database)
+            try:
+                _private_sqlite_file(database)
+            except OSError as e:
+                raise exception.DatabaseError(
+                    database=database, reason='cannot open or create the '
+                    'file: %s' % (e.strerror or e))
     elif autocommit:
         kwargs['isolation_level'] = 'AUTOCOMMIT'
         if not synchronous and url_obj.get_backend_name() == 'postgresql':
@@ -102,7 +194,7 @@ def create_engine(url, echo=False, autocommit=False, synchronous=True):
         kwargs['pool_pre_ping'] = True
     engine = sa.create_engine(url, **kwargs)
     if url_obj.get_backend_name() == 'sqlite':
-        _setup_sqlite(engine)
+        _setup_sqlite(engine, database or ':memory:')
     return engine
 
 
@@ -127,18 +219,39 @@ def get_engine(url=None, autocommit=False, synchronous=True):
         return engine
 
 
+def get_reader(url=None):
+    """The engine of ``url`` for transactions that only read: on SQLite
+    they begin deferred (no lock taken; WAL readers are never blocked);
+    elsewhere it is :func:`get_engine`'s."""
+    engine = get_engine(url)
+    with _LOCK:
+        reader = _READERS.get(engine)
+        if reader is None:
+            reader = engine.execution_options(**{READ_ONLY: True})
+            _READERS[engine] = reader
+        return reader
+
+
 def dispose_all():
     """Close every pooled connection (tests, and before a fork)."""
     with _LOCK:
         for engine in _ENGINES.values():
             engine.dispose()
         _ENGINES.clear()
+        _READERS.clear()
 
 
 @contextlib.contextmanager
-def session_scope(url=None):
-    """A session whose transaction commits on success, rolls back on error."""
-    session = orm.Session(bind=get_engine(url), expire_on_commit=False)
+def session_scope(url=None, read_only=False):
+    """A session whose transaction commits on success, rolls back on error.
+
+    ``read_only``: the session only reads (on SQLite its transaction takes
+    no lock). A session that reads and then writes must not say so: its
+    ``BEGIN IMMEDIATE`` takes the write lock before it reads what it
+    checks.
+    """
+    bind = get_reader(url) if read_only else get_engine(url)
+    session = orm.Session(bind=bind, expire_on_commit=False)
     try:
         with session.begin():
             yield session

@@ -377,13 +377,18 @@ class Connection(base.Connection):
     def _engine(self):
         return self._backend.engine
 
+    @property
+    def _reader(self):
+        """Reads only: on SQLite, transactions that take no lock."""
+        return db.get_reader(self._backend.url)
+
     def close(self):
         pass
 
     def validate(self):
         """Check that the database answers and holds the flow log."""
         try:
-            with self._engine.connect() as conn:
+            with self._reader.connect() as conn:
                 conn.execute(sa.select(FLOWS.c.uuid).limit(1)).all()
         except sa_exc.SQLAlchemyError:
             _storage_failure('the flow log is not reachable or not set up '
@@ -566,7 +571,7 @@ class Connection(base.Connection):
 
     def _books(self, where, lazy):
         try:
-            with self._engine.connect() as conn:
+            with self._reader.connect() as conn:
                 books = [_to_book(r) for r in conn.execute(
                     sa.select(BOOKS).where(*where))]
                 if not lazy and books:
@@ -594,7 +599,7 @@ class Connection(base.Connection):
 
     def _flows(self, where, lazy):
         try:
-            with self._engine.connect() as conn:
+            with self._reader.connect() as conn:
                 flows = [_to_flow(r) for r in conn.execute(
                     sa.select(FLOWS).where(*where))]
                 if not lazy:
@@ -615,7 +620,7 @@ class Connection(base.Connection):
 
     def _atoms(self, where):
         try:
-            with self._engine.connect() as conn:
+            with self._reader.connect() as conn:
                 return [_to_atom(r) for r in conn.execute(
                     sa.select(ATOMS).where(*where)
                     .order_by(ATOMS.c.created_at, ATOMS.c.uuid))]
@@ -638,7 +643,7 @@ class Connection(base.Connection):
         """(logbook uuid, flow detail with its atoms) or NotFound: the
         flow's row by primary key and its atoms by index, nothing else."""
         try:
-            with self._engine.connect() as conn:
+            with self._reader.connect() as conn:
                 row = conn.execute(sa.select(FLOWS).where(
                     FLOWS.c.uuid == flow_uuid)).first()
                 if row is None:

@@ -31,7 +31,7 @@ def head():
 
 def current(url=None):
     """The revision the database is at, or None before the first sync."""
-    with db.get_engine(url).connect() as conn:
+    with db.get_reader(url).connect() as conn:
         ctx = alembic_migration.MigrationContext.configure(
             conn, opts={'version_table': env_settings.VERSION_TABLE})
         return ctx.get_current_revision()

@@ -64,7 +64,7 @@ def host_create(name, uri, instances_path, vcpus, memory_mb, disk_gb,
 
 
 def host_get(name):
-    with db.session_scope() as s:
+    with db.session_scope(read_only=True) as s:
         host = s.scalars(sa.select(models.Host).filter_by(name=name)).first()
         if host is None:
             raise exception.HostNotFound(host=name)
@@ -85,7 +85,7 @@ def host_destroy(name):
 
 
 def host_list():
-    with db.session_scope() as s:
+    with db.session_scope(read_only=True) as s:
         return [_dict(h) for h in
                 s.scalars(sa.select(models.Host).order_by(models.Host.name))]
 
@@ -101,7 +101,7 @@ def host_usage(session, host_id):
 
 def host_list_with_usage():
     """Every host as a dict with 'used' and 'free' resources dicts."""
-    with db.session_scope() as s:
+    with db.session_scope(read_only=True) as s:
         out = []
         for host in s.scalars(sa.select(models.Host)
                               .order_by(models.Host.name)):
@@ -140,7 +140,7 @@ def flavor_create(name, vcpus, memory_mb, root_gb, is_public=True,
 
 def flavor_get(ident):
     """A flavor by id (int or digits) or by name."""
-    with db.session_scope() as s:
+    with db.session_scope(read_only=True) as s:
         flavor = None
         if isinstance(ident, int) or str(ident).isdigit():
             flavor = s.get(models.Flavor, int(ident))
@@ -153,7 +153,7 @@ def flavor_get(ident):
 
 
 def flavor_list():
-    with db.session_scope() as s:
+    with db.session_scope(read_only=True) as s:
         return [_flavor_dict(f) for f in s.scalars(
             sa.select(models.Flavor).order_by(models.Flavor.id))]
 
@@ -195,7 +195,7 @@ def instance_destroy(instance_uuid):
 
 
 def instance_get(instance_uuid):
-    with db.session_scope() as s:
+    with db.session_scope(read_only=True) as s:
         inst = s.scalars(sa.select(models.Instance)
                          .filter_by(uuid=instance_uuid)).first()
         if inst is None:
@@ -205,7 +205,7 @@ def instance_get(instance_uuid):
 
 def instance_find(ident, project_id=None):
     """An instance by uuid or by name (a name must be unique)."""
-    with db.session_scope() as s:
+    with db.session_scope(read_only=True) as s:
         query = sa.select(models.Instance)
         if project_id is not None:
             query = query.filter_by(project_id=project_id)
@@ -223,7 +223,7 @@ def instance_find(ident, project_id=None):
 
 
 def instance_list(project_id=None, host=None):
-    with db.session_scope() as s:
+    with db.session_scope(read_only=True) as s:
         query = sa.select(models.Instance).order_by(models.Instance.id)
         if project_id is not None:
             query = query.filter_by(project_id=project_id)
@@ -280,7 +280,7 @@ def instance_update(instance_uuid, values, expected_vm_state=_UNSET,
 # -- migrations --------------------------------------------------------------
 
 def migration_get(migration_uuid):
-    with db.session_scope() as s:
+    with db.session_scope(read_only=True) as s:
         mig = s.scalars(sa.select(models.Migration)
                         .filter_by(uuid=migration_uuid)).first()
         if mig is None:
@@ -289,7 +289,7 @@ def migration_get(migration_uuid):
 
 
 def migration_get_by_instance_and_status(instance_uuid, status):
-    with db.session_scope() as s:
+    with db.session_scope(read_only=True) as s:
         mig = s.scalars(sa.select(models.Migration)
                         .filter_by(instance_uuid=instance_uuid,
                                    status=status)
@@ -302,7 +302,7 @@ def migration_get_by_instance_and_status(instance_uuid, status):
 
 def migration_list(instance_uuid=None, status=None, host=None,
                    open_only=False):
-    with db.session_scope() as s:
+    with db.session_scope(read_only=True) as s:
         query = sa.select(models.Migration).order_by(models.Migration.id)
         if instance_uuid is not None:
             query = query.filter_by(instance_uuid=instance_uuid)
@@ -382,7 +382,7 @@ def start_resolution(instance_uuid, task_state, migration_uuid,
 # -- allocations -------------------------------------------------------------
 
 def allocation_list(consumer_uuid=None, host=None):
-    with db.session_scope() as s:
+    with db.session_scope(read_only=True) as s:
         query = (sa.select(models.Allocation, models.Host.name)
                  .join(models.Host)
                  .order_by(models.Allocation.id))
@@ -530,14 +530,14 @@ def _action(session, instance_uuid, request_id):
 
 
 def action_get(instance_uuid, request_id):
-    with db.session_scope() as s:
+    with db.session_scope(read_only=True) as s:
         act = _action(s, instance_uuid, request_id)
         return _dict(act)
 
 
 def action_list(instance_uuid):
     """Actions of an instance, newest first, each with its 'events'."""
-    with db.session_scope() as s:
+    with db.session_scope(read_only=True) as s:
         out = []
         for act in s.scalars(sa.select(models.InstanceAction)
                              .filter_by(instance_uuid=instance_uuid)
@@ -678,13 +678,13 @@ def lease_release(flow_id, owner, token=None):
 
 
 def lease_get(flow_id):
-    with db.session_scope() as s:
+    with db.session_scope(read_only=True) as s:
         lease = s.get(models.FlowLease, flow_id)
         return None if lease is None else _lease_dict(lease)
 
 
 def lease_list():
     """{flow_id: lease} of every lease, live or expired."""
-    with db.session_scope() as s:
+    with db.session_scope(read_only=True) as s:
         return {lease.flow_id: _lease_dict(lease)
                 for lease in s.scalars(sa.select(models.FlowLease))}

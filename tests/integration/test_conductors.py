@@ -8,13 +8,16 @@ the middle of its flow, as its disk copy starts); the other takes its job
 over once the claim expires and finishes the flow from the flow log.
 Without Redis the test skips (it fails where CI=true).
 """
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 
 import pytest
+import sqlalchemy as sa
 from taskflow import states as tf_states
 
 from resize_flows import api
@@ -150,6 +153,19 @@ def test_a_killed_conductors_flow_is_finished_by_the_other(crash_cloud,
     assert state.leaks() == []
 
 
+@contextlib.contextmanager
+def _sqlite_write_lock(url):
+    """Hold the write lock of the SQLite database at ``url``."""
+    conn = sqlite3.connect(sa.engine.make_url(url).database,
+                           isolation_level=None, timeout=120)
+    try:
+        conn.execute('BEGIN IMMEDIATE')
+        yield
+        conn.execute('ROLLBACK')
+    finally:
+        conn.close()
+
+
 def test_a_stalled_conductor_process_is_fenced(crash_cloud, board):
     """ca is stopped (SIGSTOP) while it runs a flow: it is alive, but its
     claim and its lease run out. cb takes the flow over and finishes it.
@@ -170,7 +186,13 @@ def test_a_stalled_conductor_process_is_fenced(crash_cloud, board):
                 break
             assert time.monotonic() < deadline, flows
             time.sleep(0.05)
-        ca.send_signal(signal.SIGSTOP)
+        # Stopped while it holds SQLite's write lock, ca would hold up
+        # every writer, cb too, until it goes on: SQLite cannot do
+        # better. Stop it while this process holds the lock, so that it is
+        # in no write transaction. (Before reads stopped taking the write
+        # lock, the poll above happened to ensure that.)
+        with _sqlite_write_lock(crash_cloud.hosts.connection):
+            ca.send_signal(signal.SIGSTOP)
         cb = _conductor(crash_cloud, board, 'cb')
         op.wait(timeout=300)
         ca.send_signal(signal.SIGCONT)

@@ -7,7 +7,12 @@ use and reopened when the daemon went away; when the URI is the session
 socket of a local host of this state_dir, that host's daemon is started
 first if it is not running (so local hosts come back after a reboot).
 
-Failures to connect are :class:`resize_flows.exception.HypervisorUnavailable`.
+Failures to connect are :class:`resize_flows.exception.HypervisorUnavailable`;
+to a URI this process was connected to before, they are
+:class:`~resize_flows.exception.HypervisorConnectionLost` (its daemon is
+restarting, say): the driver tries again
+(:func:`resize_flows.virt.libvirt.driver.reconnecting`). A URI never
+reached fails at once.
 """
 import collections
 import contextlib
@@ -19,6 +24,7 @@ from resize_flows import exception
 from resize_flows.virt.libvirt import local
 
 _connections = {}
+_reached = set()        # URIs this process has had a connection to
 _uri_locks = collections.defaultdict(threading.Lock)
 _lock = threading.Lock()
 _quiet = False
@@ -48,8 +54,9 @@ def get_connection(uri, host=None):
                 return conn
             _close(conn)
             _connections.pop(uri, None)
-        conn = _open(uri, host or uri)
+        conn = _open(uri, host or uri, lost=uri in _reached)
         _connections[uri] = conn
+        _reached.add(uri)
         return conn
 
 
@@ -68,9 +75,10 @@ def close_all():
     """Close every connection (test hypervisors are gone afterwards)."""
     for uri in list(_connections):
         forget(uri)
+    _reached.clear()
 
 
-def _open(uri, host):
+def _open(uri, host, lost=False):
     quiet_libvirt()
     hdir = local.host_dir_of_uri(uri)
     if hdir is not None:
@@ -78,6 +86,9 @@ def _open(uri, host):
     try:
         return libvirt.open(uri)
     except libvirt.libvirtError as exc:
+        if lost and exc.get_error_code() != libvirt.VIR_ERR_AUTH_FAILED:
+            raise exception.HypervisorConnectionLost(host=host,
+                                                     reason=str(exc))
         raise exception.HypervisorUnavailable(host=host, reason=str(exc))
 
 

@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import pwd
-import re
 import shutil
 import signal
 import socket
@@ -35,6 +34,7 @@ import urllib.parse
 
 from resize_flows.conf import CONF
 from resize_flows import exception
+from resize_flows import validation
 from resize_flows.virt.libvirt import disk
 
 KIND_QEMU = 'qemu'
@@ -56,7 +56,6 @@ MONITOR_SOCKET_WORST = os.path.join(
 LINK_BASE = '/tmp'
 # sockaddr_un.sun_path holds 108 bytes including the final NUL.
 _MAX_SOCKET_PATH = 107
-_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$')
 
 QEMU_CONF = 'stdio_handler = "file"\n'
 NODE_XML = """<node>
@@ -87,10 +86,7 @@ def hosts_dir():
 
 def host_dir(name):
     """Directory of the local host ``name``."""
-    if not _NAME_RE.match(name or ''):
-        raise exception.InvalidInput(
-            reason='host name %r: use letters, digits, ".", "_" and "-"'
-                   % (name,))
+    validation.check_host_name(name)
     return os.path.join(hosts_dir(), name)
 
 
@@ -245,20 +241,26 @@ def ensure_daemon(hdir):
             host=name, reason='%s is not a local QEMU host' % hdir)
     deadline = time.monotonic() + CONF.libvirt.daemon_start_timeout
     with _host_lock(hdir):
-        if _socket_accepts(sock):
-            return
-        if daemon_pid(hdir) is None:
-            _start_daemon(name, hdir)
+        started = False
+        # A daemon that runs but does not accept is starting, or shutting
+        # down (SIGTERM: it closed its socket and exits soon): wait for
+        # it, and start one when it is gone. A daemon that this call
+        # started and that exited has failed.
         while not _socket_accepts(sock):
+            if daemon_pid(hdir) is None:
+                if started:
+                    raise exception.HypervisorUnavailable(
+                        host=name,
+                        reason='libvirtd exited%s' % _log_tail(hdir))
+                _start_daemon(name, hdir)
+                started = True
+                continue
             if time.monotonic() > deadline:
                 raise exception.HypervisorUnavailable(
                     host=name, reason='libvirtd did not accept connections '
                     'on %s within %ss%s' % (
                         sock, CONF.libvirt.daemon_start_timeout,
                         _log_tail(hdir)))
-            if daemon_pid(hdir) is None:
-                raise exception.HypervisorUnavailable(
-                    host=name, reason='libvirtd exited%s' % _log_tail(hdir))
             time.sleep(0.02)
 
 
