@@ -19,13 +19,18 @@ def _backdate(migration_uuid, seconds):
                   .values(updated_at=then))
 
 
+#: A window no run of these tests outlasts, however busy the machine: only
+#: a move backdated past it has expired.
+WINDOW = 3600
+
+
 def test_auto_confirm_after_the_window(cloud, conf):
-    conf.set_override('resize_confirm_window', 1, group='compute')
+    conf.set_override('resize_confirm_window', WINDOW, group='compute')
     old = cloud.server('old')['uuid']
     new = cloud.server('new')['uuid']
     old_mig = api.resize(cloud.ctx, old, 'big', wait=True).migration_uuid
     api.migrate(cloud.ctx, new, wait=True)
-    _backdate(old_mig, 2)
+    _backdate(old_mig, WINDOW + 1)
     assert api.confirm_expired(cloud.ctx) == {old: 'confirmed'}
     assert repository.migration_get(old_mig)['status'] == \
         states.MIGRATION_CONFIRMED
@@ -59,13 +64,13 @@ def test_busy_or_locked_servers_are_skipped_and_reported(cloud, conf):
 
 
 def test_periodic_confirmer(cloud, conf):
-    conf.set_override('resize_confirm_window', 1, group='compute')
+    conf.set_override('resize_confirm_window', WINDOW, group='compute')
     vm = cloud.server()['uuid']
     mig = api.resize(cloud.ctx, vm, 'big', wait=True).migration_uuid
     confirmer = api.PeriodicConfirmer(interval=0.05).start()
     try:
         assert confirmer.run_once() == {}           # not expired yet
-        _backdate(mig, 5)
+        _backdate(mig, WINDOW + 1)
         for _ in range(600):
             if repository.migration_get(mig)['status'] == \
                     states.MIGRATION_CONFIRMED:
