@@ -135,16 +135,28 @@ def test_progress_is_printed_per_task(rf):
       '/srv/instances', '--ssh', 'root@127.0.0.1:1'), 'ssh root@127.0.0.1:1'),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(rf, argv, message):
-    before = (state.capture(), repository.migration_list(),
-              repository.flavor_list())
+    assert_one_line_error(rf, argv, message)
+
+
+def records_and_cloud():
+    """What a refused command must leave as it was."""
+    return (state.capture(), repository.host_list(),
+            repository.flavor_list(), repository.instance_list(),
+            repository.migration_list())
+
+
+def assert_one_line_error(rf, argv, message):
+    """``resize-flows ARGV`` fails with one line holding ``message``, no
+    traceback, and changes nothing: records, hypervisors, disks."""
+    before = records_and_cloud()
     code, out, err = rf(*argv)
     assert code != 0
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert message in lines[0]
     assert 'Traceback' not in err
-    assert (state.capture(), repository.migration_list(),
-            repository.flavor_list()) == before
+    assert records_and_cloud() == before
+    return lines[0]
 
 
 def test_argument_errors_exit_non_zero(rf, capsys):

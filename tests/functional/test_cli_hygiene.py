@@ -5,8 +5,9 @@ import pytest
 from resize_flows import engine
 from resize_flows import exception
 from resize_flows.persistence import repository
-from resize_flows.testing import state
 from resize_flows.virt.libvirt import local
+from tests.functional.test_cli import assert_one_line_error
+from tests.functional.test_cli import records_and_cloud
 from tests.functional.test_cli import rf  # noqa: F401  (the fixture)
 
 
@@ -23,24 +24,6 @@ def test_quiet_moves_print_no_tasks(rf, argv):  # noqa: F811
     assert 'finished' in out
 
 
-def _before():
-    return (state.capture(), repository.host_list(),
-            repository.flavor_list(), repository.instance_list(),
-            repository.migration_list())
-
-
-def _one_line_error(rf, argv, message):  # noqa: F811
-    before = _before()
-    code, out, err = rf(*argv)
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert message in lines[0]
-    assert 'Traceback' not in err
-    assert _before() == before
-    return lines[0]
-
-
 HOST = ('--vcpus', '1', '--memory-mb', '1', '--disk-gb', '1')
 FLAVOR = ('--vcpus', '1', '--ram', '64', '--disk', '1')
 BAD_NAMES = ['a\nb', 'vm\x1b[31m', 'nul\x00', 'x' * 256, '', ' ']
@@ -55,7 +38,7 @@ def test_bad_names_are_refused_with_one_line(rf, tmp_path, kind, name):  # noqa:
             'host': ('host', 'create', name) + HOST}[kind]
     hosts = sorted(p.name for p in (tmp_path / 'cli-state' / 'hosts')
                    .iterdir())
-    line = _one_line_error(rf, argv, 'Invalid input: ')
+    line = assert_one_line_error(rf, argv, 'Invalid input: ')
     # Shown escaped: no raw control character reaches the terminal.
     assert line.isprintable()
     assert '%s name' % kind in line
@@ -67,7 +50,7 @@ def test_bad_names_are_refused_with_one_line(rf, tmp_path, kind, name):  # noqa:
 def test_host_names_are_checked_alike_local_or_by_uri(rf, tmp_path, name):  # noqa: F811,E501
     for extra in ((), ('--uri', 'test:///default', '--instances-path',
                        str(tmp_path))):
-        _one_line_error(rf, ('host', 'create', name) + HOST + extra,
+        assert_one_line_error(rf, ('host', 'create', name) + HOST + extra,
                         'use letters, digits')
 
 
@@ -96,7 +79,7 @@ HUGE = str(2 ** 64)
      str(2 ** 63)),
 ])
 def test_numbers_beyond_64_bits_are_refused(rf, tmp_path, argv):  # noqa: F811,E501
-    _one_line_error(rf, argv, 'must be at most %d' % (2 ** 63 - 1))
+    assert_one_line_error(rf, argv, 'must be at most %d' % (2 ** 63 - 1))
     assert not (tmp_path / 'cli-state' / 'hosts' / 'big').exists()
 
 
@@ -108,7 +91,7 @@ def test_numbers_beyond_64_bits_are_refused(rf, tmp_path, argv):  # noqa: F811,E
 ])
 def test_invalid_options_are_refused_before_anything_runs(
         rf, tmp_path, section, line, option):  # noqa: F811
-    before = _before()
+    before = records_and_cloud()
     flows_before = engine.list_flows()
     bad = tmp_path / 'bad.conf'
     bad.write_text('[%s]\n%s\n' % (section, line))
@@ -119,7 +102,7 @@ def test_invalid_options_are_refused_before_anything_runs(
         lines = err.strip().splitlines()
         assert len(lines) == 1, err
         assert lines[0].startswith('Invalid configuration: %s: ' % option)
-        assert _before() == before
+        assert records_and_cloud() == before
         assert engine.list_flows() == flows_before
 
 
@@ -131,11 +114,11 @@ def test_an_embedder_with_an_invalid_option_stores_no_flow(
     conf(['--config-file', str(tmp_path / 'rf.conf'), '--config-file',
           str(bad)], project='resize-flows', default_config_files=[],
          default_config_dirs=[])
-    before = _before()
+    before = records_and_cloud()
     with pytest.raises(exception.InvalidConfiguration,
                        match=r'\[scheduler\]/max_attempts'):
         api.resize(api.get_admin_context(), 'vm1', 'small', wait=True)
-    assert _before() == before
+    assert records_and_cloud() == before
     assert engine.list_flows() == []
 
 
@@ -145,5 +128,5 @@ def test_an_embedder_with_an_invalid_option_stores_no_flow(
      'seconds from 0 to'),
 ])
 def test_huge_numbers_of_other_commands_are_one_line(rf, argv, message):  # noqa: F811,E501
-    line = _one_line_error(rf, argv, message)
+    line = assert_one_line_error(rf, argv, message)
     assert 'Python int' not in line

@@ -38,6 +38,17 @@ def _die():
             repository.lease_release(flow_id, engine.OWNER)
 
 
+def _resize_died_in_copy(cloud, vm):
+    """Resize ``vm`` in a process that dies as its disk copy starts; the
+    id of the interrupted flow."""
+    faults.inject('CopyDisk', exc_class=faults.SimulatedCrash)
+    with pytest.raises(faults.SimulatedCrash):
+        api.resize(cloud.ctx, vm, 'big', wait=True)
+    faults.clear()
+    _die()
+    return repository.migration_list(vm)[-1]['flow_id']
+
+
 def _run(cloud, operation, vm):
     """``operation`` on ``vm``, to its end."""
     if operation == 'resize':
@@ -141,12 +152,7 @@ def test_flow_stored_without_its_id_still_resumes(cloud):
     """A flow stored by older code has no flow id in its store: loading
     it puts the id there, and it resumes as before."""
     vm = cloud.server()['uuid']
-    faults.inject('CopyDisk', exc_class=faults.SimulatedCrash)
-    with pytest.raises(faults.SimulatedCrash):
-        api.resize(cloud.ctx, vm, 'big', wait=True)
-    faults.clear()
-    _die()
-    flow_id = repository.migration_list(vm)[-1]['flow_id']
+    flow_id = _resize_died_in_copy(cloud, vm)
     with contextlib.closing(flowlog.get_backend().get_connection()) as conn:
         _book, detail = conn.find_flow(flow_id)
         store = _store_atom(detail)
@@ -293,12 +299,7 @@ def test_delete_loses_to_a_resize_that_started_first(cloud, monkeypatch,
 
 def test_delete_refuses_while_a_flow_is_unfinished(cloud):
     vm = cloud.server()['uuid']
-    faults.inject('CopyDisk', exc_class=faults.SimulatedCrash)
-    with pytest.raises(faults.SimulatedCrash):
-        api.resize(cloud.ctx, vm, 'big', wait=True)
-    faults.clear()
-    _die()
-    flow_id = repository.migration_list(vm)[-1]['flow_id']
+    flow_id = _resize_died_in_copy(cloud, vm)
     before = state.capture()
     with pytest.raises(exception.InstanceHasUnfinishedFlow, match=flow_id):
         api.delete_server(cloud.ctx, vm)
