@@ -3,10 +3,12 @@
 #   make test            system packages, .venv, then pytest over tests/ on
 #                        two workers (integration tests included: they run
 #                        real QEMU; the crash matrix as a 39-case sample,
-#                        8 seeds of kills at random instants)
+#                        5 of the 14 crash-window kills, 8 seeds of kills
+#                        at random instants)
 #   make crash-matrix    the whole crash matrix (134 real process deaths on
-#                        real QEMU, about 15 minutes) and 40 seeds of kills
-#                        at random instants; CI runs it too
+#                        real QEMU, about 15 minutes), the 14 crash-window
+#                        kills and 40 seeds of kills at random instants;
+#                        CI runs it too
 #   make demo            system packages, .venv, then tools/demo.sh
 #   make bench           every benchmark in benchmarks/ (about 15 minutes;
 #                        results in benchmarks/README.md)
@@ -52,6 +54,7 @@ test: venv
 
 crash-matrix: venv
 	$(VENV)/bin/pytest tests/integration/test_crash_matrix.py \
+	    tests/integration/test_crash_windows.py \
 	    tests/integration/test_random_kills.py \
 	    -m crash_matrix -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 

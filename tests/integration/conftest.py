@@ -123,6 +123,16 @@ def qemu_pids(path):
     return pids
 
 
+def full_crash_run(config):
+    """Whether this run is the whole crash matrix (``-m crash_matrix``,
+    as ``make crash-matrix`` and CI run it, or
+    RESIZE_FLOWS_CRASH_MATRIX=full) rather than ``make test``'s sample."""
+    markexpr = config.getoption('markexpr', '') or ''
+    return (os.environ.get('RESIZE_FLOWS_CRASH_MATRIX') == 'full' or
+            ('crash_matrix' in markexpr and
+             'not crash_matrix' not in markexpr))
+
+
 def wait_leases_expired(vm, operation=None):
     """Wait until no flow of ``vm`` (of ``operation`` when given) is
     ``running``, as the flow log shows it: the lease of a process that

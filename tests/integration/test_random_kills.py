@@ -77,6 +77,7 @@ from resize_flows.testing import state
 from resize_flows import virt
 from resize_flows.virt import driver as virt_driver
 from tests.integration.conftest import assert_consistent
+from tests.integration.conftest import full_crash_run
 from tests.integration.conftest import wait_leases_expired
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash_matrix]
@@ -118,11 +119,7 @@ def plan(seed):
 
 
 def _full_run(config):
-    markexpr = config.getoption('markexpr', '') or ''
-    return (bool(os.environ.get(_ENV)) or
-            os.environ.get('RESIZE_FLOWS_CRASH_MATRIX') == 'full' or
-            ('crash_matrix' in markexpr and 'not crash_matrix' not in
-             markexpr))
+    return bool(os.environ.get(_ENV)) or full_crash_run(config)
 
 
 # -- the processes -----------------------------------------------------------
