@@ -527,6 +527,12 @@ def test_one_conductor_runs_several_jobs_at_once(jobboard_conf, cloud,
         op.wait(timeout=120)
         assert op.flow_state == tf_states.SUCCESS
     assert len(met) == 2 and len(set(met)) == 2
+    # The flow log says SUCCESS a moment before the conductor's thread
+    # notes the job's outcome: wait for both notes.
+    for _ in range(600):
+        if len(runner.conductor.outcomes) >= 2:
+            break
+        time.sleep(0.1)
     assert sorted(outcome for _flow, outcome in runner.conductor.outcomes
                   ) == [tf_states.SUCCESS] * 2
     assert state.leaks() == []
