@@ -1,9 +1,11 @@
-"""Instance and migration states, as Nova names them.
+"""Instance and migration states, as Nova names them, and the groups of
+TaskFlow's states that resize-flows reads in its flow log.
 
 ``vm_state`` is where an instance rests, ``task_state`` the operation under
 way (None when idle), ``power_state`` what the hypervisor last reported.
 Migration statuses follow Nova's lifecycle of a resize or cold migration.
 """
+from taskflow import states as tf_states
 
 # vm_state ------------------------------------------------------------------
 BUILDING = 'building'
@@ -81,12 +83,35 @@ MIGRATION_TYPE_RESIZE = 'resize'
 MIGRATION_TYPE_MIGRATION = 'migration'
 
 # Which resting states allow which operation (Nova's check_instance_state).
+#: A resize or cold migration starts from these.
+MOVE_FROM = (ACTIVE, STOPPED)
+#: A confirm or revert starts from these.
+RESOLVE_FROM = (RESIZED,)
 ALLOWED_VM_STATES = {
-    'resize': (ACTIVE, STOPPED),
-    'migrate': (ACTIVE, STOPPED),
-    'confirm_resize': (RESIZED,),
-    'revert_resize': (RESIZED,),
+    'resize': MOVE_FROM,
+    'migrate': MOVE_FROM,
+    'confirm_resize': RESOLVE_FROM,
+    'revert_resize': RESOLVE_FROM,
 }
+
+# flow log (TaskFlow's states) ----------------------------------------------
+#: TaskFlow's flow states a flow can be stored in.
+FLOW_STATES = (tf_states.PENDING, tf_states.RUNNING, tf_states.SUCCESS,
+               tf_states.FAILURE, tf_states.REVERTING, tf_states.REVERTED,
+               tf_states.SUSPENDING, tf_states.SUSPENDED, tf_states.RESUMING)
+#: A flow that ended: finished, or rolled back.
+FLOW_ENDED = (tf_states.SUCCESS, tf_states.REVERTED)
+#: Not ended and not failed: running when leased, else interrupted.
+FLOW_UNDER_WAY = tuple(s for s in FLOW_STATES
+                       if s not in FLOW_ENDED + (tf_states.FAILURE,))
+#: The stored states of a flow whose engine never ran it: None until its
+#: engine first saves it, PENDING after.
+FLOW_NEVER_RUN = (None, tf_states.PENDING)
+#: The task transitions that a task's watchers report (an instance action
+#: event each, a line of the CLI's progress).
+TASK_TRANSITIONS = (tf_states.RUNNING, tf_states.SUCCESS, tf_states.FAILURE,
+                    tf_states.REVERTING, tf_states.REVERTED,
+                    tf_states.REVERT_FAILURE)
 
 
 def vm_state_for_power(power_state):

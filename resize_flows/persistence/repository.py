@@ -1,5 +1,10 @@
 """Reads and writes of the records, each in its own short transaction.
 
+The records are hosts, flavors, instances, migrations, allocations and
+instance actions with their events. The flow log's own rows (leases, the
+job a flow was posted as, the index that lists flows) are
+``flowindex.py``'s.
+
 Functions return plain dicts (JSON-serialisable, detached from any session)
 so that tasks can hand them on and the flow log can store them.
 
@@ -19,6 +24,7 @@ from resize_flows import exception
 from resize_flows.persistence import db
 from resize_flows.persistence import models
 from resize_flows import states
+from resize_flows import timeutils
 
 _UNSET = object()
 
@@ -35,7 +41,7 @@ def _dict(row):
     for column in row.__table__.columns:
         value = getattr(row, column.key)
         if isinstance(value, datetime.datetime):
-            value = value.isoformat(timespec='seconds')
+            value = timeutils.iso(value)
         out[column.key] = value
     return out
 
@@ -581,110 +587,3 @@ def event_finish(instance_uuid, request_id, event, result, traceback=None):
         ev.finish_time = models.utcnow()
         ev.result = result
         ev.traceback = traceback
-
-
-# -- flow leases -------------------------------------------------------------
-
-LEASES = models.FlowLease.__table__
-
-
-def _lease_dict(lease):
-    out = _dict(lease)
-    out['live'] = lease.expires_at > models.utcnow()
-    return out
-
-
-def _next_token(previous=0):
-    """A fencing token greater than ``previous`` and than any token handed
-    out before on this database: the time in microseconds, or one more
-    than the last when the clock has not moved on. (A released lease's row
-    is deleted, so the token of its next holder cannot count on the row.)
-    """
-    now = int(models.utcnow().replace(
-        tzinfo=datetime.timezone.utc).timestamp() * 1_000_000)
-    return max(now, (previous or 0) + 1)
-
-
-def flow_posted(flow_id, job_uuid):
-    """Note that a stored flow was posted as job ``job_uuid`` on the
-    jobboard: until a conductor starts it, the flow is ``queued``."""
-    with db.session_scope() as s:
-        s.execute(sa.update(models.FlowDetail)
-                  .where(models.FlowDetail.uuid == flow_id)
-                  .values(job_uuid=job_uuid))
-
-
-def lease_acquire(flow_id, owner, seconds):
-    """Take the lease of a flow for ``seconds``: free, expired or ours
-    already. Raises ``FlowBusy`` while another owner's lease is live.
-
-    Returns the lease's fencing token: a new, greater one when the lease
-    changes hands, the same one when it was ours already.
-    """
-    now = models.utcnow()
-    expires = now + datetime.timedelta(seconds=seconds)
-    try:
-        with db.session_scope() as s:
-            lease = s.scalars(db.for_update(
-                sa.select(models.FlowLease).filter_by(flow_id=flow_id),
-                s)).first()
-            if lease is None:
-                token = _next_token()
-                s.add(models.FlowLease(flow_id=flow_id, owner=owner,
-                                       acquired_at=now, expires_at=expires,
-                                       token=token))
-                return token
-            if lease.owner != owner and lease.expires_at > now:
-                raise exception.FlowBusy(
-                    flow_id=flow_id, owner=lease.owner,
-                    expires_at=lease.expires_at.isoformat(
-                        timespec='seconds'))
-            if lease.owner != owner:
-                lease.acquired_at = now
-                lease.token = _next_token(lease.token)
-            lease.owner = owner
-            lease.expires_at = expires
-            return lease.token
-    except sa_exc.IntegrityError:
-        # Another process inserted it between our read and our insert.
-        raise exception.FlowBusy(flow_id=flow_id, owner='another process',
-                                 expires_at='?')
-
-
-def lease_renew(flow_id, owner, seconds, token=None):
-    """Extend our lease (the one of ``token``, when given); False if it is
-    no longer ours."""
-    with db.session_scope() as s:
-        table = models.FlowLease.__table__
-        where = [table.c.flow_id == flow_id, table.c.owner == owner]
-        if token is not None:
-            where.append(table.c.token == token)
-        result = s.execute(
-            table.update().where(*where)
-            .values(expires_at=models.utcnow() +
-                    datetime.timedelta(seconds=seconds)))
-        return result.rowcount == 1
-
-
-def lease_release(flow_id, owner, token=None):
-    """Give up our lease (the one of ``token``, when given): a lease taken
-    over by another holder since is left alone."""
-    with db.session_scope() as s:
-        where = [models.FlowLease.flow_id == flow_id,
-                 models.FlowLease.owner == owner]
-        if token is not None:
-            where.append(models.FlowLease.token == token)
-        s.execute(sa.delete(models.FlowLease).where(*where))
-
-
-def lease_get(flow_id):
-    with db.session_scope(read_only=True) as s:
-        lease = s.get(models.FlowLease, flow_id)
-        return None if lease is None else _lease_dict(lease)
-
-
-def lease_list():
-    """{flow_id: lease} of every lease, live or expired."""
-    with db.session_scope(read_only=True) as s:
-        return {lease.flow_id: _lease_dict(lease)
-                for lease in s.scalars(sa.select(models.FlowLease))}

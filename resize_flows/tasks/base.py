@@ -40,6 +40,16 @@ class ResizeFlowsTask(task.Task):
     stored before the rename.
     """
 
+    #: What the engine reads from a task (``recovery.py``): whether its
+    #: execute deletes what an undo would need, so that once it ran the
+    #: flow can only be finished forward.
+    point_of_no_return = False
+
+    #: Whether this task is its flow's lifecycle task: the one whose undo
+    #: undoes what the API did before it stored the flow, cancelled in
+    #: place of the whole flow when none of its tasks ran.
+    lifecycle = False
+
     def __init__(self, name=None, **kwargs):
         super().__init__(name=name or type(self).__name__, **kwargs)
 
@@ -55,6 +65,12 @@ class ResizeFlowsTask(task.Task):
 
     def revert(self, *args, **kwargs):
         """Nothing to undo (the default)."""
+
+    def undoable(self, migration_uuid):
+        """Whether this point of no return, interrupted, can still be
+        undone: it has not yet deleted what its undo needs (the default:
+        it can)."""
+        return True
 
     @staticmethod
     def driver(host_name):

@@ -1,7 +1,7 @@
 """Tasks that move disks between hosts."""
 import dataclasses
 
-from resize_flows import fencing
+from resize_flows import leases
 from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.tasks import base
@@ -28,7 +28,7 @@ class CopyDisk(base.ResizeFlowsTask):
             progress=lambda fraction: self.update_progress(fraction))
         # A copy can outlive this process's hold on the flow (a stalled
         # conductor): then the new holder owns the records.
-        fencing.check('the records after CopyDisk')
+        leases.check('the records after CopyDisk')
         repository.instance_update(mig['instance_uuid'], {
             'task_state': states.RESIZE_MIGRATED})
         repository.migration_update(

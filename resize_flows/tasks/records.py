@@ -68,6 +68,8 @@ class BeginMigration(base.ResizeFlowsTask):
     migration this flow started: with none, nothing is undone.
     """
 
+    lifecycle = True
+
     def execute(self, migration_uuid, flow_id=None):
         mig = _check_started(migration_uuid, flow_id)
         if mig['status'] in states.MIGRATION_TERMINAL:
@@ -228,6 +230,8 @@ class BeginConfirm(base.ResizeFlowsTask):
     migration another flow owns, or one already back to ``finished``, is
     left alone.
     """
+
+    lifecycle = True
 
     #: The migration's status while this flow owns it.
     status = states.MIGRATION_CONFIRMING
