@@ -30,7 +30,8 @@ import uuid
 
 from resize_flows import api
 from resize_flows import conf as rf_conf
-from resize_flows import engine
+from resize_flows import flows as rf_flows
+from resize_flows import flowstatus
 from resize_flows.persistence import db
 from resize_flows.persistence import flowlog
 from resize_flows.persistence import migration
@@ -55,8 +56,8 @@ def fill(url, numbers, servers, rng, base_time, current=()):
     ``current`` (four RUNNING ones get a live lease)."""
     numbers = list(numbers)
     eng = db.get_engine(url)
-    factory = {'name': engine.OPERATIONS['resize'][0], 'args': [],
-               'kwargs': engine.OPERATIONS['resize'][1]}
+    factory = {'name': rf_flows.OPERATIONS['resize'].factory, 'args': [],
+               'kwargs': rf_flows.OPERATIONS['resize'].factory_kwargs}
     current = list(current)
     leased = 4
     for first in range(0, len(numbers), BATCH):
@@ -134,7 +135,7 @@ def measure(repeat, server, shown, deep_marker):
 
 
 def newest(count):
-    return [f['flow_id'] for f in engine.list_flows(limit=count)]
+    return [f['flow_id'] for f in flowstatus.list_flows(limit=count)]
 
 
 def run(label, url, small, large, repeat):
@@ -145,7 +146,8 @@ def run(label, url, small, large, repeat):
     servers = max(10, large // 10)
     fill(url, range(small), servers, rng, base_time, current=CURRENT)
     pick = newest(small)
-    server = engine.list_flows(marker=pick[0], limit=1)[0]['instance_uuid']
+    server = flowstatus.list_flows(marker=pick[0],
+                                   limit=1)[0]['instance_uuid']
     # --marker: the second page (a full one) here, the middle one later.
     small_figures = measure(repeat, server, pick[len(pick) // 2], pick[49])
     # The history before them: older flows, all ended.
@@ -159,8 +161,8 @@ def run(label, url, small, large, repeat):
         conn.exec_driver_sql('VACUUM ANALYZE' if url.startswith('postgresql')
                              else 'ANALYZE')
     # The same flow shown, a marker as deep in as the small log's last.
-    large_figures = measure(repeat, server, pick[len(pick) // 2],
-                            engine.list_flows(limit=large // 2)[-1]['flow_id'])
+    deep = flowstatus.list_flows(limit=large // 2)[-1]['flow_id']
+    large_figures = measure(repeat, server, pick[len(pick) // 2], deep)
     print('\n%s (filled %d more flows in %.0f s)' % (label, large - small,
                                                       filled))
     print('%-24s %12s %12s %8s' % ('query', '%d ms' % small,

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from resize_flows.cmd import cli
-from resize_flows import engine
+from resize_flows import flowstatus
 from resize_flows.persistence import repository
 from resize_flows.testing import state
 from resize_flows import virt
@@ -208,11 +208,11 @@ def test_flow_commands(rf, tmp_path):
     (('flow', 'purge', '--before', 'last tuesday'), "not an ISO 8601 date"),
 ])
 def test_flow_bad_input(rf, argv, message):
-    before = (state.capture(), engine.list_flows())
+    before = (state.capture(), flowstatus.list_flows())
     code, out, err = rf(*argv)
     assert code != 0
     assert len(err.strip().splitlines()) == 1 and message in err, err
-    assert (state.capture(), engine.list_flows()) == before
+    assert (state.capture(), flowstatus.list_flows()) == before
 
 
 def test_flow_list_pages_and_purge(rf):
@@ -246,12 +246,12 @@ def test_resume_of_a_finished_flow_is_refused(rf):
     code, out, err = rf('server', 'resize', 'vm1', '--flavor', 'small',
                         '-q', '-f', 'json')
     flow_id = json.loads(out)['flow']
-    before = (state.capture(), engine.show_flow(flow_id))
+    before = (state.capture(), flowstatus.show_flow(flow_id))
     code, out, err = rf('flow', 'resume', flow_id)
     assert code == 1
     assert err.strip() == ('Cannot resume flow %s: it has finished' %
                            flow_id)
-    assert (state.capture(), engine.show_flow(flow_id)) == before
+    assert (state.capture(), flowstatus.show_flow(flow_id)) == before
 
 
 def test_resume_interrupted_on_start_when_configured(rf, tmp_path):
@@ -315,7 +315,8 @@ def test_no_wait_prints_the_ids_at_once(rf):
     assert (mig['uuid'], mig['flow_id']) == (started['migration'],
                                              started['flow'])
     assert mig['status'] == 'finished'
-    assert engine.flow_brief(started['flow'])['status'] == engine.FINISHED
+    assert flowstatus.flow_brief(started['flow'])['status'] == \
+        flowstatus.FINISHED
 
 
 def test_confirm_expired_for_cron(rf, tmp_path):

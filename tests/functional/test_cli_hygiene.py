@@ -2,8 +2,8 @@
 options and broken databases give one line and change nothing."""
 import pytest
 
-from resize_flows import engine
 from resize_flows import exception
+from resize_flows import flowstatus
 from resize_flows.persistence import repository
 from resize_flows.virt.libvirt import local
 from tests.functional.test_cli import assert_one_line_error
@@ -92,7 +92,7 @@ def test_numbers_beyond_64_bits_are_refused(rf, tmp_path, argv):  # noqa: F811,E
 def test_invalid_options_are_refused_before_anything_runs(
         rf, tmp_path, section, line, option):  # noqa: F811
     before = records_and_cloud()
-    flows_before = engine.list_flows()
+    flows_before = flowstatus.list_flows()
     bad = tmp_path / 'bad.conf'
     bad.write_text('[%s]\n%s\n' % (section, line))
     for argv in (('server', 'resize', 'vm1', '--flavor', 'small'),
@@ -103,7 +103,7 @@ def test_invalid_options_are_refused_before_anything_runs(
         assert len(lines) == 1, err
         assert lines[0].startswith('Invalid configuration: %s: ' % option)
         assert records_and_cloud() == before
-        assert engine.list_flows() == flows_before
+        assert flowstatus.list_flows() == flows_before
 
 
 def test_an_embedder_with_an_invalid_option_stores_no_flow(
@@ -119,7 +119,7 @@ def test_an_embedder_with_an_invalid_option_stores_no_flow(
                        match=r'\[scheduler\]/max_attempts'):
         api.resize(api.get_admin_context(), 'vm1', 'small', wait=True)
     assert records_and_cloud() == before
-    assert engine.list_flows() == []
+    assert flowstatus.list_flows() == []
 
 
 @pytest.mark.parametrize('argv, message', [

@@ -13,7 +13,7 @@ from taskflow import states as tf_states
 
 from resize_flows import api
 from resize_flows.cmd import cli
-from resize_flows import engine
+from resize_flows import flowstatus
 from resize_flows.persistence import repository
 from resize_flows.testing import faults
 from resize_flows.testing import state
@@ -46,7 +46,7 @@ def copies(monkeypatch):
 
         def reporting(fraction):
             progress(fraction)
-            flow_id = engine.list_flows()[0]['flow_id']
+            flow_id = flowstatus.list_flows()[0]['flow_id']
             call['seen'].append((fraction, _copy_disk(flow_id)['progress']))
             if spy.crash_at is not None and fraction >= spy.crash_at:
                 spy.crash_at = None
@@ -61,7 +61,7 @@ def copies(monkeypatch):
 
 
 def _copy_disk(flow_id):
-    tasks = engine.show_flow(flow_id)['tasks']
+    tasks = flowstatus.show_flow(flow_id)['tasks']
     return next(t for t in tasks if t['name'] == 'CopyDisk')
 
 
@@ -110,7 +110,7 @@ def test_crash_half_way_through_the_copy_is_resumed(cloud, small_chunks,
     with pytest.raises(faults.SimulatedCrash):
         api.resize(cloud.ctx, vm['uuid'], 'big', wait=True)
     flow_id = repository.migration_list(vm['uuid'])[-1]['flow_id']
-    assert engine.show_flow(flow_id)['status'] == engine.INTERRUPTED
+    assert flowstatus.show_flow(flow_id)['status'] == flowstatus.INTERRUPTED
     assert 0.5 <= _copy_disk(flow_id)['progress'] < 1.0
 
     assert api.resume_flow(cloud.ctx, flow_id)['flow_state'] == \

@@ -16,8 +16,10 @@ from taskflow.persistence import models as tf_models
 from taskflow import states as tf_states
 
 from resize_flows import api
-from resize_flows import engine
 from resize_flows import exception
+from resize_flows import flowstatus
+from resize_flows import leases
+from resize_flows.persistence import flowindex
 from resize_flows.persistence import flowlog
 from resize_flows.persistence import repository
 from resize_flows import states
@@ -33,9 +35,9 @@ OPPOSITE = {'confirm_resize': 'revert_resize',
 def _die():
     """What a dead process leaves: its leases lapse. (This process's renew
     threads find them gone and stop.)"""
-    for flow_id, lease in repository.lease_list().items():
-        if lease['owner'] == engine.OWNER:
-            repository.lease_release(flow_id, engine.OWNER)
+    for flow_id, lease in flowindex.lease_list().items():
+        if lease['owner'] == leases.owner():
+            flowindex.lease_release(flow_id, leases.owner())
 
 
 def _resize_died_in_copy(cloud, vm):
@@ -86,8 +88,8 @@ def _crash_before_start(cloud, operation, vm, window):
     assert faults.hits(window, faults.WINDOW) == 1
     faults.clear()
     _die()
-    flow = engine.list_flows(server=vm, operation=operation)[0]
-    assert flow['status'] == engine.INTERRUPTED
+    flow = flowstatus.list_flows(server=vm, operation=operation)[0]
+    assert flow['status'] == flowstatus.INTERRUPTED
     # It died inside the window: no migration names the flow.
     assert flow['flow_id'] not in [m[2] for m in _migrations(vm)]
     return flow['flow_id']
@@ -106,15 +108,15 @@ def test_flow_never_started_ends_rolled_back(cloud, operation, window,
 
     shown = getattr(api, verb + '_flow')(cloud.ctx, flow_id)
     assert shown['flow_state'] == tf_states.REVERTED
-    assert engine.show_flow(flow_id)['status'] == engine.ROLLED_BACK
-    assert repository.lease_get(flow_id) is None
+    assert flowstatus.show_flow(flow_id)['status'] == flowstatus.ROLLED_BACK
+    assert flowindex.lease_get(flow_id) is None
     assert _records(vm) == before
     assert state.leaks() == []
     # Ended: both refuse it now, and purge removes it.
     for again in ('resume', 'rollback'):
         with pytest.raises(exception.FlowStateConflict):
             getattr(api, again + '_flow')(cloud.ctx, flow_id)
-    assert repository.lease_get(flow_id) is None
+    assert flowindex.lease_get(flow_id) is None
     api.purge_flows(cloud.ctx, '2999-01-01')
     assert flow_id not in [f['flow_id'] for f in api.list_flows(cloud.ctx)]
     # The server takes the operation again.
@@ -140,7 +142,7 @@ def test_flow_cut_between_the_two_writes_of_its_store(cloud, verb):
 
     shown = getattr(api, verb + '_flow')(cloud.ctx, flow_id)
     assert shown['flow_state'] == tf_states.REVERTED
-    assert repository.lease_get(flow_id) is None
+    assert flowindex.lease_get(flow_id) is None
     assert _records(vm) == before
 
 
@@ -182,7 +184,7 @@ def test_stale_resolution_never_acts_on_a_later_one(cloud, stale, user,
     done = _run(cloud, OPPOSITE[stale] if user == 'opposite' else stale, vm)
     after = _records(vm)
     assert [f['flow_id'] for f in api.list_flows(
-        cloud.ctx, state=engine.INTERRUPTED)] == [flow_id]
+        cloud.ctx, state=flowstatus.INTERRUPTED)] == [flow_id]
 
     shown = getattr(api, verb + '_flow')(cloud.ctx, flow_id)
     assert shown['flow_state'] == tf_states.REVERTED
@@ -209,7 +211,7 @@ def test_killed_rollback_of_a_finished_move_is_recoverable(cloud, verb):
     # It died inside the window: the undo is recorded (the flow is not
     # finished any more), the server not claimed; the flow blocks the
     # server's other operations, naming itself.
-    assert engine.show_flow(flow_id)['status'] == engine.INTERRUPTED
+    assert flowstatus.show_flow(flow_id)['status'] == flowstatus.INTERRUPTED
     assert repository.instance_get(vm)['task_state'] is None
     for other in RESOLUTIONS:
         with pytest.raises(exception.InstanceHasUnfinishedFlow,
@@ -246,7 +248,7 @@ def test_rollback_of_a_finished_move_loses_to_a_confirm(cloud, monkeypatch):
     monkeypatch.setattr(repository, 'instance_update', confirm_first)
     with pytest.raises(exception.FlowStateConflict):
         api.rollback_flow(cloud.ctx, flow_id)
-    assert engine.show_flow(flow_id)['status'] == engine.FINISHED
+    assert flowstatus.show_flow(flow_id)['status'] == flowstatus.FINISHED
     assert repository.migration_list(vm)[-1]['status'] == \
         states.MIGRATION_CONFIRMED
     assert repository.instance_get(vm)['task_state'] is None

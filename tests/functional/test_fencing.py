@@ -23,8 +23,8 @@ from taskflow import task
 
 from resize_flows import exception
 from resize_flows.persistence import db
+from resize_flows.persistence import flowindex
 from resize_flows.persistence import flowlog
-from resize_flows.persistence import repository
 from tests import db_fixtures
 
 
@@ -84,7 +84,7 @@ def _load(flow_uuid, flow, backend):
 
 def _expire(flow_uuid):
     """The lease's time runs out (as when its holder stalls)."""
-    table = repository.LEASES
+    table = flowindex.LEASES
     with db.get_engine().begin() as conn:
         conn.execute(table.update().where(table.c.flow_id == flow_uuid)
                      .values(expires_at=datetime.datetime(2000, 1, 1)))
@@ -100,7 +100,7 @@ def test_a_stalled_holders_late_writes_are_refused(any_db_url):
     recorder = Recorder()
     gate = {'entered': threading.Event(), 'wake': threading.Event()}
     fd = _store_flow(_flow(recorder))
-    token_a = repository.lease_acquire(fd.uuid, 'holder-a', 30)
+    token_a = flowindex.lease_acquire(fd.uuid, 'holder-a', 30)
     engine_a = _load(fd.uuid, _flow(recorder, {'A': gate}),
                      flowlog.get_backend().held_by('holder-a', token_a))
     outcome = {}
@@ -117,9 +117,9 @@ def test_a_stalled_holders_late_writes_are_refused(any_db_url):
 
     # A stalls in b past its lease; B takes the flow over and resumes it.
     with pytest.raises(exception.FlowBusy):
-        repository.lease_acquire(fd.uuid, 'holder-b', 30)
+        flowindex.lease_acquire(fd.uuid, 'holder-b', 30)
     _expire(fd.uuid)
-    token_b = repository.lease_acquire(fd.uuid, 'holder-b', 30)
+    token_b = flowindex.lease_acquire(fd.uuid, 'holder-b', 30)
     assert token_b > token_a
     runner_b = threading.Thread(
         target=lambda: _load(fd.uuid, _flow(recorder), flowlog.get_backend()
@@ -150,7 +150,7 @@ def test_a_stalled_holders_late_writes_are_refused(any_db_url):
     assert {atoms[n].results['ran_on'] for n in 'bcd'} == {'B'}
     assert all(ad.state == tf_states.SUCCESS for ad in stored)
     # B still holds the lease: A did not release it on its way out.
-    lease = repository.lease_get(fd.uuid)
+    lease = flowindex.lease_get(fd.uuid)
     assert lease['owner'] == 'holder-b' and lease['token'] == token_b
 
 
@@ -159,7 +159,7 @@ def test_a_holder_writes_while_it_holds_even_an_expired_lease(any_db_url):
     replaced: an expired lease still held lets its holder finish."""
     recorder = Recorder()
     fd = _store_flow(_flow(recorder))
-    token = repository.lease_acquire(fd.uuid, 'holder-a', 30)
+    token = flowindex.lease_acquire(fd.uuid, 'holder-a', 30)
     _expire(fd.uuid)
     _load(fd.uuid, _flow(recorder),
           flowlog.get_backend().held_by('holder-a', token)).run()
@@ -172,10 +172,10 @@ def test_a_released_lease_fences_its_old_holder(any_db_url):
     it) refuses its old holder's writes too."""
     recorder = Recorder()
     fd = _store_flow(_flow(recorder))
-    token = repository.lease_acquire(fd.uuid, 'holder-a', 30)
+    token = flowindex.lease_acquire(fd.uuid, 'holder-a', 30)
     engine_a = _load(fd.uuid, _flow(recorder),
                      flowlog.get_backend().held_by('holder-a', token))
-    repository.lease_release(fd.uuid, 'holder-a', token)
+    flowindex.lease_release(fd.uuid, 'holder-a', token)
     with pytest.raises(exception.FlowFenced):
         engine_a.run()
     assert recorder.runs == []
@@ -185,7 +185,7 @@ def test_a_fenced_task_still_costs_two_writes(any_db_url):
     """The fence is part of each write's one statement: no extra read."""
     recorder = Recorder()
     fd = _store_flow(_flow(recorder))
-    token = repository.lease_acquire(fd.uuid, 'holder-a', 30)
+    token = flowindex.lease_acquire(fd.uuid, 'holder-a', 30)
     backend = flowlog.get_backend().held_by('holder-a', token)
     engine_a = _load(fd.uuid, _flow(recorder), backend)
     engine_a.compile()
@@ -201,13 +201,13 @@ def test_a_state_change_of_a_flow_whose_tasks_are_stored_is_fenced(
     """The one-statement path of a flow's state change (all its tasks
     known to be stored) is fenced too."""
     fd = _store_flow(_flow(Recorder()))
-    token = repository.lease_acquire(fd.uuid, 'holder-a', 30)
+    token = flowindex.lease_acquire(fd.uuid, 'holder-a', 30)
     backend = flowlog.get_backend().held_by('holder-a', token)
     with contextlib.closing(backend.get_connection()) as conn:
         _book, stored = conn.find_flow(fd.uuid)    # its atoms: all known
         stored.state = tf_states.RUNNING
         conn.update_flow_details(stored)           # held: written
-        repository.lease_release(fd.uuid, 'holder-a', token)
+        flowindex.lease_release(fd.uuid, 'holder-a', token)
         stored.state = tf_states.SUCCESS
         with pytest.raises(exception.FlowFenced):
             conn.update_flow_details(stored)

@@ -27,12 +27,12 @@ from taskflow import task
 from taskflow.tests.unit.persistence import base as tf_persistence_tests
 
 from resize_flows import api
-from resize_flows import engine
 from resize_flows import exception
+from resize_flows import flowstatus
 from resize_flows.persistence import db
+from resize_flows.persistence import flowindex
 from resize_flows.persistence import flowlog
 from resize_flows.persistence import migration
-from resize_flows.persistence import repository
 from resize_flows.persistence import values
 from resize_flows.tasks import base as tasks_base
 from resize_flows.testing import databases
@@ -273,24 +273,24 @@ def test_pages_cover_every_flow_once_newest_first(db_url):
     made = [_store_flow(tf_states.SUCCESS,
                         created=start + datetime.timedelta(seconds=i // 5))
             for i in range(23)]
-    everything = _ids(engine.list_flows())
+    everything = _ids(flowstatus.list_flows())
     assert sorted(everything) == sorted(made)
     pages, marker = [], None
     while True:
-        page = _ids(engine.list_flows(limit=10, marker=marker))
+        page = _ids(flowstatus.list_flows(limit=10, marker=marker))
         if not page:
             break
         pages.append(page)
         marker = page[-1]
     assert [len(p) for p in pages] == [10, 10, 3]
     assert sum(pages, []) == everything
-    created = [f['created_at'] for f in engine.list_flows()]
+    created = [f['created_at'] for f in flowstatus.list_flows()]
     assert created == sorted(created, reverse=True)
 
 
 def test_unknown_marker_is_refused(db_url):
     with pytest.raises(exception.MarkerNotFound):
-        engine.list_flows(marker='no-such-flow')
+        flowstatus.list_flows(marker='no-such-flow')
 
 
 def test_filters_by_status_server_and_operation(db_url):
@@ -301,26 +301,26 @@ def test_filters_by_status_server_and_operation(db_url):
     running = _store_flow(tf_states.RUNNING, instance='vm3')
     interrupted = _store_flow(tf_states.RUNNING, instance='vm3')
     expired = _store_flow(tf_states.REVERTING, instance='vm3')
-    repository.lease_acquire(running, 'someone', 60)
-    repository.lease_acquire(expired, 'dead', -1)
+    flowindex.lease_acquire(running, 'someone', 60)
+    flowindex.lease_acquire(expired, 'dead', -1)
 
     def listed(**filters):
-        return set(_ids(engine.list_flows(**filters)))
+        return set(_ids(flowstatus.list_flows(**filters)))
 
-    assert listed(status=engine.FINISHED) == {finished}
-    assert listed(status=engine.ROLLED_BACK) == {reverted}
-    assert listed(status=engine.STUCK) == {stuck}
-    assert listed(status=engine.RUNNING) == {running}
-    assert listed(status=engine.INTERRUPTED) == {interrupted, expired}
+    assert listed(status=flowstatus.FINISHED) == {finished}
+    assert listed(status=flowstatus.ROLLED_BACK) == {reverted}
+    assert listed(status=flowstatus.STUCK) == {stuck}
+    assert listed(status=flowstatus.RUNNING) == {running}
+    assert listed(status=flowstatus.INTERRUPTED) == {interrupted, expired}
     assert listed(status=tf_states.RUNNING) == {running, interrupted}
     assert listed(server='vm2') == {reverted, stuck}
     assert listed(operation='migrate') == {reverted}
-    assert listed(server='vm3', status=engine.INTERRUPTED,
+    assert listed(server='vm3', status=flowstatus.INTERRUPTED,
                   limit=1) <= {interrupted, expired}
-    owners = {f['flow_id']: f['owner'] for f in engine.list_flows()}
+    owners = {f['flow_id']: f['owner'] for f in flowstatus.list_flows()}
     assert owners[running] == 'someone' and owners[expired] is None
     with pytest.raises(exception.InvalidInput, match='unknown flow state'):
-        engine.list_flows(status='sleeping')
+        flowstatus.list_flows(status='sleeping')
 
 
 def test_a_posted_flow_not_started_is_queued_not_interrupted(db_url):
@@ -333,23 +333,23 @@ def test_a_posted_flow_not_started_is_queued_not_interrupted(db_url):
     taken = _store_flow(tf_states.PENDING, instance='vm4')
     given_up = _store_flow(None, instance='vm5')
     for flow_id in (queued, queued_pending, started, taken, given_up):
-        repository.flow_posted(flow_id, 'job-' + flow_id)
-    repository.lease_acquire(taken, 'conductor', 60)
-    repository.lease_acquire(given_up, 'dead-conductor', -1)
+        flowindex.flow_posted(flow_id, 'job-' + flow_id)
+    flowindex.lease_acquire(taken, 'conductor', 60)
+    flowindex.lease_acquire(given_up, 'dead-conductor', -1)
 
     def listed(status):
-        return set(_ids(engine.list_flows(status=status)))
+        return set(_ids(flowstatus.list_flows(status=status)))
 
-    assert listed(engine.QUEUED) == {queued, queued_pending, given_up}
-    assert listed(engine.INTERRUPTED) == {never_posted, started}
-    assert listed(engine.RUNNING) == {taken}
-    for status in engine.STATUSES:
-        assert {f['status'] for f in engine.list_flows(status=status)} <= \
-            {status}
-    brief = engine.flow_brief(queued)
-    assert brief['status'] == engine.QUEUED
+    assert listed(flowstatus.QUEUED) == {queued, queued_pending, given_up}
+    assert listed(flowstatus.INTERRUPTED) == {never_posted, started}
+    assert listed(flowstatus.RUNNING) == {taken}
+    for status in flowstatus.STATUSES:
+        assert {f['status']
+                for f in flowstatus.list_flows(status=status)} <= {status}
+    brief = flowstatus.flow_brief(queued)
+    assert brief['status'] == flowstatus.QUEUED
     assert brief['job_uuid'] == 'job-' + queued
-    assert engine.flow_brief(never_posted)['job_uuid'] is None
+    assert flowstatus.flow_brief(never_posted)['job_uuid'] is None
 
 
 def _backdate(flow_id, when):
@@ -375,10 +375,10 @@ def test_purge_removes_ended_flows_only(cloud):
         _store_flow(tf_states.RUNNING, created=old),        # not ended
         _store_flow(tf_states.FAILURE, created=old),        # stuck
     ]
-    assert engine.purge_flows(cutoff, dry_run=True) == len(gone)
-    assert len(engine.list_flows()) == len(gone) + len(kept)
-    assert engine.purge_flows(cutoff, batch=1) == len(gone)
-    assert sorted(_ids(engine.list_flows())) == sorted(kept)
+    assert flowstatus.purge_flows(cutoff, dry_run=True) == len(gone)
+    assert len(flowstatus.list_flows()) == len(gone) + len(kept)
+    assert flowstatus.purge_flows(cutoff, batch=1) == len(gone)
+    assert sorted(_ids(flowstatus.list_flows())) == sorted(kept)
     with db.get_engine().connect() as conn:
         books = conn.execute(sa.select(sa.func.count()).select_from(
             flowlog.BOOKS)).scalar()
@@ -386,12 +386,12 @@ def test_purge_removes_ended_flows_only(cloud):
             flowlog.ATOMS.c.flow_uuid)).scalars())
     assert books == len(kept)
     assert atoms == set(kept)
-    assert engine.purge_flows(cutoff) == 0
+    assert flowstatus.purge_flows(cutoff) == 0
     # Once confirmed, the resize has ended for good: it goes too.
     api.confirm_resize(cloud.ctx, 'vm1', wait=True)
     _backdate(awaiting, old)
-    assert engine.purge_flows(cutoff) == 1
-    assert awaiting not in _ids(engine.list_flows())
+    assert flowstatus.purge_flows(cutoff) == 1
+    assert awaiting not in _ids(flowstatus.list_flows())
 
 
 class Reports(task.Task):

@@ -13,9 +13,10 @@ import pytest
 from taskflow import states as tf_states
 
 from resize_flows import api
-from resize_flows import engine
 from resize_flows import exception
+from resize_flows import flowstatus
 from resize_flows import jobboard
+from resize_flows.persistence import flowindex
 from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import faults
@@ -99,7 +100,7 @@ def test_posted_operations_return_at_once_and_conductors_run_them(
     while jobboard.list_jobs() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert jobboard.list_jobs() == []
-    assert repository.lease_list() == {}
+    assert flowindex.lease_list() == {}
     names = {c['name'] for c in jobboard.list_conductors()}
     assert {a.conductor.name, b.conductor.name} <= names
     ran = [flow for r in (a, b) for flow, outcome in r.conductor.outcomes
@@ -165,7 +166,7 @@ def test_a_stalled_conductor_is_fenced_and_no_task_runs_twice(
     monkeypatch.setattr(faults, 'hit', hit)
 
     # A stalled process extends nothing: neither its claims nor its lease.
-    real_renew = repository.lease_renew
+    real_renew = flowindex.lease_renew
     real_extend = jobboard.Conductor.extend_claims
 
     def renew(flow_id, owner, seconds, token=None):
@@ -178,7 +179,7 @@ def test_a_stalled_conductor_is_fenced_and_no_task_runs_twice(
             return
         return real_extend(self)
 
-    monkeypatch.setattr(repository, 'lease_renew', renew)
+    monkeypatch.setattr(flowindex, 'lease_renew', renew)
     monkeypatch.setattr(jobboard.Conductor, 'extend_claims', extend)
 
     ca = conductors('ca')
@@ -187,7 +188,7 @@ def test_a_stalled_conductor_is_fenced_and_no_task_runs_twice(
     cb = conductors('cb')
     op.wait(timeout=120)
     assert op.flow_state == tf_states.SUCCESS
-    flow = engine.show_flow(op.flow_id)
+    flow = flowstatus.show_flow(op.flow_id)
 
     # ca wakes up: refused, it gives the flow up.
     stalled['wake'].set()
@@ -209,7 +210,7 @@ def test_a_stalled_conductor_is_fenced_and_no_task_runs_twice(
     assert len(tasks) == len(set(tasks)) + 1
     assert all(who == 'cb' for who, name in runs if name in after)
     # The log is cb's, unchanged by ca's late write.
-    assert engine.show_flow(op.flow_id)['tasks'] == flow['tasks']
+    assert flowstatus.show_flow(op.flow_id)['tasks'] == flow['tasks']
     assert repository.instance_get(server['uuid'])['vm_state'] == \
         states.RESIZED
     assert state.leaks() == []
@@ -240,7 +241,7 @@ def test_a_stopped_conductor_gives_its_job_back(cloud, conductors,
     time.sleep(0.5)
     release.set()
     stopper.join(60)
-    assert engine.flow_brief(op.flow_id)['state'] == tf_states.SUSPENDED
+    assert flowstatus.flow_brief(op.flow_id)['state'] == tf_states.SUSPENDED
     assert (op.flow_id, tf_states.SUSPENDED) in ca.conductor.outcomes
     conductors('cb')
     op.wait(timeout=120)
@@ -251,7 +252,7 @@ def test_a_stopped_conductor_gives_its_job_back(cloud, conductors,
 def _board_state():
     """What a refused request must not change: jobs and leases."""
     return ([(j['job'], j['state'], j['owner']) for j in jobboard.list_jobs()],
-            repository.lease_list())
+            flowindex.lease_list())
 
 
 def test_a_posted_flow_is_queued_until_a_conductor_starts_it(
@@ -262,14 +263,14 @@ def test_a_posted_flow_is_queued_until_a_conductor_starts_it(
     server = cloud.server()
     op = api.resize(cloud.ctx, server['uuid'], 'big')
     job = jobboard.list_jobs()[0]['job']
-    assert engine.flow_brief(op.flow_id) == {
-        'operation': 'resize', 'state': None, 'status': engine.QUEUED,
+    assert flowstatus.flow_brief(op.flow_id) == {
+        'operation': 'resize', 'state': None, 'status': flowstatus.QUEUED,
         'job_uuid': job}
     assert [f['flow_id'] for f in api.list_flows(
-        cloud.ctx, state=engine.QUEUED)] == [op.flow_id]
-    assert api.list_flows(cloud.ctx, state=engine.INTERRUPTED) == []
+        cloud.ctx, state=flowstatus.QUEUED)] == [op.flow_id]
+    assert api.list_flows(cloud.ctx, state=flowstatus.INTERRUPTED) == []
     shown = api.show_flow(cloud.ctx, op.flow_id)
-    assert (shown['status'], shown['job_uuid']) == (engine.QUEUED, job)
+    assert (shown['status'], shown['job_uuid']) == (flowstatus.QUEUED, job)
 
     before = (state.capture(), repository.migration_list(server['uuid']),
               _board_state())
@@ -289,7 +290,7 @@ def test_a_posted_flow_is_queued_until_a_conductor_starts_it(
     conductors('ca')
     op.wait(timeout=120)
     assert op.flow_state == tf_states.SUCCESS
-    assert engine.flow_brief(op.flow_id)['status'] == engine.FINISHED
+    assert flowstatus.flow_brief(op.flow_id)['status'] == flowstatus.FINISHED
     assert state.leaks() == []
 
 
@@ -311,13 +312,13 @@ def test_rollback_cancels_a_queued_flow(cloud, conductors, operation):
         op = api.resize(cloud.ctx, server['uuid'], 'big')
     else:
         op = api.confirm_resize(cloud.ctx, server['uuid'])
-    assert engine.flow_brief(op.flow_id)['status'] == engine.QUEUED
+    assert flowstatus.flow_brief(op.flow_id)['status'] == flowstatus.QUEUED
 
     result = api.rollback_flow(cloud.ctx, op.flow_id)
     assert result['flow_state'] == tf_states.REVERTED
     assert state.capture() == before
     assert jobboard.list_jobs() == []
-    assert repository.lease_list() == {}
+    assert flowindex.lease_list() == {}
     migs = repository.migration_list(server['uuid'])
     if operation == 'resize':
         assert migs[-1]['status'] == states.MIGRATION_ERROR
@@ -326,7 +327,7 @@ def test_rollback_cancels_a_queued_flow(cloud, conductors, operation):
         assert [m['status'] for m in migs] == \
             [m['status'] for m in mig_before] == [states.MIGRATION_FINISHED]
     flow = api.show_flow(cloud.ctx, op.flow_id)
-    assert flow['status'] == engine.ROLLED_BACK
+    assert flow['status'] == flowstatus.ROLLED_BACK
     assert [t['state'] for t in flow['tasks']][0] == tf_states.REVERTED
     assert {t['state'] for t in flow['tasks'][1:]} == {tf_states.PENDING}
     with pytest.raises(exception.OperationFailed, match='FlowCancelled'):
@@ -337,7 +338,7 @@ def test_rollback_cancels_a_queued_flow(cloud, conductors, operation):
     again = (api.resize(cloud.ctx, server['uuid'], 'big')
              if operation == 'resize'
              else api.confirm_resize(cloud.ctx, server['uuid']))
-    assert engine.flow_brief(again.flow_id)['status'] == engine.QUEUED
+    assert flowstatus.flow_brief(again.flow_id)['status'] == flowstatus.QUEUED
 
 
 def test_a_cancelled_flow_left_on_the_board_is_only_consumed(
@@ -455,7 +456,7 @@ def test_the_cli_posts_follows_and_lists(conf, tmp_path):
         assert json.loads(run('job', 'list', '-f', 'json')[0]) == jobs
         runner = Runner('ca').start()
         deadline = time.monotonic() + 60
-        while engine.flow_brief(posted['flow'])['state'] != \
+        while flowstatus.flow_brief(posted['flow'])['state'] != \
                 tf_states.SUCCESS:
             assert time.monotonic() < deadline
             time.sleep(0.1)
@@ -467,7 +468,7 @@ def test_the_cli_posts_follows_and_lists(conf, tmp_path):
         names = [c['Name'] for c in json.loads(
             run('conductor', 'list', '-f', 'json')[0])]
         assert runner.conductor.name in names
-        assert engine.flow_brief(posted['flow'])['state'] == \
+        assert flowstatus.flow_brief(posted['flow'])['state'] == \
             tf_states.SUCCESS
     finally:
         if runner is not None:

@@ -16,6 +16,8 @@ from resize_flows import flows
 from resize_flows.flows import confirm
 from resize_flows.flows import resize
 from resize_flows.flows import revert
+from resize_flows import flowstatus
+from resize_flows.persistence import flowindex
 from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import faults
@@ -52,7 +54,7 @@ def _crash(cloud, operation, task, point):
         _start(cloud, operation, vm)
     faults.clear()
     flow_id = repository.migration_list(vm)[-1]['flow_id']
-    assert engine.show_flow(flow_id)['status'] == engine.INTERRUPTED
+    assert flowstatus.show_flow(flow_id)['status'] == flowstatus.INTERRUPTED
     return vm, before, flow_id
 
 
@@ -75,7 +77,7 @@ def test_resume_finishes_the_operation(cloud, operation, task, point):
     assert mig['status'] == _expected_status(operation)
     assert repository.instance_get(vm)['task_state'] is None
     assert state.leaks() == []
-    assert engine.show_flow(flow_id)['status'] == engine.FINISHED
+    assert flowstatus.show_flow(flow_id)['status'] == flowstatus.FINISHED
 
 
 @pytest.mark.parametrize('operation, task, point', [
@@ -90,7 +92,7 @@ def test_rollback_restores_the_snapshot(cloud, operation, task, point):
     mig = repository.migration_list(vm)[-1]
     assert mig['status'] == (states.MIGRATION_ERROR if operation == 'resize'
                              else states.MIGRATION_FINISHED)
-    assert engine.show_flow(flow_id)['status'] == engine.ROLLED_BACK
+    assert flowstatus.show_flow(flow_id)['status'] == flowstatus.ROLLED_BACK
 
 
 @pytest.mark.parametrize('operation, task', [
@@ -100,12 +102,12 @@ def test_rollback_past_the_point_of_no_return_is_refused(cloud, operation,
                                                          task):
     vm, _before, flow_id = _crash(cloud, operation, task,
                                   faults.AFTER_EXECUTE)
-    log_before = engine.show_flow(flow_id)
+    log_before = flowstatus.show_flow(flow_id)
     cloud_before = state.capture()
     with pytest.raises(exception.FlowStateConflict,
                        match='deleted files already; resume'):
         api.rollback_flow(cloud.ctx, flow_id)
-    assert engine.show_flow(flow_id) == log_before
+    assert flowstatus.show_flow(flow_id) == log_before
     assert state.capture() == cloud_before
     api.resume_flow(cloud.ctx, flow_id)
     assert state.leaks() == []
@@ -122,8 +124,8 @@ def test_crash_during_rollback_then_rollback_again(cloud, task, point):
     with pytest.raises(faults.SimulatedCrash):
         api.rollback_flow(cloud.ctx, result['flow_id'])
     faults.clear()
-    assert engine.show_flow(result['flow_id'])['status'] == \
-        engine.INTERRUPTED
+    assert flowstatus.show_flow(result['flow_id'])['status'] == \
+        flowstatus.INTERRUPTED
     api.rollback_flow(cloud.ctx, result['flow_id'])
     assert state.capture() == before
     assert state.leaks() == []
@@ -141,8 +143,8 @@ def test_failed_undo_step_is_stuck_then_rollback_finishes(cloud):
         api.resize(cloud.ctx, vm, 'big', wait=True)
     faults.clear()
     flow_id = repository.migration_list(vm)[-1]['flow_id']
-    shown = engine.show_flow(flow_id)
-    assert shown['status'] == engine.STUCK
+    shown = flowstatus.show_flow(flow_id)
+    assert shown['status'] == flowstatus.STUCK
     failed = {t['name']: t for t in shown['tasks']}['MoveSourceToResize']
     assert failed['state'] == tf_states.REVERT_FAILURE
     assert 'HypervisorError' in failed['failure']
@@ -172,18 +174,18 @@ def test_bad_requests_change_nothing(cloud):
     vm = cloud.server()['uuid']
     result = api.resize(cloud.ctx, vm, 'big', wait=True)
     flow_id = result['flow_id']
-    log_before = engine.show_flow(flow_id)
+    log_before = flowstatus.show_flow(flow_id)
     cloud_before = state.capture()
     with pytest.raises(exception.FlowNotFound):
         api.resume_flow(cloud.ctx, 'no-such-flow')
     with pytest.raises(exception.FlowStateConflict, match='finished'):
         api.resume_flow(cloud.ctx, flow_id)
     # A flow another live process holds.
-    repository.lease_acquire(flow_id, 'otherhost:42:x', 60)
+    flowindex.lease_acquire(flow_id, 'otherhost:42:x', 60)
     with pytest.raises(exception.FlowBusy, match='otherhost:42'):
         api.rollback_flow(cloud.ctx, flow_id)
-    repository.lease_release(flow_id, 'otherhost:42:x')
-    assert engine.show_flow(flow_id) == log_before
+    flowindex.lease_release(flow_id, 'otherhost:42:x')
+    assert flowstatus.show_flow(flow_id) == log_before
     assert state.capture() == cloud_before
     api.rollback_flow(cloud.ctx, flow_id)
     with pytest.raises(exception.FlowStateConflict, match='rolled back'):
@@ -197,12 +199,12 @@ def test_expired_lease_means_interrupted(cloud, conf):
     result = api.resize(cloud.ctx, vm, 'big', wait=True)
     flow_id = result['flow_id']
     # Pretend a dead process left a live-looking lease that then expired.
-    repository.lease_acquire(flow_id, 'dead:1:x', 60)
-    assert engine.show_flow(flow_id)['owner'] == 'dead:1:x'
-    repository.lease_acquire(flow_id, 'dead:1:x', -1)
-    assert engine.show_flow(flow_id)['owner'] is None
+    flowindex.lease_acquire(flow_id, 'dead:1:x', 60)
+    assert flowstatus.show_flow(flow_id)['owner'] == 'dead:1:x'
+    flowindex.lease_acquire(flow_id, 'dead:1:x', -1)
+    assert flowstatus.show_flow(flow_id)['owner'] is None
     api.rollback_flow(cloud.ctx, flow_id)     # takes the expired lease
-    assert repository.lease_get(flow_id) is None
+    assert flowindex.lease_get(flow_id) is None
 
 
 def test_list_filters(cloud):
@@ -239,7 +241,7 @@ def test_resume_interrupted_resumes_only_interrupted_flows(cloud):
     assert outcome == {flow1: tf_states.SUCCESS}
     assert repository.instance_get(vm1)['vm_state'] == states.RESIZED
     flow2 = repository.migration_list(vm2)[-1]['flow_id']
-    assert engine.show_flow(flow2)['status'] == engine.STUCK
+    assert flowstatus.show_flow(flow2)['status'] == flowstatus.STUCK
 
 
 def test_resume_of_a_flow_interrupted_while_undoing_finishes_the_undo(cloud):
@@ -286,14 +288,14 @@ def test_a_flow_that_never_ran_is_interrupted_and_rolls_back(
     """Never posted, never run: interrupted (listed so, too), and its
     rollback undoes what the API did before storing it."""
     vm, before, flow_id = _die_before_running(cloud, monkeypatch, operation)
-    assert engine.flow_brief(flow_id)['status'] == engine.INTERRUPTED
+    assert flowstatus.flow_brief(flow_id)['status'] == flowstatus.INTERRUPTED
     assert [f['flow_id'] for f in api.list_flows(
-        cloud.ctx, state=engine.INTERRUPTED)] == [flow_id]
+        cloud.ctx, state=flowstatus.INTERRUPTED)] == [flow_id]
     assert api.rollback_flow(cloud.ctx, flow_id)['flow_state'] == \
         tf_states.REVERTED
     assert state.capture() == before
     assert state.leaks() == []
-    assert engine.flow_brief(flow_id)['status'] == engine.ROLLED_BACK
+    assert flowstatus.flow_brief(flow_id)['status'] == flowstatus.ROLLED_BACK
 
 
 def test_a_flow_that_never_ran_resumes_from_its_start(cloud, monkeypatch):

@@ -20,8 +20,8 @@ from taskflow import states as tf_states
 
 from resize_flows import api
 from resize_flows.cmd import cli
-from resize_flows import engine
 from resize_flows import exception
+from resize_flows import flowstatus
 from resize_flows.persistence import repository
 from resize_flows.testing import faults
 from resize_flows.testing import state
@@ -250,7 +250,7 @@ def test_copy_cut_off_half_way_is_resumed(cloud, machines, slow_rsync,
     with pytest.raises(faults.SimulatedCrash):
         _migrate(cloud, vm, 'b')
     flow_id = repository.migration_list(vm['uuid'])[-1]['flow_id']
-    assert engine.show_flow(flow_id)['status'] == engine.INTERRUPTED
+    assert flowstatus.show_flow(flow_id)['status'] == flowstatus.INTERRUPTED
     dest = virt.get_driver(repository.host_get('b'))
     partial = os.path.join(dest.instance_dir(vm['uuid']),
                            host_files.RSYNC_PARTIAL_DIR, 'disk')

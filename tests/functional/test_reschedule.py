@@ -7,6 +7,7 @@ from taskflow import states as tf_states
 from resize_flows import api
 from resize_flows import engine
 from resize_flows import exception
+from resize_flows import flowstatus
 from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import faults
@@ -72,7 +73,8 @@ def test_after_max_attempts_the_move_is_undone(cloud3, conf):
     assert state.capture() == before
     [mig] = repository.migration_list()
     assert mig['status'] == states.MIGRATION_ERROR
-    assert engine.flow_brief(mig['flow_id'])['state'] == tf_states.REVERTED
+    assert flowstatus.flow_brief(mig['flow_id'])['state'] == \
+        tf_states.REVERTED
     assert state.leaks() == []
     faults.clear()
     api.resize(cloud3.ctx, vm, 'big', wait=True)
@@ -140,7 +142,8 @@ def test_crash_on_the_alternate_then_resume_or_rollback(cloud3, recovery):
         api.resize(cloud3.ctx, vm, 'big', wait=True)
     faults.clear()
     [mig] = repository.migration_list()
-    assert engine.flow_brief(mig['flow_id'])['status'] == engine.INTERRUPTED
+    assert flowstatus.flow_brief(mig['flow_id'])['status'] == \
+        flowstatus.INTERRUPTED
     if recovery == 'resume':
         api.resume_flow(cloud3.ctx, mig['flow_id'])
         mig = repository.migration_get(mig['uuid'])

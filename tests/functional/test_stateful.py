@@ -15,12 +15,12 @@ from hypothesis import stateful
 from hypothesis import strategies as st
 
 from resize_flows import api
-from resize_flows import engine
 from resize_flows import exception
 from resize_flows import flows
 from resize_flows.flows import confirm
 from resize_flows.flows import resize
 from resize_flows.flows import revert
+from resize_flows import flowstatus
 from resize_flows.persistence import db
 from resize_flows.persistence import flowlog
 from resize_flows.persistence import migration
@@ -75,7 +75,7 @@ class CloudMachine(stateful.RuleBasedStateMachine):
     def _attempt(self, call, fault):
         """Run ``call``; a refusal must change nothing."""
         before = state.capture()
-        flows_before = len(engine.list_flows())
+        flows_before = len(flowstatus.list_flows())
         if fault is not None:
             task, point, kind = fault
             faults.inject(task, point, exc_class=(
@@ -88,7 +88,7 @@ class CloudMachine(stateful.RuleBasedStateMachine):
         except faults.InjectedFault:
             hypothesis.event('failed and undone')
         except exception.ResizeFlowsException as e:
-            if len(engine.list_flows()) == flows_before:
+            if len(flowstatus.list_flows()) == flows_before:
                 # Refused before anything started.
                 hypothesis.event('refused')
                 assert state.capture() == before, e
@@ -122,8 +122,9 @@ class CloudMachine(stateful.RuleBasedStateMachine):
     @stateful.rule(data=st.data(), how=st.sampled_from(['resume',
                                                         'rollback']))
     def recover(self, data, how):
-        unfinished = [f['flow_id'] for f in engine.list_flows()
-                      if f['status'] in (engine.INTERRUPTED, engine.STUCK)]
+        unfinished = [f['flow_id'] for f in flowstatus.list_flows()
+                      if f['status'] in (flowstatus.INTERRUPTED,
+                                         flowstatus.STUCK)]
         if not unfinished:
             return
         flow_id = data.draw(st.sampled_from(unfinished))
@@ -139,9 +140,9 @@ class CloudMachine(stateful.RuleBasedStateMachine):
 
     @stateful.invariant()
     def consistent(self):
-        flows = engine.list_flows()
-        assert not [f for f in flows if f['status'] == engine.RUNNING]
-        if all(f['status'] in (engine.FINISHED, engine.ROLLED_BACK)
+        flows = flowstatus.list_flows()
+        assert not [f for f in flows if f['status'] == flowstatus.RUNNING]
+        if all(f['status'] in (flowstatus.FINISHED, flowstatus.ROLLED_BACK)
                for f in flows):
             assert state.leaks() == []
             for inst in repository.instance_list():

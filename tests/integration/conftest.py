@@ -16,7 +16,7 @@ import uuid as uuidlib
 import pytest
 
 from resize_flows import api
-from resize_flows import engine
+from resize_flows import flowstatus
 from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import faults
@@ -137,14 +137,14 @@ def wait_leases_expired(vm, operation=None):
     """Wait until no flow of ``vm`` (of ``operation`` when given) is
     ``running``, as the flow log shows it: the lease of a process that
     died expires within CRASH_LEASE_SECONDS. Returns the flows, newest
-    first (``engine.list_flows``)."""
+    first (``flowstatus.list_flows``)."""
     deadline = time.monotonic() + CRASH_LEASE_SECONDS + 15
     while True:
-        flows = engine.list_flows(server=vm, operation=operation)
-        if not any(f['status'] == engine.RUNNING for f in flows):
+        flows = flowstatus.list_flows(server=vm, operation=operation)
+        if not any(f['status'] == flowstatus.RUNNING for f in flows):
             return flows
         assert time.monotonic() < deadline, 'lease never expired: %s' % (
-            [f for f in flows if f['status'] == engine.RUNNING],)
+            [f for f in flows if f['status'] == flowstatus.RUNNING],)
         time.sleep(0.2)
 
 

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from taskflow import states as tf_states
 
 from resize_flows import api
-from resize_flows import engine
+from resize_flows import flowstatus
 from resize_flows import jobboard
 from resize_flows.persistence import repository
 from resize_flows import states
@@ -132,7 +132,7 @@ def test_a_killed_conductors_flow_is_finished_by_the_other(crash_cloud,
     assert state.leaks() == []
     # The flow log shows the takeover: exactly one flow was taken by ca,
     # then by cb (with a greater fencing token), and finished by cb.
-    shown = [engine.show_flow(op.flow_id) for op in ops]
+    shown = [flowstatus.show_flow(op.flow_id) for op in ops]
     taken = [f for f in shown if len(f['holders']) > 1]
     assert len(taken) == 1, [f['holders'] for f in shown]
     holders = taken[0]['holders']
@@ -180,7 +180,7 @@ def test_a_stalled_conductor_process_is_fenced(crash_cloud, board):
     try:
         deadline = time.monotonic() + 120
         while True:
-            flows = engine.list_flows(server=vm, operation='resize')
+            flows = flowstatus.list_flows(server=vm, operation='resize')
             if flows and (flows[0]['owner'] or '').startswith('ca:') and \
                     flows[0]['state'] == tf_states.RUNNING:
                 break
@@ -209,7 +209,7 @@ def test_a_stalled_conductor_process_is_fenced(crash_cloud, board):
     assert (ca_exit, cb_exit) == (0, 0)
 
     assert op.flow_state == tf_states.SUCCESS
-    flow = engine.show_flow(op.flow_id)
+    flow = flowstatus.show_flow(op.flow_id)
     assert [h['owner'].split(':')[0] for h in flow['holders']] == ['ca', 'cb']
     assert all(t['state'] == tf_states.SUCCESS for t in flow['tasks'])
     action = [a for a in repository.action_list(vm)

@@ -46,11 +46,11 @@ import os
 import pytest
 
 from resize_flows import api
-from resize_flows import engine
 from resize_flows import flows
 from resize_flows.flows import confirm
 from resize_flows.flows import resize
 from resize_flows.flows import revert
+from resize_flows import flowstatus
 from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import faults
@@ -153,7 +153,7 @@ def _interrupted_flow(cloud, vm, operation):
     rows = cloud.cli_ok('flow', 'list', '--server', vm,
                         '--operation', operation)
     newest = rows[0]
-    assert (newest['Status'], newest['Owner']) == (engine.INTERRUPTED,
+    assert (newest['Status'], newest['Owner']) == (flowstatus.INTERRUPTED,
                                                    None), newest
     # The migration names the same flow.
     assert repository.migration_list(vm)[-1]['flow_id'] == newest['Flow']
@@ -216,13 +216,13 @@ def test_crash_then_recover(crash_cloud, operation, task, point, recovery):
 
     if recovery == 'resume':
         shown = _recover(crash_cloud, 'resume', flow_id)
-        assert shown['status'] == engine.FINISHED
+        assert shown['status'] == flowstatus.FINISHED
         _assert_finished(operation, vm, before)
         return
 
     if task in NO_RETURN and point == faults.AFTER_EXECUTE:
         # Files are gone: refused, one line, nothing changed; resume.
-        log_before = engine.show_flow(flow_id)
+        log_before = flowstatus.show_flow(flow_id)
         cloud_before = state.capture()
         proc = crash_cloud.cli('flow', 'rollback', flow_id, '-q')
         assert proc.returncode != 0
@@ -230,15 +230,15 @@ def test_crash_then_recover(crash_cloud, operation, task, point, recovery):
         assert '\n' not in message, message
         assert 'deleted files already; resume' in message, message
         assert task in message
-        assert engine.show_flow(flow_id) == log_before
+        assert flowstatus.show_flow(flow_id) == log_before
         assert state.capture() == cloud_before
         shown = _recover(crash_cloud, 'resume', flow_id)
-        assert shown['status'] == engine.FINISHED
+        assert shown['status'] == flowstatus.FINISHED
         _assert_finished(operation, vm, before)
         return
 
     shown = _recover(crash_cloud, 'rollback', flow_id)
-    assert shown['status'] == engine.ROLLED_BACK
+    assert shown['status'] == flowstatus.ROLLED_BACK
     _assert_rolled_back(operation, vm, start)
 
 
@@ -254,5 +254,5 @@ def test_crash_during_rollback_then_rollback_again(crash_cloud, task, point):
     assert _interrupted_flow(crash_cloud, vm, 'resize') == flow_id
 
     shown = _recover(crash_cloud, 'rollback', flow_id)
-    assert shown['status'] == engine.ROLLED_BACK
+    assert shown['status'] == flowstatus.ROLLED_BACK
     _assert_rolled_back('resize', vm, before)

@@ -19,7 +19,8 @@ import tempfile
 import pytest
 
 from resize_flows import api
-from resize_flows import engine
+from resize_flows import flowstatus
+from resize_flows.persistence import flowindex
 from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import faults
@@ -81,7 +82,7 @@ def _never_started(cloud, vm, operation):
     rows = cloud.cli_ok('flow', 'list', '--server', vm,
                         '--operation', operation)
     assert (rows[0]['Flow'], rows[0]['Status']) == (flow['flow_id'],
-                                                    engine.INTERRUPTED)
+                                                    flowstatus.INTERRUPTED)
     assert flow['flow_id'] not in [
         m['flow_id'] for m in repository.migration_list(vm)]
     return flow['flow_id']
@@ -172,8 +173,8 @@ def test_killed_before_start_ends_rolled_back(crash_cloud, disk_copy,
     assert repository.instance_get(vm)['task_state'] is None
 
     shown = _recover(crash_cloud, verb, flow_id)
-    assert shown['status'] == engine.ROLLED_BACK
-    assert repository.lease_get(flow_id) is None
+    assert shown['status'] == flowstatus.ROLLED_BACK
+    assert flowindex.lease_get(flow_id) is None
     assert (state.capture(), _migrations(vm)) == before
     assert state.leaks() == []
     disk.assert_same(vm)
@@ -202,11 +203,11 @@ def test_stale_resolution_after_the_opposite_one(crash_cloud, disk_copy,
     done = crash_cloud.cli_ok(*matrix._command(OPPOSITE[stale], vm)[:-2])
     assert done['status'] == matrix.DONE[OPPOSITE[stale]]
     after = (state.capture(), _migrations(vm))
-    assert [f['flow_id'] for f in engine.list_flows(
-        server=vm, status=engine.INTERRUPTED)] == [flow_id]
+    assert [f['flow_id'] for f in flowstatus.list_flows(
+        server=vm, status=flowstatus.INTERRUPTED)] == [flow_id]
 
     shown = _recover(crash_cloud, verb, flow_id)
-    assert shown['status'] == engine.ROLLED_BACK
+    assert shown['status'] == flowstatus.ROLLED_BACK
     assert (state.capture(), _migrations(vm)) == after
     assert_consistent(vm)
     inst = repository.instance_get(vm)
@@ -230,7 +231,7 @@ def test_killed_rollback_of_a_finished_move(crash_cloud, disk_copy, verb):
     flow = _dead_flow(vm, 'resize')
     assert flow['flow_id'] == flow_id
     # Inside the window: the undo is recorded, the server not claimed.
-    assert flow['status'] == engine.INTERRUPTED
+    assert flow['status'] == flowstatus.INTERRUPTED
     assert repository.instance_get(vm)['task_state'] is None
     assert repository.migration_list(vm)[-1]['status'] == \
         states.MIGRATION_FINISHED
@@ -240,7 +241,7 @@ def test_killed_rollback_of_a_finished_move(crash_cloud, disk_copy, verb):
                                    *matrix._command(other, vm)[:-2])
 
     shown = _recover(crash_cloud, verb, flow_id)
-    assert shown['status'] == engine.ROLLED_BACK
+    assert shown['status'] == flowstatus.ROLLED_BACK
     matrix._assert_rolled_back('resize', vm, before)
     disk.assert_same(vm)
 
@@ -285,7 +286,7 @@ def test_delete_refused_while_a_flow_is_unfinished(crash_cloud, disk_copy):
     assert flow_id in _refused(crash_cloud, 'server', 'delete', vm)
     assert state.capture() == before
     assert _recover(crash_cloud, 'rollback', flow_id)['status'] == \
-        engine.ROLLED_BACK
+        flowstatus.ROLLED_BACK
     disk.assert_same(vm)
     _ok(crash_cloud, 'server', 'delete', vm)
     assert domains_of(vm) == {}

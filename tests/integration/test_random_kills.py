@@ -70,7 +70,8 @@ import time
 import pytest
 
 from resize_flows import api
-from resize_flows import engine
+from resize_flows import flowstatus
+from resize_flows.persistence import flowindex
 from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import state
@@ -235,18 +236,18 @@ def estimate(kind, in_flow=False):
 
 def new_flow_of(vm):
     """A function that is true once ``vm`` has a flow it has not now."""
-    known = {f['flow_id'] for f in engine.list_flows(server=vm)}
+    known = {f['flow_id'] for f in flowstatus.list_flows(server=vm)}
 
     def seen():
         return any(f['flow_id'] not in known
-                   for f in engine.list_flows(server=vm))
+                   for f in flowstatus.list_flows(server=vm))
     return seen
 
 
 def leased(flow_id):
     """A function that is true once a live process holds ``flow_id``."""
     def seen():
-        lease = repository.lease_get(flow_id)
+        lease = flowindex.lease_get(flow_id)
         return bool(lease and lease['live'])
     return seen
 
@@ -311,7 +312,7 @@ def where(flow_id):
     (for the failure messages and the run log)."""
     if flow_id is None:
         return 'before its flow was stored'
-    shown = engine.show_flow(flow_id)
+    shown = flowstatus.show_flow(flow_id)
     busy = ['%s %s%s' % (t['name'], t['state'],
                          ' at %d%%' % (t['progress'] * 100)
                          if t['progress'] else '')
@@ -336,7 +337,7 @@ def never_started(vm, flow):
     if flow in {m['flow_id'] for m in repository.migration_list(vm)}:
         return False
     return all(t['state'] == 'PENDING'
-               for t in engine.show_flow(flow)['tasks'])
+               for t in flowstatus.show_flow(flow)['tasks'])
 
 
 # -- one case ----------------------------------------------------------------
@@ -428,7 +429,8 @@ class Case:
         else:
             flow = None
             under_way = new_flow_of(self.vm)
-            known = {f['flow_id'] for f in engine.list_flows(server=self.vm)}
+            known = {f['flow_id']
+                     for f in flowstatus.list_flows(server=self.vm)}
         if inside_flow is None:
             inside_flow = self.rng.random() < 0.5
         fraction = self.rng.random() * within
@@ -436,7 +438,8 @@ class Case:
         done = run(self.cloud, args, kill_after=fraction * span,
                    under_way=under_way if inside_flow else None)
         if flow is None:
-            flow = ([f['flow_id'] for f in engine.list_flows(server=self.vm)
+            flow = ([f['flow_id']
+                     for f in flowstatus.list_flows(server=self.vm)
                      if f['flow_id'] not in known] or [None])[0]
         self.note('%s %s at %.2fs (%.2f of %.1fs%s): %s' % (
             'killed' if done.killed else 'did not kill', ' '.join(args[:3]),
@@ -468,10 +471,10 @@ class Case:
             rows = [{'Flow': f['flow_id'], 'Status': f['status']}
                     for f in flows]
         statuses = {r['Status'] for r in rows}
-        assert statuses <= {engine.INTERRUPTED, engine.STUCK,
-                            engine.FINISHED, engine.ROLLED_BACK}, rows
+        assert statuses <= {flowstatus.INTERRUPTED, flowstatus.STUCK,
+                            flowstatus.FINISHED, flowstatus.ROLLED_BACK}, rows
         return [r for r in reversed(rows)
-                if r['Status'] in (engine.INTERRUPTED, engine.STUCK)]
+                if r['Status'] in (flowstatus.INTERRUPTED, flowstatus.STUCK)]
 
     def next_operation(self):
         inst = repository.instance_get(self.vm)
@@ -493,7 +496,7 @@ class Case:
             self.start(kind)
             return
         before = state.capture()
-        flows = engine.list_flows(server=self.vm)
+        flows = flowstatus.list_flows(server=self.vm)
         refused = run(self.cloud, _command(kind, self.vm)[:-2])
         message = refused.stderr.strip()
         self.note('%s refused: %s' % (kind, message))
@@ -502,7 +505,7 @@ class Case:
         assert 'is unfinished' in message, message
         assert unfinished[-1]['Flow'] in message, message
         assert state.capture() == before
-        assert engine.list_flows(server=self.vm) == flows
+        assert flowstatus.list_flows(server=self.vm) == flows
 
     def recover(self, flow, verb, kill=False):
         """``flow VERB FLOW`` as the operator runs it, killed midway when
@@ -511,14 +514,14 @@ class Case:
         args = ('flow', verb, flow, '-q', '-f', 'json')
         if kill:
             # A recovery redoes or undoes at most the whole operation.
-            op = engine.show_flow(flow)['operation']
+            op = flowstatus.show_flow(flow)['operation']
             kind = {'resize': 'resize', 'migrate': 'migrate',
                     'confirm_resize': 'confirm',
                     'revert_resize': 'revert'}[op]
             return self.kill(kind, args)
         # A flow that was being undone goes on undoing when resumed.
         undoing = any(t['intention'] == 'REVERT'
-                      for t in engine.show_flow(flow)['tasks'])
+                      for t in flowstatus.show_flow(flow)['tasks'])
         # One that never started ends rolled back whatever the verb.
         undoing = undoing or never_started(self.vm, flow)
         done = run(self.cloud, args)
@@ -531,8 +534,8 @@ class Case:
             return self.recover(flow, 'resume')
         shown = done.json()
         assert shown['status'] == (
-            engine.FINISHED if verb == 'resume' and not undoing
-            else engine.ROLLED_BACK), shown
+            flowstatus.FINISHED if verb == 'resume' and not undoing
+            else flowstatus.ROLLED_BACK), shown
         return done
 
     def operator(self, kill_recovery=False):
@@ -549,7 +552,7 @@ class Case:
         for row in unfinished:
             flow = row['Flow']
             verb = self.rng.choice(('resume', 'rollback'))
-            if row['Status'] == engine.STUCK:
+            if row['Status'] == flowstatus.STUCK:
                 # An undo step failed: fix the cause, then roll back (a
                 # resume is refused).
                 verb = 'rollback'
@@ -572,13 +575,13 @@ class Case:
 
     def check_if_at_rest(self, flow):
         """After a killed recovery that might have ended its flow."""
-        if engine.show_flow(flow)['status'] in (engine.FINISHED,
-                                                engine.ROLLED_BACK):
+        if flowstatus.show_flow(flow)['status'] in (flowstatus.FINISHED,
+                                                flowstatus.ROLLED_BACK):
             self.check_after(flow)
 
     def check_after(self, flow):
-        shown = engine.show_flow(flow)
-        if shown['status'] == engine.ROLLED_BACK:
+        shown = flowstatus.show_flow(flow)
+        if shown['status'] == flowstatus.ROLLED_BACK:
             # The whole cloud as before the operation of that flow.
             assert state.capture() == self.captures[flow]
         self.check()
@@ -587,14 +590,15 @@ class Case:
         """Run the operation ``kind``: unkilled, or killed. Records the
         cloud before it for the flow it stores."""
         before = state.capture()
-        known = {f['flow_id'] for f in engine.list_flows(server=self.vm)}
+        known = {f['flow_id']
+                 for f in flowstatus.list_flows(server=self.vm)}
         if kill:
             self.kill(kind, _command(kind, self.vm),
                       inside_flow=inside_flow, within=within)
         else:
             run_uncut(self.cloud, kind, self.vm)
             self.note('%s done' % kind)
-        for f in engine.list_flows(server=self.vm):
+        for f in flowstatus.list_flows(server=self.vm):
             if f['flow_id'] not in known:
                 self.captures[f['flow_id']] = before
 
