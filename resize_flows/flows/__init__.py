@@ -19,7 +19,7 @@ from taskflow import retry as tf_retry
 class FlowKind:
     """One operation that runs as a flow."""
 
-    name: str            # 'resize', 'migrate', 'confirm_resize', 'revert_resize'
+    name: str  # 'resize', 'migrate', 'confirm_resize', 'revert_resize'
     factory: str         # the dotted factory path (stored in the flow log)
     factory_kwargs: dict  # e.g. {'operation': 'resize'}
     action: str          # Nova's instance action: resize, migrate, ...
