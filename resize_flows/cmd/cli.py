@@ -851,6 +851,7 @@ class ConductorRun(command_base.Command):
     def take_action(self, parsed):
         import signal
 
+        from resize_flows import conductor as rf_conductor
         from resize_flows import engine
         from resize_flows import jobboard
         if parsed.name:
@@ -868,7 +869,7 @@ class ConductorRun(command_base.Command):
         self.app.stderr.write('conductor %s: claiming jobs on %s (%s)\n' % (
             name, CONF.jobboard.board_name, jobboard.mask_url()))
         self.app.stderr.flush()
-        conductor = jobboard.Conductor(name=name)
+        conductor = rf_conductor.Conductor(name=name)
 
         def stop(signum, _frame):
             # Not here: the handler interrupts the main thread, which may
