@@ -233,6 +233,10 @@ def migrate(ctx, server, host=None, wait=False, listeners=()):
         requested_host=host)
     return _start_move(ctx, inst, 'migrate', flavor, flavor, host, listeners,
                        wait)
+
+
+# -- confirm and revert ------------------------------------------------------
+
 def _resolve(ctx, server, method, task_state, status, operation, rule,
              listeners, wait):
     inst = servers.get_server(ctx, server)
@@ -338,7 +342,6 @@ def confirm_expired(ctx, window=None):
                         mig['instance_uuid'], e)
             outcome[mig['instance_uuid']] = '%s: %s' % (type(e).__name__, e)
     return outcome
-
 
 
 class PeriodicConfirmer(periodic.Periodic):
