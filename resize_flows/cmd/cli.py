@@ -851,7 +851,8 @@ class ConductorRun(command_base.Command):
     def take_action(self, parsed):
         import signal
 
-        from resize_flows import engine
+        from resize_flows import conductor as rf_conductor
+        from resize_flows import leases
         from resize_flows import jobboard
         if parsed.name:
             CONF.set_override('conductor_name', parsed.name, 'jobboard')
@@ -863,12 +864,12 @@ class ConductorRun(command_base.Command):
                               'jobboard')
         name = jobboard.conductor_name()
         # Its leases carry its name: "flow list" shows who runs what.
-        engine.OWNER = name
+        leases.set_owner(name)
         # Which board, before connecting to it; its password masked.
         self.app.stderr.write('conductor %s: claiming jobs on %s (%s)\n' % (
             name, CONF.jobboard.board_name, jobboard.mask_url()))
         self.app.stderr.flush()
-        conductor = jobboard.Conductor(name=name)
+        conductor = rf_conductor.Conductor(name=name)
 
         def stop(signum, _frame):
             # Not here: the handler interrupts the main thread, which may

@@ -4,6 +4,11 @@
 life of the process, so the connections behind them are opened once; test
 hosts (``test:///``) depend on that, their hypervisor lives in the
 connection. :func:`reset` closes everything (tests call it between cases).
+
+The functions under "local hosts" are what the API needs to register and
+remove a host without knowing the implementation behind it: a local
+simulated host (a directory of this machine's state_dir with its own
+hypervisor) and the ssh address of a host's files.
 """
 import os
 import threading
@@ -53,3 +58,42 @@ def reset():
     with _lock:
         _drivers.clear()
     libvirt_host.close_all()
+
+
+# -- local hosts -------------------------------------------------------------
+# Imported in each function, as above, so that the interface can be used
+# without libvirt.
+
+def check_ssh_address(address):
+    """Raise InvalidInput unless ``address`` is an ssh address
+    (``[user@]host[:port]``)."""
+    from resize_flows.virt.libvirt import files
+    files.parse_address(address)
+
+
+def local_host_exists(name):
+    """Whether the directory of a local host ``name`` exists."""
+    from resize_flows.virt.libvirt import local
+    return os.path.exists(local.host_dir(name))
+
+
+def create_local_host(name):
+    """Set up a local simulated host ``name`` (``[libvirt]/
+    local_hypervisor`` says which kind); returns ``{'uri',
+    'instances_path'}`` to register it with."""
+    from resize_flows.virt.libvirt import local
+    return local.create_local_host(name)
+
+
+def is_local_host(name, instances_path):
+    """Whether the host ``name`` with ``instances_path`` is a local host
+    of this state_dir (its instances under the host's own directory)."""
+    from resize_flows.virt.libvirt import local
+    hdir = os.path.join(local.hosts_dir(), name)
+    return os.path.dirname(os.path.abspath(instances_path)) == hdir
+
+
+def remove_local_host(name):
+    """Stop a local host's hypervisor and remove its directory."""
+    from resize_flows.virt.libvirt import local
+    local.remove_local_host(name)

@@ -89,6 +89,12 @@ class ComputeDriver(abc.ABC):
         """Uuids of every domain defined here."""
 
     @abc.abstractmethod
+    def instances_path_ready(self):
+        """Whether the host's instances path is there, as a directory, on
+        the machine that holds the host's files (this one, or the one at
+        the host's ssh address): a host is registered only then."""
+
+    @abc.abstractmethod
     def ensure_defined(self, instance_uuid, dirname=None):
         """(Re)define the domain from ``<dirname or uuid>/libvirt.xml``,
         leaving its power state alone. Returns True if it had to define it.

@@ -16,6 +16,9 @@ from taskflow.persistence import models as tf_models
 from taskflow import states as tf_states
 
 from resize_flows import api
+from resize_flows.api import moves as api_moves
+from resize_flows.api import servers as api_servers
+from resize_flows import engine
 from resize_flows import exception
 from resize_flows import flowstatus
 from resize_flows import leases
@@ -233,16 +236,17 @@ def test_rollback_of_a_finished_move_loses_to_a_confirm(cloud, monkeypatch):
     vm = cloud.server()['uuid']
     flow_id = api.resize(cloud.ctx, vm, 'big', wait=True).flow_id
     claim = repository.instance_update
-    refuse = api._refuse_if_unfinished_flow
+    refuse = api_moves._refuse_if_unfinished_flow
 
     def confirm_first(uuid, values, *args, **kwargs):
         if values.get('task_state') == states.RESIZE_REVERTING:
             monkeypatch.setattr(repository, 'instance_update', claim)
             # Its checks ran before the rollback recorded its undo.
-            monkeypatch.setattr(api, '_refuse_if_unfinished_flow',
+            monkeypatch.setattr(api_moves, '_refuse_if_unfinished_flow',
                                 lambda inst, method: None)
             api.confirm_resize(cloud.ctx, vm, wait=True)
-            monkeypatch.setattr(api, '_refuse_if_unfinished_flow', refuse)
+            monkeypatch.setattr(api_moves, '_refuse_if_unfinished_flow',
+                                refuse)
         return claim(uuid, values, *args, **kwargs)
 
     monkeypatch.setattr(repository, 'instance_update', confirm_first)
@@ -260,11 +264,11 @@ def test_rollback_of_a_finished_move_loses_to_a_confirm(cloud, monkeypatch):
 def _resize_inside_delete(cloud, monkeypatch, vm, crash_task=None):
     """Make a resize of ``vm`` start right after ``server delete`` has
     read the server (to its end, or interrupted at ``crash_task``)."""
-    get_server = api.get_server
+    get_server = api_servers.get_server
 
     def read_then_resize(ctx, ident):
         inst = get_server(ctx, ident)
-        monkeypatch.setattr(api, 'get_server', get_server)
+        monkeypatch.setattr(api_servers, 'get_server', get_server)
         if crash_task is None:
             api.resize(cloud.ctx, vm, 'big', wait=True)
         else:
@@ -275,7 +279,7 @@ def _resize_inside_delete(cloud, monkeypatch, vm, crash_task=None):
             _die()
         return inst
 
-    monkeypatch.setattr(api, 'get_server', read_then_resize)
+    monkeypatch.setattr(api_servers, 'get_server', read_then_resize)
 
 
 @pytest.mark.parametrize('crash_task', (None, 'CopyDisk'))
@@ -353,7 +357,7 @@ def test_confirm_and_revert_at_once_the_loser_gets_409(cloud, monkeypatch,
                                                        loser, winner_ends):
     vm = _server(cloud, loser)
     winner = OPPOSITE[loser]
-    check_state = api._check_state
+    check_state = api_moves._check_state
     won = []
 
     def checked_then_winner(inst, method, ctx):
@@ -374,7 +378,7 @@ def test_confirm_and_revert_at_once_the_loser_gets_409(cloud, monkeypatch,
                 _die()
             won.append(_migrations(vm))
 
-    monkeypatch.setattr(api, '_check_state', checked_then_winner)
+    monkeypatch.setattr(api_moves, '_check_state', checked_then_winner)
     with pytest.raises(exception.Conflict) as e:
         _run(cloud, loser, vm)
     assert e.value.code == 409
@@ -382,7 +386,7 @@ def test_confirm_and_revert_at_once_the_loser_gets_409(cloud, monkeypatch,
     assert mig['uuid'] in str(e.value)
     assert mig['status'] in str(e.value)
     assert _migrations(vm) == won[-1]
-    monkeypatch.setattr(api, '_check_state', check_state)
+    monkeypatch.setattr(api_moves, '_check_state', check_state)
     if not winner_ends:
         api.resume_flow(cloud.ctx, mig['flow_id'])
     assert state.leaks() == []

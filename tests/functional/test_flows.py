@@ -2,6 +2,7 @@
 import pytest
 
 from resize_flows import api
+from resize_flows.api import moves as api_moves
 from resize_flows import engine
 from resize_flows import exception
 from resize_flows.persistence import repository
@@ -186,8 +187,8 @@ def test_compare_and_swap_lets_one_operation_start(cloud):
     # A second request that read the instance before the first started.
     flows_before = _stored_flows()
     with pytest.raises(exception.Conflict):
-        api._start_move(cloud.ctx, inst, 'resize', cloud.small, cloud.big,
-                        None, ())
+        api_moves._start_move(cloud.ctx, inst, 'resize', cloud.small,
+                              cloud.big, None, ())
     assert len(repository.migration_list()) == 1
     # The refused operation's stored flow was discarded.
     assert _stored_flows() == flows_before

@@ -13,6 +13,8 @@ import pytest
 from taskflow import states as tf_states
 
 from resize_flows import api
+from resize_flows import conductor
+from resize_flows import engine
 from resize_flows import exception
 from resize_flows import flowstatus
 from resize_flows import jobboard
@@ -29,7 +31,7 @@ class Runner:
 
     def __init__(self, label):
         self.label = label
-        self.conductor = jobboard.Conductor(
+        self.conductor = conductor.Conductor(
             name='%s:%s' % (label, jobboard.conductor_name()))
         self.thread = threading.Thread(target=self.conductor.run,
                                        name=label, daemon=True)
@@ -167,7 +169,7 @@ def test_a_stalled_conductor_is_fenced_and_no_task_runs_twice(
 
     # A stalled process extends nothing: neither its claims nor its lease.
     real_renew = flowindex.lease_renew
-    real_extend = jobboard.Conductor.extend_claims
+    real_extend = conductor.Conductor.extend_claims
 
     def renew(flow_id, owner, seconds, token=None):
         if owner.startswith('ca:') and 'ca' in frozen:
@@ -180,7 +182,7 @@ def test_a_stalled_conductor_is_fenced_and_no_task_runs_twice(
         return real_extend(self)
 
     monkeypatch.setattr(flowindex, 'lease_renew', renew)
-    monkeypatch.setattr(jobboard.Conductor, 'extend_claims', extend)
+    monkeypatch.setattr(conductor.Conductor, 'extend_claims', extend)
 
     ca = conductors('ca')
     op = api.resize(cloud.ctx, server['uuid'], 'big')
@@ -487,7 +489,7 @@ def test_a_claim_taken_over_is_never_extended_by_its_old_owner(
     try:
         board.post('test-job', details={'flow_uuid': 'no-such-flow'})
         [job] = list(board.iterjobs(only_unclaimed=True))
-        ca = jobboard.Conductor(name='ca', board=board)
+        ca = conductor.Conductor(name='ca', board=board)
         ca._board.claim(job, 'ca')
         client = board._client
         client.pexpire(job.owner_key, 2000)

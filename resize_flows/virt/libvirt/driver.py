@@ -574,6 +574,9 @@ class LibvirtDriver(driver.ComputeDriver):
         if power_on:
             self.power_on(instance_uuid)
 
+    def instances_path_ready(self):
+        return self.files.has_root()
+
 
 def _check_uuid(value):
     """``value`` if it is a uuid string (it becomes a path and a name)."""

@@ -1,0 +1,69 @@
+"""The embedding API: one function per operation, Nova's checks first.
+
+Every operation finds the server in the caller's view (another project's
+server is unknown to a non-admin: 404), checks the access rule
+(:mod:`resize_flows.policy`: 403), then Nova's checks (lock, state,
+flavor, scheduler: 409 or 400), before it changes anything; so a refused
+request leaves the database, the hypervisors and the disks as they were,
+and raises at once. A move then stores its flow, starts in the records
+with one compare-and-swap transaction (which is what stops two operations
+on one instance: 409 for the loser), and runs the flow: in a thread of
+this process, returning at once an :class:`Operation` with the migration,
+flow and request ids, or to its end with ``wait=True``. The CLI is a thin
+user of these functions.
+
+This package holds the public names only; each comes from the submodule
+that does its job: :mod:`.context` (who asks, what they are told),
+:mod:`.hosts` (hosts and flavors), :mod:`.servers`, :mod:`.moves`
+(resize, migrate, confirm, revert, delete, migrations and actions) and
+:mod:`.flows` (stored flows, conductors and jobs). The operation handles
+are :mod:`resize_flows.operations`'.
+"""
+from resize_flows.api.context import DETAILS_LOG
+from resize_flows.api.context import get_admin_context
+from resize_flows.api.context import RequestContext
+from resize_flows.api.flows import list_conductors
+from resize_flows.api.flows import list_flows
+from resize_flows.api.flows import list_jobs
+from resize_flows.api.flows import purge_flows
+from resize_flows.api.flows import resume_flow
+from resize_flows.api.flows import resume_interrupted
+from resize_flows.api.flows import rollback_flow
+from resize_flows.api.flows import show_flow
+from resize_flows.api.hosts import create_flavor
+from resize_flows.api.hosts import create_host
+from resize_flows.api.hosts import delete_host
+from resize_flows.api.hosts import list_flavors
+from resize_flows.api.hosts import list_hosts
+# replaced by flows.OPERATIONS[op].action at merge
+from resize_flows.api.moves import ACTIONS
+from resize_flows.api.moves import confirm_expired
+from resize_flows.api.moves import confirm_resize
+from resize_flows.api.moves import delete_server
+from resize_flows.api.moves import list_actions
+from resize_flows.api.moves import list_migrations
+from resize_flows.api.moves import migrate
+from resize_flows.api.moves import PeriodicConfirmer
+from resize_flows.api.moves import resize
+from resize_flows.api.moves import revert_resize
+from resize_flows.api.servers import create_server
+from resize_flows.api.servers import get_server
+from resize_flows.api.servers import list_servers
+from resize_flows.api.servers import lock_server
+from resize_flows.api.servers import unlock_server
+from resize_flows.operations import Operation
+from resize_flows.operations import PostedOperation
+from resize_flows.operations import running_operations
+from resize_flows.operations import wait_all
+
+__all__ = [
+    'ACTIONS', 'DETAILS_LOG', 'Operation', 'PeriodicConfirmer',
+    'PostedOperation', 'RequestContext', 'confirm_expired', 'confirm_resize',
+    'create_flavor', 'create_host', 'create_server', 'delete_host',
+    'delete_server', 'get_admin_context', 'get_server', 'list_actions',
+    'list_conductors', 'list_flavors', 'list_flows', 'list_hosts',
+    'list_jobs', 'list_migrations', 'list_servers', 'lock_server', 'migrate',
+    'purge_flows', 'resize', 'resume_flow', 'resume_interrupted',
+    'revert_resize', 'rollback_flow', 'running_operations', 'show_flow',
+    'unlock_server', 'wait_all',
+]

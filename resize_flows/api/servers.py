@@ -1,0 +1,110 @@
+"""Servers: find one or list them in the caller's view, boot one, lock and
+unlock it. (Deleting a server is in :mod:`.moves`: it confirms a resized
+server first.)"""
+from resize_flows.api import context
+from resize_flows.api import hosts
+from resize_flows import exception
+from resize_flows.persistence import repository
+from resize_flows import policy
+from resize_flows import scheduler
+from resize_flows import states
+from resize_flows import validation
+from resize_flows import virt
+
+
+def rule_target(inst):
+    """What a server's access rules are checked against."""
+    return {'project_id': inst['project_id'], 'user_id': inst['user_id']}
+
+
+@context.tenant_facing
+def get_server(ctx, ident):
+    project = None if ctx.is_admin else ctx.project_id
+    return repository.instance_find(ident, project_id=project)
+
+
+@context.tenant_facing
+def list_servers(ctx, host=None):
+    project = None if ctx.is_admin else ctx.project_id
+    return repository.instance_list(project_id=project, host=host)
+
+
+@context.tenant_facing
+def create_server(ctx, name, flavor, host=None, power_on=True):
+    """Boot a server: a blank qcow2 root disk of the flavor's size and a
+    guest, running unless ``power_on`` is False, on the scheduler's choice
+    or on ``host``, which only a caller that passes
+    ``os_compute_api:servers:create:forced_host`` (an admin) may name, as
+    Nova's forced host: for anyone else a named host is refused (403)
+    whether it exists or not."""
+    validation.check_name('server', name)
+    flavor = hosts.get_flavor(ctx, flavor)
+    if host is not None:
+        policy.authorize(ctx, policy.CREATE_FORCED_HOST)
+        host = repository.host_get(host)
+        if not host['enabled']:
+            raise exception.NoValidHost(reason='host %s is disabled.' %
+                                        host['name'])
+        candidates = [host['name']]
+    else:
+        candidates = scheduler.select_destinations(
+            repository.flavor_resources(flavor), None)
+    for candidate in candidates:
+        try:
+            inst = repository.instance_create(
+                name, ctx.project_id, ctx.user_id, candidate, flavor,
+                vm_state=states.BUILDING, task_state=states.SPAWNING)
+            break
+        except exception.InsufficientResources as e:
+            shortage = e            # taken meanwhile: the next one
+    else:
+        raise exception.NoValidHost(reason=shortage.message)
+    host = repository.host_get(inst['host'])
+    drv = virt.get_driver(host)
+    try:
+        drv.spawn({'uuid': inst['uuid'], 'name': name},
+                  {k: flavor[k] for k in
+                   ('name', 'vcpus', 'memory_mb', 'root_gb')},
+                  power_on=power_on)
+        power = drv.get_info(inst['uuid']).power_state
+    except Exception:
+        drv.destroy(inst['uuid'], destroy_disks=True)
+        repository.instance_destroy(inst['uuid'])
+        raise
+    return repository.instance_update(inst['uuid'], {
+        'vm_state': states.vm_state_for_power(power), 'task_state': None,
+        'power_state': power})
+
+
+def _locker(ctx, inst):
+    """Who a lock by ``ctx`` is recorded as, as Nova's ``locked_by``:
+    ``owner`` for a member of the server's project, else ``admin``."""
+    return 'owner' if ctx.project_id == inst['project_id'] else 'admin'
+
+
+@context.tenant_facing
+def lock_server(ctx, server):
+    """Lock a server: every operation on it is then refused (409) unless
+    an admin asks. Who locked is recorded (``locked_by``: ``owner`` or
+    ``admin``); an owner's lock does not replace an admin's."""
+    inst = get_server(ctx, server)
+    policy.authorize(ctx, policy.LOCK, rule_target(inst))
+    locker = _locker(ctx, inst)
+    if inst['locked'] and locker == 'owner':
+        return inst
+    return repository.instance_update(inst['uuid'], {'locked': True,
+                                                     'locked_by': locker})
+
+
+@context.tenant_facing
+def unlock_server(ctx, server):
+    """Unlock a server. A lock by someone outside the server's project
+    (an admin) is undone only by the same kind of caller or one that
+    passes the unlock-override rule (admin by default), as Nova's:
+    otherwise PolicyNotAuthorized (403) and the server stays locked."""
+    inst = get_server(ctx, server)
+    policy.authorize(ctx, policy.UNLOCK, rule_target(inst))
+    if inst['locked'] and inst.get('locked_by') != _locker(ctx, inst):
+        policy.authorize(ctx, policy.UNLOCK_OVERRIDE, rule_target(inst))
+    return repository.instance_update(inst['uuid'], {'locked': False,
+                                                     'locked_by': None})
