@@ -35,8 +35,6 @@ from resize_flows.api.hosts import create_host
 from resize_flows.api.hosts import delete_host
 from resize_flows.api.hosts import list_flavors
 from resize_flows.api.hosts import list_hosts
-# replaced by flows.OPERATIONS[op].action at merge
-from resize_flows.api.moves import ACTIONS
 from resize_flows.api.moves import confirm_expired
 from resize_flows.api.moves import confirm_resize
 from resize_flows.api.moves import delete_server
@@ -57,7 +55,7 @@ from resize_flows.operations import running_operations
 from resize_flows.operations import wait_all
 
 __all__ = [
-    'ACTIONS', 'DETAILS_LOG', 'Operation', 'PeriodicConfirmer',
+    'DETAILS_LOG', 'Operation', 'PeriodicConfirmer',
     'PostedOperation', 'RequestContext', 'confirm_expired', 'confirm_resize',
     'create_flavor', 'create_host', 'create_server', 'delete_host',
     'delete_server', 'get_admin_context', 'get_server', 'list_actions',
