@@ -33,6 +33,7 @@ import tempfile
 import time
 
 from resize_flows.virt.libvirt import disk
+from resize_flows.virt.libvirt import sparsecopy
 
 MiB = 1024 ** 2
 GiB = 1024 ** 3
@@ -41,8 +42,8 @@ GiB = 1024 ** 3
 # The copy that gets killed: argv is src, dst.
 _CHILD = (
     'import sys\n'
-    'from resize_flows.virt.libvirt import disk\n'
-    'disk.sparse_copy(sys.argv[1], sys.argv[2], "bench")\n')
+    'from resize_flows.virt.libvirt import sparsecopy\n'
+    'sparsecopy.sparse_copy(sys.argv[1], sys.argv[2], "bench")\n')
 
 
 def build_source(path, size_gib, data_gib, extent_mib=16):
@@ -81,8 +82,8 @@ def allocated(path):
 def data_bytes(path):
     with open(path, 'rb') as handle:
         size = os.fstat(handle.fileno()).st_size
-        return sum(end - start
-                   for start, end in disk._data_extents(handle.fileno(), size))
+        return sum(end - start for start, end in sparsecopy._data_extents(
+            handle.fileno(), size))
 
 
 def drop_caches():
@@ -132,7 +133,7 @@ def _run(args, work):
                               'runs after the first'))
 
     def ours(dst):
-        disk.sparse_copy(src, dst, 'bench')
+        sparsecopy.sparse_copy(src, dst, 'bench')
 
     def cp(dst):
         subprocess.run(['cp', '--sparse=always', src, dst], check=True)
@@ -183,7 +184,7 @@ def _run(args, work):
           'columns: throughput relative to cp, best/median; chunk of '
           'sparse_copy: %d MiB)' % (
               args.repeat, src_alloc // 1024,
-              disk._default_chunk(data) // MiB))
+              sparsecopy._default_chunk(data) // MiB))
 
     # Killed (SIGKILL, from outside, wherever it is) once half the data is
     # in disk.part, then resumed here.
@@ -207,7 +208,7 @@ def _run(args, work):
     killed_at = time.monotonic() - start
     written = data_bytes(part)        # all it wrote, up to the kill
     drop_caches()
-    second = disk.sparse_copy(src, dst, 'bench')
+    second = sparsecopy.sparse_copy(src, dst, 'bench')
     again = (written + second.copied - data) / data
     print()
     print('killed at half way (%.2fs, %.0f MiB of data in disk.part), then '

@@ -13,10 +13,10 @@ what a real network costs. Needs root.
 2. The disk copy of a qcow2 of ``--size-gib`` GiB holding ``--data-gib``
    GiB of data, between two other machines, interleaved ``--repeat``
    times, page cache dropped before each run:
-   ours (``files.copy_disk``: the source pushes with rsync, progress
+   ours (``transfer.copy_disk``: the source pushes with rsync, progress
    parsed, stopped with us) against the same rsync typed by hand
    (``ssh A rsync --sparse --fsync -e ssh SRC B:DST``), and against the
-   local resumable copy on this machine (``disk.sparse_copy``).
+   local resumable copy on this machine (``sparsecopy.sparse_copy``).
    Then a copy stopped at half way and run again: the share of the data
    sent again.
 3. migrate + confirm on libvirt's test driver (SQLite records), hosts on
@@ -49,6 +49,9 @@ from resize_flows import virt  # noqa: E402
 from resize_flows.virt.libvirt import disk  # noqa: E402
 from resize_flows.virt.libvirt import files  # noqa: E402
 from resize_flows.virt.libvirt import local  # noqa: E402
+from resize_flows.virt.libvirt import remote  # noqa: E402
+from resize_flows.virt.libvirt import sparsecopy  # noqa: E402
+from resize_flows.virt.libvirt import transfer  # noqa: E402
 
 CONF = rf_conf.CONF
 GiB = 1024 ** 3
@@ -98,18 +101,18 @@ def disk_copies(args, work, one, two):
     for machine in (one, two):
         machine.run('mkdir -p %s' % machine.path('i'))
     src = one.path('i', 'src.qcow2')
-    files.copy_disk(here, src_local, a, src)            # put it there
-    hand_ssh = ' '.join(files.q(x) for x in files.ssh_argv(
+    transfer.copy_disk(here, src_local, a, src)         # put it there
+    hand_ssh = ' '.join(remote.q(x) for x in remote.ssh_argv(
         two.address, control=False)[:-1])
 
     def ours():
         b.rmtree(two.path('i', 'ours'))
-        files.copy_disk(a, src, b, two.path('i', 'ours'))
+        transfer.copy_disk(a, src, b, two.path('i', 'ours'))
 
     def by_hand():
         b.rmtree(two.path('i', 'hand'))
-        subprocess.run(files.ssh_argv(one.address) + ['--', ' '.join(
-            files.q(x) for x in [
+        subprocess.run(remote.ssh_argv(one.address) + ['--', ' '.join(
+            remote.q(x) for x in [
                 'rsync', '--sparse', '--fsync', '-e', hand_ssh, src,
                 'root@127.0.0.1:' + two.path('i', 'hand')])], check=True)
 
@@ -117,7 +120,7 @@ def disk_copies(args, work, one, two):
         target = os.path.join(work, 'local.qcow2')
         if os.path.exists(target):
             os.unlink(target)
-        disk.sparse_copy(src_local, target, 'here')
+        sparsecopy.sparse_copy(src_local, target, 'here')
 
     runs = {'ours (rsync, source pushes)': ours,
             'rsync by hand, same path': by_hand,
@@ -151,13 +154,13 @@ def disk_copies(args, work, one, two):
     CONF.set_override('rsync_options', ['--bwlimit=%d' % max(
         1, data // 1024 // 8)], group='remote')        # about 8 s
     try:
-        files.copy_disk(a, src, b, two.path('i', 'cut'),
-                        progress=stop_at_half)
+        transfer.copy_disk(a, src, b, two.path('i', 'cut'),
+                           progress=stop_at_half)
     except Stop:
         pass
     CONF.clear_override('rsync_options', group='remote')
     time.sleep(1)            # the receiver saves its part as it sees us go
-    stats = files.copy_disk(a, src, b, two.path('i', 'cut'))
+    stats = transfer.copy_disk(a, src, b, two.path('i', 'cut'))
     # copied: literal data the second run sent; reused: what it found in
     # the partial copy (rsync's Literal and Matched data).
     print('    stopped at half way, run again: it sent %.1f %% of the data '

@@ -1,6 +1,7 @@
 """Confirm a resize or cold migration."""
 from taskflow.patterns import linear_flow
 
+from resize_flows.tasks import lifecycle
 from resize_flows.tasks import records
 from resize_flows.tasks import source
 
@@ -19,7 +20,7 @@ def get_confirm_resize_flow():
     """
     flow = linear_flow.Flow('confirm_resize')
     flow.add(
-        records.BeginConfirm(),
+        lifecycle.BeginConfirm(),
         records.ReleaseSourceClaim(),
         records.MarkConfirmed(),
         source.CleanupSource(),

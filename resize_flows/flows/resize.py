@@ -7,6 +7,7 @@ from taskflow.patterns import linear_flow
 
 from resize_flows.tasks import dest
 from resize_flows.tasks import disk
+from resize_flows.tasks import lifecycle
 from resize_flows.tasks import records
 from resize_flows.tasks import source
 
@@ -44,7 +45,7 @@ def get_resize_flow(operation='resize'):
     )
     flow = linear_flow.Flow(operation)
     flow.add(
-        records.BeginMigration(),
+        lifecycle.BeginMigration(),
         records.SelectDestination(),
         destination,
         source.PowerOffSource(),

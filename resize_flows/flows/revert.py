@@ -2,6 +2,7 @@
 from taskflow.patterns import linear_flow
 
 from resize_flows.tasks import dest
+from resize_flows.tasks import lifecycle
 from resize_flows.tasks import records
 from resize_flows.tasks import source
 
@@ -24,7 +25,7 @@ def get_revert_resize_flow():
     """
     flow = linear_flow.Flow('revert_resize')
     flow.add(
-        records.BeginRevert(),
+        lifecycle.BeginRevert(),
         dest.DestroyDestination(),
         source.RestoreSource(),
         records.ReleaseDestinationClaim(),

@@ -5,7 +5,9 @@ engine, which is what lets another process resume or roll back a flow. It
 implements TaskFlow's backend interface (``taskflow.persistence.base``:
 logbooks, flow details, atom details) on the tables of ``models.py``
 (``flow_logbooks``, ``flow_details``, ``flow_atoms``), created by our own
-alembic chain, with the process's one SQLAlchemy engine and pool.
+alembic chain, with the process's one SQLAlchemy engine and pool. How a
+model becomes a row and back, and the statements that write one, are
+:mod:`.flowrows`'.
 
 What makes it fast, next to TaskFlow's stock SQLAlchemy backend (which
 reads the row, merges, and writes it back, and rebuilds its table metadata
@@ -56,20 +58,17 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from taskflow import exceptions as tf_exc
 from taskflow.persistence import base
-from taskflow.persistence import models as tf_models
 from taskflow import states as tf_states
-from taskflow.types import failure as tf_failure
 
 from resize_flows.conf import CONF
 from resize_flows import exception
 from resize_flows.persistence import db
+from resize_flows.persistence import flowrows
 from resize_flows.persistence import models
-from resize_flows.persistence import values
 
 BOOKS = models.FlowLogBook.__table__
 FLOWS = models.FlowDetail.__table__
 ATOMS = models.FlowAtom.__table__
-LEASES = models.FlowLease.__table__
 
 #: The atom meta key of a task's progress (TaskFlow's storage.META_PROGRESS).
 PROGRESS = 'progress'
@@ -77,10 +76,6 @@ PROGRESS = 'progress'
 #: Flow states in which its engine has stopped running it.
 _AT_REST = (tf_states.SUCCESS, tf_states.REVERTED, tf_states.FAILURE,
             tf_states.SUSPENDED)
-
-#: meta keys copied into columns of ``flow_details``.
-INDEXED_META = ('operation', 'instance_uuid', 'migration_uuid',
-                'project_id')
 
 _LOCK = threading.Lock()
 _BACKENDS = {}
@@ -214,152 +209,8 @@ class FlowLogBackend(base.Backend):
         pass
 
 
-def _now():
-    return models.utcnow()
-
-
 def _storage_failure(message):
     tf_exc.raise_with_cause(tf_exc.StorageFailure, message)
-
-
-# -- rows <-> TaskFlow's models ---------------------------------------------
-
-def _book_row(book):
-    return {
-        'uuid': book.uuid,
-        'name': book.name,
-        'meta': values.dumps(book.meta, 'logbook meta'),
-        'created_at': book.created_at or _now(),
-        'updated_at': book.updated_at,
-    }
-
-
-def _flow_row(fd):
-    meta = fd.meta or {}
-    row = {
-        'uuid': fd.uuid,
-        'name': fd.name,
-        'state': fd.state,
-        'meta': values.dumps(fd.meta, 'meta of flow %s' % fd.uuid),
-        'updated_at': _now(),
-    }
-    for key in INDEXED_META:
-        value = meta.get(key)
-        row[key] = value if isinstance(value, str) else None
-    return row
-
-
-def _atom_row(ad):
-    where = 'atom %s' % ad.name
-    atom_type = tf_models.atom_detail_type(ad)
-    data = ad.to_dict()
-    results = data['results']
-    if isinstance(ad, tf_models.RetryDetail):
-        results = values.retry_results(results)
-    return {
-        'uuid': ad.uuid,
-        'name': ad.name,
-        'atom_type': atom_type,
-        'version': (None if data['version'] is None
-                    else str(data['version'])),
-        'state': data['state'],
-        'intention': data['intention'],
-        'results': values.dumps(results, 'result of %s' % where),
-        'failure': values.dumps(values.failure_dict(data['failure']),
-                                'failure of %s' % where),
-        'revert_results': values.dumps(data['revert_results'],
-                                       'revert result of %s' % where),
-        'revert_failure': values.dumps(
-            values.failure_dict(data['revert_failure']),
-            'revert failure of %s' % where),
-        'meta': values.dumps(data['meta'], 'meta of %s' % where),
-        'updated_at': _now(),
-    }
-
-
-def _to_book(row):
-    book = tf_models.LogBook(row.name, uuid=row.uuid)
-    book.meta = values.loads(row.meta) or {}
-    book.created_at = row.created_at
-    book.updated_at = row.updated_at
-    return book
-
-
-def _to_flow(row):
-    fd = tf_models.FlowDetail(row.name, row.uuid)
-    fd.state = row.state
-    fd.meta = values.loads(row.meta) or {}
-    return fd
-
-
-def _retry_history(results):
-    """A retry's history, ``[(provided, {atom: Failure})]``, from its
-    stored form. (TaskFlow 6.5's ``RetryDetail.from_dict`` reuses its loop
-    variable and puts each failure's dict in place of what the retry had
-    provided: a resumed reschedule would think it had tried a dict.)"""
-    return [(provided, {name: tf_failure.Failure.from_dict(fail)
-                        for name, fail in (failures or {}).items()})
-            for provided, failures in results or []]
-
-
-def _to_atom(row):
-    cls = tf_models.atom_detail_class(row.atom_type)
-    if cls is tf_models.RetryDetail:
-        # Decoded here, not by RetryDetail.from_dict (see _retry_history).
-        atom = tf_models.AtomDetail.from_dict.__func__(cls, _atom_dict(row))
-        atom.results = _retry_history(atom.results)
-        return atom
-    return cls.from_dict(_atom_dict(row))
-
-
-def _atom_dict(row):
-    return {
-        'uuid': row.uuid,
-        'name': row.name,
-        'version': row.version,
-        'state': row.state,
-        'intention': row.intention,
-        'results': values.loads(row.results),
-        'failure': values.loads(row.failure),
-        'revert_results': values.loads(row.revert_results),
-        'revert_failure': values.loads(row.revert_failure),
-        'meta': values.loads(row.meta),
-    }
-
-
-# Precompiled statements (bind parameters named after the columns, with a
-# ``b_`` prefix where a column is also a SET target).
-_UPDATE_ATOM = (ATOMS.update().where(ATOMS.c.uuid == sa.bindparam('b_uuid'))
-                .values({c: sa.bindparam(c) for c in (
-                    'name', 'atom_type', 'version', 'state', 'intention',
-                    'results', 'failure', 'revert_results',
-                    'revert_failure', 'meta', 'updated_at')}))
-# A flow stored before revision 0007 has no project in its meta, only in
-# its column (given by the revision): the UPDATE keeps the column then.
-_UPDATE_FLOW = (FLOWS.update().where(FLOWS.c.uuid == sa.bindparam('b_uuid'))
-                .values(dict(
-                    {c: sa.bindparam(c) for c in (
-                        'name', 'state', 'meta', 'updated_at')
-                     + INDEXED_META},
-                    project_id=sa.func.coalesce(
-                        sa.bindparam('project_id', type_=sa.String(255)),
-                        FLOWS.c.project_id))))
-
-
-def _held(flow_uuid_column):
-    """The lease of the flow in ``flow_uuid_column`` is still held by the
-    writer (bind parameters ``f_owner`` and ``f_token``)."""
-    return sa.exists().where(LEASES.c.flow_id == flow_uuid_column,
-                             LEASES.c.owner == sa.bindparam('f_owner'),
-                             LEASES.c.token == sa.bindparam('f_token'))
-
-
-# The same, for a writer that holds the flow's lease: one statement still.
-_UPDATE_ATOM_FENCED = _UPDATE_ATOM.where(_held(ATOMS.c.flow_uuid))
-_UPDATE_FLOW_FENCED = _UPDATE_FLOW.where(_held(FLOWS.c.uuid))
-_UPDATE_BOOK = (BOOKS.update().where(BOOKS.c.uuid == sa.bindparam('b_uuid'))
-                .values({c: sa.bindparam(c) for c in (
-                    'name', 'meta', 'updated_at')}))
 
 
 class Connection(base.Connection):
@@ -411,12 +262,12 @@ class Connection(base.Connection):
 
     def update_atom_details(self, atom_detail):
         """Save an atom detail that the log holds: one UPDATE."""
-        row = _atom_row(atom_detail)
+        row = flowrows.atom_row(atom_detail)
         if self._backend._unchanged(row, atom_detail.meta):
             self._backend._remember(row, atom_detail.meta)
             return atom_detail
-        statement, params = self._update(row, _UPDATE_ATOM,
-                                         _UPDATE_ATOM_FENCED)
+        statement, params = self._update(row, flowrows.UPDATE_ATOM,
+                                         flowrows.UPDATE_ATOM_FENCED)
         try:
             with self._backend.writer.begin() as conn:
                 if conn.execute(statement, params).rowcount != 1:
@@ -453,17 +304,17 @@ class Connection(base.Connection):
     def _insert_atoms(self, conn, flow_uuid, atoms):
         if not atoms:
             return
-        now = _now()
+        now = models.utcnow()
         conn.execute(ATOMS.insert(), [
-            dict(_atom_row(ad), flow_uuid=flow_uuid, created_at=now)
+            dict(flowrows.atom_row(ad), flow_uuid=flow_uuid, created_at=now)
             for ad in atoms])
 
     def _save_flow(self, conn, fd, book_uuid=None, ignore_missing=False):
         """Update or insert a flow detail; insert the atoms it brings that
         the log does not hold. Returns True when the flow was new."""
-        row = _flow_row(fd)
-        statement, params = self._update(row, _UPDATE_FLOW,
-                                         _UPDATE_FLOW_FENCED)
+        row = flowrows.flow_row(fd)
+        statement, params = self._update(row, flowrows.UPDATE_FLOW,
+                                         flowrows.UPDATE_FLOW_FENCED)
         if conn.execute(statement, params).rowcount == 1:
             ids = {ad.uuid for ad in fd}
             if ids:
@@ -502,7 +353,8 @@ class Connection(base.Connection):
                 # (Fenced like every write; refused, the full path below
                 # finds out why.)
                 statement, params = self._update(
-                    _flow_row(flow_detail), _UPDATE_FLOW, _UPDATE_FLOW_FENCED)
+                    flowrows.flow_row(flow_detail), flowrows.UPDATE_FLOW,
+                    flowrows.UPDATE_FLOW_FENCED)
                 with self._backend.writer.begin() as conn:
                     saved = conn.execute(statement, params).rowcount == 1
             else:
@@ -523,18 +375,19 @@ class Connection(base.Connection):
         """Save a logbook, its flow details and their atoms (new or not)."""
         try:
             with self._engine.begin() as conn:
-                row = _book_row(book)
+                row = flowrows.book_row(book)
                 params = {'b_uuid': book.uuid, 'name': row['name'],
-                          'meta': row['meta'], 'updated_at': _now()}
-                if conn.execute(_UPDATE_BOOK, params).rowcount != 1:
+                          'meta': row['meta'], 'updated_at': models.utcnow()}
+                if conn.execute(flowrows.UPDATE_BOOK, params).rowcount != 1:
                     conn.execute(BOOKS.insert().values(row))
                 for fd in book:
                     if not self._save_flow(conn, fd, book_uuid=book.uuid):
                         # A flow saved before: its atoms may have changed.
                         for ad in fd:
-                            params = dict(_atom_row(ad), b_uuid=ad.uuid)
+                            params = dict(flowrows.atom_row(ad),
+                                          b_uuid=ad.uuid)
                             del params['uuid']
-                            conn.execute(_UPDATE_ATOM, params)
+                            conn.execute(flowrows.UPDATE_ATOM, params)
             for fd in book:
                 self._backend.hold_atoms(fd.uuid, [ad.uuid for ad in fd])
         except sa_exc.SQLAlchemyError:
@@ -565,21 +418,21 @@ class Connection(base.Connection):
             .order_by(ATOMS.c.created_at, ATOMS.c.uuid)).all()
         self._backend.forget(row.uuid for row in rows)
         for row in rows:
-            by_uuid[row.flow_uuid].add(_to_atom(row))
+            by_uuid[row.flow_uuid].add(flowrows.to_atom(row))
         for fd in flows:
             self._backend.hold_atoms(fd.uuid, [ad.uuid for ad in fd])
 
     def _books(self, where, lazy):
         try:
             with self._reader.connect() as conn:
-                books = [_to_book(r) for r in conn.execute(
+                books = [flowrows.to_book(r) for r in conn.execute(
                     sa.select(BOOKS).where(*where))]
                 if not lazy and books:
                     by_uuid = {b.uuid: b for b in books}
                     flows = []
                     for row in conn.execute(sa.select(FLOWS).where(
                             FLOWS.c.logbook_uuid.in_(list(by_uuid)))):
-                        fd = _to_flow(row)
+                        fd = flowrows.to_flow(row)
                         by_uuid[row.logbook_uuid].add(fd)
                         flows.append(fd)
                     self._populate(conn, flows)
@@ -600,7 +453,7 @@ class Connection(base.Connection):
     def _flows(self, where, lazy):
         try:
             with self._reader.connect() as conn:
-                flows = [_to_flow(r) for r in conn.execute(
+                flows = [flowrows.to_flow(r) for r in conn.execute(
                     sa.select(FLOWS).where(*where))]
                 if not lazy:
                     self._populate(conn, flows)
@@ -621,7 +474,7 @@ class Connection(base.Connection):
     def _atoms(self, where):
         try:
             with self._reader.connect() as conn:
-                return [_to_atom(r) for r in conn.execute(
+                return [flowrows.to_atom(r) for r in conn.execute(
                     sa.select(ATOMS).where(*where)
                     .order_by(ATOMS.c.created_at, ATOMS.c.uuid))]
         except sa_exc.SQLAlchemyError:
@@ -649,7 +502,7 @@ class Connection(base.Connection):
                 if row is None:
                     raise tf_exc.NotFound(
                         "No flow details found with uuid '%s'" % flow_uuid)
-                fd = _to_flow(row)
+                fd = flowrows.to_flow(row)
                 self._populate(conn, [fd])
                 return row.logbook_uuid, fd
         except sa_exc.SQLAlchemyError:

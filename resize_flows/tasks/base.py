@@ -10,8 +10,10 @@ import functools
 
 from taskflow import task
 
+from resize_flows import exception
 from resize_flows.persistence import repository
 from resize_flows.persistence import values
+from resize_flows import states
 from resize_flows.testing import faults
 from resize_flows import virt
 
@@ -38,16 +40,32 @@ class ResizeFlowsTask(task.Task):
     Its atom name is its class name: that name is the key of its record in
     the flow log, so renaming a task class breaks the resume of flows
     stored before the rename.
+
+    What the engine reads from a task, besides TaskFlow's own interface
+    (``execute``, ``revert``, ``provides``), is declared here with the
+    value that fits most tasks; a task that differs says so:
+
+    ``point_of_no_return``
+        True on a task whose execute deletes what its revert would need
+        (CleanupSource, DeleteDestinationFiles). The engine refuses to
+        roll a flow back past such a task once it is done.
+    ``undoable(migration_uuid)``
+        Whether the revert of a point of no return can still restore what
+        its execute changed: asked when the task was interrupted (running,
+        failed or reverting), it is False once the task has deleted what
+        its revert needs.
+    ``lifecycle``
+        True on the task that begins an operation in the records (the
+        Begin* tasks of :mod:`resize_flows.tasks.lifecycle`), whose revert
+        undoes what the API did before it stored the flow: the engine fails
+        it with :class:`~resize_flows.exception.FlowCancelled` to cancel a
+        flow that never ran.
     """
 
-    #: What the engine reads from a task (``recovery.py``): whether its
-    #: execute deletes what an undo would need, so that once it ran the
-    #: flow can only be finished forward.
+    #: True when execute deletes what revert would need (see the class).
     point_of_no_return = False
 
-    #: Whether this task is its flow's lifecycle task: the one whose undo
-    #: undoes what the API did before it stored the flow, cancelled in
-    #: place of the whole flow when none of its tasks ran.
+    #: True on the task that begins an operation in the records.
     lifecycle = False
 
     def __init__(self, name=None, **kwargs):
@@ -67,11 +85,19 @@ class ResizeFlowsTask(task.Task):
         """Nothing to undo (the default)."""
 
     def undoable(self, migration_uuid):
-        """Whether this point of no return, interrupted, can still be
-        undone: it has not yet deleted what its undo needs (the default:
-        it can)."""
+        """Whether revert can still restore what execute changed (always,
+        but for a point of no return that has deleted files)."""
         return True
 
     @staticmethod
     def driver(host_name):
         return virt.get_driver(repository.host_get(host_name))
+
+
+def power_state(host_name, instance_uuid):
+    """What the hypervisor says, or NOSTATE when it has no such guest."""
+    try:
+        return ResizeFlowsTask.driver(host_name).get_info(
+            instance_uuid).power_state
+    except exception.InstanceNotFoundOnHost:
+        return states.NOSTATE

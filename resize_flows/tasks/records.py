@@ -1,95 +1,19 @@
 """Tasks that act on the records: states, destination choice, capacity.
 
-Each reads what it needs from the database by the migration's uuid, so its
+(The first task of each flow, which begins its operation in the records,
+is in :mod:`resize_flows.tasks.lifecycle`.) Each reads what it needs from the database by the migration's uuid, so its
 arguments stay small and every re-run sees the current truth.
 """
 from taskflow import retry
 
 from resize_flows.conf import CONF
-from resize_flows import exception
 from resize_flows.persistence import repository
 from resize_flows import scheduler
 from resize_flows import states
 from resize_flows.tasks import base
 
 
-def _power_state(host_name, instance_uuid):
-    """What the hypervisor says, or NOSTATE when it has no such guest."""
-    try:
-        return base.ResizeFlowsTask.driver(host_name).get_info(
-            instance_uuid).power_state
-    except exception.InstanceNotFoundOnHost:
-        return states.NOSTATE
-
-
 # -- resize / cold migrate ---------------------------------------------------
-
-def _started_by(migration_uuid, flow_id):
-    """The migration if the records started it for the flow ``flow_id``,
-    else None: no such migration (the records never started the move) or
-    another flow's (the records never started this confirm or revert,
-    and a later operation owns the migration). A flow stored by older
-    code without its id in its store (``flow_id`` None) is taken as
-    the owner."""
-    try:
-        mig = repository.migration_get(migration_uuid)
-    except exception.MigrationNotFound:
-        return None
-    if flow_id is not None and mig['flow_id'] != flow_id:
-        return None
-    return mig
-
-
-def _check_started(migration_uuid, flow_id):
-    mig = _started_by(migration_uuid, flow_id)
-    if mig is not None:
-        return mig
-    try:
-        owner = repository.migration_get(migration_uuid)['flow_id']
-    except exception.MigrationNotFound:
-        reason = 'migration %s does not exist' % migration_uuid
-    else:
-        reason = 'migration %s belongs to flow %s' % (migration_uuid, owner)
-    raise exception.FlowNotStarted(flow_id=flow_id, reason=reason)
-
-
-class BeginMigration(base.ResizeFlowsTask):
-    """First task of a move: check the move is the one the API started.
-
-    The API has already swapped the instance into ``resize_prep`` and
-    created the migration (``pre-migrating``, naming this flow) in one
-    transaction; a flow whose process died before that finds no migration
-    and fails (:class:`~resize_flows.exception.FlowNotStarted`).
-
-    Reversion strategy: this is the lifecycle task, so its revert runs last
-    when the flow is undone: the migration becomes ``error`` and the
-    instance returns to its old vm_state with no task under way and no
-    old/new flavor, its power state read back from its host. Only a
-    migration this flow started: with none, nothing is undone.
-    """
-
-    lifecycle = True
-
-    def execute(self, migration_uuid, flow_id=None):
-        mig = _check_started(migration_uuid, flow_id)
-        if mig['status'] in states.MIGRATION_TERMINAL:
-            raise exception.UnexpectedMigrationStatus(
-                migration_uuid=migration_uuid, expected='not terminal',
-                actual=mig['status'])
-
-    def revert(self, migration_uuid, flow_id=None, **kwargs):
-        mig = _started_by(migration_uuid, flow_id)
-        if mig is None:
-            return      # the records never started this flow
-        source = mig['source_compute']
-        repository.instance_update(mig['instance_uuid'], {
-            'task_state': None, 'vm_state': mig['old_vm_state'],
-            'host': source, 'flavor_id': mig['old_flavor_id'],
-            'old_flavor_id': None, 'new_flavor_id': None,
-            'power_state': _power_state(source, mig['instance_uuid'])})
-        repository.migration_update(migration_uuid,
-                                    {'status': states.MIGRATION_ERROR})
-
 
 class SelectDestination(base.ResizeFlowsTask):
     """Choose the destination hosts (Nova's select_destinations).
@@ -199,7 +123,7 @@ class MarkMigrationFinished(base.ResizeFlowsTask):
             'old_flavor_id': mig['old_flavor_id'],
             'new_flavor_id': mig['new_flavor_id'],
             'vm_state': states.RESIZED, 'task_state': None,
-            'power_state': _power_state(dest_host, mig['instance_uuid'])})
+            'power_state': base.power_state(dest_host, mig['instance_uuid'])})
         repository.migration_update(
             migration_uuid, {'status': states.MIGRATION_FINISHED})
 
@@ -214,44 +138,6 @@ class MarkMigrationFinished(base.ResizeFlowsTask):
 
 
 # -- confirm -----------------------------------------------------------------
-
-class BeginConfirm(base.ResizeFlowsTask):
-    """First task of a confirm: the API has swapped the instance into
-    ``resize_confirming`` and the migration into ``confirming``, naming
-    this flow. A flow whose process died before that finds the migration
-    not named after it (still ``finished``, or taken by a later confirm
-    or revert) and fails (:class:`~resize_flows.exception.FlowNotStarted`)
-    without touching it.
-
-    Reversion strategy: a confirm undone before its point of no return
-    leaves the move as it was: migration ``finished``, instance RESIZED
-    with no task under way, ready to be confirmed or reverted again. Only
-    while the migration is this flow's and still ``confirming``: a
-    migration another flow owns, or one already back to ``finished``, is
-    left alone.
-    """
-
-    lifecycle = True
-
-    #: The migration's status while this flow owns it.
-    status = states.MIGRATION_CONFIRMING
-
-    def execute(self, migration_uuid, flow_id=None):
-        mig = _check_started(migration_uuid, flow_id)
-        if mig['status'] != self.status:
-            raise exception.UnexpectedMigrationStatus(
-                migration_uuid=migration_uuid, expected=self.status,
-                actual=mig['status'])
-
-    def revert(self, migration_uuid, flow_id=None, **kwargs):
-        mig = _started_by(migration_uuid, flow_id)
-        if mig is None or mig['status'] != self.status:
-            return      # never started by this flow, or undone already
-        repository.instance_update(mig['instance_uuid'], {
-            'task_state': None, 'vm_state': states.RESIZED})
-        repository.migration_update(
-            migration_uuid, {'status': states.MIGRATION_FINISHED})
-
 
 class ReleaseSourceClaim(base.ResizeFlowsTask):
     """Drop the migration's allocation on the source host (the old flavor's
@@ -282,7 +168,7 @@ class MarkConfirmed(base.ResizeFlowsTask):
 
     def execute(self, migration_uuid):
         mig = repository.migration_get(migration_uuid)
-        power = _power_state(mig['dest_compute'], mig['instance_uuid'])
+        power = base.power_state(mig['dest_compute'], mig['instance_uuid'])
         repository.instance_update(mig['instance_uuid'], {
             'vm_state': states.vm_state_for_power(power),
             'power_state': power, 'task_state': None,
@@ -302,18 +188,6 @@ class MarkConfirmed(base.ResizeFlowsTask):
 
 
 # -- revert ------------------------------------------------------------------
-
-class BeginRevert(BeginConfirm):
-    """First task of a revert: the API has swapped the instance into
-    ``resize_reverting`` and the migration into ``reverting``, naming this
-    flow (checked as a confirm's).
-
-    Reversion strategy: as a confirm's: back to RESIZED and ``finished``,
-    only while the migration is this flow's and ``reverting``.
-    """
-
-    status = states.MIGRATION_REVERTING
-
 
 class ReleaseDestinationClaim(base.ResizeFlowsTask):
     """Drop the instance's claim on the destination and hand the source
@@ -352,7 +226,7 @@ class MarkReverted(base.ResizeFlowsTask):
             'host': source, 'flavor_id': mig['old_flavor_id'],
             'old_flavor_id': None, 'new_flavor_id': None,
             'vm_state': mig['old_vm_state'], 'task_state': None,
-            'power_state': _power_state(source, mig['instance_uuid'])})
+            'power_state': base.power_state(source, mig['instance_uuid'])})
         repository.migration_update(
             migration_uuid, {'status': states.MIGRATION_REVERTED})
 

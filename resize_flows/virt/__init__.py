@@ -67,14 +67,14 @@ def reset():
 def check_ssh_address(address):
     """Raise InvalidInput unless ``address`` is an ssh address
     (``[user@]host[:port]``)."""
-    from resize_flows.virt.libvirt import files
-    files.parse_address(address)
+    from resize_flows.virt.libvirt import remote
+    remote.parse_address(address)
 
 
 def local_host_exists(name):
     """Whether the directory of a local host ``name`` exists."""
-    from resize_flows.virt.libvirt import local
-    return os.path.exists(local.host_dir(name))
+    from resize_flows.virt.libvirt import daemon
+    return os.path.exists(daemon.host_dir(name))
 
 
 def create_local_host(name):
@@ -88,8 +88,8 @@ def create_local_host(name):
 def is_local_host(name, instances_path):
     """Whether the host ``name`` with ``instances_path`` is a local host
     of this state_dir (its instances under the host's own directory)."""
-    from resize_flows.virt.libvirt import local
-    hdir = os.path.join(local.hosts_dir(), name)
+    from resize_flows.virt.libvirt import daemon
+    hdir = os.path.join(daemon.hosts_dir(), name)
     return os.path.dirname(os.path.abspath(instances_path)) == hdir
 
 

@@ -18,7 +18,7 @@ from resize_flows.persistence import repository
 from resize_flows.testing import faults
 from resize_flows.testing import state
 from resize_flows import virt
-from resize_flows.virt.libvirt import disk
+from resize_flows.virt.libvirt import sparsecopy
 
 KiB = 1024
 # (offset MiB, pattern) of the 1 MiB writes into the source disk.
@@ -27,8 +27,8 @@ WRITES = [(i * 37 % 1000, 0xa0 + i) for i in range(12)]
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    monkeypatch.setattr(disk, 'COPY_CHUNK', 256 * KiB)
-    monkeypatch.setattr(disk, 'COPY_CHUNK_MIN', 256 * KiB)
+    monkeypatch.setattr(sparsecopy, 'COPY_CHUNK', 256 * KiB)
+    monkeypatch.setattr(sparsecopy, 'COPY_CHUNK_MIN', 256 * KiB)
 
 
 @pytest.fixture
@@ -38,10 +38,10 @@ def copies(monkeypatch):
     right after it). ``copies.crash_at`` makes a report at or past that
     fraction raise SimulatedCrash (the process dies there)."""
     calls = []
-    real = disk.sparse_copy
+    real = sparsecopy.sparse_copy
 
     def spy(src, dst, host, owner=None, progress=None, **kwargs):
-        call = {'stats': disk.CopyStats(), 'seen': []}
+        call = {'stats': sparsecopy.CopyStats(), 'seen': []}
         calls.append(call)
 
         def reporting(fraction):
@@ -56,7 +56,7 @@ def copies(monkeypatch):
 
     spy.crash_at = None
     spy.calls = calls
-    monkeypatch.setattr(disk, 'sparse_copy', spy)
+    monkeypatch.setattr(sparsecopy, 'sparse_copy', spy)
     return spy
 
 

@@ -10,7 +10,7 @@ from resize_flows.persistence import db
 from resize_flows.persistence import migration
 from resize_flows.persistence import repository
 from resize_flows import virt
-from resize_flows.virt.libvirt import local
+from resize_flows.virt.libvirt import daemon
 
 
 def _mode(path):
@@ -56,8 +56,8 @@ def test_a_servers_files_are_private(cloud):
     drv = virt.get_driver(repository.host_get('host1'))
     folder = drv.instance_dir(vm['uuid'])
     assert _mode(CONF.state_dir) == 0o711
-    assert _mode(local.hosts_dir()) == 0o711
-    assert _mode(local.host_dir('host1')) == 0o700
+    assert _mode(daemon.hosts_dir()) == 0o711
+    assert _mode(daemon.host_dir('host1')) == 0o700
     assert _mode(drv.instances_path) == 0o700
     assert _mode(folder) == 0o700
     for name in ('disk', 'libvirt.xml'):

@@ -28,6 +28,8 @@ from resize_flows.testing import state
 from resize_flows import virt
 from resize_flows.virt.libvirt import files as host_files
 from resize_flows.virt.libvirt import local
+from resize_flows.virt.libvirt import remote
+from resize_flows.virt.libvirt import transfer
 from tests.ssh_fixtures import machines  # noqa: F401 (fixture)
 from tests.ssh_fixtures import ssh_keys  # noqa: F401 (fixture)
 
@@ -82,7 +84,7 @@ def _qemu_io(host, uuid, commands, check=True):
     if drv.ssh is None:
         proc = subprocess.run(argv, capture_output=True, text=True)
         return proc.stdout if proc.returncode == 0 else None
-    status, out = drv.files.run(' '.join(host_files.q(a) for a in argv),
+    status, out = drv.files.run(' '.join(remote.q(a) for a in argv),
                                 check=False)
     if check and status:
         raise AssertionError('qemu-io failed on %s' % host)
@@ -213,7 +215,7 @@ def slow_rsync(conf):
 def copies(monkeypatch):
     """Each rsync copy's CopyStats; ``copies.crash_at`` makes a progress
     report at or past that fraction raise SimulatedCrash."""
-    real = host_files.copy_disk
+    real = transfer.copy_disk
     calls = []
 
     def spy(src_files, src, dst_files, dst, progress=None):
@@ -228,7 +230,7 @@ def copies(monkeypatch):
 
     spy.crash_at = None
     spy.calls = calls
-    monkeypatch.setattr(host_files, 'copy_disk', spy)
+    monkeypatch.setattr(transfer, 'copy_disk', spy)
     return spy
 
 

@@ -22,6 +22,7 @@ from resize_flows.virt import driver as virt_driver
 from resize_flows.virt.libvirt import disk
 from resize_flows.virt.libvirt import files as host_files
 from resize_flows.virt.libvirt import local
+from resize_flows.virt.libvirt import remote
 from tests.ssh_fixtures import machines  # noqa: F401 (fixture)
 from tests.ssh_fixtures import ssh_keys  # noqa: F401 (fixture)
 
@@ -29,7 +30,7 @@ SMALL = {'name': 'small', 'vcpus': 1, 'memory_mb': 64, 'root_gb': 1}
 LARGE = {'name': 'large', 'vcpus': 1, 'memory_mb': 64, 'root_gb': 2}
 SNAP = 'resize-snap'
 RESIZE = virt_driver.RESIZE_SUFFIX
-q = host_files.q
+q = remote.q
 
 PLANT = {
     'symlink': 'ln -s {target} {path} && chown -h 65534:65534 {path}',

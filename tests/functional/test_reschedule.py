@@ -48,7 +48,7 @@ def test_reschedule_to_the_alternate(cloud3, operation, task):
     assert repository.allocation_list(host='host2') == []
     assert state.leaks() == []
     # The flow log keeps both tries: host2 failed, host3 worked (read
-    # back from the database: see flowlog._retry_history).
+    # back from the database: see flowrows._retry_history).
     handle = engine.load(op.flow_id)
     history = handle.engine.storage.get_retry_history('TryDestinations')
     assert [value for value, _failures in history] == ['host2', 'host3']

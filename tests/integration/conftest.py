@@ -22,6 +22,7 @@ from resize_flows import states
 from resize_flows.testing import faults
 from resize_flows.testing import state
 from resize_flows import virt
+from resize_flows.virt.libvirt import daemon
 from resize_flows.virt.libvirt import local
 from tests import db_fixtures
 
@@ -222,7 +223,7 @@ def qemu_cloud(conf, db_url):
         faults.clear()
         try:
             # Hosts the test did not delete: their guests and daemons stop.
-            hosts = local.hosts_dir()
+            hosts = daemon.hosts_dir()
             names = os.listdir(hosts) if os.path.isdir(hosts) else []
             for name in sorted(names):
                 local.remove_local_host(name)

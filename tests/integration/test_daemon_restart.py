@@ -16,8 +16,8 @@ from resize_flows.testing import faults
 from resize_flows.testing import state
 from resize_flows import virt
 from resize_flows.virt import driver as virt_driver
+from resize_flows.virt.libvirt import daemon
 from resize_flows.virt.libvirt import host as libvirt_host
-from resize_flows.virt.libvirt import local
 from tests.integration.conftest import qemu_pids
 
 pytestmark = pytest.mark.integration
@@ -31,12 +31,12 @@ def _sigterm_and_wait_for_its_socket_to_close(host):
     """SIGTERM the libvirt daemon of local host ``host`` and return its
     pid once it has closed its socket (it is shutting down) and before it
     has exited."""
-    hdir = local.host_dir(host)
-    sock = os.path.join(hdir, local.SOCKET_RELPATH)
-    pid = local.daemon_pid(hdir)
+    hdir = daemon.host_dir(host)
+    sock = os.path.join(hdir, daemon.SOCKET_RELPATH)
+    pid = daemon.daemon_pid(hdir)
     assert pid is not None
     os.kill(pid, signal.SIGTERM)
-    while local._socket_accepts(sock):
+    while daemon._socket_accepts(sock):
         pass
     return pid
 
@@ -47,7 +47,7 @@ def _assert_moved_and_running(vm, old_daemon):
         states.RESIZED, None, 'host2')
     # A new daemon answers for host2; the guest runs there, on the new
     # flavor, as the daemon and the process table say.
-    new_daemon = local.daemon_pid(local.host_dir('host2'))
+    new_daemon = daemon.daemon_pid(daemon.host_dir('host2'))
     assert new_daemon is not None and new_daemon != old_daemon
     h2 = _driver('host2')
     assert h2.get_info(vm) == virt_driver.InstanceInfo(
@@ -67,7 +67,7 @@ def test_a_daemon_still_shutting_down_is_waited_for_and_replaced(
     frozen = []
     stale = []
     original_hit = faults.hit
-    original_pid = local.daemon_pid
+    original_pid = daemon.daemon_pid
 
     def hit(name, where):
         if (name, where) == ('FinishMigration',
@@ -75,7 +75,7 @@ def test_a_daemon_still_shutting_down_is_waited_for_and_replaced(
             _driver('host2').list_instance_uuids()      # connected
             pid = _sigterm_and_wait_for_its_socket_to_close('host2')
             os.kill(pid, signal.SIGSTOP)
-            assert local._pid_alive(pid), 'it exited before it was held'
+            assert daemon._pid_alive(pid), 'it exited before it was held'
             frozen.append(pid)
             # A daemon that shuts down closes its clients' connections;
             # held, it cannot: drop ours as it would have been dropped.
@@ -91,7 +91,7 @@ def test_a_daemon_still_shutting_down_is_waited_for_and_replaced(
         return pid
 
     monkeypatch.setattr(faults, 'hit', hit)
-    monkeypatch.setattr(local, 'daemon_pid', daemon_pid)
+    monkeypatch.setattr(daemon, 'daemon_pid', daemon_pid)
     try:
         op = api.resize(qemu_cloud.ctx, vm, 'bigger', wait=True)
     finally:

@@ -7,6 +7,7 @@ import pytest
 
 from resize_flows import states
 from resize_flows.virt import driver as virt_driver
+from resize_flows.virt.libvirt import daemon
 from resize_flows.virt.libvirt import local
 from tests.integration.conftest import qemu_pids
 
@@ -62,9 +63,9 @@ def test_stopped_daemon_comes_back_with_its_guest(qemu_hosts):
     hdir = os.path.dirname(h1.instances_path)
     local.stop_local_host('h1', destroy_guests=False)
     local.stop_local_host('h1', destroy_guests=False)
-    assert local.daemon_pid(hdir) is None
+    assert daemon.daemon_pid(hdir) is None
     assert qemu_pids(h1.instance_dir(instance['uuid'])) == guest
 
     # the next call starts the daemon again, which finds the guest
     assert h1.get_info(instance['uuid']).power_state == states.RUNNING
-    assert local.daemon_pid(hdir) is not None
+    assert daemon.daemon_pid(hdir) is not None

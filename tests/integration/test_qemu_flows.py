@@ -16,7 +16,7 @@ from resize_flows.testing import faults
 from resize_flows.testing import state
 from resize_flows import virt
 from resize_flows.virt import driver as virt_driver
-from resize_flows.virt.libvirt import local
+from resize_flows.virt.libvirt import daemon
 from tests.integration.conftest import processes_under
 from tests.integration.conftest import qemu_pids
 
@@ -92,7 +92,7 @@ def test_resize_confirm_then_migrate_revert(qemu_cloud):
     assert not qemu_pids(qemu_cloud.base)
     for name in ('host1', 'host2'):
         api.delete_host(qemu_cloud.ctx, name)
-        assert not os.path.exists(local.host_dir(name))
+        assert not os.path.exists(daemon.host_dir(name))
     assert processes_under(qemu_cloud.base) == []
 
 

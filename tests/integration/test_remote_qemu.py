@@ -21,8 +21,10 @@ from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import state
 from resize_flows import virt
-from resize_flows.virt.libvirt import files as host_files
+from resize_flows.virt.libvirt import daemon
 from resize_flows.virt.libvirt import local
+from resize_flows.virt.libvirt import remote
+from resize_flows.virt.libvirt import transfer
 from tests.integration.conftest import _CRASH_CONFIG
 from tests.integration.conftest import CRASH_LEASE_SECONDS
 from tests.integration.conftest import processes_under
@@ -34,18 +36,18 @@ pytestmark = pytest.mark.integration
 
 
 def _start_daemon_on(machine):
-    """local._start_daemon, but on ``machine``: run there over ssh as
+    """daemon._start_daemon, but on ``machine``: run there over ssh as
     the owner of the host directory, in the same environment."""
     def start(name, hdir):
         st = os.stat(hdir)
-        env = ' '.join('%s=%s' % (key, host_files.q(value))
-                       for key, value in local.daemon_env(hdir).items())
+        env = ' '.join('%s=%s' % (key, remote.q(value))
+                       for key, value in daemon.daemon_env(hdir).items())
         machine.run(
             'cd %s && env -i %s setpriv --reuid=%d --regid=%d '
             '--clear-groups /usr/sbin/libvirtd --daemon </dev/null '
-            '>>%s 2>&1' % (host_files.q(hdir), env, st.st_uid, st.st_gid,
-                           host_files.q(os.path.join(
-                               hdir, local.START_LOG_NAME))))
+            '>>%s 2>&1' % (remote.q(hdir), env, st.st_uid, st.st_gid,
+                           remote.q(os.path.join(
+                               hdir, daemon.START_LOG_NAME))))
     return start
 
 
@@ -53,12 +55,12 @@ def _start_daemon_on(machine):
 def far(machines, qemu_cloud, monkeypatch):
     """The host ``far``: a QEMU session daemon on another machine."""
     machine = machines()
-    real = local._start_daemon
-    monkeypatch.setattr(local, '_start_daemon', _start_daemon_on(machine))
+    real = daemon._start_daemon
+    monkeypatch.setattr(daemon, '_start_daemon', _start_daemon_on(machine))
     try:
         spec = local.create_local_host('far', 'qemu')
     finally:
-        monkeypatch.setattr(local, '_start_daemon', real)
+        monkeypatch.setattr(daemon, '_start_daemon', real)
     path = machine.path('far')
     owner = os.stat(os.path.dirname(spec['instances_path']))
     machine.run('mkdir %s && chown %d:%d %s' % (
@@ -164,12 +166,12 @@ def test_a_worker_killed_mid_copy_leaves_no_copy_running(
 
     flow_id = repository.migration_list(uuid)[-1]['flow_id']
     seen = []
-    real = host_files.copy_disk
+    real = transfer.copy_disk
 
     def spy(*args, **kwargs):
         seen.append(real(*args, **kwargs))
         return seen[-1]
-    monkeypatch.setattr(host_files, 'copy_disk', spy)
+    monkeypatch.setattr(transfer, 'copy_disk', spy)
     conf.set_override('rsync_options', [], group='remote')
     api.resume_flow(qemu_cloud.ctx, flow_id)
     [stats] = seen

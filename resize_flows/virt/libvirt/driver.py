@@ -37,6 +37,7 @@ from resize_flows.virt.libvirt import config
 from resize_flows.virt.libvirt import disk
 from resize_flows.virt.libvirt import files as host_files
 from resize_flows.virt.libvirt import host as libvirt_host
+from resize_flows.virt.libvirt import transfer
 
 LOG = logging.getLogger(__name__)
 
@@ -485,8 +486,8 @@ class LibvirtDriver(driver.ComputeDriver):
                 % dest.instances_path)
         dest.files.makedir(dest_dir)
         if dest.files.getsize(dst) != size:
-            host_files.copy_disk(self.files, src, dest.files, dst,
-                                 progress=progress)
+            transfer.copy_disk(self.files, src, dest.files, dst,
+                               progress=progress)
         else:
             # A crash between the rename and the clean-up after it.
             dest.files.remove_copy_sidecar(dst)

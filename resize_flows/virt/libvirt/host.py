@@ -12,7 +12,8 @@ to a URI this process was connected to before, they are
 :class:`~resize_flows.exception.HypervisorConnectionLost` (its daemon is
 restarting, say): the driver tries again
 (:func:`resize_flows.virt.libvirt.driver.reconnecting`). A URI never
-reached fails at once.
+reached fails at once. :func:`open_uri` is the one place a connection is
+opened, for those kept here and for a caller's own.
 """
 import collections
 import contextlib
@@ -21,7 +22,7 @@ import threading
 import libvirt
 
 from resize_flows import exception
-from resize_flows.virt.libvirt import local
+from resize_flows.virt.libvirt import daemon
 
 _connections = {}
 _reached = set()        # URIs this process has had a connection to
@@ -79,10 +80,17 @@ def close_all():
 
 
 def _open(uri, host, lost=False):
-    quiet_libvirt()
-    hdir = local.host_dir_of_uri(uri)
+    hdir = daemon.host_dir_of_uri(uri)
     if hdir is not None:
-        local.ensure_daemon(hdir)
+        daemon.ensure_daemon(hdir)
+    return open_uri(uri, host, lost)
+
+
+def open_uri(uri, host, lost=False):
+    """A new connection to ``uri``, of the caller's own (not kept here: it
+    closes it). It fails with HypervisorUnavailable (``host`` names the
+    hypervisor), or, when ``lost``, HypervisorConnectionLost."""
+    quiet_libvirt()
     try:
         return libvirt.open(uri)
     except libvirt.libvirtError as exc:

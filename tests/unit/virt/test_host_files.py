@@ -7,6 +7,8 @@ import pytest
 from resize_flows import exception
 from resize_flows.virt.libvirt import disk
 from resize_flows.virt.libvirt import files
+from resize_flows.virt.libvirt import remote
+from resize_flows.virt.libvirt import transfer
 from tests.ssh_fixtures import machines  # noqa: F401 (fixture)
 from tests.ssh_fixtures import ssh_keys  # noqa: F401 (fixture)
 
@@ -18,7 +20,7 @@ from tests.ssh_fixtures import ssh_keys  # noqa: F401 (fixture)
     ('root@[fd00::2]:22', ('root', '[fd00::2]', 22)),
 ])
 def test_addresses(address, parsed):
-    assert files.parse_address(address) == parsed
+    assert remote.parse_address(address) == parsed
 
 
 @pytest.mark.parametrize('address', [
@@ -27,7 +29,7 @@ def test_addresses(address, parsed):
 ])
 def test_bad_addresses(address):
     with pytest.raises(exception.InvalidInput, match='not an ssh address'):
-        files.parse_address(address)
+        remote.parse_address(address)
 
 
 def test_ssh_command_has_the_remote_options(conf):
@@ -35,7 +37,7 @@ def test_ssh_command_has_the_remote_options(conf):
     conf.set_override('ssh_options', ['StrictHostKeyChecking=accept-new'],
                       group='remote')
     conf.set_override('ssh_control_persist', 0, group='remote')
-    argv = files.ssh_argv('nova@[fd00::2]:2222')
+    argv = remote.ssh_argv('nova@[fd00::2]:2222')
     assert argv[0] == 'ssh' and argv[-1] == 'nova@fd00::2'
     assert argv[argv.index('-i') + 1] == '/etc/rf/id'
     assert argv[argv.index('-p') + 1] == '2222'
@@ -46,12 +48,12 @@ def test_ssh_command_has_the_remote_options(conf):
     assert 'ServerAliveCountMax=3' in argv
     assert not any(a.startswith('ControlMaster') for a in argv)
     conf.clear_override('ssh_control_persist', group='remote')
-    assert 'ControlMaster=auto' in files.ssh_argv('cn2')
+    assert 'ControlMaster=auto' in remote.ssh_argv('cn2')
 
 
 def test_rsync_command_is_sparse_resumable_and_synced(conf):
     conf.set_override('rsync_options', ['--bwlimit=100M'], group='remote')
-    argv = files.rsync_argv('/a/disk', 'cn2:/b/disk', ssh='root@cn2:2222')
+    argv = transfer.rsync_argv('/a/disk', 'cn2:/b/disk', ssh='root@cn2:2222')
     for option in ('--sparse', '--fsync', '--partial-dir=.rsync-partial',
                    '--bwlimit=100M'):
         assert option in argv
@@ -108,7 +110,7 @@ def test_ssh_control_directory_of_someone_else_is_refused(
         conf, monkeypatch, tmp_path, planted):
     """Another local user who creates the control directory first would
     get our ssh connections: ssh is never pointed at it."""
-    monkeypatch.setattr(files.tempfile, 'tempdir', str(tmp_path))
+    monkeypatch.setattr(remote.tempfile, 'tempdir', str(tmp_path))
     control = tmp_path / ('resize-flows-ssh-%d' % os.geteuid())
     elsewhere = tmp_path / 'elsewhere'
     elsewhere.mkdir(mode=0o700)
@@ -125,17 +127,17 @@ def test_ssh_control_directory_of_someone_else_is_refused(
     before = os.lstat(control)
     with pytest.raises(exception.HypervisorUnavailable,
                        match='not a private directory of ours'):
-        files.ssh_argv('cn2')
+        remote.ssh_argv('cn2')
     after = os.lstat(control)
     assert (after.st_uid, after.st_mode) == (before.st_uid, before.st_mode)
     # Without control connections, ssh does not need it.
     conf.set_override('ssh_control_persist', 0, group='remote')
-    assert 'ControlMaster=auto' not in files.ssh_argv('cn2')
+    assert 'ControlMaster=auto' not in remote.ssh_argv('cn2')
 
 
 def test_ssh_control_directory_is_made_private(conf, monkeypatch, tmp_path):
-    monkeypatch.setattr(files.tempfile, 'tempdir', str(tmp_path))
-    argv = files.ssh_argv('cn2')
+    monkeypatch.setattr(remote.tempfile, 'tempdir', str(tmp_path))
+    argv = remote.ssh_argv('cn2')
     control = tmp_path / ('resize-flows-ssh-%d' % os.geteuid())
     assert 'ControlPath=%s/%%C' % control in argv
     st = os.lstat(control)

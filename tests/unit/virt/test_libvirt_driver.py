@@ -10,9 +10,11 @@ from resize_flows import exception
 from resize_flows import states
 from resize_flows import virt
 from resize_flows.virt import driver as virt_driver
+from resize_flows.virt.libvirt import daemon
 from resize_flows.virt.libvirt import disk
 from resize_flows.virt.libvirt import host as libvirt_host
 from resize_flows.virt.libvirt import local
+from resize_flows.virt.libvirt import sparsecopy
 
 SMALL = {'name': 'm1.small', 'vcpus': 1, 'memory_mb': 512, 'root_gb': 1}
 LARGE = {'name': 'm1.large', 'vcpus': 4, 'memory_mb': 2048, 'root_gb': 2}
@@ -197,12 +199,12 @@ def test_create_local_test_host_twice_and_stop(conf):
 
 
 def test_host_dir_of_uri(conf):
-    hdir = local.host_dir('q1')
-    assert local.host_dir_of_uri(local.session_uri(hdir)) == hdir
-    assert local.host_dir_of_uri(
+    hdir = daemon.host_dir('q1')
+    assert daemon.host_dir_of_uri(daemon.session_uri(hdir)) == hdir
+    assert daemon.host_dir_of_uri(
         'qemu+unix:///session?socket=/elsewhere/run/libvirt/libvirt-sock'
     ) is None
-    assert local.host_dir_of_uri('test:///x/node.xml') is None
+    assert daemon.host_dir_of_uri('test:///x/node.xml') is None
 
 
 def test_test_node_xml_sizes_the_host(src):
@@ -385,7 +387,7 @@ def test_sparse_copy_keeps_holes_and_data(conf, tmp_path):
         handle.seek(40 * mib)
         handle.write(b'\x22' * mib)
         handle.truncate(64 * mib)
-    disk.sparse_copy(str(src_path), str(dst_path), 'here')
+    sparsecopy.sparse_copy(str(src_path), str(dst_path), 'here')
     assert os.path.getsize(dst_path) == 64 * mib
     assert os.stat(dst_path).st_blocks * 512 < 8 * mib
     with open(src_path, 'rb') as a, open(dst_path, 'rb') as b:
@@ -415,4 +417,4 @@ def test_qemu_host_with_too_long_a_socket_path(conf, tmp_path):
 
 def test_ensure_daemon_of_a_directory_that_is_no_host(conf, tmp_path):
     with pytest.raises(exception.HypervisorUnavailable):
-        local.ensure_daemon(str(tmp_path))
+        daemon.ensure_daemon(str(tmp_path))

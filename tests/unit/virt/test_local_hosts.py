@@ -4,6 +4,7 @@ import os
 import pytest
 
 from resize_flows import exception
+from resize_flows.virt.libvirt import daemon
 from resize_flows.virt.libvirt import local
 
 
@@ -12,18 +13,18 @@ def test_guest_monitor_sockets_live_under_a_short_link(conf, tmp_path):
     # fit (libvirt would fail the guest's start), though the daemon's does.
     deep = tmp_path / ('d' * 20)
     hdir = os.path.join(str(deep), 'hosts', 'compute-0001')
-    assert len(os.path.join(hdir, 'config', local.MONITOR_SOCKET_WORST)) \
+    assert len(os.path.join(hdir, 'config', daemon.MONITOR_SOCKET_WORST)) \
         > 107
-    link = local.config_link(hdir)
-    assert len(os.path.join(link, local.MONITOR_SOCKET_WORST)) <= 107
+    link = daemon.config_link(hdir)
+    assert len(os.path.join(link, daemon.MONITOR_SOCKET_WORST)) <= 107
     assert os.readlink(link) == os.path.join(hdir, 'config')
     # The same host always gets the same link; another host another one.
-    assert local.config_link(hdir) == link
-    assert local.config_link(hdir + 'x') != link
+    assert daemon.config_link(hdir) == link
+    assert daemon.config_link(hdir + 'x') != link
     # A link left pointing elsewhere is put right.
     os.unlink(link)
     os.symlink('/nowhere', link)
-    assert local.config_link(hdir) == link
+    assert daemon.config_link(hdir) == link
     assert os.readlink(link) == os.path.join(hdir, 'config')
 
 
@@ -36,9 +37,9 @@ def test_a_daemon_socket_that_cannot_fit_is_refused(conf):
 
 def test_removing_a_local_host_removes_its_link(conf, tmp_path):
     conf.set_override('state_dir', str(tmp_path / 's'))
-    hdir = local.host_dir('host1')
+    hdir = daemon.host_dir('host1')
     os.makedirs(os.path.join(hdir, 'config'))
-    link = local.config_link(hdir)
+    link = daemon.config_link(hdir)
     local.remove_local_host('host1')
     assert not os.path.lexists(link)
     assert not os.path.exists(hdir)
@@ -65,7 +66,7 @@ def test_a_link_planted_in_a_host_directory_is_refused(
     """The host directory belongs to the session user: a link planted
     there must not make root give one of its directories away."""
     owner = local._session_owner()
-    hdir = local.host_dir('planted')
+    hdir = daemon.host_dir('planted')
     os.makedirs(os.path.dirname(hdir), exist_ok=True)
     os.makedirs(os.path.join(hdir, 'config'))
     for path in (hdir, os.path.join(hdir, 'config')):
@@ -89,7 +90,7 @@ def test_a_link_planted_in_a_host_directory_is_refused(
 def test_a_link_planted_as_the_start_log_is_not_followed(
         reachable_state_dir, tmp_path):
     owner = local._session_owner()
-    hdir = local.host_dir('planted')
+    hdir = daemon.host_dir('planted')
     os.makedirs(os.path.dirname(hdir), exist_ok=True)
     os.makedirs(os.path.join(hdir, 'config', 'libvirt'))
     for dirpath, _dirs, _files in os.walk(hdir):
@@ -97,10 +98,10 @@ def test_a_link_planted_as_the_start_log_is_not_followed(
     secret = tmp_path / 'secret'
     secret.write_text('root only\n')
     os.chmod(str(secret), 0o600)
-    os.symlink(str(secret), os.path.join(hdir, local.START_LOG_NAME))
+    os.symlink(str(secret), os.path.join(hdir, daemon.START_LOG_NAME))
     try:
         with pytest.raises(OSError):
-            local._start_daemon('planted', hdir)
+            daemon._start_daemon('planted', hdir)
     finally:
         local.stop_local_host('planted')
     assert secret.read_text() == 'root only\n'

@@ -16,6 +16,7 @@ import pytest
 
 from resize_flows import exception
 from resize_flows.virt.libvirt import disk
+from resize_flows.virt.libvirt import sparsecopy
 
 MiB = 1024 ** 2
 CHUNK = 1 * MiB
@@ -46,7 +47,7 @@ def _write_raw(path, seed=1):
 
 def _data(path):
     with open(path, 'rb') as handle:
-        return sum(end - start for start, end in disk._data_extents(
+        return sum(end - start for start, end in sparsecopy._data_extents(
             handle.fileno(), os.fstat(handle.fileno()).st_size))
 
 
@@ -58,7 +59,7 @@ def _paths(tmp_path):
     dst = str(tmp_path / 'dst' / 'disk')
     os.mkdir(tmp_path / 'dst')
     part = dst + disk.PART_SUFFIX
-    return dst, part, part + disk.PROGRESS_SUFFIX
+    return dst, part, part + sparsecopy.PROGRESS_SUFFIX
 
 
 @pytest.fixture
@@ -96,9 +97,9 @@ def _interrupt_at(fraction_wanted):
 
 def _interrupted_copy(src, dst, at=0.5):
     progress, _seen = _interrupt_at(at)
-    stats = disk.CopyStats()
+    stats = sparsecopy.CopyStats()
     with pytest.raises(Interrupted):
-        disk.sparse_copy(src, dst, 'here', progress=progress,
+        sparsecopy.sparse_copy(src, dst, 'here', progress=progress,
                          chunk_size=CHUNK, stats=stats)
     return stats
 
@@ -115,7 +116,7 @@ def test_full_copy_is_identical_and_sparse(request, tmp_path, source):
     src = request.getfixturevalue(source)
     dst, part, sidecar = _paths(tmp_path)
     seen = []
-    stats = disk.sparse_copy(src, dst, 'here', progress=seen.append,
+    stats = sparsecopy.sparse_copy(src, dst, 'here', progress=seen.append,
                              chunk_size=CHUNK)
     assert _identical(src, dst)
     assert os.path.getsize(dst) == os.path.getsize(src)
@@ -130,7 +131,7 @@ def test_full_copy_is_identical_and_sparse(request, tmp_path, source):
 
 def test_qcow2_copy_reads_back_what_qemu_io_wrote(tmp_path, qcow2):
     dst, _part, _sidecar = _paths(tmp_path)
-    disk.sparse_copy(qcow2, dst, 'here', chunk_size=CHUNK)
+    sparsecopy.sparse_copy(qcow2, dst, 'here', chunk_size=CHUNK)
     proc = subprocess.run(
         ['qemu-io', '-f', 'qcow2', '-c', 'read -P 0xa3 100M 7M', '-c',
          'read -P 0 10M 10M', dst], capture_output=True, text=True)
@@ -144,7 +145,7 @@ def test_a_source_of_holes_only(tmp_path):
         handle.truncate(8 * MiB)
     dst, _part, _sidecar = _paths(tmp_path)
     seen = []
-    stats = disk.sparse_copy(src, dst, 'here', progress=seen.append)
+    stats = sparsecopy.sparse_copy(src, dst, 'here', progress=seen.append)
     assert (stats.data, stats.copied) == (0, 0)
     assert os.path.getsize(dst) == 8 * MiB and os.stat(dst).st_blocks == 0
     assert seen[-1] == 1.0
@@ -162,7 +163,7 @@ def test_resume_after_half_copies_little_again(request, tmp_path, source):
     assert 0.4 * first.data <= first.copied <= 0.7 * first.data
 
     seen = []
-    second = disk.sparse_copy(src, dst, 'here', progress=seen.append,
+    second = sparsecopy.sparse_copy(src, dst, 'here', progress=seen.append,
                               chunk_size=CHUNK)
     data = second.data
     assert second.reused > 0 and second.verified > 0
@@ -187,9 +188,9 @@ def test_uncommitted_bytes_are_cut_off(tmp_path, raw):
         handle.write(b'\xff' * 4096)
         handle.seek(RAW_SIZE - 8192)             # a hole of the source
         handle.write(b'\xee' * 4096)
-    stats = disk.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
-    assert stats.reused == disk._data_below(
-        list(disk._data_extents(os.open(raw, os.O_RDONLY), RAW_SIZE)),
+    stats = sparsecopy.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
+    assert stats.reused == sparsecopy._data_below(
+        list(sparsecopy._data_extents(os.open(raw, os.O_RDONLY), RAW_SIZE)),
         committed)
     assert _identical(raw, dst)
     assert os.stat(dst).st_blocks <= os.stat(raw).st_blocks
@@ -202,7 +203,7 @@ def test_corrupted_committed_chunk_is_copied_again(tmp_path, raw):
     with open(part, 'r+b') as handle:         # inside the last chunk
         handle.seek(committed - 1000)
         handle.write(b'\x00' * 10)
-    stats = disk.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
+    stats = sparsecopy.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
     assert _identical(raw, dst)
     # the last chunk failed, the one before passed: two checked, one again
     assert stats.verified == 2 * CHUNK
@@ -218,7 +219,7 @@ def test_two_corrupted_chunks_start_over(tmp_path, raw):
         for back in (1000, CHUNK + 1000):
             handle.seek(committed - back)
             handle.write(b'\x00' * 10)
-    stats = disk.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
+    stats = sparsecopy.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
     assert stats.reused == 0 and stats.copied == stats.data
     assert _identical(raw, dst)
 
@@ -227,7 +228,7 @@ def test_changed_source_invalidates_the_partial_copy(tmp_path, raw):
     dst, _part, _sidecar = _paths(tmp_path)
     _interrupted_copy(raw, dst)
     _write_raw(raw, seed=2)                    # same layout, other bytes
-    stats = disk.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
+    stats = sparsecopy.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
     assert (stats.reused, stats.verified) == (0, 0)
     assert stats.copied == stats.data
     assert _identical(raw, dst)
@@ -244,7 +245,7 @@ def test_source_with_the_same_size_and_mtime_but_other_bytes(tmp_path, raw):
             handle.seek(int(offset * MiB))
             handle.write(b'\x5a' * int(length * MiB))
     os.utime(raw, ns=(st.st_atime_ns, st.st_mtime_ns))
-    stats = disk.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
+    stats = sparsecopy.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
     assert stats.reused == 0
     assert _identical(raw, dst)
 
@@ -255,7 +256,7 @@ def test_replaced_part_file_is_not_trusted(tmp_path, raw):
     os.rename(part, part + '.old')
     with open(part + '.old', 'rb') as a, open(part, 'wb') as b:
         b.write(a.read())                      # same bytes, new inode
-    stats = disk.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
+    stats = sparsecopy.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
     assert stats.reused == 0
     assert _identical(raw, dst)
 
@@ -266,7 +267,7 @@ def test_unreadable_sidecar_starts_over(tmp_path, raw, text):
     _interrupted_copy(raw, dst)
     with open(sidecar, 'w') as handle:
         handle.write(text)
-    stats = disk.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
+    stats = sparsecopy.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
     assert stats.reused == 0
     assert _identical(raw, dst)
 
@@ -275,7 +276,7 @@ def test_part_without_sidecar_starts_over(tmp_path, raw):
     dst, part, _sidecar = _paths(tmp_path)
     with open(part, 'wb') as handle:          # e.g. an older copier's
         handle.write(b'\xff' * 3 * MiB)
-    stats = disk.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
+    stats = sparsecopy.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
     assert stats.reused == 0
     assert _identical(raw, dst)
 
@@ -284,11 +285,11 @@ def test_interrupted_twice(tmp_path, raw):
     dst, _part, _sidecar = _paths(tmp_path)
     first = _interrupted_copy(raw, dst, at=0.3)
     progress, _ = _interrupt_at(0.7)
-    second = disk.CopyStats()
+    second = sparsecopy.CopyStats()
     with pytest.raises(Interrupted):
-        disk.sparse_copy(raw, dst, 'here', progress=progress,
+        sparsecopy.sparse_copy(raw, dst, 'here', progress=progress,
                          chunk_size=CHUNK, stats=second)
-    third = disk.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
+    third = sparsecopy.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
     assert first.copied + second.copied + third.copied == third.data
     assert _identical(raw, dst)
 
@@ -298,7 +299,7 @@ def test_file_system_error_is_a_disk_error_and_keeps_the_part(tmp_path,
     dst, part, _sidecar = _paths(tmp_path)
     _interrupted_copy(raw, dst)
     with pytest.raises(exception.DiskError):
-        disk.sparse_copy(raw, str(tmp_path / 'nowhere' / 'disk'), 'here')
+        sparsecopy.sparse_copy(raw, str(tmp_path / 'nowhere' / 'disk'), 'here')
     assert os.path.exists(part)
 
 
@@ -314,7 +315,7 @@ def test_copy_disk_to_passes_progress_and_drops_a_stale_sidecar(
     seen = []
     info = src.copy_disk_to(uuid, dst, progress=seen.append)
     assert seen and seen == sorted(seen) and seen[-1] == 1.0
-    sidecar = info.path + disk.PART_SUFFIX + disk.PROGRESS_SUFFIX
+    sidecar = info.path + disk.PART_SUFFIX + sparsecopy.PROGRESS_SUFFIX
     with open(sidecar, 'w') as handle:        # crash after the rename
         handle.write('{}')
     assert src.copy_disk_to(uuid, dst) == info
