@@ -1082,3 +1082,61 @@ for _name in ('create_host', 'delete_host', 'list_hosts', 'create_flavor',
               'resume_interrupted'):
     globals()[_name] = _tenant_facing(globals()[_name])
 del _name
+
+
+# --- added for the CLI split ---
+
+def flavor_names(ctx, servers):
+    """The names of the flavors that ``servers`` use, now or as a pending
+    resize's old and new one: ``{flavor id: name}``. ``servers`` are
+    records :func:`get_server` or :func:`list_servers` gave ``ctx``; like
+    them, this is scoped by project, not by a rule: a server of another
+    project is unknown to a non-admin (InstanceNotFound). A private
+    flavor's name is given for a server the caller may see, as that
+    server's own flavor."""
+    names = {}
+    for inst in servers:
+        if not ctx.is_admin and inst['project_id'] != ctx.project_id:
+            raise exception.InstanceNotFound(instance_id=inst['uuid'])
+        for key in ('flavor_id', 'old_flavor_id', 'new_flavor_id'):
+            flavor_id = inst[key]
+            if flavor_id is not None and flavor_id not in names:
+                names[flavor_id] = repository.flavor_get(flavor_id)['name']
+    return names
+
+
+def get_hypervisor_info(ctx, server):
+    """What the hypervisor of ``server``'s host says of it: the driver's
+    InstanceInfo (``power_state``, ``vcpus``, ``memory_mb``). Scoped by
+    project as :func:`get_server` is. The driver's errors are raised as
+    they are, not as :func:`_for_caller` would show them: they name hosts
+    and URIs, so a caller showing them to a non-admin says only that the
+    answer is unknown."""
+    inst = get_server(ctx, server)
+    return virt.get_driver(repository.host_get(inst['host'])) \
+        .get_info(inst['uuid'])
+
+
+def conductor_name():
+    """The name a conductor of this process claims jobs under:
+    ``[jobboard]/conductor_name`` (or the host name), the process id and a
+    random suffix. Not a caller's request: no context, no rule (whoever
+    may run the process may run a conductor)."""
+    return jobboard.conductor_name()
+
+
+def jobboard_address():
+    """``(board name, back-end URL with its credentials masked)``: which
+    jobboard a conductor claims on, fit for a message or a log line."""
+    return CONF.jobboard.board_name, jobboard.mask_url()
+
+
+def create_conductor(name):
+    """A conductor (:class:`jobboard.Conductor`) named ``name``: ``run()``
+    claims jobs and runs their flows until ``stop()``. Like
+    :func:`conductor_name`, no context and no rule: it is the operator's
+    process, not a caller's request."""
+    return jobboard.Conductor(name=name)
+
+
+flavor_names = _tenant_facing(flavor_names)
