@@ -1139,4 +1139,21 @@ def create_conductor(name):
     return jobboard.Conductor(name=name)
 
 
+def arm_configured_faults(conf):
+    """Arm the faults that ``conf`` names (``[testing]/faults``) in this
+    process, as a test suite's fault injection asks of a process it
+    starts; ignored, with a warning, when injection is off. See
+    :func:`resize_flows.testing.faults.configure`. No context, no rule:
+    it is the process's own start-up."""
+    return faults.configure(conf)
+
+
+def shutdown():
+    """What a process that used the API does before it exits: let every
+    operation it started end (:func:`wait_all`), then close every
+    hypervisor connection."""
+    wait_all()
+    virt.reset()
+
+
 flavor_names = _tenant_facing(flavor_names)

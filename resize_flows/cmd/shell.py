@@ -21,8 +21,6 @@ from resize_flows.cmd import common
 from resize_flows import conf as rf_conf
 from resize_flows.conf import CONF
 from resize_flows import policy
-from resize_flows.testing import faults
-from resize_flows import virt
 
 #: The entry point group of the commands (setup.cfg).
 COMMAND_NAMESPACE = 'resize_flows.cli'
@@ -100,7 +98,7 @@ class ResizeFlowsApp(app.App):
         # Every option read once: a bad value is one line now, not an
         # error in the middle of a flow.
         rf_conf.validate(CONF)
-        faults.configure(CONF)
+        api.arm_configured_faults(CONF)
 
     def clean_up(self, cmd, result, err):
         # A --no-wait operation printed its ids; its flow runs on in this
@@ -127,8 +125,7 @@ def main(argv=None):
     finally:
         # A --no-wait operation's flow runs on in this process: let it end
         # before the hypervisor connections close.
-        api.wait_all()
-        virt.reset()
+        api.shutdown()
 
 
 if __name__ == '__main__':
