@@ -53,7 +53,7 @@ def _conductors(hosts, board_conf, count, jobs):
     for i in range(count):
         log = open(os.path.join(hosts.base, 'conductor-%d.log' % i), 'a')
         procs.append(subprocess.Popen(
-            [sys.executable, '-m', 'resize_flows.cmd.cli',
+            [sys.executable, '-m', 'resize_flows.cmd.shell',
              '--config-file', hosts.config_file, '--config-file',
              board_conf, 'conductor', '--name', 'bench%d' % i,
              '--simultaneous-jobs', str(jobs)],

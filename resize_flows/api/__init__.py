@@ -16,8 +16,9 @@ This package holds the public names only; each comes from the submodule
 that does its job: :mod:`.context` (who asks, what they are told),
 :mod:`.hosts` (hosts and flavors), :mod:`.servers`, :mod:`.moves`
 (resize, migrate, confirm, revert, delete, migrations and actions) and
-:mod:`.flows` (stored flows, conductors and jobs). The operation handles
-are :mod:`resize_flows.operations`'.
+:mod:`.flows` (stored flows, conductors and jobs), :mod:`.process` (what
+a process using the API does at its start and end). The operation
+handles are :mod:`resize_flows.operations`'.
 """
 from resize_flows.api.context import DETAILS_LOG
 from resize_flows.api.context import get_admin_context
@@ -44,7 +45,11 @@ from resize_flows.api.moves import migrate
 from resize_flows.api.moves import PeriodicConfirmer
 from resize_flows.api.moves import resize
 from resize_flows.api.moves import revert_resize
+from resize_flows.api.process import arm_configured_faults
+from resize_flows.api.process import shutdown
 from resize_flows.api.servers import create_server
+from resize_flows.api.servers import flavor_names
+from resize_flows.api.servers import get_hypervisor_info
 from resize_flows.api.servers import get_server
 from resize_flows.api.servers import list_servers
 from resize_flows.api.servers import lock_server
@@ -55,13 +60,14 @@ from resize_flows.operations import running_operations
 from resize_flows.operations import wait_all
 
 __all__ = [
-    'DETAILS_LOG', 'Operation', 'PeriodicConfirmer',
-    'PostedOperation', 'RequestContext', 'confirm_expired', 'confirm_resize',
+    'arm_configured_faults', 'confirm_expired', 'confirm_resize',
     'create_flavor', 'create_host', 'create_server', 'delete_host',
-    'delete_server', 'get_admin_context', 'get_server', 'list_actions',
-    'list_conductors', 'list_flavors', 'list_flows', 'list_hosts',
-    'list_jobs', 'list_migrations', 'list_servers', 'lock_server', 'migrate',
-    'purge_flows', 'resize', 'resume_flow', 'resume_interrupted',
-    'revert_resize', 'rollback_flow', 'running_operations', 'show_flow',
+    'delete_server', 'DETAILS_LOG', 'flavor_names', 'get_admin_context',
+    'get_hypervisor_info', 'get_server', 'list_actions', 'list_conductors',
+    'list_flavors', 'list_flows', 'list_hosts', 'list_jobs',
+    'list_migrations', 'list_servers', 'lock_server', 'migrate', 'Operation',
+    'PeriodicConfirmer', 'PostedOperation', 'purge_flows', 'RequestContext',
+    'resize', 'resume_flow', 'resume_interrupted', 'revert_resize',
+    'rollback_flow', 'running_operations', 'show_flow', 'shutdown',
     'unlock_server', 'wait_all',
 ]

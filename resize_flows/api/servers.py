@@ -108,3 +108,35 @@ def unlock_server(ctx, server):
         policy.authorize(ctx, policy.UNLOCK_OVERRIDE, rule_target(inst))
     return repository.instance_update(inst['uuid'], {'locked': False,
                                                      'locked_by': None})
+
+
+@context.tenant_facing
+def flavor_names(ctx, servers):
+    """The names of the flavors that ``servers`` use, now or as a pending
+    resize's old and new one: ``{flavor id: name}``. ``servers`` are
+    records :func:`get_server` or :func:`list_servers` gave ``ctx``; like
+    them, this is scoped by project, not by a rule: a server of another
+    project is unknown to a non-admin (InstanceNotFound). A private
+    flavor's name is given for a server the caller may see, as that
+    server's own flavor."""
+    names = {}
+    for inst in servers:
+        if not ctx.is_admin and inst['project_id'] != ctx.project_id:
+            raise exception.InstanceNotFound(instance_id=inst['uuid'])
+        for key in ('flavor_id', 'old_flavor_id', 'new_flavor_id'):
+            flavor_id = inst[key]
+            if flavor_id is not None and flavor_id not in names:
+                names[flavor_id] = repository.flavor_get(flavor_id)['name']
+    return names
+
+
+def get_hypervisor_info(ctx, server):
+    """What the hypervisor of ``server``'s host says of it: the driver's
+    InstanceInfo (``power_state``, ``vcpus``, ``memory_mb``). Scoped by
+    project as :func:`get_server` is. The driver's errors are raised as
+    they are, not filtered for tenants: they name hosts and URIs, so a
+    caller showing them to a non-admin says only that the answer is
+    unknown (the CLI does)."""
+    inst = get_server(ctx, server)
+    return virt.get_driver(repository.host_get(inst['host'])) \
+        .get_info(inst['uuid'])

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from resize_flows.cmd import cli
+from resize_flows.cmd import shell
 from resize_flows import flowstatus
 from resize_flows.persistence import repository
 from resize_flows.testing import state
@@ -28,7 +28,7 @@ def rf(conf, tmp_path):
 
     def run(*argv):
         out, err = io.StringIO(), io.StringIO()
-        code = cli.ResizeFlowsApp(stdout=out, stderr=err).run(
+        code = shell.ResizeFlowsApp(stdout=out, stderr=err).run(
             ['--config-file', str(conf_file)] + list(argv))
         return code, out.getvalue(), err.getvalue()
 

@@ -12,7 +12,7 @@ import pytest
 from taskflow import states as tf_states
 
 from resize_flows import api
-from resize_flows.cmd import cli
+from resize_flows.cmd import common
 from resize_flows import flowstatus
 from resize_flows.persistence import repository
 from resize_flows.testing import faults
@@ -131,7 +131,7 @@ class _Terminal(io.StringIO):
 
 
 def _listening(stream):
-    return (lambda eng: cli.ProgressListener(eng, stream),)
+    return (lambda eng: common.ProgressListener(eng, stream),)
 
 
 def test_cli_listener_prints_progress_lines_off_a_terminal(
@@ -166,7 +166,7 @@ def test_cli_listener_draws_a_bar_on_a_terminal(cloud, small_chunks,
     bars = [part for part in text.split('\r') if '[' in part]
     assert len(bars) >= 5
     assert all(bar.split()[0] == 'CopyDisk' for bar in bars)
-    assert '[' + '#' * cli.ProgressListener.BAR_WIDTH + ']' in text
+    assert '[' + '#' * common.ProgressListener.BAR_WIDTH + ']' in text
     # What the terminal shows at the end: each '\r' goes back to the start
     # of the line, the bar is wiped, and every task has its line.
     shown = []

@@ -390,7 +390,7 @@ def test_the_cli_posts_follows_and_lists(conf, tmp_path):
     import io
     import json
 
-    from resize_flows.cmd import cli
+    from resize_flows.cmd import shell
     from resize_flows import virt
     from tests import redis_fixtures
 
@@ -410,14 +410,14 @@ def test_the_cli_posts_follows_and_lists(conf, tmp_path):
 
     def run(*argv):
         out, err = io.StringIO(), io.StringIO()
-        code = cli.ResizeFlowsApp(stdout=out, stderr=err).run(
+        code = shell.ResizeFlowsApp(stdout=out, stderr=err).run(
             ['--config-file', str(conf_file)] + list(argv))
         assert code == 0, err.getvalue()
         return out.getvalue(), err.getvalue()
 
     def refused(*argv):
         out, err = io.StringIO(), io.StringIO()
-        code = cli.ResizeFlowsApp(stdout=out, stderr=err).run(
+        code = shell.ResizeFlowsApp(stdout=out, stderr=err).run(
             ['--config-file', str(conf_file)] + list(argv))
         assert code != 0
         lines = err.getvalue().strip().splitlines()

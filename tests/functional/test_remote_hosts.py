@@ -19,7 +19,7 @@ import pytest
 from taskflow import states as tf_states
 
 from resize_flows import api
-from resize_flows.cmd import cli
+from resize_flows.cmd import shell
 from resize_flows import exception
 from resize_flows import flowstatus
 from resize_flows.persistence import repository
@@ -320,7 +320,7 @@ def test_cli_creates_and_lists_a_host_on_another_machine(conf, db_url,
 
     def run(*argv):
         out, err = io.StringIO(), io.StringIO()
-        code = cli.ResizeFlowsApp(stdout=out, stderr=err).run(list(argv))
+        code = shell.ResizeFlowsApp(stdout=out, stderr=err).run(list(argv))
         assert code == 0, err.getvalue()
         return json.loads(out.getvalue())
 

@@ -302,7 +302,7 @@ class SharedQemuHosts:
         if fault is not None:
             env['OS_TESTING__FAULTS'] = fault
             env[faults.SWITCH] = '1'
-        return ([sys.executable, '-m', 'resize_flows.cmd.cli',
+        return ([sys.executable, '-m', 'resize_flows.cmd.shell',
                  '--config-file', self.config_file] + list(args), env)
 
     def cli(self, *args, fault=None, timeout=300):

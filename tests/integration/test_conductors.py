@@ -80,7 +80,7 @@ def _conductor(crash_cloud, board, name, fault=None):
         env[faults.SWITCH] = '1'
     log = open(os.path.join(crash_cloud.hosts.base, name + '.log'), 'w')
     return subprocess.Popen(
-        [sys.executable, '-m', 'resize_flows.cmd.cli',
+        [sys.executable, '-m', 'resize_flows.cmd.shell',
          '--config-file', crash_cloud.hosts.config_file,
          '--config-file', board, 'conductor', '--name', name],
         env=env, stdout=log, stderr=subprocess.STDOUT)

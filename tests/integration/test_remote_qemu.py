@@ -148,7 +148,7 @@ def test_a_worker_killed_mid_copy_leaves_no_copy_running(
             identity=overrides['ssh_identity_file'],
             options=','.join(overrides['ssh_options'])))
     proc = subprocess.Popen(
-        [sys.executable, '-m', 'resize_flows.cmd.cli', '--config-file',
+        [sys.executable, '-m', 'resize_flows.cmd.shell', '--config-file',
          config, 'server', 'migrate', uuid, '--host', 'far', '-q'],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
