@@ -18,7 +18,7 @@ import pytest
 from taskflow import states as tf_states
 
 from resize_flows import api
-from resize_flows import engine
+from resize_flows import flowstatus
 from resize_flows import exception
 from resize_flows import notifications
 from resize_flows.persistence import migration
@@ -154,7 +154,7 @@ def test_it_loads_consistent_and_lists_its_three_flows(old, conf, tmp_path):
     assert {f['flow_id']: (f['operation'], f['status'])
             for f in api.list_flows(api.get_admin_context())} == want
     assert {v[1] for v in want.values()} == {
-        engine.INTERRUPTED, engine.STUCK, engine.FINISHED}
+        flowstatus.INTERRUPTED, flowstatus.STUCK, flowstatus.FINISHED}
     # As a later process, the command, lists them.
     conf_file = tmp_path / 'rf.conf'
     conf_file.write_text(
@@ -176,7 +176,7 @@ def test_resume_the_interrupted_resize(old):
     with pytest.raises(exception.InstanceHasUnfinishedFlow):
         api.migrate(ctx, uuid, wait=True)
     assert api.resume_flow(ctx, flow_id)['flow_state'] == tf_states.SUCCESS
-    assert engine.flow_brief(flow_id)['status'] == engine.FINISHED
+    assert flowstatus.flow_brief(flow_id)['status'] == flowstatus.FINISHED
     inst = repository.instance_get(uuid)
     assert (inst['vm_state'], inst['task_state'], inst['host']) == (
         states.RESIZED, None, 'host2')
@@ -194,7 +194,7 @@ def test_resume_the_interrupted_resize(old):
 def test_roll_back_the_stuck_migration(old):
     ctx = api.get_admin_context()
     uuid, flow_id = old['vm-b']['uuid'], old['vm-b']['flow_id']
-    shown = engine.show_flow(flow_id)
+    shown = flowstatus.show_flow(flow_id)
     failed = {t['name']: t for t in shown['tasks']}['PowerOffSource']
     assert failed['state'] == tf_states.REVERT_FAILURE
     assert 'HypervisorError' in failed['failure']
@@ -203,7 +203,7 @@ def test_roll_back_the_stuck_migration(old):
     # The operator fixed the hypervisor; the rollback finishes the undo.
     assert api.rollback_flow(ctx, flow_id)['flow_state'] == \
         tf_states.REVERTED
-    assert engine.flow_brief(flow_id)['status'] == engine.ROLLED_BACK
+    assert flowstatus.flow_brief(flow_id)['status'] == flowstatus.ROLLED_BACK
     assert _own(uuid) == old['vm-b']['before']
     [mig] = repository.migration_list(uuid)
     assert mig['status'] == states.MIGRATION_ERROR
@@ -228,7 +228,7 @@ def test_confirm_the_finished_resize(old):
     assert _own(uuid)['hosts']['host1'] == {'domains': {}, 'dirs': {}}
     assert not os.path.exists(os.path.join(
         repository.host_get('host1')['instances_path'], uuid + '_resize'))
-    assert engine.flow_brief(flow_id)['status'] == engine.FINISHED
+    assert flowstatus.flow_brief(flow_id)['status'] == flowstatus.FINISHED
     _consistent(uuid)
 
 
