@@ -33,7 +33,7 @@ from resize_flows import leases
 from resize_flows import listeners as rf_listeners
 from resize_flows import notifications
 from resize_flows.persistence import flowlog
-from resize_flows.persistence import repository
+from resize_flows.persistence import instance_actions
 from resize_flows.testing import faults
 
 LOG = logging.getLogger(__name__)
@@ -245,5 +245,5 @@ def _finish_action(handle, flow_state):
     meta = handle.meta
     if not meta.get('request_id'):
         return
-    repository.action_finish(meta['instance_uuid'], meta['request_id'],
+    instance_actions.action_finish(meta['instance_uuid'], meta['request_id'],
                              message=str(flow_state))

@@ -19,7 +19,7 @@ from resize_flows import exception
 from resize_flows import flows as rf_flows
 from resize_flows.persistence import flowindex
 from resize_flows.persistence import flowlog
-from resize_flows.persistence import repository
+from resize_flows.persistence import instance_actions
 from resize_flows import states
 from resize_flows import timeutils
 
@@ -230,7 +230,7 @@ def _events_by_task(meta):
     out = {}
     if not meta.get('request_id'):
         return out
-    for action in repository.action_list(meta['instance_uuid']):
+    for action in instance_actions.action_list(meta['instance_uuid']):
         if action['request_id'] != meta['request_id']:
             continue
         for ev in action['events']:

@@ -11,7 +11,7 @@ from taskflow.listeners import base as listener_base
 from taskflow import states as tf_states
 from taskflow.types import failure as tf_failure
 
-from resize_flows.persistence import repository
+from resize_flows.persistence import instance_actions
 from resize_flows import states
 
 LOG = logging.getLogger(__name__)
@@ -33,21 +33,21 @@ class ActionEventListener(listener_base.Listener):
         name = details['task_name']
         try:
             if state == tf_states.RUNNING:
-                repository.event_start(self._instance, self._request, name)
+                instance_actions.event_start(self._instance, self._request, name)
             elif state == tf_states.SUCCESS:
-                repository.event_finish(self._instance, self._request, name,
+                instance_actions.event_finish(self._instance, self._request, name,
                                         'Success')
             elif state == tf_states.FAILURE:
-                repository.event_finish(
+                instance_actions.event_finish(
                     self._instance, self._request, name, 'Error',
                     _traceback(details.get('result')))
             elif state == tf_states.REVERTING:
-                repository.event_start(self._instance, self._request,
+                instance_actions.event_start(self._instance, self._request,
                                        'revert ' + name)
             else:
                 result = ('Success' if state == tf_states.REVERTED
                           else 'Error')
-                repository.event_finish(
+                instance_actions.event_finish(
                     self._instance, self._request, 'revert ' + name, result,
                     _traceback(details.get('result')))
         except Exception:

@@ -24,6 +24,7 @@ from resize_flows import flows as rf_flows
 from resize_flows import flowstatus
 from resize_flows import operations
 from resize_flows import periodic
+from resize_flows.persistence import instance_actions
 from resize_flows.persistence import repository
 from resize_flows import policy
 from resize_flows import scheduler
@@ -376,7 +377,7 @@ def list_actions(ctx, server):
     """Actions of a server, newest first, each with its events. For a
     caller who is not an admin the events have no traceback and no host
     (``None``), as Nova's."""
-    actions = repository.action_list(servers.get_server(ctx, server)['uuid'])
+    actions = instance_actions.action_list(servers.get_server(ctx, server)['uuid'])
     if not ctx.is_admin:
         for act in actions:
             for event in act['events']:

@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy import orm
 
+from resize_flows import timeutils
+
 
 def utcnow():
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
@@ -313,3 +315,17 @@ class FlowAtom(Base):
         PreciseDateTime)
     updated_at: orm.Mapped[Optional[datetime.datetime]] = orm.mapped_column(
         PreciseDateTime)
+
+
+def as_dict(row):
+    """A row as a plain dict of its columns (datetimes as ISO text), or
+    None: what the record functions hand out, detached from any session."""
+    if row is None:
+        return None
+    out = {}
+    for column in row.__table__.columns:
+        value = getattr(row, column.key)
+        if isinstance(value, datetime.datetime):
+            value = timeutils.iso(value)
+        out[column.key] = value
+    return out

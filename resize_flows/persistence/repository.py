@@ -14,7 +14,6 @@ operations can never both start on one instance. Capacity claims lock the
 host row (SQLite: the database, through ``BEGIN IMMEDIATE``) while they
 check and write, so two claims can never both take the last free unit.
 """
-import datetime
 import uuid as uuidlib
 
 import sqlalchemy as sa
@@ -24,7 +23,6 @@ from resize_flows import exception
 from resize_flows.persistence import db
 from resize_flows.persistence import models
 from resize_flows import states
-from resize_flows import timeutils
 
 _UNSET = object()
 
@@ -32,18 +30,6 @@ CONSUMER_INSTANCE = 'instance'
 CONSUMER_MIGRATION = 'migration'
 
 RESOURCES = ('vcpus', 'memory_mb', 'disk_gb')
-
-
-def _dict(row):
-    if row is None:
-        return None
-    out = {}
-    for column in row.__table__.columns:
-        value = getattr(row, column.key)
-        if isinstance(value, datetime.datetime):
-            value = timeutils.iso(value)
-        out[column.key] = value
-    return out
 
 
 def flavor_resources(flavor):
@@ -64,7 +50,7 @@ def host_create(name, uri, instances_path, vcpus, memory_mb, disk_gb,
                                enabled=enabled)
             s.add(host)
             s.flush()
-            return _dict(host)
+            return models.as_dict(host)
     except sa_exc.IntegrityError:
         raise exception.Duplicate(kind='Host', name=name)
 
@@ -74,7 +60,7 @@ def host_get(name):
         host = s.scalars(sa.select(models.Host).filter_by(name=name)).first()
         if host is None:
             raise exception.HostNotFound(host=name)
-        return _dict(host)
+        return models.as_dict(host)
 
 
 def host_set_enabled(name, enabled):
@@ -92,7 +78,7 @@ def host_destroy(name):
 
 def host_list():
     with db.session_scope(read_only=True) as s:
-        return [_dict(h) for h in
+        return [models.as_dict(h) for h in
                 s.scalars(sa.select(models.Host).order_by(models.Host.name))]
 
 
@@ -112,7 +98,7 @@ def host_list_with_usage():
         for host in s.scalars(sa.select(models.Host)
                               .order_by(models.Host.name)):
             used = host_usage(s, host.id)
-            entry = _dict(host)
+            entry = models.as_dict(host)
             entry['used'] = used
             entry['free'] = {r: getattr(host, r) - used[r]
                              for r in RESOURCES}
@@ -123,7 +109,7 @@ def host_list_with_usage():
 # -- flavors -----------------------------------------------------------------
 
 def _flavor_dict(flavor):
-    out = _dict(flavor)
+    out = models.as_dict(flavor)
     out['projects'] = sorted(p.project_id for p in flavor.projects)
     return out
 
@@ -179,7 +165,7 @@ def instance_create(name, project_id, user_id, host, flavor, vm_state,
         s.flush()
         _claim(s, inst.uuid, CONSUMER_INSTANCE, host,
                flavor_resources(flavor))
-        return _dict(inst)
+        return models.as_dict(inst)
 
 
 def instance_destroy(instance_uuid):
@@ -206,7 +192,7 @@ def instance_get(instance_uuid):
                          .filter_by(uuid=instance_uuid)).first()
         if inst is None:
             raise exception.InstanceNotFound(instance_id=instance_uuid)
-        return _dict(inst)
+        return models.as_dict(inst)
 
 
 def instance_find(ident, project_id=None):
@@ -225,7 +211,7 @@ def instance_find(ident, project_id=None):
             inst = matches[0] if matches else None
         if inst is None:
             raise exception.InstanceNotFound(instance_id=ident)
-        return _dict(inst)
+        return models.as_dict(inst)
 
 
 def instance_list(project_id=None, host=None):
@@ -235,7 +221,7 @@ def instance_list(project_id=None, host=None):
             query = query.filter_by(project_id=project_id)
         if host is not None:
             query = query.filter_by(host=host)
-        return [_dict(i) for i in s.scalars(query)]
+        return [models.as_dict(i) for i in s.scalars(query)]
 
 
 def _instance_update(session, instance_uuid, values, expected_vm_state,
@@ -291,7 +277,7 @@ def migration_get(migration_uuid):
                         .filter_by(uuid=migration_uuid)).first()
         if mig is None:
             raise exception.MigrationNotFound(migration_id=migration_uuid)
-        return _dict(mig)
+        return models.as_dict(mig)
 
 
 def migration_get_by_instance_and_status(instance_uuid, status):
@@ -303,7 +289,7 @@ def migration_get_by_instance_and_status(instance_uuid, status):
         if mig is None:
             raise exception.MigrationNotFoundByStatus(
                 instance_id=instance_uuid, status=status)
-        return _dict(mig)
+        return models.as_dict(mig)
 
 
 def migration_list(instance_uuid=None, status=None, host=None,
@@ -321,7 +307,7 @@ def migration_list(instance_uuid=None, status=None, host=None,
         if open_only:
             query = query.where(models.Migration.status.not_in(
                 states.MIGRATION_TERMINAL))
-        return [_dict(m) for m in s.scalars(query)]
+        return [models.as_dict(m) for m in s.scalars(query)]
 
 
 def migration_update(migration_uuid, values, expected_status=_UNSET):
@@ -366,7 +352,7 @@ def start_move(instance_uuid, instance_values, expected_vm_state,
             request_id=request_id, instance_uuid=instance_uuid,
             action=action, user_id=user_id, project_id=project_id))
         s.flush()
-        return _dict(mig)
+        return models.as_dict(mig)
 
 
 def start_resolution(instance_uuid, task_state, migration_uuid,
@@ -399,7 +385,7 @@ def allocation_list(consumer_uuid=None, host=None):
             query = query.where(models.Host.name == host)
         out = []
         for alloc, host_name in s.execute(query):
-            entry = _dict(alloc)
+            entry = models.as_dict(alloc)
             entry['host'] = host_name
             out.append(entry)
         return out
@@ -523,67 +509,3 @@ def unclaim_for_move(instance_uuid, migration_uuid, source_host, dest_host):
         _move(s, migration_uuid, instance_uuid, CONSUMER_INSTANCE,
               source_host)
         return True
-
-
-# -- instance actions and events ---------------------------------------------
-
-def _action(session, instance_uuid, request_id):
-    """The newest action of this request on this instance."""
-    return session.scalars(
-        sa.select(models.InstanceAction)
-        .filter_by(instance_uuid=instance_uuid, request_id=request_id)
-        .order_by(models.InstanceAction.id.desc())).first()
-
-
-def action_get(instance_uuid, request_id):
-    with db.session_scope(read_only=True) as s:
-        act = _action(s, instance_uuid, request_id)
-        return _dict(act)
-
-
-def action_list(instance_uuid):
-    """Actions of an instance, newest first, each with its 'events'."""
-    with db.session_scope(read_only=True) as s:
-        out = []
-        for act in s.scalars(sa.select(models.InstanceAction)
-                             .filter_by(instance_uuid=instance_uuid)
-                             .order_by(models.InstanceAction.id.desc())):
-            entry = _dict(act)
-            entry['events'] = [_dict(e) for e in act.events]
-            out.append(entry)
-        return out
-
-
-def action_finish(instance_uuid, request_id, message=None):
-    with db.session_scope() as s:
-        act = _action(s, instance_uuid, request_id)
-        if act is not None:
-            act.finish_time = models.utcnow()
-            act.message = message
-
-
-def event_start(instance_uuid, request_id, event, host=None):
-    with db.session_scope() as s:
-        act = _action(s, instance_uuid, request_id)
-        if act is None:
-            return
-        s.add(models.InstanceActionEvent(action_id=act.id, event=event,
-                                         host=host))
-
-
-def event_finish(instance_uuid, request_id, event, result, traceback=None):
-    with db.session_scope() as s:
-        act = _action(s, instance_uuid, request_id)
-        if act is None:
-            return
-        ev = s.scalars(
-            sa.select(models.InstanceActionEvent)
-            .where(models.InstanceActionEvent.action_id == act.id,
-                   models.InstanceActionEvent.event == event,
-                   models.InstanceActionEvent.finish_time.is_(None))
-            .order_by(models.InstanceActionEvent.id.desc())).first()
-        if ev is None:
-            return
-        ev.finish_time = models.utcnow()
-        ev.result = result
-        ev.traceback = traceback

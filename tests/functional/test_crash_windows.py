@@ -18,12 +18,12 @@ from taskflow import states as tf_states
 from resize_flows import api
 from resize_flows.api import moves as api_moves
 from resize_flows.api import servers as api_servers
-from resize_flows import engine
 from resize_flows import exception
 from resize_flows import flowstatus
 from resize_flows import leases
 from resize_flows.persistence import flowindex
 from resize_flows.persistence import flowlog
+from resize_flows.persistence import instance_actions
 from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import faults
@@ -79,7 +79,7 @@ def _records(vm):
     """What an operation that never started must leave as it was."""
     return (state.capture(), _migrations(vm),
             [(a['request_id'], a['action'])
-             for a in repository.action_list(vm)])
+             for a in instance_actions.action_list(vm)])
 
 
 def _crash_before_start(cloud, operation, vm, window):

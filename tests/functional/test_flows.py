@@ -5,6 +5,7 @@ from resize_flows import api
 from resize_flows.api import moves as api_moves
 from resize_flows import engine
 from resize_flows import exception
+from resize_flows.persistence import instance_actions
 from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import state
@@ -231,7 +232,7 @@ def test_delete_server_and_host(cloud):
         api.delete_host(cloud.ctx, 'host2')
     # A RESIZED server is confirmed first, as Nova does, then deleted.
     api.delete_server(cloud.ctx, vm)
-    assert repository.action_list(vm) == []
+    assert instance_actions.action_list(vm) == []
     with pytest.raises(exception.MigrationNotFound):
         repository.migration_get(mig)
     assert repository.instance_list() == []

@@ -14,7 +14,6 @@ from taskflow import states as tf_states
 
 from resize_flows import api
 from resize_flows import conductor
-from resize_flows import engine
 from resize_flows import exception
 from resize_flows import flowstatus
 from resize_flows import jobboard

@@ -23,6 +23,7 @@ from taskflow import states as tf_states
 from resize_flows import api
 from resize_flows import flowstatus
 from resize_flows import jobboard
+from resize_flows.persistence import instance_actions
 from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import faults
@@ -212,7 +213,7 @@ def test_a_stalled_conductor_process_is_fenced(crash_cloud, board):
     flow = flowstatus.show_flow(op.flow_id)
     assert [h['owner'].split(':')[0] for h in flow['holders']] == ['ca', 'cb']
     assert all(t['state'] == tf_states.SUCCESS for t in flow['tasks'])
-    action = [a for a in repository.action_list(vm)
+    action = [a for a in instance_actions.action_list(vm)
               if a['request_id'] == op.request_id][0]
     started = [e['event'] for e in action['events']]
     assert not [e for e in started if e.startswith('revert ')], started

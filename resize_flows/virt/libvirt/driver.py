@@ -12,17 +12,14 @@ Every libvirt error is translated here: a missing domain is
 ``InstanceNotFoundOnHost``, a lost daemon ``HypervisorConnectionLost`` (a
 ``HypervisorUnavailable``), the rest ``HypervisorError`` or the power/disk
 error of the step. A call that lost its connection (the daemon restarted)
-reconnects and runs again, a bounded number of times (:func:`reconnecting`).
+reconnects and runs again, a bounded number of times (:mod:`.errors`).
 
 When this process is root, what the driver creates (directories, disks,
 ``libvirt.xml``) is given to the owner of the instances path, which is the
 user QEMU runs as on a local session host.
 """
-import contextlib
-import functools
 import logging
 import posixpath
-import threading
 import time
 import uuid as uuid_lib
 import xml.etree.ElementTree as ET
@@ -35,6 +32,7 @@ from resize_flows import states
 from resize_flows.virt import driver
 from resize_flows.virt.libvirt import config
 from resize_flows.virt.libvirt import disk
+from resize_flows.virt.libvirt import errors
 from resize_flows.virt.libvirt import files as host_files
 from resize_flows.virt.libvirt import host as libvirt_host
 from resize_flows.virt.libvirt import transfer
@@ -56,60 +54,8 @@ LIBVIRT_POWER_STATE = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: states.SUSPENDED,
 }
 
-# Errors that mean the connection, not the request, failed.
-_CONNECTION_ERRORS = frozenset((
-    libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN,
-    libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_AUTH_FAILED,
-))
-# Of those, the ones a new connection does not mend.
-_NOT_RETRIED = frozenset((libvirt.VIR_ERR_AUTH_FAILED,))
-_CONNECTION_DOMAINS = frozenset((libvirt.VIR_FROM_RPC,
-                                 libvirt.VIR_FROM_REMOTE))
-# "domain is not running" and the like: the wanted state is there already.
-_ALREADY = frozenset((libvirt.VIR_ERR_OPERATION_INVALID,
-                      libvirt.VIR_ERR_NO_DOMAIN))
 _UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
-
-
-_CALLS = threading.local()
-
-
-def reconnecting(method):
-    """Run a driver call again on a new connection when its connection to
-    libvirt was lost (:class:`~resize_flows.exception.
-    HypervisorConnectionLost`: the daemon was restarted, or is), up to
-    ``[libvirt]/reconnect_attempts`` times, waiting
-    ``[libvirt]/reconnect_interval`` seconds more before each. The calls
-    are idempotent: one cut off half-way is finished by the next. Only
-    the outermost call of a thread retries (a call that makes others is
-    run again whole)."""
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        if getattr(_CALLS, 'depth', 0):
-            return method(self, *args, **kwargs)
-        _CALLS.depth = 1
-        try:
-            attempt = 0
-            while True:
-                try:
-                    return method(self, *args, **kwargs)
-                except exception.HypervisorConnectionLost as exc:
-                    # A test hypervisor lives in its connection: a new
-                    # one would be another, empty, hypervisor.
-                    if (attempt >= CONF.libvirt.reconnect_attempts
-                            or libvirt_host.is_test_uri(self.uri)):
-                        raise
-                    attempt += 1
-                    LOG.warning('%s on host %s: %s; reconnecting (%d of '
-                                '%d)', method.__name__, self.host,
-                                exc.reason, attempt,
-                                CONF.libvirt.reconnect_attempts)
-                    libvirt_host.forget(self.uri)
-                    time.sleep(CONF.libvirt.reconnect_interval * attempt)
-        finally:
-            _CALLS.depth = 0
-    return wrapper
 
 
 class LibvirtDriver(driver.ComputeDriver):
@@ -139,29 +85,8 @@ class LibvirtDriver(driver.ComputeDriver):
             return 'test'
         return CONF.libvirt.domain_type
 
-    @contextlib.contextmanager
     def _translate(self, instance_uuid=None, error=None):
-        """Turn a libvirtError raised inside into one of ours: ``error``
-        (a callable taking ``reason``) for failures of the step itself."""
-        try:
-            yield
-        except libvirt.libvirtError as exc:
-            code = exc.get_error_code()
-            reason = str(exc)
-            if code == libvirt.VIR_ERR_NO_DOMAIN and instance_uuid:
-                raise exception.InstanceNotFoundOnHost(
-                    instance_uuid=instance_uuid, host=self.host) from None
-            if (code in _CONNECTION_ERRORS
-                    or exc.get_error_domain() in _CONNECTION_DOMAINS):
-                libvirt_host.forget(self.uri)
-                lost = (exception.HypervisorUnavailable
-                        if code in _NOT_RETRIED
-                        else exception.HypervisorConnectionLost)
-                raise lost(host=self.host, reason=reason) from None
-            if error is not None:
-                raise error(reason) from None
-            raise exception.HypervisorError(host=self.host,
-                                            reason=reason) from None
+        return errors.translate(self, instance_uuid, error)
 
     def _find(self, instance_uuid):
         """The domain of the instance, or None."""
@@ -241,7 +166,7 @@ class LibvirtDriver(driver.ComputeDriver):
             dom.undefineFlags(_UNDEFINE_FLAGS)
         except libvirt.libvirtError as exc:
             code = exc.get_error_code()
-            if code in _ALREADY:
+            if code in errors.ALREADY:
                 return
             if code not in (libvirt.VIR_ERR_INVALID_ARG,
                             libvirt.VIR_ERR_NO_SUPPORT):
@@ -249,7 +174,7 @@ class LibvirtDriver(driver.ComputeDriver):
             try:
                 dom.undefine()
             except libvirt.libvirtError as exc2:
-                if exc2.get_error_code() not in _ALREADY:
+                if exc2.get_error_code() not in errors.ALREADY:
                     raise
 
     def _hard_stop(self, instance_uuid, dom):
@@ -261,13 +186,13 @@ class LibvirtDriver(driver.ComputeDriver):
             try:
                 dom.destroy()
             except libvirt.libvirtError as exc:
-                if exc.get_error_code() not in _ALREADY:
+                if exc.get_error_code() not in errors.ALREADY:
                     raise
             if dom.isActive():
                 raise failed('still running after destroy')
 
     # -- guests ---------------------------------------------------------
-    @reconnecting
+    @errors.reconnecting
     def spawn(self, instance, flavor, power_on=True):
         """Create ``<uuid>/disk`` (blank qcow2 of ``root_gb`` GiB),
         ``<uuid>/libvirt.xml`` and the domain; start it if ``power_on``.
@@ -296,7 +221,7 @@ class LibvirtDriver(driver.ComputeDriver):
         if power_on:
             self.power_on(instance_uuid)
 
-    @reconnecting
+    @errors.reconnecting
     def destroy(self, instance_uuid, destroy_disks=True):
         """Power off hard and undefine the domain; with ``destroy_disks``
         remove ``<uuid>/`` too (never ``<uuid>_resize``)."""
@@ -308,7 +233,7 @@ class LibvirtDriver(driver.ComputeDriver):
         if destroy_disks:
             self.remove_instance_dir(instance_uuid)
 
-    @reconnecting
+    @errors.reconnecting
     def power_off(self, instance_uuid, timeout=0):
         """ACPI shutdown for up to ``timeout`` seconds, then destroy.
         Returns True if the guest was running (or paused)."""
@@ -330,7 +255,7 @@ class LibvirtDriver(driver.ComputeDriver):
         self._hard_stop(instance_uuid, dom)
         return True
 
-    @reconnecting
+    @errors.reconnecting
     def power_on(self, instance_uuid):
         """Start (or resume) the guest and wait for RUNNING, at most
         ``[compute]/running_wait_timeout`` seconds."""
@@ -359,7 +284,7 @@ class LibvirtDriver(driver.ComputeDriver):
                         CONF.compute.running_wait_timeout, dom.state()[0]))
                 time.sleep(CONF.compute.power_poll_interval)
 
-    @reconnecting
+    @errors.reconnecting
     def get_info(self, instance_uuid):
         dom = self._lookup(instance_uuid)
         with self._translate(instance_uuid):
@@ -368,17 +293,17 @@ class LibvirtDriver(driver.ComputeDriver):
             power_state=LIBVIRT_POWER_STATE.get(state, states.NOSTATE),
             vcpus=vcpus, memory_mb=max_mem_kib // 1024)
 
-    @reconnecting
+    @errors.reconnecting
     def instance_exists(self, instance_uuid):
         return self._find(instance_uuid) is not None
 
-    @reconnecting
+    @errors.reconnecting
     def list_instance_uuids(self):
         with self._translate():
             return sorted(dom.UUIDString()
                           for dom in self._conn.listAllDomains(0))
 
-    @reconnecting
+    @errors.reconnecting
     def ensure_defined(self, instance_uuid, dirname=None):
         """Define the domain from ``<dirname or uuid>/libvirt.xml`` unless
         it is defined with the same uuid, vcpus, memory and disk already.
@@ -419,7 +344,7 @@ class LibvirtDriver(driver.ComputeDriver):
         return self.files.listdir(self.instances_path)
 
     # -- resize / cold migrate -----------------------------------------
-    @reconnecting
+    @errors.reconnecting
     def stash_for_resize(self, instance_uuid, snapshot_name):
         """Snapshot ``<uuid>/disk`` as ``snapshot_name``, then rename
         ``<uuid>`` to ``<uuid>_resize``. The guest must be off. Done
@@ -453,7 +378,7 @@ class LibvirtDriver(driver.ComputeDriver):
                 host=self.host, reason='instance %s is running: power it '
                 'off before its disk is stashed' % instance_uuid)
 
-    @reconnecting
+    @errors.reconnecting
     def unstash_after_failed_resize(self, instance_uuid, snapshot_name):
         """Rename ``<uuid>_resize`` back to ``<uuid>`` (a copy left in
         ``<uuid>`` on the same host must be removed first: both existing
@@ -511,7 +436,7 @@ class LibvirtDriver(driver.ComputeDriver):
     def remove_instance_dir(self, instance_uuid, suffix=''):
         self.files.rmtree(self.instance_dir(instance_uuid, suffix))
 
-    @reconnecting
+    @errors.reconnecting
     def finish_migration(self, instance, flavor, snapshot_name, power_on):
         """On the destination, with ``<uuid>/disk`` copied: delete
         ``snapshot_name`` from it, grow it to ``root_gb`` (never shrink),
@@ -534,7 +459,7 @@ class LibvirtDriver(driver.ComputeDriver):
         if power_on:
             self.power_on(instance_uuid)
 
-    @reconnecting
+    @errors.reconnecting
     def confirm_migration(self, instance_uuid, snapshot_name, host_changed):
         """Undefine the source domain if the host changed, then delete
         ``<uuid>_resize`` (the snapshot lives in its disk and goes with
@@ -547,7 +472,7 @@ class LibvirtDriver(driver.ComputeDriver):
                     self._undefine(dom)
         self.remove_instance_dir(instance_uuid, driver.RESIZE_SUFFIX)
 
-    @reconnecting
+    @errors.reconnecting
     def finish_revert_migration(self, instance, snapshot_name, power_on):
         """Rename ``<uuid>_resize`` back, roll the disk back to
         ``snapshot_name`` and delete it, define the domain from the old

@@ -11,7 +11,7 @@ Failures to connect are :class:`resize_flows.exception.HypervisorUnavailable`;
 to a URI this process was connected to before, they are
 :class:`~resize_flows.exception.HypervisorConnectionLost` (its daemon is
 restarting, say): the driver tries again
-(:func:`resize_flows.virt.libvirt.driver.reconnecting`). A URI never
+(:func:`resize_flows.virt.libvirt.errors.reconnecting`). A URI never
 reached fails at once. :func:`open_uri` is the one place a connection is
 opened, for those kept here and for a caller's own.
 """
