@@ -11,8 +11,9 @@ real one. The newest ``--small`` flows hold the cloud's current activity
 (four running with live leases, two interrupted, two stuck, the rest
 ended); the history added before them has ended (94 % finished, 6 %
 rolled back), since the number of flows under way follows the cloud's
-activity, not the age of its log. Each figure is the median of ``--repeat`` runs, in the same
-process, on SQLite and (when reachable) PostgreSQL.
+activity, not the age of its log. Each figure is the median of
+``--repeat`` runs, in the same process, on SQLite and (when reachable)
+PostgreSQL.
 
     .venv/bin/python benchmarks/flow_list.py [--small 100 --large 100000]
 
@@ -164,7 +165,7 @@ def run(label, url, small, large, repeat):
     deep = flowstatus.list_flows(limit=large // 2)[-1]['flow_id']
     large_figures = measure(repeat, server, pick[len(pick) // 2], deep)
     print('\n%s (filled %d more flows in %.0f s)' % (label, large - small,
-                                                      filled))
+                                                     filled))
     print('%-24s %12s %12s %8s' % ('query', '%d ms' % small,
                                    '%d ms' % large, 'ratio'))
     for key in small_figures:

@@ -140,8 +140,8 @@ def disk_copies(args, work, one, two):
     for name, spent in times.items():
         print('    %-30s best %6.2f s  median %6.2f s  %7.1f MB/s  '
               '%5.2f x by hand' % (name, min(spent), statistics.median(spent),
-                                    data / min(spent) / 1e6,
-                                    min(spent) / base))
+                                   data / min(spent) / 1e6,
+                                   min(spent) / base))
 
     # Stopped at half way, then run again.
     class Stop(Exception):

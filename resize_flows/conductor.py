@@ -187,7 +187,7 @@ class Conductor:
                  job.uuid)
         try:
             state = recovery.run_job(flow_id, listeners=(self._track,),
-                                   owner=self.name)
+                                     owner=self.name)
         except exception.FlowNotFound:
             LOG.error('flow %s of job %s is not in the flow log: consumed',
                       flow_id, job.uuid)

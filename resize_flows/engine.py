@@ -246,4 +246,4 @@ def _finish_action(handle, flow_state):
     if not meta.get('request_id'):
         return
     instance_actions.action_finish(meta['instance_uuid'], meta['request_id'],
-                             message=str(flow_state))
+                                   message=str(flow_state))

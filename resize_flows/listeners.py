@@ -33,17 +33,18 @@ class ActionEventListener(listener_base.Listener):
         name = details['task_name']
         try:
             if state == tf_states.RUNNING:
-                instance_actions.event_start(self._instance, self._request, name)
+                instance_actions.event_start(self._instance, self._request,
+                                             name)
             elif state == tf_states.SUCCESS:
-                instance_actions.event_finish(self._instance, self._request, name,
-                                        'Success')
+                instance_actions.event_finish(self._instance,
+                                              self._request, name, 'Success')
             elif state == tf_states.FAILURE:
                 instance_actions.event_finish(
                     self._instance, self._request, name, 'Error',
                     _traceback(details.get('result')))
             elif state == tf_states.REVERTING:
                 instance_actions.event_start(self._instance, self._request,
-                                       'revert ' + name)
+                                             'revert ' + name)
             else:
                 result = ('Success' if state == tf_states.REVERTED
                           else 'Error')

@@ -104,7 +104,7 @@ class Operation:
         when ``timeout`` seconds pass first (the flow goes on)."""
         if not self._done.wait(timeout):
             raise TimeoutError('%r still running after %ss' % (self,
-                                                              timeout))
+                                                               timeout))
         if self.error is not None:
             raise self.error
         return self

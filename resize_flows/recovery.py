@@ -460,4 +460,3 @@ def _unrecord_rollback(handle):
     storage.update_flow_metadata({UNDOING_FINISHED_MOVE: False})
     handle.meta[UNDOING_FINISHED_MOVE] = False
     storage.set_flow_state(tf_states.SUCCESS)
-

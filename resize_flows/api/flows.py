@@ -78,8 +78,8 @@ def list_flows(ctx, state=None, server=None, operation=None, limit=None,
     if limit is not None:
         validation.check_whole('limit', limit)
     return flowstatus.list_flows(status=state, server=server,
-                             operation=operation, limit=limit, marker=marker,
-                             project=project)
+                                 operation=operation, limit=limit,
+                                 marker=marker, project=project)
 
 
 def _utc(value):
@@ -105,7 +105,8 @@ def _utc(value):
 @context.tenant_facing
 def purge_flows(ctx, before, dry_run=False):
     """Delete the flows that ended before ``before`` (see
-    :func:`flowstatus.purge_flows`). Returns {'before', 'purged', 'dry_run'}."""
+    :func:`flowstatus.purge_flows`). Returns {'before', 'purged',
+    'dry_run'}."""
     policy.authorize(ctx, policy.FLOW_PURGE, policy.every_project())
     when = _utc(before)
     purged = flowstatus.purge_flows(when, dry_run=dry_run)
@@ -177,7 +178,7 @@ def resume_interrupted(ctx, listeners=()):
             continue        # gone, or another project's for this caller
         try:
             outcome[flow['flow_id']] = recovery.resume(flow['flow_id'],
-                                                     listeners)
+                                                       listeners)
         except Exception as e:
             LOG.warning('could not resume interrupted flow %s: %s',
                         flow['flow_id'], e)

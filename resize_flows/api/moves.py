@@ -35,7 +35,6 @@ from resize_flows import virt
 
 LOG = logging.getLogger(__name__)
 
-# Instance action names, as Nova records them.
 
 # -- the checks before a change ----------------------------------------------
 
@@ -162,8 +161,9 @@ def _start_move(ctx, inst, operation, old, new, requested_host, listeners,
                 'old_vm_state': inst['vm_state'],
                 'status': states.MIGRATION_PRE_MIGRATING,
                 'flow_id': flow_id},
-            action=rf_flows.OPERATIONS[operation].action, request_id=ctx.request_id,
-            user_id=ctx.user_id, project_id=ctx.project_id)
+            action=rf_flows.OPERATIONS[operation].action,
+            request_id=ctx.request_id, user_id=ctx.user_id,
+            project_id=ctx.project_id)
 
     return _run_operation(ctx, operation, inst, migration_uuid, start,
                           listeners, wait)
@@ -253,8 +253,9 @@ def _resolve(ctx, server, method, task_state, status, operation, rule,
         try:
             repository.start_resolution(
                 inst['uuid'], task_state, mig['uuid'], status, flow_id,
-                action=rf_flows.OPERATIONS[operation].action, request_id=ctx.request_id,
-                user_id=ctx.user_id, project_id=ctx.project_id)
+                action=rf_flows.OPERATIONS[operation].action,
+                request_id=ctx.request_id, user_id=ctx.user_id,
+                project_id=ctx.project_id)
         except (exception.InstanceInvalidState,
                 exception.UnexpectedTaskStateError,
                 exception.UnexpectedMigrationStatus) as e:
@@ -377,7 +378,8 @@ def list_actions(ctx, server):
     """Actions of a server, newest first, each with its events. For a
     caller who is not an admin the events have no traceback and no host
     (``None``), as Nova's."""
-    actions = instance_actions.action_list(servers.get_server(ctx, server)['uuid'])
+    actions = instance_actions.action_list(
+        servers.get_server(ctx, server)['uuid'])
     if not ctx.is_admin:
         for act in actions:
             for event in act['events']:

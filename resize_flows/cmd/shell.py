@@ -43,7 +43,7 @@ class ResizeFlowsApp(app.App):
 
     def build_option_parser(self, description, version, argparse_kwargs=None):
         parser = super().build_option_parser(description, version,
-                                              argparse_kwargs)
+                                             argparse_kwargs)
         parser.add_argument(
             '--config-file', action='append', default=[],
             metavar='PATH',

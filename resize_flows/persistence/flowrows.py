@@ -136,14 +136,14 @@ def _atom_dict(row):
 # Precompiled statements (bind parameters named after the columns, with a
 # ``b_`` prefix where a column is also a SET target).
 UPDATE_ATOM = (_ATOMS.update().where(_ATOMS.c.uuid == sa.bindparam('b_uuid'))
-                .values({c: sa.bindparam(c) for c in (
+               .values({c: sa.bindparam(c) for c in (
                     'name', 'atom_type', 'version', 'state', 'intention',
                     'results', 'failure', 'revert_results',
                     'revert_failure', 'meta', 'updated_at')}))
 # A flow stored before revision 0007 has no project in its meta, only in
 # its column (given by the revision): the UPDATE keeps the column then.
 UPDATE_FLOW = (_FLOWS.update().where(_FLOWS.c.uuid == sa.bindparam('b_uuid'))
-                .values(dict(
+               .values(dict(
                     {c: sa.bindparam(c) for c in (
                         'name', 'state', 'meta', 'updated_at')
                      + INDEXED_META},
@@ -164,5 +164,5 @@ def _held(flow_uuid_column):
 UPDATE_ATOM_FENCED = UPDATE_ATOM.where(_held(_ATOMS.c.flow_uuid))
 UPDATE_FLOW_FENCED = UPDATE_FLOW.where(_held(_FLOWS.c.uuid))
 UPDATE_BOOK = (_BOOKS.update().where(_BOOKS.c.uuid == sa.bindparam('b_uuid'))
-                .values({c: sa.bindparam(c) for c in (
+               .values({c: sa.bindparam(c) for c in (
                     'name', 'meta', 'updated_at')}))

@@ -1,8 +1,9 @@
 """Tasks that act on the records: states, destination choice, capacity.
 
 (The first task of each flow, which begins its operation in the records,
-is in :mod:`resize_flows.tasks.lifecycle`.) Each reads what it needs from the database by the migration's uuid, so its
-arguments stay small and every re-run sees the current truth.
+is in :mod:`resize_flows.tasks.lifecycle`.) Each reads what it needs from
+the database by the migration's uuid, so its arguments stay small and
+every re-run sees the current truth.
 """
 from taskflow import retry
 

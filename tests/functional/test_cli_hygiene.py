@@ -51,7 +51,7 @@ def test_host_names_are_checked_alike_local_or_by_uri(rf, tmp_path, name):  # no
     for extra in ((), ('--uri', 'test:///default', '--instances-path',
                        str(tmp_path))):
         assert_one_line_error(rf, ('host', 'create', name) + HOST + extra,
-                        'use letters, digits')
+                              'use letters, digits')
 
 
 def test_a_host_recorded_by_uri_under_any_name_can_be_deleted(rf, tmp_path):  # noqa: F811,E501

@@ -576,7 +576,7 @@ class Case:
     def check_if_at_rest(self, flow):
         """After a killed recovery that might have ended its flow."""
         if flowstatus.show_flow(flow)['status'] in (flowstatus.FINISHED,
-                                                flowstatus.ROLLED_BACK):
+                                                    flowstatus.ROLLED_BACK):
             self.check_after(flow)
 
     def check_after(self, flow):
@@ -639,7 +639,7 @@ def _log(case, outcome):
     if path:
         with open(path, 'a') as handle:
             handle.write('%s -> %s\n' % (case.describe(),
-                                          outcome.replace('\n', ' ')))
+                                         outcome.replace('\n', ' ')))
 
 
 @pytest.mark.parametrize('seed', _seeds(), ids=lambda s: 'seed-%d' % s)

@@ -82,7 +82,7 @@ def _files(machine, uuid):
 
 
 def test_a_running_server_moves_to_and_from_another_machine(qemu_cloud,
-                                                             far):
+                                                            far):
     vm = qemu_cloud.server()
     uuid = vm['uuid']
 

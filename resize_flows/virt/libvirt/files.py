@@ -265,7 +265,7 @@ class SshFiles:
                  + ' && '.join([
                      'rm -f %s' % q(part),
                      'qemu-img create -q -f qcow2 %s %d' % (q(part),
-                                                           size_bytes),
+                                                            size_bytes),
                      'chmod 600 %s' % q(part), 'sync %s' % q(part),
                      'mv -f %s %s' % (q(part), q(path)),
                      'sync %s' % q(folder)]))

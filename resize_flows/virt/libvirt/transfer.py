@@ -4,9 +4,9 @@
 way the pair needs: a resumable sparse copy
 (:func:`.sparsecopy.sparse_copy`) when both are on this machine; rsync
 run on the machine when both are on one other machine; rsync over ssh
-between two machines, pushed by the source. rsync keeps a cut-off copy in ``.rsync-partial``
-(:data:`.files.RSYNC_PARTIAL_DIR`) next to the destination and the next
-run continues from it.
+between two machines, pushed by the source. rsync keeps a cut-off copy
+in ``.rsync-partial`` (:data:`.files.RSYNC_PARTIAL_DIR`) next to the
+destination and the next run continues from it.
 """
 import contextlib
 import os
@@ -249,9 +249,9 @@ def _rsync_stats(out):
         match = re.search(r'%s: (\d+)' % label, text)
         return int(match.group(1)) if match else 0
     return sparsecopy.CopyStats(size=number('Total file size'),
-                          data=number('Total file size'),
-                          copied=number('Literal data'),
-                          reused=number('Matched data'))
+                                data=number('Total file size'),
+                                copied=number('Literal data'),
+                                reused=number('Matched data'))
 
 
 def _kill(proc):

@@ -100,7 +100,7 @@ def _interrupted_copy(src, dst, at=0.5):
     stats = sparsecopy.CopyStats()
     with pytest.raises(Interrupted):
         sparsecopy.sparse_copy(src, dst, 'here', progress=progress,
-                         chunk_size=CHUNK, stats=stats)
+                               chunk_size=CHUNK, stats=stats)
     return stats
 
 
@@ -117,7 +117,7 @@ def test_full_copy_is_identical_and_sparse(request, tmp_path, source):
     dst, part, sidecar = _paths(tmp_path)
     seen = []
     stats = sparsecopy.sparse_copy(src, dst, 'here', progress=seen.append,
-                             chunk_size=CHUNK)
+                                   chunk_size=CHUNK)
     assert _identical(src, dst)
     assert os.path.getsize(dst) == os.path.getsize(src)
     assert os.stat(dst).st_blocks <= os.stat(src).st_blocks
@@ -164,7 +164,7 @@ def test_resume_after_half_copies_little_again(request, tmp_path, source):
 
     seen = []
     second = sparsecopy.sparse_copy(src, dst, 'here', progress=seen.append,
-                              chunk_size=CHUNK)
+                                    chunk_size=CHUNK)
     data = second.data
     assert second.reused > 0 and second.verified > 0
     assert second.reused + second.copied == data
@@ -288,14 +288,14 @@ def test_interrupted_twice(tmp_path, raw):
     second = sparsecopy.CopyStats()
     with pytest.raises(Interrupted):
         sparsecopy.sparse_copy(raw, dst, 'here', progress=progress,
-                         chunk_size=CHUNK, stats=second)
+                               chunk_size=CHUNK, stats=second)
     third = sparsecopy.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
     assert first.copied + second.copied + third.copied == third.data
     assert _identical(raw, dst)
 
 
 def test_file_system_error_is_a_disk_error_and_keeps_the_part(tmp_path,
-                                                                 raw):
+                                                              raw):
     dst, part, _sidecar = _paths(tmp_path)
     _interrupted_copy(raw, dst)
     with pytest.raises(exception.DiskError):
