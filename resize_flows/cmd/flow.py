@@ -7,6 +7,7 @@ from cliff import show
 from resize_flows import api
 from resize_flows.cmd import common
 from resize_flows import exception
+from resize_flows import flows as rf_flows
 from resize_flows import validation
 
 
@@ -44,9 +45,9 @@ class FlowList(lister.Lister):
             '"rolled back", stuck, or a TaskFlow flow state (SUCCESS, '
             'REVERTED, ...).')
         parser.add_argument('--server', help='Only this server\'s flows.')
-        parser.add_argument('--operation',
-                            help='resize, migrate, confirm_resize or '
-                                 'revert_resize.')
+        names = list(rf_flows.OPERATIONS)
+        parser.add_argument('--operation', help='%s or %s.' % (
+            ', '.join(names[:-1]), names[-1]))
         parser.add_argument(
             '--limit', type=int, default=DEFAULT_FLOW_LIMIT,
             help='Show at most this many flows (default %d; 0: all). When '

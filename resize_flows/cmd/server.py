@@ -9,6 +9,7 @@ from cliff import show
 from resize_flows import api
 from resize_flows.cmd import common
 from resize_flows import exception
+from resize_flows import flows as rf_flows
 from resize_flows import states
 
 
@@ -117,8 +118,7 @@ class ServerShow(show.ShowOne):
 
 
 class ServerResize(common.OperationCommand):
-    """Resize a server to another flavor; it waits, RESIZED, for confirm or
-    revert."""
+    _description = rf_flows.OPERATIONS['resize'].summary
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
@@ -132,7 +132,7 @@ class ServerResize(common.OperationCommand):
 
 
 class ServerResizeConfirm(common.OperationCommand):
-    """Confirm a resize or migration of a server."""
+    _description = rf_flows.OPERATIONS['confirm_resize'].summary
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
@@ -144,7 +144,7 @@ class ServerResizeConfirm(common.OperationCommand):
 
 
 class ServerResizeRevert(common.OperationCommand):
-    """Revert a resize or migration of a server."""
+    _description = rf_flows.OPERATIONS['revert_resize'].summary
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
@@ -156,7 +156,7 @@ class ServerResizeRevert(common.OperationCommand):
 
 
 class ServerMigrate(common.OperationCommand):
-    """Cold-migrate a server to another host, keeping its flavor."""
+    _description = rf_flows.OPERATIONS['migrate'].summary
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
