@@ -10,6 +10,10 @@
 #                        kills and 40 seeds of kills at random instants;
 #                        CI runs it too
 #   make demo            system packages, .venv, then tools/demo.sh
+#   make guest-image     build the test guest (kernel + initramfs from
+#                        Debian packages, cached) into $(GUEST_DIR):
+#                        $$RESIZE_FLOWS_STATE_DIR when set, otherwise
+#                        /var/tmp/rf-guest-<uid>; prints the two paths
 #   make bench           every benchmark in benchmarks/ (about 15 minutes;
 #                        results in benchmarks/README.md)
 #   make sample-config   regenerate etc/resize-flows.conf.sample and
@@ -30,7 +34,10 @@ PYTEST_ARGS ?=
 # databases and QEMU rather than on the CPU.
 PYTEST_WORKERS ?= 2
 
-.PHONY: all deps venv test crash-matrix demo bench sample-config clean
+# Where `make guest-image` builds (the integration tests use the same rule).
+GUEST_DIR ?= $(or $(RESIZE_FLOWS_STATE_DIR),/var/tmp/rf-guest-$(shell id -u))
+
+.PHONY: all deps venv test crash-matrix demo guest-image bench sample-config clean
 
 all: test
 
@@ -60,6 +67,9 @@ crash-matrix: venv
 
 demo: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH tools/demo.sh
+
+guest-image: venv
+	$(VENV)/bin/python -m resize_flows.testing.guest build $(GUEST_DIR)
 
 # Timings, never tests: each script compares its rivals in one run.
 bench: venv

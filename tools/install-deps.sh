@@ -20,7 +20,9 @@ PYTHON=${PYTHON:-python3}
 # Redis (started by its package) is the jobboard of the conductor tests.
 # ssh and rsync reach hosts on other machines; the tests run OpenSSH's
 # sshd (not the system service: Debian's package enables that one too) as
-# those other machines.
+# those other machines. The test guest (make guest-image) is built from
+# busybox-static, cpio, kmod (depmod, modprobe), e2fsprogs (mke2fs -d) and
+# genisoimage (config drives); its kernel comes from Debian's mirror.
 PACKAGES=${RESIZE_FLOWS_DEB_PACKAGES:-"
     libvirt-dev
     pkg-config
@@ -33,6 +35,11 @@ PACKAGES=${RESIZE_FLOWS_DEB_PACKAGES:-"
     openssh-client
     openssh-server
     rsync
+    busybox-static
+    cpio
+    kmod
+    e2fsprogs
+    genisoimage
 "}
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

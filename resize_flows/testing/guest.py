@@ -1,0 +1,470 @@
+"""A tiny real Linux guest that checks itself, and the disks it reads.
+
+:func:`build` makes a kernel and an initramfs from Debian packages only,
+as the invoking user and with no root: Debian's cloud kernel taken from
+its .deb (``apt-get download`` and ``dpkg-deb -x``, never installed),
+``busybox-static`` and the few modules the guest needs. The guest's
+``/init`` prints one line per boot on the serial console::
+
+    RF-REPORT {"boot": 1, "cpus": 2, "mem_kb": 223368,
+               "disks": {"vda": 33554432, "vdb": 16777216},
+               "files": {"vda": {"a.txt": "<sha256>"}, "vdb": {...}},
+               "config_drive": {"label": "config-2", "uuid": "..."},
+               "mac": "52:54:00:12:34:56"}
+
+(one line in truth): its vCPUs, MemTotal, each virtio disk's size in
+bytes, the sha256 of every file under ``rf-data/`` of each ext4 disk, the
+config drive's label and meta_data uuid (null without one), eth0's MAC
+(null without one) and a boot counter kept on vda. Then a heartbeat line
+every few seconds. On the ACPI power button it prints ``RF-SHUTDOWN
+{...}``, syncs, unmounts and powers off.
+
+:func:`make_data_disk` and :func:`make_config_drive` make the disks it
+reads (no mount, no root); :func:`parse_reports` reads its console log.
+
+The build is cached in its destination directory, keyed on what goes into
+it (this module's source, which holds the init scripts and the module
+list; the kernel package's version; busybox), and each
+result is written under a temporary name and renamed, so concurrent
+builders end with one good copy. ``python -m resize_flows.testing.guest
+build DIR`` builds and prints the two paths.
+"""
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+KERNEL_META_PACKAGE = 'linux-image-cloud-amd64'
+BUSYBOX = '/bin/busybox'
+# What the guest needs, by name; their dependencies come from modprobe.
+MODULES = ('virtio_pci', 'virtio_blk', 'virtio_net', 'ata_piix', 'sr_mod',
+           'isofs', 'button', 'evdev')
+# The directory of known data on each disk the guest reports on.
+DATA_DIR = 'rf-data'
+REPORT = 'RF-REPORT'
+SHUTDOWN = 'RF-SHUTDOWN'
+HEARTBEAT = 'RF-HEARTBEAT'
+
+INIT = r'''#!/bin/sh
+# The resize-flows test guest: report what this machine sees, once per
+# boot, then a heartbeat; acpid powers it off on the ACPI power button.
+# This shell is PID 1: it must never exit (the kernel would panic).
+PATH=/bin
+export PATH
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+exec </dev/console >/dev/console 2>&1
+
+for mod in $(cat /etc/rf-modules); do
+    insmod /lib/modules/$mod.ko
+done
+tries=0
+while [ ! -b /dev/vda ] && [ $tries -lt 100 ]; do
+    usleep 100000
+    tries=$((tries + 1))
+done
+
+json_str() {
+    printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"
+}
+
+# {"relative path": "sha256", ...} of the files under $1/rf-data.
+files_json() {
+    (
+        printf '{'
+        cd "$1/rf-data" 2>/dev/null || { printf '}'; exit 0; }
+        sep=''
+        find . -type f | sort | while read -r f; do
+            sum=$(sha256sum "$f" | cut -d' ' -f1)
+            printf '%s%s: "%s"' "$sep" "$(json_str "${f#./}")" "$sum"
+            sep=', '
+        done
+        printf '}'
+    )
+}
+
+boot=null
+mkdir -p /mnt/vda
+if mount -t ext4 /dev/vda /mnt/vda 2>/dev/null; then
+    count=$(cat /mnt/vda/rf-boot-count 2>/dev/null)
+    case "$count" in
+        ''|*[!0-9]*) count=0 ;;
+    esac
+    boot=$((count + 1))
+    echo $boot >/mnt/vda/rf-boot-count
+    sync
+fi
+echo $boot >/run/rf-boot
+
+disks=''
+files=''
+for dev in /sys/block/vd*; do
+    [ -e "$dev" ] || continue
+    name=${dev##*/}
+    bytes=$(($(cat $dev/size) * 512))
+    disks="$disks${disks:+, }\"$name\": $bytes"
+    if [ $name != vda ]; then
+        mkdir -p /mnt/$name
+        mount -t ext4 -o ro /dev/$name /mnt/$name 2>/dev/null || continue
+    elif [ $boot = null ]; then
+        continue
+    fi
+    files="$files${files:+, }\"$name\": $(files_json /mnt/$name)"
+done
+
+config_drive=null
+if [ -b /dev/sr0 ]; then
+    label=$(dd if=/dev/sr0 bs=2048 skip=16 count=1 2>/dev/null |
+            dd bs=1 skip=40 count=32 2>/dev/null | tr -d '\000' |
+            sed 's/ *$//')
+    uuid=''
+    mkdir -p /mnt/cd
+    if mount -t iso9660 -o ro /dev/sr0 /mnt/cd 2>/dev/null; then
+        uuid=$(sed -n 's/.*"uuid" *: *"\([^"]*\)".*/\1/p' \
+               /mnt/cd/openstack/latest/meta_data.json 2>/dev/null |
+               head -n 1)
+    fi
+    config_drive="{\"label\": $(json_str "$label"), \"uuid\": $(json_str "$uuid")}"
+fi
+
+mac=null
+if [ -r /sys/class/net/eth0/address ]; then
+    mac=$(json_str "$(cat /sys/class/net/eth0/address)")
+fi
+
+cpus=$(grep -c '^processor' /proc/cpuinfo)
+mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
+
+acpid -c /etc/acpi -l /run/acpid.log -p /run/acpid.pid
+
+echo "RF-REPORT {\"boot\": $boot, \"cpus\": $cpus, \"mem_kb\": $mem_kb, \"disks\": {$disks}, \"files\": {$files}, \"config_drive\": $config_drive, \"mac\": $mac}"
+
+beat=0
+while :; do
+    sleep 5
+    beat=$((beat + 1))
+    echo "RF-HEARTBEAT {\"boot\": $boot, \"beat\": $beat}"
+done
+'''
+
+# acpid runs this on the power button: say so, then a clean power-off
+# (plain `poweroff` does nothing with a shell as PID 1).
+POWER_BUTTON = r'''#!/bin/sh
+exec >/dev/console 2>&1
+echo "RF-SHUTDOWN {\"boot\": $(cat /run/rf-boot), \"reason\": \"acpi-power-button\"}"
+sync
+for mnt in /mnt/cd /mnt/vd*; do
+    [ $mnt = /mnt/vda ] || umount $mnt 2>/dev/null
+done
+umount /mnt/vda 2>/dev/null
+sync
+poweroff -f
+'''
+
+
+class GuestBuildError(Exception):
+    """A step of the guest's build failed; the message says which."""
+
+
+def default_dir():
+    """Where ``make guest-image`` and the tests build the guest:
+    ``$RESIZE_FLOWS_STATE_DIR`` or ``/var/tmp/rf-guest-<uid>``."""
+    return os.environ.get('RESIZE_FLOWS_STATE_DIR') or \
+        '/var/tmp/rf-guest-%d' % os.getuid()
+
+
+def _tool(name):
+    """The path of a tool that may live in an sbin directory that an
+    unprivileged PATH lacks."""
+    found = shutil.which(name) or shutil.which(
+        name, path='/usr/local/sbin:/usr/sbin:/sbin')
+    if found is None:
+        raise GuestBuildError('%s is not installed' % name)
+    return found
+
+
+def _run(argv, cwd=None):
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True,
+                          check=False)
+    if proc.returncode != 0:
+        raise GuestBuildError('%s failed (exit %d): %s' % (
+            ' '.join(argv), proc.returncode,
+            (proc.stderr or proc.stdout).strip()))
+    return proc.stdout
+
+
+def kernel_package():
+    """(versioned package name, its candidate version, kernel release) of
+    the cloud kernel, from apt's lists (no download)."""
+    out = _run(['apt-cache', 'depends', KERNEL_META_PACKAGE])
+    name = None
+    for line in out.splitlines():
+        key, _, value = line.strip().partition(': ')
+        if key == 'Depends' and value.startswith('linux-image-'):
+            name = value.strip()
+            break
+    if name is None:
+        raise GuestBuildError('no kernel package behind %s' %
+                              KERNEL_META_PACKAGE)
+    out = _run(['apt-cache', 'show', '--no-all-versions', name])
+    version = None
+    for line in out.splitlines():
+        if line.startswith('Version: '):
+            version = line.split(': ', 1)[1].strip()
+            break
+    if version is None:
+        raise GuestBuildError('apt knows no version of %s' % name)
+    return name, version, name[len('linux-image-'):]
+
+
+def _file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as handle:
+        for block in iter(lambda: handle.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(package, version):
+    """The hash of the build's inputs: a different key, a new build. The
+    init scripts, the module list and the builder itself are this
+    module's source, so any change to it counts."""
+    digest = hashlib.sha256()
+    for part in (_file_sha256(__file__), package, version,
+                 _file_sha256(BUSYBOX)):
+        digest.update(part.encode() + b'\0')
+    return digest.hexdigest()[:16]
+
+
+def _fetch_deb(package, version, deb_dir):
+    """The .deb of ``package`` at ``version`` in ``deb_dir``, downloaded
+    once (into a temporary directory, then renamed)."""
+    os.makedirs(deb_dir, exist_ok=True)
+    name = '%s_%s_amd64.deb' % (package, version.replace(':', '%3a'))
+    path = os.path.join(deb_dir, name)
+    if os.path.exists(path):
+        return path
+    with tempfile.TemporaryDirectory(dir=deb_dir, prefix='.get-') as tmp:
+        # apt drops to its _apt user when it can; it only warns when it
+        # cannot write here, so make the directory reachable for it.
+        os.chmod(tmp, 0o755)
+        _run(['apt-get', 'download', '-q', '%s=%s' % (package, version)],
+             cwd=tmp)
+        got = [f for f in os.listdir(tmp) if f.endswith('.deb')]
+        if len(got) != 1:
+            raise GuestBuildError('apt-get download left %s' % got)
+        os.replace(os.path.join(tmp, got[0]), path)
+    for old in os.listdir(deb_dir):
+        if old.startswith(package + '_') and old != name:
+            os.unlink(os.path.join(deb_dir, old))
+    return path
+
+
+def _module_files(tree, release):
+    """The .ko paths of MODULES and their dependencies, in load order."""
+    _run([_tool('depmod'), '-b', tree, release])
+    out = _run([_tool('modprobe'), '-d', tree, '-S', release,
+                '--show-depends', '-a'] + list(MODULES))
+    paths = []
+    for line in out.splitlines():
+        words = line.split()
+        if words and words[0] == 'insmod' and words[1] not in paths:
+            paths.append(words[1])
+    return paths
+
+
+def _write(path, data, mode):
+    with open(path, 'wb') as handle:
+        handle.write(data)
+    os.chmod(path, mode)
+
+
+def _initramfs_tree(root, modules):
+    """Lay out the initramfs in ``root``: busybox and its applets, /init,
+    the power-button action, the modules and their load order."""
+    for sub in ('bin', 'dev', 'proc', 'sys', 'run', 'mnt', 'tmp',
+                'etc/acpi/PWRF', 'lib/modules'):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    shutil.copyfile(BUSYBOX, os.path.join(root, 'bin/busybox'))
+    os.chmod(os.path.join(root, 'bin/busybox'), 0o755)
+    for applet in sorted(set(_run([BUSYBOX, '--list']).split())):
+        if applet != 'busybox':
+            os.symlink('busybox', os.path.join(root, 'bin', applet))
+    _write(os.path.join(root, 'init'), INIT.encode(), 0o755)
+    _write(os.path.join(root, 'etc/acpi/PWRF/00000080'),
+           POWER_BUTTON.encode(), 0o755)
+    names = []
+    for path in modules:
+        name = os.path.basename(path).split('.ko')[0]
+        shutil.copyfile(path, os.path.join(root, 'lib/modules',
+                                           name + '.ko'))
+        names.append(name)
+    _write(os.path.join(root, 'etc/rf-modules'),
+           ('\n'.join(names) + '\n').encode(), 0o644)
+    # Same bytes from the same inputs: fixed modes and times.
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(top, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o755 if os.path.isdir(path) or
+                         os.access(path, os.X_OK) else 0o644)
+            os.utime(path, (0, 0), follow_symlinks=False)
+    os.chmod(root, 0o755)
+    os.utime(root, (0, 0))
+
+
+def _pack(root):
+    """The gzipped newc cpio archive of ``root``, reproducibly."""
+    names = []
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            names.append(os.path.relpath(os.path.join(top, name), root))
+    listing = '.\n' + ''.join(n + '\n' for n in sorted(names))
+    proc = subprocess.run(
+        [_tool('cpio'), '--quiet', '-o', '-H', 'newc', '-R', '0:0',
+         '--reproducible'], cwd=root, input=listing.encode(),
+        capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise GuestBuildError('cpio failed: %s' %
+                              proc.stderr.decode(errors='replace').strip())
+    return gzip.compress(proc.stdout, compresslevel=9, mtime=0)
+
+
+def build(dest_dir=None):
+    """Build the guest into ``dest_dir`` (:func:`default_dir` if None)
+    unless a build of the same inputs is there; return the paths of its
+    ``vmlinuz`` and ``initrd.img``."""
+    dest_dir = os.path.abspath(dest_dir or default_dir())
+    os.makedirs(dest_dir, exist_ok=True)
+    package, version, release = kernel_package()
+    key = cache_key(package, version)
+    out = os.path.join(dest_dir, 'guest-' + key)
+    paths = (os.path.join(out, 'vmlinuz'), os.path.join(out, 'initrd.img'))
+    if all(os.path.exists(p) for p in paths):
+        return paths
+    for tool in (BUSYBOX,):
+        if not os.access(tool, os.X_OK):
+            raise GuestBuildError('%s is missing (Debian: busybox-static)'
+                                  % tool)
+    deb = _fetch_deb(package, version, os.path.join(dest_dir, 'debs'))
+    with tempfile.TemporaryDirectory(dir=dest_dir, prefix='.build-') as tmp:
+        tree = os.path.join(tmp, 'kernel')
+        _run(['dpkg-deb', '-x', deb, tree])
+        modules = _module_files(tree, release)
+        result = os.path.join(tmp, 'result')
+        os.makedirs(result)
+        shutil.copyfile(os.path.join(tree, 'boot', 'vmlinuz-' + release),
+                        os.path.join(result, 'vmlinuz'))
+        root = os.path.join(tmp, 'initramfs')
+        os.makedirs(root)
+        _initramfs_tree(root, modules)
+        _write(os.path.join(result, 'initrd.img'), _pack(root), 0o644)
+        os.chmod(os.path.join(result, 'vmlinuz'), 0o644)
+        os.chmod(result, 0o755)
+        try:
+            os.rename(result, out)
+        except OSError:
+            # Another builder of the same inputs got there first; its
+            # result is the same bytes.
+            if not all(os.path.exists(p) for p in paths):
+                raise
+    for old in os.listdir(dest_dir):
+        if old.startswith('guest-') and old != os.path.basename(out):
+            shutil.rmtree(os.path.join(dest_dir, old), ignore_errors=True)
+    return paths
+
+
+def make_data_disk(path, files, size_mb=16, fmt='qcow2'):
+    """A disk image at ``path`` holding an ext4 file system whose
+    ``rf-data/`` holds ``files`` ({relative path: bytes}); ``fmt`` is
+    qcow2 or raw. Made with ``mke2fs -d``: no mount, no root."""
+    if fmt not in ('qcow2', 'raw'):
+        raise ValueError('fmt must be qcow2 or raw, not %r' % fmt)
+    path = os.path.abspath(path)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(path),
+                                     prefix='.disk-') as tmp:
+        data = os.path.join(tmp, 'fs', DATA_DIR)
+        os.makedirs(data)
+        for rel, content in files.items():
+            target = os.path.join(data, rel)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, 'wb') as handle:
+                handle.write(content)
+        raw = os.path.join(tmp, 'disk.raw')
+        _run([_tool('mke2fs'), '-q', '-F', '-t', 'ext4', '-d',
+              os.path.join(tmp, 'fs'), raw, '%dM' % size_mb])
+        made = raw
+        if fmt == 'qcow2':
+            made = os.path.join(tmp, 'disk.qcow2')
+            _run(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2', raw,
+                  made])
+        os.chmod(made, 0o644)
+        os.replace(made, path)
+    return path
+
+
+def make_config_drive(path, meta_data):
+    """An ISO 9660 config drive at ``path``, labelled ``config-2``, with
+    ``meta_data`` (a dict) as ``openstack/latest/meta_data.json``."""
+    path = os.path.abspath(path)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(path),
+                                     prefix='.cd-') as tmp:
+        latest = os.path.join(tmp, 'cd', 'openstack', 'latest')
+        os.makedirs(latest)
+        with open(os.path.join(latest, 'meta_data.json'), 'w') as handle:
+            json.dump(meta_data, handle)
+        iso = os.path.join(tmp, 'disk.config')
+        _run([_tool('genisoimage'), '-quiet', '-o', iso, '-V', 'config-2',
+              '-r', '-J', os.path.join(tmp, 'cd')])
+        os.chmod(iso, 0o644)
+        os.replace(iso, path)
+    return path
+
+
+def parse_reports(console_text, tag=REPORT):
+    """The guest's ``tag`` lines (reports by default; SHUTDOWN or
+    HEARTBEAT for those) in ``console_text`` as dicts, oldest first: the
+    last is the latest boot's. Lines that do not parse are skipped."""
+    found = []
+    marker = tag + ' '
+    for line in console_text.splitlines():
+        at = line.find(marker)
+        if at < 0:
+            continue
+        try:
+            value = json.loads(line[at + len(marker):])
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            found.append(value)
+    return found
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='python -m resize_flows.testing.guest',
+        description='Build the resize-flows test guest.')
+    sub = parser.add_subparsers(dest='command', required=True)
+    cmd = sub.add_parser('build', help='build (or find cached) vmlinuz and '
+                         'initrd.img; print their paths')
+    cmd.add_argument('dir', nargs='?', default=None,
+                     help='destination (default: $RESIZE_FLOWS_STATE_DIR '
+                     'or /var/tmp/rf-guest-<uid>)')
+    args = parser.parse_args(argv)
+    try:
+        for path in build(args.dir):
+            print(path)
+    except GuestBuildError as exc:
+        print('guest build: %s' % exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
