@@ -19,6 +19,7 @@ import time
 import pytest
 
 from resize_flows.testing import guest
+from tests import needs
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,9 @@ def _missing():
 def image():
     missing = _missing()
     if missing:
-        pytest.skip('%s is not installed' % missing)
+        needs.unavailable('%s is not installed' % missing,
+                          'RESIZE_FLOWS_REQUIRE_GUEST',
+                          'run make deps, which installs it')
     return guest.build(guest.default_dir())
 
 
