@@ -52,10 +52,11 @@ def upgrade():
 
 
 def downgrade():
-    with op.batch_alter_table('flavors') as batch:
-        batch.drop_column('swap_mb')
-        batch.drop_column('ephemeral_gb')
-    with op.batch_alter_table('instances') as batch:
-        batch.drop_index('ix_instances_image_id')
-        batch.drop_column('image_id')
+    # Plain DROP COLUMN (SQLite has it since 3.35), not a batch: a batch
+    # recreates the table on SQLite, whose DROP TABLE the foreign keys of
+    # the rows that name a flavor or an instance refuse.
+    op.drop_column('flavors', 'swap_mb')
+    op.drop_column('flavors', 'ephemeral_gb')
+    op.drop_index(op.f('ix_instances_image_id'), table_name='instances')
+    op.drop_column('instances', 'image_id')
     op.drop_table('images')
