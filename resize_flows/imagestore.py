@@ -33,6 +33,8 @@ from resize_flows.conf import CONF
 from resize_flows import exception
 
 CHUNK = 1024 * 1024
+#: Runs of zeros this long (and aligned) are skipped, not written.
+BLOCK = 64 * 1024
 MODE = 0o644
 PART_SUFFIX = '.part'
 _ID_RE = re.compile(r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
@@ -107,19 +109,21 @@ def _copy(src, dst):
     (sha256 hex, bytes)."""
     sha = hashlib.sha256()
     size = 0
-    zeros = bytes(CHUNK)
+    zeros = bytes(BLOCK)
     while True:
         chunk = os.read(src, CHUNK)
         if not chunk:
             break
         sha.update(chunk)
         size += len(chunk)
-        if chunk == zeros[:len(chunk)]:
-            os.lseek(dst, len(chunk), os.SEEK_CUR)
-            continue
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(dst, view):]
+        chunk = memoryview(chunk)
+        for start in range(0, len(chunk), BLOCK):
+            block = chunk[start:start + BLOCK]
+            if block == zeros[:len(block)]:
+                os.lseek(dst, len(block), os.SEEK_CUR)
+                continue
+            while block:
+                block = block[os.write(dst, block):]
     os.ftruncate(dst, size)
     return sha.hexdigest(), size
 
