@@ -8,8 +8,8 @@ files, and only while no server names the image.
 """
 import logging
 import os
-import re
 import stat
+import uuid as uuidlib
 
 from resize_flows.api import context
 from resize_flows import exception
@@ -21,7 +21,13 @@ from resize_flows import validation
 
 LOG = logging.getLogger(__name__)
 
-_UUID_RE = re.compile(r'[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}\Z')
+
+def _looks_like_uuid(name):
+    try:
+        uuidlib.UUID(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _regular_file(what, path):
@@ -52,7 +58,7 @@ def create_image(ctx, name, path, disk_format=None, kernel=None,
     each are recorded. Returns the image's record."""
     policy.authorize(ctx, policy.IMAGE_CREATE)
     validation.check_name('image', name)
-    if _UUID_RE.match(name):
+    if _looks_like_uuid(name):
         raise exception.InvalidInput(
             reason='an image name must not look like a uuid: %r' % name)
     if (kernel is None) != (ramdisk is None):
