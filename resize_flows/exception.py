@@ -91,6 +91,10 @@ class HostNotFound(NotFound):
     msg_fmt = "Compute host %(host)s could not be found."
 
 
+class ImageNotFound(NotFound):
+    msg_fmt = "Image %(image_id)s could not be found."
+
+
 class MigrationNotFound(NotFound):
     msg_fmt = "Migration %(migration_id)s could not be found."
 
@@ -187,6 +191,11 @@ class InstanceHasUnfinishedFlow(Conflict):
                 'flow_id': kwargs.get('flow_id'),
                 'job_uuid': kwargs.get('job_uuid')}
         super().__init__(message, **kwargs)
+
+
+class ImageInUse(Conflict):
+    msg_fmt = ("Image %(image_id)s is in use by servers %(servers)s and "
+               "cannot be deleted.")
 
 
 class Duplicate(Conflict):

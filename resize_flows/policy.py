@@ -10,7 +10,9 @@ through the ``oslo.policy.enforcer`` entry point.
 The rules follow Nova's: resize, confirm and revert belong to a member of
 the server's project or an admin (``admin_or_owner``); cold migration, with
 or without a target host, to an admin; undoing an admin's lock, to an
-admin (``unlock_override``). A flow's resume and rollback are operator
+admin (``unlock_override``). Images are public, as Glance's public
+images: anyone lists and shows them, an admin adds and deletes them.
+A flow's resume and rollback are operator
 work: admin; so is listing the jobboard's conductors and jobs. Every rule
 on a server or a flow is checked against the project of that server (a
 flow's is kept when its server is deleted); a rule over every project
@@ -53,6 +55,12 @@ CONDUCTOR_LIST = 'resize_flows:conductors:list'
 JOB_LIST = 'resize_flows:jobs:list'
 HOST_MANAGE = 'resize_flows:hosts:manage'
 FLAVOR_MANAGE = 'resize_flows:flavors:manage'
+IMAGE_CREATE = 'resize_flows:images:create'
+IMAGE_DELETE = 'resize_flows:images:delete'
+IMAGE_LIST = 'resize_flows:images:list'
+IMAGE_SHOW = 'resize_flows:images:show'
+#: Anyone (an empty rule passes every caller).
+ANYONE = '@'
 
 _BASE = [
     policy.RuleDefault(
@@ -126,6 +134,14 @@ _RULES = [
     _rule(HOST_MANAGE, ADMIN, 'Register or remove compute hosts.',
           'POST', '/os-resize-flows/hosts'),
     _rule(FLAVOR_MANAGE, ADMIN, 'Create flavors.', 'POST', '/flavors'),
+    _rule(IMAGE_CREATE, ADMIN,
+          'Add an image to the image store (public, as Glance\'s public '
+          'images).', 'POST', '/images'),
+    _rule(IMAGE_DELETE, ADMIN,
+          'Delete an image that no server uses.',
+          'DELETE', '/images/{image_id}'),
+    _rule(IMAGE_LIST, ANYONE, 'List images.', 'GET', '/images'),
+    _rule(IMAGE_SHOW, ANYONE, 'Show an image.', 'GET', '/images/{image_id}'),
 ]
 
 

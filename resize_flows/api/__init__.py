@@ -14,7 +14,7 @@ user of these functions.
 
 This package holds the public names only; each comes from the submodule
 that does its job: :mod:`.context` (who asks, what they are told),
-:mod:`.hosts` (hosts and flavors), :mod:`.servers`, :mod:`.moves`
+:mod:`.hosts` (hosts and flavors), :mod:`.images`, :mod:`.servers`, :mod:`.moves`
 (resize, migrate, confirm, revert, delete, migrations and actions) and
 :mod:`.flows` (stored flows, conductors and jobs), :mod:`.process` (what
 a process using the API does at its start and end). The operation
@@ -34,8 +34,13 @@ from resize_flows.api.flows import show_flow
 from resize_flows.api.hosts import create_flavor
 from resize_flows.api.hosts import create_host
 from resize_flows.api.hosts import delete_host
+from resize_flows.api.hosts import get_flavor
 from resize_flows.api.hosts import list_flavors
 from resize_flows.api.hosts import list_hosts
+from resize_flows.api.images import create_image
+from resize_flows.api.images import delete_image
+from resize_flows.api.images import get_image
+from resize_flows.api.images import list_images
 from resize_flows.api.moves import confirm_expired
 from resize_flows.api.moves import confirm_resize
 from resize_flows.api.moves import delete_server
@@ -61,10 +66,11 @@ from resize_flows.operations import wait_all
 
 __all__ = [
     'arm_configured_faults', 'confirm_expired', 'confirm_resize',
-    'create_flavor', 'create_host', 'create_server', 'delete_host',
-    'delete_server', 'DETAILS_LOG', 'flavor_names', 'get_admin_context',
-    'get_hypervisor_info', 'get_server', 'list_actions', 'list_conductors',
-    'list_flavors', 'list_flows', 'list_hosts', 'list_jobs',
+    'create_flavor', 'create_host', 'create_image', 'create_server',
+    'delete_host', 'delete_image', 'delete_server', 'DETAILS_LOG',
+    'flavor_names', 'get_admin_context', 'get_flavor', 'get_hypervisor_info',
+    'get_image', 'get_server', 'list_actions', 'list_conductors',
+    'list_flavors', 'list_flows', 'list_hosts', 'list_images', 'list_jobs',
     'list_migrations', 'list_servers', 'lock_server', 'migrate', 'Operation',
     'PeriodicConfirmer', 'PostedOperation', 'purge_flows', 'RequestContext',
     'resize', 'resume_flow', 'resume_interrupted', 'revert_resize',

@@ -114,10 +114,14 @@ def list_hosts(ctx):
 
 @context.tenant_facing
 def create_flavor(ctx, name, vcpus, memory_mb, root_gb, is_public=True,
-                  projects=()):
+                  projects=(), ephemeral_gb=0, swap_mb=0):
+    """Create a flavor: vCPUs, memory (MB), root disk (GB), and an
+    ephemeral disk (GB) and a swap disk (MB), 0 for none. Claims on a
+    host count the root disk only."""
     policy.authorize(ctx, policy.FLAVOR_MANAGE)
     validation.check_name('flavor', name)
-    _positive(vcpus=vcpus, memory_mb=memory_mb, root_gb=root_gb)
+    _positive(vcpus=vcpus, memory_mb=memory_mb, root_gb=root_gb,
+              ephemeral_gb=ephemeral_gb, swap_mb=swap_mb)
     if vcpus < 1 or memory_mb < 1:
         raise exception.InvalidInput(
             reason='a flavor needs at least 1 vCPU and 1 MB of RAM')
@@ -125,7 +129,9 @@ def create_flavor(ctx, name, vcpus, memory_mb, root_gb, is_public=True,
         raise exception.InvalidInput(
             reason='a flavor name must be non-empty and not all digits')
     return repository.flavor_create(name, vcpus, memory_mb, root_gb,
-                                    is_public=is_public, projects=projects)
+                                    is_public=is_public, projects=projects,
+                                    ephemeral_gb=ephemeral_gb,
+                                    swap_mb=swap_mb)
 
 
 @context.tenant_facing
@@ -135,6 +141,7 @@ def list_flavors(ctx):
             or ctx.project_id in f['projects']]
 
 
+@context.tenant_facing
 def get_flavor(ctx, ident):
     """A flavor the caller may use. Another project's private flavor is
     unknown to a non-admin: FlavorNotFound (404), as for a flavor that

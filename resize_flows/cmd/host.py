@@ -86,6 +86,11 @@ class FlavorCreate(show.ShowOne):
                             help='Memory in MB.')
         parser.add_argument('--disk', type=int, required=True,
                             help='Root disk in GB.')
+        parser.add_argument('--ephemeral', type=int, default=0,
+                            metavar='GB',
+                            help='Ephemeral disk in GB (default 0: none).')
+        parser.add_argument('--swap', type=int, default=0, metavar='MB',
+                            help='Swap disk in MB (default 0: none).')
         parser.add_argument('--private', action='store_true',
                             help='Only the projects given may use it.')
         parser.add_argument('--project', action='append', default=[],
@@ -97,19 +102,40 @@ class FlavorCreate(show.ShowOne):
         flavor = api.create_flavor(
             common.caller_context(self.app), parsed.name, parsed.vcpus,
             parsed.ram, parsed.disk, is_public=not parsed.private,
-            projects=parsed.project)
-        flavor['projects'] = ','.join(flavor['projects'])
-        return common.as_columns(flavor, ['id', 'name', 'vcpus',
-                                          'memory_mb', 'root_gb',
-                                          'is_public', 'projects'])
+            projects=parsed.project, ephemeral_gb=parsed.ephemeral,
+            swap_mb=parsed.swap)
+        return _flavor_columns(flavor)
+
+
+def _flavor_columns(flavor):
+    flavor = dict(flavor, projects=','.join(flavor['projects']))
+    return common.as_columns(flavor, ['id', 'name', 'vcpus', 'memory_mb',
+                                      'root_gb', 'ephemeral_gb', 'swap_mb',
+                                      'is_public', 'projects'])
 
 
 class FlavorList(lister.Lister):
     """List flavors."""
 
     def take_action(self, parsed):
-        cols = ('ID', 'Name', 'vCPUs', 'RAM', 'Disk', 'Is Public')
+        cols = ('ID', 'Name', 'vCPUs', 'RAM', 'Disk', 'Ephemeral', 'Swap',
+                'Is Public')
         ctx = common.caller_context(self.app)
         return cols, [(f['id'], f['name'], f['vcpus'], f['memory_mb'],
-                       f['root_gb'], f['is_public'])
+                       f['root_gb'], f['ephemeral_gb'], f['swap_mb'],
+                       f['is_public'])
                       for f in api.list_flavors(ctx)]
+
+
+class FlavorShow(show.ShowOne):
+    """Show a flavor."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('flavor', metavar='<flavor>',
+                            help='Flavor name or id.')
+        return parser
+
+    def take_action(self, parsed):
+        return _flavor_columns(api.get_flavor(
+            common.caller_context(self.app), parsed.flavor))

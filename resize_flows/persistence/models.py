@@ -66,6 +66,12 @@ class Flavor(TimestampMixin, Base):
     vcpus: orm.Mapped[int]
     memory_mb: orm.Mapped[int]
     root_gb: orm.Mapped[int]
+    #: An ephemeral disk (GB) and a swap disk (MB), 0: none. Claims count
+    #: root_gb only.
+    ephemeral_gb: orm.Mapped[int] = orm.mapped_column(
+        default=0, server_default='0')
+    swap_mb: orm.Mapped[int] = orm.mapped_column(
+        default=0, server_default='0')
     is_public: orm.Mapped[bool] = orm.mapped_column(default=True)
 
     projects: orm.Mapped[list['FlavorProject']] = orm.relationship(
@@ -110,6 +116,32 @@ class Instance(TimestampMixin, Base):
     #: Who locked it, as Nova's: 'owner' (a member of its project) or
     #: 'admin' (anyone else); None when unlocked.
     locked_by: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(16))
+    #: The uuid of the image it was created from (``images.uuid``); None:
+    #: a blank disk. An image is not deleted while an instance names it.
+    image_id: orm.Mapped[Optional[str]] = orm.mapped_column(
+        sa.String(36), index=True)
+
+
+class Image(TimestampMixin, Base):
+    """A disk image in the image store (``resize_flows.imagestore``),
+    with the kernel and ramdisk it boots by, if any. Its disk's store id
+    is its uuid; the kernel's and ramdisk's are their own."""
+    __tablename__ = 'images'
+
+    id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+    uuid: orm.Mapped[str] = orm.mapped_column(sa.String(36), unique=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(255), unique=True)
+    disk_format: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    sha256: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    #: Bytes of the stored file, and of the disk a guest sees.
+    size: orm.Mapped[int] = orm.mapped_column(sa.BigInteger)
+    virtual_size: orm.Mapped[int] = orm.mapped_column(sa.BigInteger)
+    kernel_id: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(36))
+    kernel_sha256: orm.Mapped[Optional[str]] = orm.mapped_column(
+        sa.String(64))
+    ramdisk_id: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(36))
+    ramdisk_sha256: orm.Mapped[Optional[str]] = orm.mapped_column(
+        sa.String(64))
 
 
 class Migration(TimestampMixin, Base):

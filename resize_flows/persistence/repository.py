@@ -115,12 +115,13 @@ def _flavor_dict(flavor):
 
 
 def flavor_create(name, vcpus, memory_mb, root_gb, is_public=True,
-                  projects=()):
+                  projects=(), ephemeral_gb=0, swap_mb=0):
     try:
         with db.session_scope() as s:
-            flavor = models.Flavor(name=name, vcpus=vcpus,
-                                   memory_mb=memory_mb, root_gb=root_gb,
-                                   is_public=is_public)
+            flavor = models.Flavor(
+                name=name, vcpus=vcpus, memory_mb=memory_mb, root_gb=root_gb,
+                ephemeral_gb=ephemeral_gb, swap_mb=swap_mb,
+                is_public=is_public)
             flavor.projects = [models.FlavorProject(project_id=p)
                                for p in projects]
             s.add(flavor)

@@ -18,7 +18,12 @@ from tests import db_fixtures
 
 
 def _insert(conn, model, **values):
-    conn.execute(model.__table__.insert().values(**values))
+    # The table as the database has it at this revision: the model's
+    # has columns of later revisions (and their defaults).
+    table = sa.Table(model.__tablename__, sa.MetaData(), autoload_with=conn)
+    if 'created_at' in table.c:
+        values.setdefault('created_at', models.utcnow())
+    conn.execute(table.insert().values(**values))
 
 
 @pytest.mark.parametrize('backend', db_fixtures.BACKENDS)

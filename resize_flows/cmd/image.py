@@ -1,0 +1,79 @@
+"""The ``image`` commands: the disk images of the image store."""
+from cliff import command as command_base
+from cliff import lister
+from cliff import show
+
+from resize_flows import api
+from resize_flows.cmd import common
+
+COLUMNS = ['uuid', 'name', 'disk_format', 'size', 'virtual_size', 'sha256',
+           'kernel_id', 'kernel_sha256', 'ramdisk_id', 'ramdisk_sha256',
+           'created_at']
+
+
+class ImageCreate(show.ShowOne):
+    """Add a disk image (qcow2 or raw, without a backing file) to the
+    image store."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('name', metavar='<name>')
+        parser.add_argument('--file', required=True, metavar='PATH',
+                            help='The disk image, a file on this machine.')
+        parser.add_argument(
+            '--disk-format', choices=('qcow2', 'raw'),
+            help='The format the file must have (default: what qemu-img '
+                 'finds, qcow2 or raw).')
+        parser.add_argument('--kernel', metavar='PATH',
+                            help='A kernel to boot the image by (with '
+                                 '--ramdisk).')
+        parser.add_argument('--ramdisk', metavar='PATH',
+                            help='The initial ramdisk (with --kernel).')
+        return parser
+
+    def take_action(self, parsed):
+        image = api.create_image(
+            common.caller_context(self.app), parsed.name, parsed.file,
+            disk_format=parsed.disk_format, kernel=parsed.kernel,
+            ramdisk=parsed.ramdisk)
+        return common.as_columns(image, COLUMNS)
+
+
+class ImageList(lister.Lister):
+    """List images."""
+
+    def take_action(self, parsed):
+        cols = ('ID', 'Name', 'Disk Format', 'Size', 'Virtual Size',
+                'Kernel')
+        return cols, [(i['uuid'], i['name'], i['disk_format'], i['size'],
+                       i['virtual_size'], bool(i['kernel_id']))
+                      for i in api.list_images(
+                          common.caller_context(self.app))]
+
+
+class ImageShow(show.ShowOne):
+    """Show an image."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('image', metavar='<image>',
+                            help='Image name or uuid.')
+        return parser
+
+    def take_action(self, parsed):
+        return common.as_columns(
+            api.get_image(common.caller_context(self.app), parsed.image),
+            COLUMNS)
+
+
+class ImageDelete(command_base.Command):
+    """Delete an image that no server uses."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('image', metavar='<image>',
+                            help='Image name or uuid.')
+        return parser
+
+    def take_action(self, parsed):
+        api.delete_image(common.caller_context(self.app), parsed.image)
