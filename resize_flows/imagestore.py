@@ -31,6 +31,7 @@ import uuid as uuidlib
 
 from resize_flows.conf import CONF
 from resize_flows import exception
+from resize_flows.virt.libvirt import disk
 
 CHUNK = 1024 * 1024
 #: Runs of zeros this long (and aligned) are skipped, not written.
@@ -71,7 +72,7 @@ class ImageStore:
             os.unlink(self.path(image_id))
         except FileNotFoundError:
             return
-        _fsync_dir(self.root)
+        disk.fsync_dir(self.root)
 
     def put(self, source, check=None):
         image_id = str(uuidlib.uuid4())
@@ -100,7 +101,7 @@ class ImageStore:
             except BaseException:
                 _unlink_quietly(part)
                 raise
-            _fsync_dir(self.root)
+            disk.fsync_dir(self.root)
         finally:
             os.close(src)
         return image_id, digest, size
@@ -124,18 +125,9 @@ def _copy(src, dst):
             if block == zeros[:len(block)]:
                 os.lseek(dst, len(block), os.SEEK_CUR)
                 continue
-            while block:
-                block = block[os.write(dst, block):]
+            disk.write_all(dst, block)
     os.ftruncate(dst, size)
     return sha.hexdigest(), size
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink_quietly(path):
