@@ -51,13 +51,22 @@ class ComputeDriver(abc.ABC):
 
     # -- guests ---------------------------------------------------------
     @abc.abstractmethod
-    def spawn(self, instance, flavor, power_on=True):
-        """Create the instance: a blank qcow2 disk of ``flavor['root_gb']``
-        GiB, its domain (vcpus, memory_mb of the flavor), started and waited
-        for RUNNING when ``power_on``.
+    def spawn(self, instance, flavor, power_on=True, image=None,
+              config_drive=False):
+        """Create the instance directory as Nova's libvirt driver lays it
+        out (:mod:`.libvirt.layout`): a root disk of ``flavor['root_gb']``
+        GiB (an overlay on ``image``'s cached base, or blank without an
+        image), the ephemeral and swap disks of the flavor, a config drive
+        if ``config_drive``, the image's kernel and ramdisk; then its
+        domain (vcpus, memory_mb of the flavor), started and waited for
+        RUNNING when ``power_on``.
 
         ``instance`` is ``{'uuid', 'name'}``; ``flavor`` is ``{'name',
-        'vcpus', 'memory_mb', 'root_gb'}``.
+        'vcpus', 'memory_mb', 'root_gb', 'ephemeral_gb', 'swap_mb'}`` (the
+        last two may be missing: 0); ``image`` is None or what
+        ``imagestore.for_driver`` gives (``uuid``, ``sha256``,
+        ``disk_format``, ``virtual_size``, ``path``, ``kernel_path``,
+        ``ramdisk_path``, ``kernel_sha256``, ``ramdisk_sha256``).
         """
 
     @abc.abstractmethod

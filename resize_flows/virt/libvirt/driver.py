@@ -35,12 +35,11 @@ from resize_flows.virt.libvirt import disk
 from resize_flows.virt.libvirt import errors
 from resize_flows.virt.libvirt import files as host_files
 from resize_flows.virt.libvirt import host as libvirt_host
+from resize_flows.virt.libvirt import instancedir
+from resize_flows.virt.libvirt import layout
 from resize_flows.virt.libvirt import transfer
 
 LOG = logging.getLogger(__name__)
-
-DISK_NAME = 'disk'
-XML_NAME = 'libvirt.xml'
 
 # libvirt domain state -> Nova power state (as Nova's libvirt driver maps).
 LIBVIRT_POWER_STATE = {
@@ -113,10 +112,10 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _disk_path(self, instance_uuid, suffix=''):
         return posixpath.join(self.instance_dir(instance_uuid, suffix),
-                              DISK_NAME)
+                              layout.DISK)
 
     def _xml_path(self, dirname):
-        return posixpath.join(self.instances_path, dirname, XML_NAME)
+        return posixpath.join(self.instances_path, dirname, layout.DOMAIN_XML)
 
     def _disk_info(self, path):
         return self.files.disk_info(path)
@@ -132,12 +131,14 @@ class LibvirtDriver(driver.ComputeDriver):
         self.files.qemu_img(*args)
 
     def _write_xml(self, instance, flavor):
-        """Write ``<uuid>/libvirt.xml`` for ``flavor``; return the XML."""
+        """Write ``<uuid>/libvirt.xml`` for ``flavor`` and the files the
+        directory holds; return the XML."""
         instance_uuid = instance['uuid']
+        folder = self.instance_dir(instance_uuid)
         xml = config.domain_xml(
-            instance_uuid, flavor['vcpus'], flavor['memory_mb'],
-            self._disk_path(instance_uuid), self._domain_type,
-            title=instance.get('name'))
+            instance_uuid, flavor['vcpus'], flavor['memory_mb'], folder,
+            self._domain_type, title=instance.get('name'),
+            present=instancedir.present(self.files, folder))
         self.files.write_atomic(self._xml_path(instance_uuid), xml)
         return xml
 
@@ -193,14 +194,16 @@ class LibvirtDriver(driver.ComputeDriver):
 
     # -- guests ---------------------------------------------------------
     @errors.reconnecting
-    def spawn(self, instance, flavor, power_on=True):
-        """Create ``<uuid>/disk`` (blank qcow2 of ``root_gb`` GiB),
-        ``<uuid>/libvirt.xml`` and the domain; start it if ``power_on``.
-        Again on the same instance and flavor finishes what is missing;
-        a domain or disk of another size is ``InstanceExistsOnHost``."""
+    def spawn(self, instance, flavor, power_on=True, image=None,
+              config_drive=False):
+        """Lay out ``<uuid>/`` (:func:`.instancedir.build`: the root disk,
+        an overlay on ``image``'s cached base or blank, ephemeral, swap,
+        config drive, kernel, ramdisk, disk.info), write ``libvirt.xml``,
+        define the domain; start it if ``power_on``. Again on the same
+        instance and flavor finishes what is missing; a domain or disk of
+        another size is ``InstanceExistsOnHost``."""
         instance_uuid = _check_uuid(instance['uuid'])
         self._ensure_instances_path()
-        want_size = int(flavor['root_gb']) * disk.GiB
         dom = self._find(instance_uuid)
         if dom is not None:
             with self._translate(instance_uuid):
@@ -209,14 +212,10 @@ class LibvirtDriver(driver.ComputeDriver):
             if (vcpus, memory_mb) != (flavor['vcpus'], flavor['memory_mb']):
                 raise exception.InstanceExistsOnHost(
                     instance_uuid=instance_uuid, host=self.host)
-        self.files.makedir(self.instance_dir(instance_uuid))
-        path = self._disk_path(instance_uuid)
-        info = self._disk_info(path)
-        if info is None:
-            self.files.create_disk(path, want_size)
-        elif info['virtual-size'] != want_size:
-            raise exception.InstanceExistsOnHost(
-                instance_uuid=instance_uuid, host=self.host)
+        folder = self.instance_dir(instance_uuid)
+        self.files.makedir(folder)
+        instancedir.build(self.files, folder, instance, flavor, image,
+                          config_drive)
         self._define(instance_uuid, self._write_xml(instance, flavor))
         if power_on:
             self.power_on(instance_uuid)
@@ -352,7 +351,7 @@ class LibvirtDriver(driver.ComputeDriver):
         even when ``<uuid>`` exists again (a same-host copy)."""
         stashed = self.instance_dir(instance_uuid, driver.RESIZE_SUFFIX)
         if self.files.isdir(stashed):
-            path = posixpath.join(stashed, DISK_NAME)
+            path = posixpath.join(stashed, layout.DISK)
             if snapshot_name not in self._snapshots(path):
                 self._check_off(instance_uuid)
                 self._qemu_img('snapshot', '-c', snapshot_name, path)
@@ -404,7 +403,7 @@ class LibvirtDriver(driver.ComputeDriver):
             raise exception.DiskError(
                 host=self.host, reason='no stashed disk %s to copy' % src)
         dest_dir = dest.instance_dir(instance_uuid)
-        dst = posixpath.join(dest_dir, DISK_NAME)
+        dst = posixpath.join(dest_dir, layout.DISK)
         if not dest.files.has_root():
             raise exception.HypervisorUnavailable(
                 host=dest.host, reason='instances path %s does not exist'
