@@ -36,8 +36,9 @@ def make_image(store, disk_format='qcow2', kernel=True, size='64M'):
              'path': path, 'kernel_path': None, 'ramdisk_path': None,
              'kernel_sha256': None, 'ramdisk_sha256': None}
     if kernel:
-        for key, content in (('kernel', b'KERNEL' * 1000),
-                             ('ramdisk', b'RAMDISK' * 3000)):
+        # Big enough to be copied in several chunks of 64 KiB.
+        for key, content in (('kernel', b'KERNEL' * 50000),
+                             ('ramdisk', bytes(range(256)) * 2000)):
             part = os.path.join(store, '%s.%s' % (image_id, key))
             with open(part, 'wb') as handle:
                 handle.write(content)
