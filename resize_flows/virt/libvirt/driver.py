@@ -341,9 +341,8 @@ class LibvirtDriver(driver.ComputeDriver):
         same-host copy)."""
         stashed = self.instance_dir(instance_uuid, driver.RESIZE_SUFFIX)
         if self.files.isdir(stashed):
-            if not all(snapshot_name in migration.snapshot_names(
-                    self.files, path) for path in migration.snapshotted(
-                        self.files, stashed)):
+            if not all(migration.has_snapshots(self.files, stashed,
+                                               snapshot_name)):
                 self._check_off(instance_uuid)
                 migration.take_snapshots(self.files, stashed, snapshot_name)
             return
@@ -453,9 +452,11 @@ class LibvirtDriver(driver.ComputeDriver):
                 live = dom.isActive() and self._summary(dom.XMLDesc(0))
             if live and live != wanted:
                 self._hard_stop(instance_uuid, dom)
-        self._check_off(instance_uuid)
-        migration.drop_snapshots(self.files, self.instance_dir(instance_uuid),
-                                 snapshot_name, roll_back=True)
+        folder = self.instance_dir(instance_uuid)
+        if any(migration.has_snapshots(self.files, folder, snapshot_name)):
+            self._check_off(instance_uuid)
+            migration.drop_snapshots(self.files, folder, snapshot_name,
+                                     roll_back=True)
         self.ensure_defined(instance_uuid)
         if power_on:
             self.power_on(instance_uuid)

@@ -186,6 +186,13 @@ def snapshot_names(files, path):
     return tuple(s['name'] for s in info.get('snapshots', ()))
 
 
+def has_snapshots(files, folder, snapshot_name):
+    """For each disk of ``folder`` a resize snapshot is taken of, whether
+    it holds ``snapshot_name``."""
+    return [snapshot_name in snapshot_names(files, path)
+            for path in snapshotted(files, folder)]
+
+
 def take_snapshots(files, folder, snapshot_name):
     """The snapshot ``snapshot_name`` of every disk of :data:`.layout.
     SNAPSHOTTED` in ``folder`` (taken already: left as it is)."""

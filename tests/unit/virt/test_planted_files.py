@@ -325,10 +325,13 @@ def test_copied_disk_is_private_to_the_session_user(hosts, instance):
     src, dst = hosts
     _stashed(src, instance)
     info = src.copy_disk_to(instance['uuid'], dst)
-    st = os.lstat(info.path)
-    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (
-        SESSION + (0o600,))
-    assert sorted(os.listdir(os.path.dirname(info.path))) == ['disk']
+    folder = os.path.dirname(info.path)
+    names = sorted(os.listdir(folder))
+    assert names == ['disk', 'disk.info', 'libvirt.xml']
+    for name in names:
+        st = os.lstat(os.path.join(folder, name))
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (
+            SESSION + (0o600,)), name
 
 
 # -- removal and renames ---------------------------------------------------
