@@ -136,8 +136,10 @@ class SshOps:
         # One command: find's -printf of each entry (no link followed),
         # NUL-separated (a name may hold anything else), after the
         # machine's own clock.
-        out = self.run('realdir {0}; date +%s.%N; if test -d {0}; then '
-                       'find {0} -mindepth 1 -maxdepth 1 -printf '
+        # (From /: find goes back to where it started, which the owner
+        # may not enter.)
+        out = self.run('realdir {0}; cd / && date +%s.%N; if test -d {0}; '
+                       'then find {0} -mindepth 1 -maxdepth 1 -printf '
                        '"%y %n %s %b %T@ %C@ %f\\0"; fi'.format(
                            remote.q(path)))
         head, _, rest = out.partition(b'\n')
