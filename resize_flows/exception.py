@@ -248,6 +248,11 @@ class DiskError(HypervisorError):
     msg_fmt = "Disk operation failed on host %(host)s: %(reason)s"
 
 
+class ImageUnavailable(HypervisorError):
+    msg_fmt = ("The image with sha256 %(sha256)s cannot be brought into "
+               "the image cache of host %(host)s: %(reason)s")
+
+
 class InstanceDirectoryConflict(HypervisorError, Conflict):
     msg_fmt = "Instance directory %(path)s on host %(host)s: %(reason)s"
     code = 409

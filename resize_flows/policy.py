@@ -59,6 +59,7 @@ IMAGE_CREATE = 'resize_flows:images:create'
 IMAGE_DELETE = 'resize_flows:images:delete'
 IMAGE_LIST = 'resize_flows:images:list'
 IMAGE_SHOW = 'resize_flows:images:show'
+IMAGE_CACHE_CLEAN = 'resize_flows:images:cache_clean'
 #: Anyone (an empty rule passes every caller).
 ANYONE = '@'
 
@@ -142,6 +143,10 @@ _RULES = [
           'DELETE', '/images/{image_id}'),
     _rule(IMAGE_LIST, ANYONE, 'List images.', 'GET', '/images'),
     _rule(IMAGE_SHOW, ANYONE, 'Show an image.', 'GET', '/images/{image_id}'),
+    _rule(IMAGE_CACHE_CLEAN, ADMIN,
+          'Remove the cached bases that no instance directory uses from '
+          'the image cache of every host or of one.',
+          'POST', '/os-resize-flows/image-cache/clean'),
 ]
 
 

@@ -37,6 +37,7 @@ from resize_flows.api.hosts import delete_host
 from resize_flows.api.hosts import get_flavor
 from resize_flows.api.hosts import list_flavors
 from resize_flows.api.hosts import list_hosts
+from resize_flows.api.images import clean_image_cache
 from resize_flows.api.images import create_image
 from resize_flows.api.images import delete_image
 from resize_flows.api.images import get_image
@@ -65,7 +66,7 @@ from resize_flows.operations import running_operations
 from resize_flows.operations import wait_all
 
 __all__ = [
-    'arm_configured_faults', 'confirm_expired', 'confirm_resize',
+    'arm_configured_faults', 'clean_image_cache', 'confirm_expired', 'confirm_resize',
     'create_flavor', 'create_host', 'create_image', 'create_server',
     'delete_host', 'delete_image', 'delete_server', 'DETAILS_LOG',
     'flavor_names', 'get_admin_context', 'get_flavor', 'get_hypervisor_info',
