@@ -135,11 +135,6 @@ class LocalFiles(fileops.LocalOps):
         """Write ``text`` (str or bytes) to ``path`` atomically."""
         self.area.write_atomic(path, text, disk.PART_SUFFIX)
 
-    def unlink(self, path):
-        """Remove the file ``path`` (a link there is removed, never
-        followed); False if there was none."""
-        return self.area.unlink(path)
-
     def rename(self, old, new):
         self.area.rename(old, new)
 
@@ -313,14 +308,6 @@ class SshFiles(fileops.SshOps):
                      'rm -f %s' % q(part), 'cat > %s' % q(part),
                      'sync %s' % q(part), 'mv -f %s %s' % (q(part), q(path)),
                      'sync %s' % q(folder)]), stdin=_bytes(text))
-
-    def unlink(self, path):
-        out = self.run('realdir {1}; if test -e {0} || test -L {0}; then '
-                       'if test -d {0} && ! test -L {0}; then refuse {0} '
-                       '"is a directory"; fi; rm -f {0} && sync {1} && '
-                       'echo removed; fi'.format(
-                           remote.q(path), remote.q(posixpath.dirname(path))))
-        return out.strip() == b'removed'
 
     def rename(self, old, new):
         q = remote.q

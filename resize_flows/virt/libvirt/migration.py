@@ -234,7 +234,7 @@ def finish_disks(files, folder, flavor, snapshot_name, instance_uuid):
     swap = posixpath.join(folder, layout.SWAP)
     info = files.disk_info(swap)
     if info is not None and info['virtual-size'] != swap_mb * disk.MiB:
-        files.unlink(swap)
+        files.remove_file(swap)
     instancedir.ensure_swap(files, folder, swap_mb, instance_uuid)
     instancedir.write_disk_info(files, folder)
 

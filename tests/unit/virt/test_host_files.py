@@ -94,8 +94,7 @@ def test_each_operation_over_ssh_as_here(conf, machines, tmp_path):
     assert os.listdir(machine.root) == []
 
 
-def test_overlays_bytes_and_unlink_over_ssh_as_here(conf, machines,
-                                                    tmp_path):
+def test_overlays_and_bytes_over_ssh_as_here(conf, machines, tmp_path):
     machine = machines()
     machine.run('mkdir %s' % machine.path('i'))
     here = files.for_host('here', str(tmp_path))
@@ -110,8 +109,8 @@ def test_overlays_bytes_and_unlink_over_ssh_as_here(conf, machines,
                info['backing-filename-format']]
         side.write_atomic(os.path.join(root, 'blob'), b'\x00\xffbytes')
         got.append(side.getsize(os.path.join(root, 'blob')))
-        got.append((side.unlink(os.path.join(root, 'blob')),
-                    side.unlink(os.path.join(root, 'blob'))))
+        got.append((side.remove_file(os.path.join(root, 'blob')),
+                    side.remove_file(os.path.join(root, 'blob'))))
         got.append(side.listdir(root))
         results.append(got)
     assert results[0] == results[1] == [
