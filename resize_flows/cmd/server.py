@@ -22,9 +22,10 @@ def _power_name(value):
     return states.POWER_STATE_NAMES.get(value, str(value))
 
 
-def _server_records(ctx, servers):
+def _server_records(ctx, servers, images=False):
     """``servers`` as the commands print them: flavors and the power
-    state by name."""
+    state by name; with ``images`` the image's name too (its uuid when
+    the caller may not see the image)."""
     names = api.flavor_names(ctx, servers)
     records = []
     for inst in servers:
@@ -33,8 +34,13 @@ def _server_records(ctx, servers):
             flavor_id = inst[column + '_id']
             out[column] = None if flavor_id is None else names[flavor_id]
         out['power_state'] = _power_name(inst['power_state'])
-        out['image'] = None if inst['image_id'] is None else (
-            api.get_image(ctx, inst['image_id'])['name'])
+        if images and inst['image_id'] is not None:
+            try:
+                out['image'] = api.get_image(ctx, inst['image_id'])['name']
+            except exception.ResizeFlowsException:
+                out['image'] = inst['image_id']
+        elif images:
+            out['image'] = None
         records.append(out)
     return records
 
@@ -71,7 +77,7 @@ class ServerCreate(show.ShowOne):
                                  parsed.host, power_on=not parsed.stopped,
                                  image=parsed.image,
                                  config_drive=parsed.config_drive)
-        record, = _server_records(ctx, [inst])
+        record, = _server_records(ctx, [inst], images=True)
         return common.as_columns(record, SERVER_COLUMNS)
 
 
@@ -120,7 +126,8 @@ class ServerShow(show.ShowOne):
 
     def take_action(self, parsed):
         ctx = common.caller_context(self.app)
-        rec, = _server_records(ctx, [api.get_server(ctx, parsed.server)])
+        rec, = _server_records(ctx, [api.get_server(ctx, parsed.server)],
+                               images=True)
         try:
             info = api.get_hypervisor_info(ctx, rec['uuid'])
             rec['hypervisor'] = '%s, %d vCPU, %d MB' % (

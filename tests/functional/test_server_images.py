@@ -382,6 +382,19 @@ def test_cli_create_and_show_with_an_image(cli_image):
     assert '--image' in out and '--config-drive' in out
 
 
+def test_cli_show_names_an_image_it_may_not_see_by_uuid(cli_image,
+                                                        policy_deny):
+    rf = cli_image
+    made = _json(rf, 'server', 'create', 'vm2', '--flavor', 'tiny',
+                 '--image', 'img', '--host', 'host2')
+    image = _json(rf, 'image', 'show', 'img')
+    policy_deny('resize_flows:images:show')
+    assert _json(rf, 'server', 'show', 'vm2')['image'] == image['uuid']
+    assert [s['Name'] for s in _json(rf, 'server', 'list')] == [
+        'vm1', 'vm2']
+    assert made['image'] == 'img'
+
+
 @pytest.mark.parametrize('argv, message', [
     (('server', 'create', 'vm2', '--flavor', 'tiny', '--image', 'nope'),
      'Image nope could not be found.'),
