@@ -188,8 +188,11 @@ def get_console_output(ctx, server, lines=None):
             reason='lines must be a whole number >= 0, not %r' % (lines,))
     inst = get_server(ctx, server)
     policy.authorize(ctx, policy.CONSOLE_OUTPUT, rule_target(inst))
-    text = virt.get_driver(repository.host_get(inst['host'])) \
-        .get_console_output(inst['uuid'])
+    try:
+        text = virt.get_driver(repository.host_get(inst['host'])) \
+            .get_console_output(inst['uuid'])
+    except OSError as exc:      # a host over ssh that could not read it
+        raise exception.DiskError(host=inst['host'], reason=str(exc))
     if lines is None:
         return text
     return ''.join(text.splitlines(keepends=True)[-lines:] if lines else [])
