@@ -47,6 +47,16 @@ class CannotResizeDisk(Invalid):
     msg_fmt = "Server disk was unable to be resized because: %(reason)s"
 
 
+class FlavorDiskSmallerThanImage(Invalid):
+    msg_fmt = ("Flavor %(flavor)s's disk is too small for image %(image)s: "
+               "%(flavor_size)d bytes, the image needs %(image_size)d.")
+
+
+class ConfigDriveUnavailable(Invalid):
+    msg_fmt = ("A config drive needs %(tool)s, which is not installed on "
+               "this machine.")
+
+
 class NoValidHost(Invalid):
     msg_fmt = "No valid host was found. %(reason)s"
 

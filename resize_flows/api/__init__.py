@@ -55,6 +55,7 @@ from resize_flows.api.process import arm_configured_faults
 from resize_flows.api.process import shutdown
 from resize_flows.api.servers import create_server
 from resize_flows.api.servers import flavor_names
+from resize_flows.api.servers import get_console_output
 from resize_flows.api.servers import get_hypervisor_info
 from resize_flows.api.servers import get_server
 from resize_flows.api.servers import list_servers
@@ -69,7 +70,8 @@ __all__ = [
     'arm_configured_faults', 'clean_image_cache', 'confirm_expired', 'confirm_resize',
     'create_flavor', 'create_host', 'create_image', 'create_server',
     'delete_host', 'delete_image', 'delete_server', 'DETAILS_LOG',
-    'flavor_names', 'get_admin_context', 'get_flavor', 'get_hypervisor_info',
+    'flavor_names', 'get_admin_context', 'get_console_output', 'get_flavor',
+    'get_hypervisor_info',
     'get_image', 'get_server', 'list_actions', 'list_conductors',
     'list_flavors', 'list_flows', 'list_hosts', 'list_images', 'list_jobs',
     'list_migrations', 'list_servers', 'lock_server', 'migrate', 'Operation',

@@ -161,8 +161,8 @@ def leaks():
         held.setdefault(consumer, []).append((host, vcpus, mem, disk))
     flavors = {f['id']: f for f in repository.flavor_list()}
     for uuid, inst in snap['instances'].items():
-        f = flavors[inst['flavor_id']]
-        want = [(inst['host'], f['vcpus'], f['memory_mb'], f['root_gb'])]
+        f = repository.flavor_resources(flavors[inst['flavor_id']])
+        want = [(inst['host'], f['vcpus'], f['memory_mb'], f['disk_gb'])]
         if held.pop(uuid, []) != want:
             problems.append('allocations of instance %s are not %s' % (
                 uuid, want))
@@ -171,9 +171,9 @@ def leaks():
         if mig['status'] in states.MIGRATION_TERMINAL:
             want = []
         else:
-            f = flavors[mig['old_flavor_id']]
+            f = repository.flavor_resources(flavors[mig['old_flavor_id']])
             want = [(mig['source_compute'], f['vcpus'], f['memory_mb'],
-                     f['root_gb'])]
+                     f['disk_gb'])]
         if got != want:
             problems.append('allocations of %s migration %s are %s, not '
                             '%s' % (mig['status'], mig_uuid, got, want))

@@ -195,3 +195,8 @@ class ComputeDriver(abc.ABC):
         were),
         define the domain from its ``libvirt.xml`` (the old flavor), and
         power it on (waiting for RUNNING) if ``power_on``."""
+
+    @abc.abstractmethod
+    def get_console_output(self, instance_uuid):
+        """The text of ``<uuid>/console.log`` (the guest's serial
+        console); '' when there is none."""

@@ -464,6 +464,11 @@ class LibvirtDriver(driver.ComputeDriver):
     def instances_path_ready(self):
         return self.files.has_root()
 
+    def get_console_output(self, instance_uuid):
+        path = posixpath.join(self.instance_dir(instance_uuid),
+                              layout.CONSOLE_LOG)
+        return self.files.read_text(path) if self.files.exists(path) else ''
+
 
 def _check_uuid(value):
     """``value`` if it is a uuid string (it becomes a path and a name)."""

@@ -81,11 +81,9 @@ def build(files, dirpath, instance, flavor, image=None, config_drive=False):
         ensure_disk(files, path, root, instance_uuid=uuid)
     else:
         if int(image['virtual_size']) > root:
-            raise exception.InvalidInput(
-                reason='flavor %s has a root disk of %s GiB, smaller than '
-                       'image %s (%d bytes)' % (
-                           flavor.get('name'), flavor['root_gb'],
-                           image['uuid'], int(image['virtual_size'])))
+            raise exception.FlavorDiskSmallerThanImage(
+                flavor=flavor.get('name'), image=image['uuid'],
+                flavor_size=root, image_size=int(image['virtual_size']))
         base, _copied = imagecache.ensure_image_base(
             files, image['sha256'], [(store_files(image), image['path'])])
         ensure_disk(files, path, root, base, image['disk_format'], uuid)

@@ -136,7 +136,7 @@ def test_spawn_refuses_a_root_smaller_than_the_image(src, instance,
                                                      tmp_path):
     image = imagehelp.make_image(str(tmp_path / 'store'), size='2G',
                                  kernel=False)
-    with pytest.raises(exception.Invalid):
+    with pytest.raises(exception.FlavorDiskSmallerThanImage):
         src.spawn(instance, imagehelp.FULL, image=image)
     assert not os.listdir(src.instance_dir(instance['uuid']))
     assert not src.instance_exists(instance['uuid'])
