@@ -77,6 +77,7 @@ bench: venv
 	$(VENV)/bin/python benchmarks/resize_ops.py
 	$(VENV)/bin/python benchmarks/flow_list.py
 	$(VENV)/bin/python benchmarks/disk_copy.py
+	$(VENV)/bin/python benchmarks/instance_move.py
 	$(VENV)/bin/python benchmarks/conductors.py
 	$(VENV)/bin/python benchmarks/remote_hosts.py
 

@@ -51,12 +51,15 @@ def _files(drv, entry):
     return out
 
 
-def capture():
+def capture(caches=True):
     """{'instances', 'allocations', 'hosts'}: records, and per host its
     domains (power state, vcpus, memory), its instance directories
     (``dirs``: the root disk's virtual size and snapshots; ``files``:
     every file, see :func:`_files`) and its image cache (``base``: name
-    and size of each file of ``_base``)."""
+    and size of each file of ``_base``). With ``caches`` False there is
+    no ``base``: to compare a cloud before and after an operation that
+    may leave a base it fetched in a cache, as a rolled-back move does
+    (a cache, not a leak)."""
     instances = {i['uuid']: _strip(i) for i in repository.instance_list()}
     allocations = sorted(
         (a['consumer_uuid'], a['consumer_type'], a['host'], a['vcpus'],
@@ -79,11 +82,13 @@ def capture():
                 'virtual_size': disk.virtual_size,
                 'snapshots': sorted(disk.snapshots)}
             files[entry] = _files(drv, entry)
-        base = {name: found.size for name, found in drv.files.scan(
-            posixpath.join(drv.files.instances_path,
-                           layout.BASE_DIR)).items()}
         hosts[host['name']] = {'domains': domains, 'dirs': dirs,
-                               'files': files, 'base': base}
+                               'files': files}
+        if caches:
+            hosts[host['name']]['base'] = {
+                name: found.size for name, found in drv.files.scan(
+                    posixpath.join(drv.files.instances_path,
+                                   layout.BASE_DIR)).items()}
     return {'instances': instances, 'allocations': allocations,
             'hosts': hosts}
 

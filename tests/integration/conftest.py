@@ -270,11 +270,26 @@ for name in sys.argv[2:]:
 """
 
 
+#: The image the shared hosts' servers boot from (no OS: data only).
+IMAGE = 'cm-image'
+
+
+def make_image(path):
+    """A 32 MiB qcow2 image holding two extents of patterns: the root
+    disk of every server of the shared hosts is an overlay on it."""
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', path,
+                    '32M'], check=True)
+    subprocess.run(['qemu-io', '-f', 'qcow2', '-c', 'write -q -P 7 0 4M',
+                    '-c', 'write -q -P 9 20M 6M', path], check=True,
+                   capture_output=True)
+
+
 class SharedQemuHosts:
     """host1 and host2, local QEMU hosts in a SQLite database, with the
-    flavors tiny (1 vCPU, 64 MB, 1 GB) and bigger (2 vCPUs, 96 MB, 2 GB),
-    set up once per test session (per pytest-xdist worker) by the CLI
-    itself; :meth:`cli` runs ``resize-flows`` on them in a new process."""
+    flavors tiny (1 vCPU, 64 MB, 1 GB root, 1 GB ephemeral, 16 MB swap)
+    and bigger (2 vCPUs, 96 MB, 2 GB, 2 GB, 32 MB) and the image
+    :data:`IMAGE`, set up once per test session (per pytest-xdist worker)
+    by the CLI itself; :meth:`cli` runs ``resize-flows`` on them in a new process."""
 
     HOSTS = ('host1', 'host2')
 
@@ -324,9 +339,14 @@ class SharedQemuHosts:
             self.cli_ok('host', 'create', name, '--vcpus', '4',
                         '--memory-mb', '1024', '--disk-gb', '20')
         self.cli_ok('flavor', 'create', 'tiny', '--vcpus', '1', '--ram',
-                    '64', '--disk', '1')
+                    '64', '--disk', '1', '--ephemeral', '1', '--swap', '16')
         self.cli_ok('flavor', 'create', 'bigger', '--vcpus', '2', '--ram',
-                    '96', '--disk', '2')
+                    '96', '--disk', '2', '--ephemeral', '2', '--swap',
+                    '32')
+        image = os.path.join(self.base, 'image.qcow2')
+        make_image(image)
+        self.cli_ok('image', 'create', IMAGE, '--file', image,
+                    '--disk-format', 'qcow2')
 
     def stop(self):
         """Stop both hosts (their guests and daemons) in a new process."""
@@ -401,7 +421,8 @@ class CrashCloud:
     def server(self, flavor='tiny', host='host1', power_on=True):
         name = 'cm-%s' % uuidlib.uuid4().hex[:8]
         inst = api.create_server(self.ctx, name, flavor, host,
-                                 power_on=power_on)
+                                 power_on=power_on, image=IMAGE,
+                                 config_drive=True)
         self.servers.append(inst['uuid'])
         return inst['uuid']
 

@@ -164,7 +164,7 @@ def test_killed_before_start_ends_rolled_back(crash_cloud, disk_copy,
     vm = crash_cloud.server()
     if operation in OPPOSITE:
         api.resize(crash_cloud.ctx, vm, 'bigger', wait=True)
-    before = (state.capture(), _migrations(vm))
+    before = (state.capture(caches=False), _migrations(vm))
     disk = disk_copy(vm)
 
     _crash(crash_cloud, matrix._command(operation, vm), window)
@@ -175,7 +175,7 @@ def test_killed_before_start_ends_rolled_back(crash_cloud, disk_copy,
     shown = _recover(crash_cloud, verb, flow_id)
     assert shown['status'] == flowstatus.ROLLED_BACK
     assert flowindex.lease_get(flow_id) is None
-    assert (state.capture(), _migrations(vm)) == before
+    assert (state.capture(caches=False), _migrations(vm)) == before
     assert state.leaks() == []
     disk.assert_same(vm)
     # Ended: the other verb refuses it, one line.
@@ -202,13 +202,13 @@ def test_stale_resolution_after_the_opposite_one(crash_cloud, disk_copy,
     # The user's opposite operation goes through, in another process.
     done = crash_cloud.cli_ok(*matrix._command(OPPOSITE[stale], vm)[:-2])
     assert done['status'] == matrix.DONE[OPPOSITE[stale]]
-    after = (state.capture(), _migrations(vm))
+    after = (state.capture(caches=False), _migrations(vm))
     assert [f['flow_id'] for f in flowstatus.list_flows(
         server=vm, status=flowstatus.INTERRUPTED)] == [flow_id]
 
     shown = _recover(crash_cloud, verb, flow_id)
     assert shown['status'] == flowstatus.ROLLED_BACK
-    assert (state.capture(), _migrations(vm)) == after
+    assert (state.capture(caches=False), _migrations(vm)) == after
     assert_consistent(vm)
     inst = repository.instance_get(vm)
     assert list(domains_of(vm)) == [inst['host']]
@@ -220,7 +220,7 @@ def test_stale_resolution_after_the_opposite_one(crash_cloud, disk_copy,
 @pytest.mark.parametrize('verb', ('resume', 'rollback'))
 def test_killed_rollback_of_a_finished_move(crash_cloud, disk_copy, verb):
     vm = crash_cloud.server()
-    before = state.capture()
+    before = state.capture(caches=False)
     disk = disk_copy(vm)
     moved = crash_cloud.cli_ok(*matrix._command('resize', vm)[:-2])
     assert moved['status'] == states.MIGRATION_FINISHED
@@ -271,7 +271,7 @@ def test_delete_of_a_resized_server_confirms_first(crash_cloud):
     assert repository.instance_list() == []
     assert domains_of(vm) == {}
     assert repository.allocation_list() == []
-    for host in state.capture()['hosts'].values():
+    for host in state.capture(caches=False)['hosts'].values():
         assert host['dirs'] == {}, host
     assert state.leaks() == []
 
@@ -282,9 +282,9 @@ def test_delete_refused_while_a_flow_is_unfinished(crash_cloud, disk_copy):
     matrix._crash(crash_cloud, matrix._command('resize', vm), 'CopyDisk',
                   faults.BEFORE_EXECUTE)
     flow_id = matrix._interrupted_flow(crash_cloud, vm, 'resize')
-    before = state.capture()
+    before = state.capture(caches=False)
     assert flow_id in _refused(crash_cloud, 'server', 'delete', vm)
-    assert state.capture() == before
+    assert state.capture(caches=False) == before
     assert _recover(crash_cloud, 'rollback', flow_id)['status'] == \
         flowstatus.ROLLED_BACK
     disk.assert_same(vm)
