@@ -289,7 +289,8 @@ class SharedQemuHosts:
     flavors tiny (1 vCPU, 64 MB, 1 GB root, 1 GB ephemeral, 16 MB swap)
     and bigger (2 vCPUs, 96 MB, 2 GB, 2 GB, 32 MB) and the image
     :data:`IMAGE`, set up once per test session (per pytest-xdist worker)
-    by the CLI itself; :meth:`cli` runs ``resize-flows`` on them in a new process."""
+    by the CLI itself; :meth:`cli` runs ``resize-flows`` on them in a new
+    process."""
 
     HOSTS = ('host1', 'host2')
 

@@ -24,9 +24,9 @@ the source keeps its defined, shut-off guest, as in Nova); allocations
 exactly what the instance and its migration imply, no directory, disk or
 snapshot that nothing refers to (``state.leaks()``); the migration in its
 resting status; after a rollback, the whole cloud as it was before the
-operation (``state.capture(caches=False)``). A move that was resumed to ``finished``
-is then confirmed (resize) or reverted (migrate) to prove it is a sound
-resting state.
+operation (``state.capture(caches=False)``). A move that was resumed to
+``finished`` is then confirmed (resize) or reverted (migrate) to prove it
+is a sound resting state.
 
 The hosts are shared by the tests of a session (one pair per pytest-xdist
 worker); each test boots and deletes its own server, a real instance
