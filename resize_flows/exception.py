@@ -47,6 +47,16 @@ class CannotResizeDisk(Invalid):
     msg_fmt = "Server disk was unable to be resized because: %(reason)s"
 
 
+class FlavorDiskSmallerThanImage(Invalid):
+    msg_fmt = ("Flavor %(flavor)s's disk is too small for image %(image)s: "
+               "%(flavor_size)d bytes, the image needs %(image_size)d.")
+
+
+class ConfigDriveUnavailable(Invalid):
+    msg_fmt = ("A config drive needs %(tool)s, which is not installed on "
+               "this machine.")
+
+
 class NoValidHost(Invalid):
     msg_fmt = "No valid host was found. %(reason)s"
 
@@ -246,6 +256,11 @@ class InstancePowerOffFailure(HypervisorError):
 
 class DiskError(HypervisorError):
     msg_fmt = "Disk operation failed on host %(host)s: %(reason)s"
+
+
+class ImageUnavailable(HypervisorError):
+    msg_fmt = ("The image with sha256 %(sha256)s cannot be brought into "
+               "the image cache of host %(host)s: %(reason)s")
 
 
 class InstanceDirectoryConflict(HypervisorError, Conflict):

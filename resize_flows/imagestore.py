@@ -140,3 +140,22 @@ def _unlink_quietly(path):
 def get_store():
     """The image store of this configuration: ``<state_dir>/images``."""
     return ImageStore(os.path.join(CONF.state_dir, 'images'))
+
+
+def for_driver(image_record):
+    """What a driver is given of an image (``spawn``, the moves): a plain
+    dict of an image's record (``persistence.images``) with the paths of
+    its files in this configuration's store: ``uuid``, ``sha256``,
+    ``disk_format``, ``virtual_size``, ``path``, ``kernel_path`` and
+    ``ramdisk_path`` (None when absent), ``kernel_sha256``,
+    ``ramdisk_sha256``."""
+    store = get_store()
+    out = {key: image_record[key] for key in (
+        'uuid', 'sha256', 'disk_format', 'virtual_size', 'kernel_sha256',
+        'ramdisk_sha256')}
+    out['path'] = store.path(image_record['uuid'])
+    for what in ('kernel', 'ramdisk'):
+        store_id = image_record[what + '_id']
+        out[what + '_path'] = None if store_id is None else store.path(
+            store_id)
+    return out

@@ -45,6 +45,7 @@ MIGRATE_HOST = 'os_compute_api:os-migrate-server:migrate:host'
 LOCK = 'os_compute_api:os-lock-server:lock'
 UNLOCK = 'os_compute_api:os-lock-server:unlock'
 UNLOCK_OVERRIDE = 'os_compute_api:os-lock-server:unlock:unlock_override'
+CONSOLE_OUTPUT = 'os_compute_api:os-console-output'
 CONFIRM_EXPIRED = 'resize_flows:servers:confirm_expired'
 FLOW_LIST = 'resize_flows:flows:list'
 FLOW_SHOW = 'resize_flows:flows:show'
@@ -59,6 +60,7 @@ IMAGE_CREATE = 'resize_flows:images:create'
 IMAGE_DELETE = 'resize_flows:images:delete'
 IMAGE_LIST = 'resize_flows:images:list'
 IMAGE_SHOW = 'resize_flows:images:show'
+IMAGE_CACHE_CLEAN = 'resize_flows:images:cache_clean'
 #: Anyone (an empty rule passes every caller).
 ANYONE = '@'
 
@@ -111,6 +113,9 @@ _RULES = [
           'Unlock a server that was locked by someone outside its project '
           '(an admin); checked besides the unlock rule.',
           'POST', '/servers/{server_id}/action (unlock)'),
+    _rule(CONSOLE_OUTPUT, ADMIN_OR_OWNER,
+          'Show the text of a server\'s serial console (console.log).',
+          'POST', '/servers/{server_id}/action (os-getConsoleOutput)'),
     _rule(CONFIRM_EXPIRED, ADMIN,
           'Confirm every resize older than [compute]/resize_confirm_window '
           '(the periodic task; resize-flows confirm-expired).',
@@ -142,6 +147,10 @@ _RULES = [
           'DELETE', '/images/{image_id}'),
     _rule(IMAGE_LIST, ANYONE, 'List images.', 'GET', '/images'),
     _rule(IMAGE_SHOW, ANYONE, 'Show an image.', 'GET', '/images/{image_id}'),
+    _rule(IMAGE_CACHE_CLEAN, ADMIN,
+          'Remove the cached bases that no instance directory uses from '
+          'the image cache of every host or of one.',
+          'POST', '/os-resize-flows/image-cache/clean'),
 ]
 
 

@@ -37,6 +37,7 @@ from resize_flows.api.hosts import delete_host
 from resize_flows.api.hosts import get_flavor
 from resize_flows.api.hosts import list_flavors
 from resize_flows.api.hosts import list_hosts
+from resize_flows.api.images import clean_image_cache
 from resize_flows.api.images import create_image
 from resize_flows.api.images import delete_image
 from resize_flows.api.images import get_image
@@ -54,6 +55,7 @@ from resize_flows.api.process import arm_configured_faults
 from resize_flows.api.process import shutdown
 from resize_flows.api.servers import create_server
 from resize_flows.api.servers import flavor_names
+from resize_flows.api.servers import get_console_output
 from resize_flows.api.servers import get_hypervisor_info
 from resize_flows.api.servers import get_server
 from resize_flows.api.servers import list_servers
@@ -65,10 +67,11 @@ from resize_flows.operations import running_operations
 from resize_flows.operations import wait_all
 
 __all__ = [
-    'arm_configured_faults', 'confirm_expired', 'confirm_resize',
+    'arm_configured_faults', 'clean_image_cache', 'confirm_expired', 'confirm_resize',
     'create_flavor', 'create_host', 'create_image', 'create_server',
     'delete_host', 'delete_image', 'delete_server', 'DETAILS_LOG',
-    'flavor_names', 'get_admin_context', 'get_flavor', 'get_hypervisor_info',
+    'flavor_names', 'get_admin_context', 'get_console_output', 'get_flavor',
+    'get_hypervisor_info',
     'get_image', 'get_server', 'list_actions', 'list_conductors',
     'list_flavors', 'list_flows', 'list_hosts', 'list_images', 'list_jobs',
     'list_migrations', 'list_servers', 'lock_server', 'migrate', 'Operation',

@@ -4,7 +4,9 @@ Every check comes first (access rule, name, files, format, duplicate
 name), so a refused request stores no file and writes no record. An
 image's files are stored (:mod:`resize_flows.imagestore`), then recorded
 (:mod:`resize_flows.persistence.images`); a record is deleted before its
-files, and only while no server names the image.
+files, and only while no server names the image. Each host's image cache
+(``_base/``) is cleaned of the bases nothing uses by
+:func:`clean_image_cache`.
 """
 import logging
 import os
@@ -16,8 +18,10 @@ from resize_flows import exception
 from resize_flows import imageformat
 from resize_flows import imagestore
 from resize_flows.persistence import images
+from resize_flows.persistence import repository
 from resize_flows import policy
 from resize_flows import validation
+from resize_flows import virt
 
 LOG = logging.getLogger(__name__)
 
@@ -125,3 +129,30 @@ def delete_image(ctx, ident):
     for key in ('uuid', 'kernel_id', 'ramdisk_id'):
         if image[key]:
             store.delete(image[key])
+
+
+@context.tenant_facing
+def clean_image_cache(ctx, host=None):
+    """Remove from the image cache (``_base/``) of ``host``, or of every
+    host, the cached bases that no instance directory there uses and
+    that have not changed for ``[image_cache]/
+    remove_unused_minimum_age_seconds`` (and the files a crashed fetch
+    left). A base in use is never removed. Returns ``{host: {'removed':
+    [{'base': name, 'bytes': bytes freed}], 'bytes_freed': total}}``;
+    HostNotFound (404) for an unknown ``host``, before anything is
+    removed."""
+    policy.authorize(ctx, policy.IMAGE_CACHE_CLEAN)
+    if host is None:
+        hosts = repository.host_list()
+    elif not isinstance(host, str) or not host:
+        raise exception.HostNotFound(host=host)
+    else:
+        hosts = [repository.host_get(host)]
+    result = {}
+    for record in hosts:
+        removed = [{'base': name, 'bytes': size}
+                   for name, size in virt.clean_image_cache(record)]
+        result[record['name']] = {
+            'removed': removed,
+            'bytes_freed': sum(r['bytes'] for r in removed)}
+    return result

@@ -178,7 +178,8 @@ def resize(ctx, server, flavor, wait=False, listeners=()):
     (404, also for another project's private flavor), InstanceIsLocked,
     InstanceInvalidState (not ACTIVE/SHUTOFF, busy, or another request
     started first), InstanceHasUnfinishedFlow (409),
-    CannotResizeToSameFlavor, CannotResizeDisk (smaller root disk),
+    CannotResizeToSameFlavor, CannotResizeDisk (smaller root or
+    ephemeral disk),
     NoValidHost (400).
 
     Returns the started :class:`Operation`; with ``wait`` once its flow
@@ -192,11 +193,12 @@ def resize(ctx, server, flavor, wait=False, listeners=()):
     old = repository.flavor_get(inst['flavor_id'])
     if new['id'] == old['id']:
         raise exception.CannotResizeToSameFlavor()
-    if new['root_gb'] < old['root_gb']:
-        raise exception.CannotResizeDisk(
-            reason='flavor %s has a smaller root disk (%d GB) than the '
-                   'server\'s (%d GB)' % (new['name'], new['root_gb'],
-                                          old['root_gb']))
+    for key, disk in (('root_gb', 'root'), ('ephemeral_gb', 'ephemeral')):
+        if new[key] < old[key]:
+            raise exception.CannotResizeDisk(
+                reason='flavor %s has a smaller %s disk (%d GB) than the '
+                       'server\'s (%d GB)' % (new['name'], disk, new[key],
+                                              old[key]))
     scheduler.select_destinations(
         repository.flavor_resources(new), inst['host'],
         allow_same_host=CONF.compute.allow_resize_to_same_host)

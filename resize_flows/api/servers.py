@@ -1,15 +1,27 @@
 """Servers: find one or list them in the caller's view, boot one, lock and
 unlock it. (Deleting a server is in :mod:`.moves`: it confirms a resized
 server first.)"""
+import shutil
+
 from resize_flows.api import context
 from resize_flows.api import hosts
+from resize_flows.api import images
 from resize_flows import exception
+from resize_flows import imagestore
 from resize_flows.persistence import repository
 from resize_flows import policy
 from resize_flows import scheduler
 from resize_flows import states
 from resize_flows import validation
 from resize_flows import virt
+
+
+#: What a driver is given of a flavor.
+DRIVER_FLAVOR_KEYS = ('name', 'vcpus', 'memory_mb', 'root_gb', 'ephemeral_gb',
+                      'swap_mb')
+#: What makes a config drive (an ISO 9660 image), as Nova's default.
+CONFIG_DRIVE_TOOL = 'genisoimage'
+GiB = 1024 ** 3
 
 
 def rule_target(inst):
@@ -30,15 +42,34 @@ def list_servers(ctx, host=None):
 
 
 @context.tenant_facing
-def create_server(ctx, name, flavor, host=None, power_on=True):
-    """Boot a server: a blank qcow2 root disk of the flavor's size and a
-    guest, running unless ``power_on`` is False, on the scheduler's choice
-    or on ``host``, which only a caller that passes
+def create_server(ctx, name, flavor, host=None, power_on=True, image=None,
+                  config_drive=False):
+    """Boot a server, running unless ``power_on`` is False, on the
+    scheduler's choice or on ``host``, which only a caller that passes
     ``os_compute_api:servers:create:forced_host`` (an admin) may name, as
     Nova's forced host: for anyone else a named host is refused (403)
-    whether it exists or not."""
+    whether it exists or not.
+
+    Its root disk is a blank qcow2 of the flavor's size, or with
+    ``image`` (a name or uuid) an overlay on that image, whose virtual
+    size must fit the flavor's root disk (FlavorDiskSmallerThanImage,
+    400); ``config_drive`` gives it a config drive, which needs
+    genisoimage here (ConfigDriveUnavailable, 400). Every refusal comes
+    before anything is changed. The server's record names its image in
+    the transaction that creates it, which fails (ImageNotFound) if the
+    image was deleted meanwhile: an image in use is never deleted."""
+    if config_drive and shutil.which(CONFIG_DRIVE_TOOL) is None:
+        raise exception.ConfigDriveUnavailable(tool=CONFIG_DRIVE_TOOL)
     validation.check_name('server', name)
     flavor = hosts.get_flavor(ctx, flavor)
+    image_record = None
+    if image is not None:
+        image_record = images.get_image(ctx, image)
+        if flavor['root_gb'] * GiB < image_record['virtual_size']:
+            raise exception.FlavorDiskSmallerThanImage(
+                flavor=flavor['name'], image=image_record['name'],
+                flavor_size=flavor['root_gb'] * GiB,
+                image_size=image_record['virtual_size'])
     if host is not None:
         policy.authorize(ctx, policy.CREATE_FORCED_HOST)
         host = repository.host_get(host)
@@ -53,7 +84,9 @@ def create_server(ctx, name, flavor, host=None, power_on=True):
         try:
             inst = repository.instance_create(
                 name, ctx.project_id, ctx.user_id, candidate, flavor,
-                vm_state=states.BUILDING, task_state=states.SPAWNING)
+                vm_state=states.BUILDING, task_state=states.SPAWNING,
+                image_id=image_record and image_record['uuid'],
+                config_drive=bool(config_drive))
             break
         except exception.InsufficientResources as e:
             shortage = e            # taken meanwhile: the next one
@@ -63,9 +96,10 @@ def create_server(ctx, name, flavor, host=None, power_on=True):
     drv = virt.get_driver(host)
     try:
         drv.spawn({'uuid': inst['uuid'], 'name': name},
-                  {k: flavor[k] for k in
-                   ('name', 'vcpus', 'memory_mb', 'root_gb')},
-                  power_on=power_on)
+                  {k: flavor[k] for k in DRIVER_FLAVOR_KEYS},
+                  power_on=power_on,
+                  image=image_record and imagestore.for_driver(image_record),
+                  config_drive=bool(config_drive))
         power = drv.get_info(inst['uuid']).power_state
     except Exception:
         drv.destroy(inst['uuid'], destroy_disks=True)
@@ -140,3 +174,25 @@ def get_hypervisor_info(ctx, server):
     inst = get_server(ctx, server)
     return virt.get_driver(repository.host_get(inst['host'])) \
         .get_info(inst['uuid'])
+
+
+@context.tenant_facing
+def get_console_output(ctx, server, lines=None):
+    """The text of a server's serial console (its ``console.log`` on its
+    host), or its last ``lines`` lines; '' when there is none. Scoped by
+    project as :func:`get_server` is; rule
+    ``os_compute_api:os-console-output`` (admin or owner)."""
+    if lines is not None and (isinstance(lines, bool) or
+                              not isinstance(lines, int) or lines < 0):
+        raise exception.InvalidInput(
+            reason='lines must be a whole number >= 0, not %r' % (lines,))
+    inst = get_server(ctx, server)
+    policy.authorize(ctx, policy.CONSOLE_OUTPUT, rule_target(inst))
+    try:
+        text = virt.get_driver(repository.host_get(inst['host'])) \
+            .get_console_output(inst['uuid'])
+    except OSError as exc:      # a host over ssh that could not read it
+        raise exception.DiskError(host=inst['host'], reason=str(exc))
+    if lines is None:
+        return text
+    return ''.join(text.splitlines(keepends=True)[-lines:] if lines else [])

@@ -77,3 +77,36 @@ class ImageDelete(command_base.Command):
 
     def take_action(self, parsed):
         api.delete_image(common.caller_context(self.app), parsed.image)
+
+
+class ImageCacheClean(lister.Lister):
+    """Remove the cached bases that no instance directory uses from the
+    image cache (_base/) of every host, or of one; a base in use is never
+    removed, nor one younger than
+    [image_cache]/remove_unused_minimum_age_seconds."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('--host', metavar='<host>',
+                            help='Only this host (default: every host).')
+        return parser
+
+    def take_action(self, parsed):
+        result = api.clean_image_cache(common.caller_context(self.app),
+                                       host=parsed.host)
+        rows = [(host, r['base'], r['bytes'])
+                for host, done in sorted(result.items())
+                for r in done['removed']]
+        self._total = (sum(d['bytes_freed'] for d in result.values()),
+                       len(rows), len(result))
+        return ('Host', 'Base', 'Bytes'), rows
+
+    def produce_output(self, parsed_args, column_names, data):
+        status = super().produce_output(parsed_args, column_names, data)
+        if parsed_args.formatter == 'table':
+            freed, bases, hosts = self._total
+            self.app.stdout.write(
+                'Total: %d bytes freed, %d base%s removed on %d host%s\n'
+                % (freed, bases, '' if bases == 1 else 's', hosts,
+                   '' if hosts == 1 else 's'))
+        return status

@@ -1,6 +1,6 @@
-"""The ``server`` commands: create, list, show, delete, lock; resize,
-migrate, confirm and revert (flows); its migrations and events; and
-``confirm-expired``.
+"""The ``server`` commands: create, list, show, delete, lock, console
+log; resize, migrate, confirm and revert (flows); its migrations and
+events; and ``confirm-expired``.
 """
 from cliff import command as command_base
 from cliff import lister
@@ -13,18 +13,19 @@ from resize_flows import flows as rf_flows
 from resize_flows import states
 
 
-SERVER_COLUMNS = ['uuid', 'name', 'host', 'flavor', 'vm_state', 'task_state',
-                  'power_state', 'old_flavor', 'new_flavor', 'locked',
-                  'project_id']
+SERVER_COLUMNS = ['uuid', 'name', 'host', 'flavor', 'image', 'config_drive',
+                  'vm_state', 'task_state', 'power_state', 'old_flavor',
+                  'new_flavor', 'locked', 'project_id']
 
 
 def _power_name(value):
     return states.POWER_STATE_NAMES.get(value, str(value))
 
 
-def _server_records(ctx, servers):
+def _server_records(ctx, servers, images=False):
     """``servers`` as the commands print them: flavors and the power
-    state by name."""
+    state by name; with ``images`` the image's name too (its uuid when
+    the caller may not see the image)."""
     names = api.flavor_names(ctx, servers)
     records = []
     for inst in servers:
@@ -33,12 +34,21 @@ def _server_records(ctx, servers):
             flavor_id = inst[column + '_id']
             out[column] = None if flavor_id is None else names[flavor_id]
         out['power_state'] = _power_name(inst['power_state'])
+        if images and inst['image_id'] is not None:
+            try:
+                out['image'] = api.get_image(ctx, inst['image_id'])['name']
+            except exception.ResizeFlowsException:
+                out['image'] = inst['image_id']
+        elif images:
+            out['image'] = None
         records.append(out)
     return records
 
 
 class ServerCreate(show.ShowOne):
-    """Boot a server: a blank qcow2 disk and a running guest."""
+    """Boot a server: its root disk (blank, or an overlay on an image),
+    its flavor's ephemeral and swap disks, a config drive if asked, and a
+    running guest."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
@@ -50,13 +60,24 @@ class ServerCreate(show.ShowOne):
             'scheduler chooses.')
         parser.add_argument('--stopped', action='store_true',
                             help='Define the guest but leave it off.')
+        parser.add_argument(
+            '--image', metavar='IMAGE',
+            help='Name or uuid of the image its root disk is made from '
+                 '(an overlay on it; the flavor\'s root disk must hold the '
+                 'image). Default: a blank root disk.')
+        parser.add_argument(
+            '--config-drive', action='store_true',
+            help='Give it a config drive (disk.config, ISO 9660 labelled '
+                 'config-2; needs genisoimage).')
         return parser
 
     def take_action(self, parsed):
         ctx = common.caller_context(self.app)
         inst = api.create_server(ctx, parsed.name, parsed.flavor,
-                                 parsed.host, power_on=not parsed.stopped)
-        record, = _server_records(ctx, [inst])
+                                 parsed.host, power_on=not parsed.stopped,
+                                 image=parsed.image,
+                                 config_drive=parsed.config_drive)
+        record, = _server_records(ctx, [inst], images=True)
         return common.as_columns(record, SERVER_COLUMNS)
 
 
@@ -105,7 +126,8 @@ class ServerShow(show.ShowOne):
 
     def take_action(self, parsed):
         ctx = common.caller_context(self.app)
-        rec, = _server_records(ctx, [api.get_server(ctx, parsed.server)])
+        rec, = _server_records(ctx, [api.get_server(ctx, parsed.server)],
+                               images=True)
         try:
             info = api.get_hypervisor_info(ctx, rec['uuid'])
             rec['hypervisor'] = '%s, %d vCPU, %d MB' % (
@@ -115,6 +137,26 @@ class ServerShow(show.ShowOne):
             rec['hypervisor'] = ('unknown: %s' % e if ctx.is_admin
                                  else 'unknown')
         return common.as_columns(rec, SERVER_COLUMNS + ['hypervisor'])
+
+
+class ServerConsoleLog(command_base.Command):
+    """Print a server's serial console (its console.log), as it is."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('server', metavar='<server>',
+                            help='Name or uuid.')
+        parser.add_argument('--lines', type=int, metavar='N',
+                            help='Only the last N lines.')
+        return parser
+
+    def take_action(self, parsed):
+        if parsed.lines is not None and parsed.lines < 0:
+            raise exception.InvalidInput(
+                reason='--lines must be >= 0, not %d' % parsed.lines)
+        self.app.stdout.write(api.get_console_output(
+            common.caller_context(self.app), parsed.server,
+            lines=parsed.lines))
 
 
 class ServerResize(common.OperationCommand):

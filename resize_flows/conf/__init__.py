@@ -11,6 +11,7 @@ from resize_flows.conf import compute
 from resize_flows.conf import database
 from resize_flows.conf import default
 from resize_flows.conf import flows
+from resize_flows.conf import image_cache
 from resize_flows.conf import jobboard
 from resize_flows.conf import libvirt
 from resize_flows.conf import notifications
@@ -21,7 +22,7 @@ from resize_flows.conf import testing
 CONF = cfg.CONF
 
 _MODULES = (default, database, compute, scheduler, flows, jobboard,
-            notifications, libvirt, remote, testing)
+            notifications, libvirt, remote, image_cache, testing)
 
 #: The policy file's default name, looked up in the config directories
 #: (/etc/resize-flows/policy.yaml), as every OpenStack service does.

@@ -58,13 +58,29 @@ def _users(session, image_uuid):
         .order_by(models.Instance.id)))
 
 
+def lock_image(session, image_uuid):
+    """Lock an image's row for the rest of ``session``'s transaction
+    (``SELECT ... FOR UPDATE``; SQLite's writers are serial already), or
+    raise ImageNotFound. The creation of an instance naming the image and
+    the image's delete both take it first, so whichever comes second
+    waits and then sees what the first did: an instance is never created
+    on a deleted image, an image never deleted under a new instance."""
+    found = session.scalars(db.for_update(sa.select(models.Image.id)
+                                          .filter_by(uuid=image_uuid),
+                                          session)).first()
+    if found is None:
+        raise exception.ImageNotFound(image_id=image_uuid)
+
+
 def image_destroy(image_uuid):
     """Delete the record of an image that no instance names, in one
-    transaction: its check and its delete (``DELETE ... WHERE NOT
-    EXISTS``) cannot be split by an instance given the image meanwhile."""
+    transaction that holds the image's lock (:func:`lock_image`): its
+    check and its delete (``DELETE ... WHERE NOT EXISTS``) cannot be split
+    by an instance given the image meanwhile."""
     images = models.Image.__table__
     instances = models.Instance.__table__
     with db.session_scope() as s:
+        lock_image(s, image_uuid)
         result = s.execute(images.delete().where(
             images.c.uuid == image_uuid,
             ~sa.exists().where(instances.c.image_id == image_uuid)))

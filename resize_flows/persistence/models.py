@@ -67,7 +67,7 @@ class Flavor(TimestampMixin, Base):
     memory_mb: orm.Mapped[int]
     root_gb: orm.Mapped[int]
     #: An ephemeral disk (GB) and a swap disk (MB), 0: none. Claims count
-    #: root_gb only.
+    #: all three (repository.flavor_resources).
     ephemeral_gb: orm.Mapped[int] = orm.mapped_column(
         default=0, server_default='0')
     swap_mb: orm.Mapped[int] = orm.mapped_column(
@@ -120,6 +120,9 @@ class Instance(TimestampMixin, Base):
     #: a blank disk. An image is not deleted while an instance names it.
     image_id: orm.Mapped[Optional[str]] = orm.mapped_column(
         sa.String(36), index=True)
+    #: Whether it has a config drive (``disk.config``), as Nova's.
+    config_drive: orm.Mapped[bool] = orm.mapped_column(
+        default=False, server_default='0')
 
 
 class Image(TimestampMixin, Base):

@@ -21,6 +21,7 @@ from sqlalchemy import exc as sa_exc
 
 from resize_flows import exception
 from resize_flows.persistence import db
+from resize_flows.persistence import images
 from resize_flows.persistence import models
 from resize_flows import states
 
@@ -33,9 +34,11 @@ RESOURCES = ('vcpus', 'memory_mb', 'disk_gb')
 
 
 def flavor_resources(flavor):
-    """The allocation a flavor needs: {'vcpus', 'memory_mb', 'disk_gb'}."""
+    """The allocation a flavor needs: {'vcpus', 'memory_mb', 'disk_gb'},
+    disk counted as Nova does: root + ephemeral + swap, in GiB rounded up."""
     return {'vcpus': flavor['vcpus'], 'memory_mb': flavor['memory_mb'],
-            'disk_gb': flavor['root_gb']}
+            'disk_gb': flavor['root_gb'] + flavor.get('ephemeral_gb', 0)
+            - (-flavor.get('swap_mb', 0) // 1024)}
 
 
 # -- hosts -------------------------------------------------------------------
@@ -154,14 +157,19 @@ def flavor_list():
 # -- instances ---------------------------------------------------------------
 
 def instance_create(name, project_id, user_id, host, flavor, vm_state,
-                    task_state=None, instance_uuid=None):
-    """Create an instance and claim its flavor on its host, or neither."""
+                    task_state=None, instance_uuid=None, image_id=None,
+                    config_drive=False):
+    """Create an instance and claim its flavor on its host, or neither;
+    its image is locked first (``images.lock_image``: deleted, refused)."""
     with db.session_scope() as s:
+        if image_id is not None:
+            images.lock_image(s, image_id)
         inst = models.Instance(
             uuid=instance_uuid or str(uuidlib.uuid4()), name=name,
             project_id=project_id, user_id=user_id, host=host,
-            flavor_id=flavor['id'], vm_state=vm_state,
-            task_state=task_state, power_state=states.NOSTATE, locked=False)
+            flavor_id=flavor['id'], vm_state=vm_state, image_id=image_id,
+            config_drive=config_drive, task_state=task_state,
+            power_state=states.NOSTATE, locked=False)
         s.add(inst)
         s.flush()
         _claim(s, inst.uuid, CONSUMER_INSTANCE, host,

@@ -1,13 +1,18 @@
 """What the cloud looks like, in one comparable value.
 
 :func:`capture` reads the records, every host's hypervisor and every
-host's instances directory into plain data, so a test can take it before an
-operation and compare it after (a failed operation must leave it equal),
-and :func:`leaks` lists what nothing refers to.
+host's instances directory and image cache (``_base``) into plain data,
+so a test can take it before an operation and compare it after (a failed
+operation must leave it equal), and :func:`leaks` lists what nothing
+refers to. An unused cached base is not a leak: it is a cache
+(``image cache clean`` removes it).
 """
+import posixpath
+
 from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows import virt
+from resize_flows.virt.libvirt import layout
 
 # Fields that change without meaning anything for the state of the cloud.
 _VOLATILE = ('id', 'created_at', 'updated_at')
@@ -17,10 +22,41 @@ def _strip(record):
     return {k: v for k, v in record.items() if k not in _VOLATILE}
 
 
+def _files(drv, entry):
+    """{name: facts} of every file of the instance directory ``entry``:
+    for a disk its virtual size, snapshots and backing file (a name in
+    ``_base``, or the path when it is elsewhere); for the console log
+    nothing (the guest appends to it); for any other file its size."""
+    folder = posixpath.join(drv.files.instances_path, entry)
+    cache = posixpath.join(drv.files.instances_path, layout.BASE_DIR)
+    out = {}
+    for name, found in sorted(drv.files.scan(folder).items()):
+        if found.kind != 'file':
+            out[name] = {'kind': found.kind}
+        elif name in layout.VIRTIO_DISKS:
+            info = drv.files.disk_info(posixpath.join(folder, name)) or {}
+            backing = (info.get('full-backing-filename')
+                       or info.get('backing-filename'))
+            if backing and posixpath.dirname(backing) == cache:
+                backing = posixpath.basename(backing)
+            out[name] = {
+                'virtual_size': info.get('virtual-size'),
+                'snapshots': sorted(sn['name'] for sn in
+                                    info.get('snapshots', ())),
+                'backing': backing}
+        elif name == layout.CONSOLE_LOG:
+            out[name] = {}
+        else:
+            out[name] = {'size': found.size}
+    return out
+
+
 def capture():
     """{'instances', 'allocations', 'hosts'}: records, and per host its
-    domains (power state, vcpus, memory) and its instance directories
-    (files, disk virtual size, snapshots)."""
+    domains (power state, vcpus, memory), its instance directories
+    (``dirs``: the root disk's virtual size and snapshots; ``files``:
+    every file, see :func:`_files`) and its image cache (``base``: name
+    and size of each file of ``_base``)."""
     instances = {i['uuid']: _strip(i) for i in repository.instance_list()}
     allocations = sorted(
         (a['consumer_uuid'], a['consumer_type'], a['host'], a['vcpus'],
@@ -33,14 +69,21 @@ def capture():
         for uuid in sorted(drv.list_instance_uuids()):
             info = drv.get_info(uuid)
             domains[uuid] = (info.power_state, info.vcpus, info.memory_mb)
-        dirs = {}
+        dirs, files = {}, {}
         for entry in sorted(drv.list_instance_dirs()):
+            if entry == layout.BASE_DIR:
+                continue
             uuid, _, suffix = entry.partition('_')
             disk = drv.disk_info(uuid, '_' + suffix if suffix else '')
             dirs[entry] = None if disk is None else {
                 'virtual_size': disk.virtual_size,
                 'snapshots': sorted(disk.snapshots)}
-        hosts[host['name']] = {'domains': domains, 'dirs': dirs}
+            files[entry] = _files(drv, entry)
+        base = {name: found.size for name, found in drv.files.scan(
+            posixpath.join(drv.files.instances_path,
+                           layout.BASE_DIR)).items()}
+        hosts[host['name']] = {'domains': domains, 'dirs': dirs,
+                               'files': files, 'base': base}
     return {'instances': instances, 'allocations': allocations,
             'hosts': hosts}
 
@@ -111,13 +154,15 @@ def leaks():
             if disk and disk['snapshots'] and uuid not in open_moves:
                 problems.append('disk of %s on %s keeps snapshots %s' % (
                     entry, host, disk['snapshots']))
+            problems.extend(_file_problems(
+                host, hs, entry, keep_snapshots=uuid in open_moves))
     held = {}
     for consumer, ctype, host, vcpus, mem, disk in snap['allocations']:
         held.setdefault(consumer, []).append((host, vcpus, mem, disk))
     flavors = {f['id']: f for f in repository.flavor_list()}
     for uuid, inst in snap['instances'].items():
-        f = flavors[inst['flavor_id']]
-        want = [(inst['host'], f['vcpus'], f['memory_mb'], f['root_gb'])]
+        f = repository.flavor_resources(flavors[inst['flavor_id']])
+        want = [(inst['host'], f['vcpus'], f['memory_mb'], f['disk_gb'])]
         if held.pop(uuid, []) != want:
             problems.append('allocations of instance %s are not %s' % (
                 uuid, want))
@@ -126,9 +171,9 @@ def leaks():
         if mig['status'] in states.MIGRATION_TERMINAL:
             want = []
         else:
-            f = flavors[mig['old_flavor_id']]
+            f = repository.flavor_resources(flavors[mig['old_flavor_id']])
             want = [(mig['source_compute'], f['vcpus'], f['memory_mb'],
-                     f['root_gb'])]
+                     f['disk_gb'])]
         if got != want:
             problems.append('allocations of %s migration %s are %s, not '
                             '%s' % (mig['status'], mig_uuid, got, want))
@@ -136,4 +181,22 @@ def leaks():
         if consumer not in migrations:
             problems.append('allocations of unknown consumer %s: %s' % (
                 consumer, got))
+    return problems
+
+
+def _file_problems(host, hs, entry, keep_snapshots):
+    """A disk of ``entry`` whose backing file is not in the host's image
+    cache; the ephemeral disk's snapshots outside a move (the root
+    disk's are told above)."""
+    problems = []
+    for name, facts in sorted(hs['files'].get(entry, {}).items()):
+        backing = facts.get('backing')
+        if backing and '/' not in backing and backing not in hs['base']:
+            problems.append('disk %s of %s on %s has no backing file: '
+                            '%s/%s is missing' % (name, entry, host,
+                                                  layout.BASE_DIR, backing))
+        if (name == layout.EPHEMERAL and facts.get('snapshots')
+                and not keep_snapshots):
+            problems.append('%s of %s on %s keeps snapshots %s' % (
+                name, entry, host, facts['snapshots']))
     return problems

@@ -64,6 +64,16 @@ def reset():
 # Imported in each function, as above, so that the interface can be used
 # without libvirt.
 
+def clean_image_cache(host):
+    """Remove the unused bases of ``host``'s image cache (a host record:
+    ``name``, ``instances_path``, ``ssh``); ``[(base, bytes freed)]``."""
+    from resize_flows.virt.libvirt import files
+    from resize_flows.virt.libvirt import imagecache
+    return imagecache.clean(files.for_host(
+        _field(host, 'name'), _field(host, 'instances_path'),
+        _field(host, 'ssh', None) or None))
+
+
 def check_ssh_address(address):
     """Raise InvalidInput unless ``address`` is an ssh address
     (``[user@]host[:port]``)."""

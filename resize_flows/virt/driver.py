@@ -51,13 +51,17 @@ class ComputeDriver(abc.ABC):
 
     # -- guests ---------------------------------------------------------
     @abc.abstractmethod
-    def spawn(self, instance, flavor, power_on=True):
+    def spawn(self, instance, flavor, power_on=True, image=None,
+              config_drive=False):
         """Create the instance: a blank qcow2 disk of ``flavor['root_gb']``
         GiB, its domain (vcpus, memory_mb of the flavor), started and waited
         for RUNNING when ``power_on``.
 
         ``instance`` is ``{'uuid', 'name'}``; ``flavor`` is ``{'name',
-        'vcpus', 'memory_mb', 'root_gb'}``.
+        'vcpus', 'memory_mb', 'root_gb', 'ephemeral_gb', 'swap_mb'}``;
+        ``image``, when given, is ``imagestore.for_driver``'s dict of the
+        image the root disk is made from; ``config_drive``: whether the
+        instance has one.
         """
 
     @abc.abstractmethod
@@ -174,3 +178,8 @@ class ComputeDriver(abc.ABC):
         ``<uuid>``, roll the disk back to ``snapshot_name`` and delete it,
         define the domain from its ``libvirt.xml`` (the old flavor), and
         power it on (waiting for RUNNING) if ``power_on``."""
+
+    @abc.abstractmethod
+    def get_console_output(self, instance_uuid):
+        """The text of ``<uuid>/console.log`` (the guest's serial
+        console); '' when there is none."""

@@ -322,8 +322,8 @@ def test_delete_of_a_resized_server_confirms_first(cloud, power_on):
     assert repository.allocation_list(consumer_uuid=mig) == []
     assert repository.allocation_list(consumer_uuid=vm) == []
     hosts = state.capture()['hosts']
-    assert all(h == {'domains': {}, 'dirs': {}} for h in hosts.values()), \
-        hosts
+    empty = {'domains': {}, 'dirs': {}, 'files': {}, 'base': {}}
+    assert all(h == empty for h in hosts.values()), hosts
     assert state.leaks() == []
 
 
@@ -343,8 +343,8 @@ def test_delete_killed_midway_is_finished_by_a_second_delete(cloud, window):
     with pytest.raises(exception.InstanceNotFound):
         repository.instance_get(vm)
     hosts = state.capture()['hosts']
-    assert all(h == {'domains': {}, 'dirs': {}} for h in hosts.values()), \
-        hosts
+    empty = {'domains': {}, 'dirs': {}, 'files': {}, 'base': {}}
+    assert all(h == empty for h in hosts.values()), hosts
     assert repository.allocation_list() == []
     assert state.leaks() == []
 

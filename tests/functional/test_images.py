@@ -238,8 +238,8 @@ def test_flavor_ephemeral_and_swap_by_api(ctx):
     assert (big['ephemeral_gb'], big['swap_mb']) == (3, 256)
     assert api.get_flavor(ctx, 'big') == big
     assert api.get_flavor(ctx, str(big['id'])) == big
-    # Claims count the root disk only.
-    assert repository.flavor_resources(big)['disk_gb'] == 2
+    # Claims count root + ephemeral + swap (256 MB: 1 GiB, rounded up).
+    assert repository.flavor_resources(big)['disk_gb'] == 6
     for bad in ({'ephemeral_gb': -1}, {'swap_mb': -1}, {'swap_mb': 'x'},
                 {'ephemeral_gb': 1.5}, {'ephemeral_gb': True}):
         before = repository.flavor_list()

@@ -35,8 +35,9 @@ FIXTURE = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), 'fixtures', 'old_flowlog')
 PLACEHOLDER = '@STATE_DIR@'
 #: Instance columns of revisions after the fixture was made, which
-#: servers.json does not hold: an image (0008), None for its servers.
-LATER_COLUMNS = ('image_id',)
+#: servers.json does not hold, with what its servers get: no image
+#: (0008), no config drive (0009).
+LATER_COLUMNS = {'image_id': None, 'config_drive': False}
 
 
 def _text(relpath, state_dir):
@@ -101,8 +102,8 @@ def _own(uuid):
     snap = json.loads(json.dumps(state.capture()))
     instance = {k: v for k, v in snap['instances'][uuid].items()
                 if k not in LATER_COLUMNS}
-    assert all(snap['instances'][uuid].get(k) is None
-               for k in LATER_COLUMNS)
+    assert {k: snap['instances'][uuid][k] for k in LATER_COLUMNS} == \
+        LATER_COLUMNS
     return {
         'instance': instance,
         'hosts': {

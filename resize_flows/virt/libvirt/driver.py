@@ -35,13 +35,11 @@ from resize_flows.virt.libvirt import disk
 from resize_flows.virt.libvirt import errors
 from resize_flows.virt.libvirt import files as host_files
 from resize_flows.virt.libvirt import host as libvirt_host
+from resize_flows.virt.libvirt import layout
 from resize_flows.virt.libvirt import shutdown
 from resize_flows.virt.libvirt import transfer
 
 LOG = logging.getLogger(__name__)
-
-DISK_NAME = 'disk'
-XML_NAME = 'libvirt.xml'
 
 # libvirt domain state -> Nova power state (as Nova's libvirt driver maps).
 LIBVIRT_POWER_STATE = {
@@ -114,10 +112,10 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _disk_path(self, instance_uuid, suffix=''):
         return posixpath.join(self.instance_dir(instance_uuid, suffix),
-                              DISK_NAME)
+                              layout.DISK)
 
     def _xml_path(self, dirname):
-        return posixpath.join(self.instances_path, dirname, XML_NAME)
+        return posixpath.join(self.instances_path, dirname, layout.DOMAIN_XML)
 
     def _disk_info(self, path):
         return self.files.disk_info(path)
@@ -194,7 +192,8 @@ class LibvirtDriver(driver.ComputeDriver):
 
     # -- guests ---------------------------------------------------------
     @errors.reconnecting
-    def spawn(self, instance, flavor, power_on=True):
+    def spawn(self, instance, flavor, power_on=True, image=None,
+              config_drive=False):
         """Create ``<uuid>/disk`` (blank qcow2 of ``root_gb`` GiB),
         ``<uuid>/libvirt.xml`` and the domain; start it if ``power_on``.
         Again on the same instance and flavor finishes what is missing;
@@ -347,7 +346,7 @@ class LibvirtDriver(driver.ComputeDriver):
         even when ``<uuid>`` exists again (a same-host copy)."""
         stashed = self.instance_dir(instance_uuid, driver.RESIZE_SUFFIX)
         if self.files.isdir(stashed):
-            path = posixpath.join(stashed, DISK_NAME)
+            path = posixpath.join(stashed, layout.DISK)
             if snapshot_name not in self._snapshots(path):
                 self._check_off(instance_uuid)
                 self._qemu_img('snapshot', '-c', snapshot_name, path)
@@ -399,7 +398,7 @@ class LibvirtDriver(driver.ComputeDriver):
             raise exception.DiskError(
                 host=self.host, reason='no stashed disk %s to copy' % src)
         dest_dir = dest.instance_dir(instance_uuid)
-        dst = posixpath.join(dest_dir, DISK_NAME)
+        dst = posixpath.join(dest_dir, layout.DISK)
         if not dest.files.has_root():
             raise exception.HypervisorUnavailable(
                 host=dest.host, reason='instances path %s does not exist'
@@ -497,6 +496,11 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def instances_path_ready(self):
         return self.files.has_root()
+
+    def get_console_output(self, instance_uuid):
+        path = posixpath.join(self.instance_dir(instance_uuid),
+                              layout.CONSOLE_LOG)
+        return self.files.read_text(path) if self.files.exists(path) else ''
 
 
 def _check_uuid(value):

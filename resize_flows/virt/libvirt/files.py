@@ -11,7 +11,9 @@ belongs to the owner of the instances path (files 0600, directories
 0700), and no link or file planted there by that user (the guests' user)
 is followed or trusted.
 
-A disk is copied between two hosts' files by :mod:`.transfer`.
+A disk is copied between two hosts' files by :mod:`.transfer`; the
+operations of the image cache (scan, sha256, remove a file...) are in
+:mod:`.fileops`.
 """
 import contextlib
 import json
@@ -21,6 +23,7 @@ import subprocess
 
 from resize_flows import exception
 from resize_flows.virt.libvirt import disk
+from resize_flows.virt.libvirt import fileops
 from resize_flows.virt.libvirt import guarded
 from resize_flows.virt.libvirt import remote
 from resize_flows.virt.libvirt import sparsecopy
@@ -36,7 +39,7 @@ def for_host(host, instances_path, ssh=None):
     return LocalFiles(host, instances_path)
 
 
-class LocalFiles:
+class LocalFiles(fileops.LocalOps):
     """Files of a host whose instances path is on this machine, touched
     as :mod:`.guarded` says: no link followed, no file trusted that this
     process did not make, qemu-img run as the owner of the path."""
@@ -148,7 +151,7 @@ class LocalFiles:
             self.rmtree(os.path.join(folder, RSYNC_PARTIAL_DIR))
 
 
-class SshFiles:
+class SshFiles(fileops.SshOps):
     """Files of a host whose instances path is on the machine at the ssh
     address ``[user@]host[:port]``: each operation is one command run
     there (over one shared connection, ``[remote]/ssh_control_persist``).

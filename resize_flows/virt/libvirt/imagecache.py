@@ -1,0 +1,266 @@
+"""The image cache of a host: ``<instances_path>/_base/``.
+
+Nova's libvirt driver keeps on each host one copy of every image its
+servers boot from, the *base*, and makes each server's root disk a qcow2
+overlay on it; the blank ephemeral and swap disks are overlays on blank
+bases made on the host. Here:
+
+- :func:`ensure_image_base` puts ``_base/<sha256>`` on a host (its files,
+  :mod:`.files`), copied from the first usable source (another host's
+  cache, the image store) by :func:`.transfer.copy_disk`, under a
+  temporary name, renamed only once its sha256 is right;
+- :func:`ensure_blank_base` makes ``_base/ephemeral_<GB>_ext4`` and
+  ``_base/swap_<MB>`` on the host itself, the same bytes every time
+  (fixed uuid and time), so a second one made at once is the same file;
+- :func:`bases_in_use` reads the backing file of every disk of every
+  instance directory, and :func:`clean` removes the bases nothing uses.
+
+The names are :mod:`.layout`'s. A fetch's temporary files are named
+``.<base>.<16 hex>.fetch`` (and what the copy adds to that name: ``.part``
+and its progress sidecar, rsync's ``.<name>.XXXXXX``); a blank base's
+``.<base>.<16 hex>.blank``; :func:`clean` removes those once they are
+older than ``[image_cache]/remove_unused_minimum_age_seconds`` (the fetch
+crashed), never sooner.
+"""
+import logging
+import os
+import posixpath
+import re
+import secrets
+import uuid as uuidlib
+
+from resize_flows.conf import CONF
+from resize_flows import exception
+from resize_flows.virt.libvirt import disk
+from resize_flows.virt.libvirt import layout
+from resize_flows.virt.libvirt import transfer
+
+LOG = logging.getLogger(__name__)
+
+_TEMP = re.compile(r'^\.{1,2}(?P<base>[^.]+)\.[0-9a-f]{16}\.(?:fetch|blank)'
+                   r'(?:\..*)?$', re.DOTALL)
+_INSTANCE_DIR = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-'
+                           r'[0-9a-f]{4}-[0-9a-f]{12}(?:_resize|_revert)?$')
+# The blank bases are made at this time and with uuids of their name, so
+# that two made of one size are the same bytes.
+_FAKE_TIME = '1577836800'
+_NAMESPACE = uuidlib.UUID('8d1f3c0e-6a55-4a8e-9a53-2c7f3b3f5e10')
+# How many times the instance directories are read again when they
+# changed while their disks were read (a move renamed one meanwhile).
+_STABLE_TRIES = 5
+
+
+def _join(files):
+    return posixpath.join if files.machine is not None else os.path.join
+
+
+def base_dir(files):
+    """``<instances_path>/_base`` of the host of ``files``."""
+    return _join(files)(files.instances_path, layout.BASE_DIR)
+
+
+def base_path(files, name):
+    """``<instances_path>/_base/<name>`` (``name`` from :mod:`.layout`)."""
+    return _join(files)(base_dir(files), name)
+
+
+def is_temp_name(name):
+    """Whether ``name`` is a temporary file of a fetch or a blank base."""
+    match = _TEMP.match(name)
+    return bool(match) and layout.is_base_name(match.group('base'))
+
+
+def _temp_path(files, name, kind):
+    return base_path(files, '.%s.%s.%s' % (name, secrets.token_hex(8), kind))
+
+
+def _ensure_base_dir(files):
+    """Make ``_base`` (0700, the owner's, as every directory there)."""
+    if not files.has_root():
+        raise exception.DiskError(
+            host=files.host, reason='no instances path %s'
+            % files.instances_path)
+    files.makedir(base_dir(files))
+
+
+def _drop_temp(files, tmp):
+    """Remove what a fetch into ``tmp`` may have left (never fails)."""
+    for remove in (lambda: files.remove_file(tmp),
+                   lambda: files.remove_file(tmp + disk.PART_SUFFIX),
+                   lambda: files.remove_copy_sidecar(tmp),
+                   lambda: files.remove_rsync_temp(tmp)):
+        try:
+            remove()
+        except exception.ResizeFlowsException as exc:
+            LOG.warning('could not remove the temporary files of %s on '
+                        '%s: %s', tmp, files.host, exc)
+
+
+def ensure_image_base(files, sha256, sources, progress=None):
+    """Make sure the host of ``files`` holds ``_base/<sha256>`` with that
+    content; ``(path, bytes copied)``.
+
+    A cached file whose sha256 matches is used as it is (0 bytes; it is
+    touched, so that :func:`clean` leaves it to the server about to use
+    it); a file whose sha256 does not match is replaced. Otherwise the
+    base is copied from the first usable of ``sources``, ``[(src_files,
+    src_path)]`` (a missing or wrong source is skipped), into a temporary
+    name of ``_base``, and renamed only once its sha256 was checked: two
+    fetches at once end with one good file, a crash leaves no file under
+    the final name. ``ImageUnavailable`` when no source gave it; a link
+    or a file not of its own in ``_base`` is refused (``DiskError``)."""
+    name = layout.image_base_name(sha256)
+    final = base_path(files, name)
+    _ensure_base_dir(files)
+    # Touched first: a clean that comes after the hash sees a young file.
+    files.touch(final)
+    if files.sha256(final) == sha256:
+        return final, 0
+    reasons = []
+    for src_files, src_path in sources:
+        where = '%s on %s' % (src_path, src_files.host)
+        tmp = _temp_path(files, name, 'fetch')
+        try:
+            if src_files.getsize(src_path) is None:
+                reasons.append('%s is missing' % where)
+                continue
+            stats = transfer.copy_disk(src_files, src_path, files, tmp,
+                                       progress=progress)
+            got = files.sha256(tmp)
+            if got != sha256:
+                reasons.append('%s has sha256 %s' % (where, got))
+                continue
+            # The cached file may have been replaced or removed
+            # meanwhile; a good one is replaced by the same bytes.
+            files.replace(tmp, final)
+            LOG.info('image base %s copied to %s from %s (%d bytes)',
+                     sha256, files.host, where, stats.copied)
+            return final, stats.copied
+        except (exception.DiskError, exception.HypervisorUnavailable) as exc:
+            if files.exists(final) and files.sha256(final) == sha256:
+                # Another fetch put it there meanwhile.
+                return final, 0
+            LOG.warning('image base %s from %s to %s: %s', sha256, where,
+                        files.host, exc)
+            reasons.append('%s: %s' % (where, exc))
+        finally:
+            _drop_temp(files, tmp)
+    raise exception.ImageUnavailable(
+        sha256=sha256, host=files.host,
+        reason='; '.join(reasons) or 'no source was given')
+
+
+def ensure_blank_base(files, kind, size):
+    """``_base/ephemeral_<size>_ext4`` (kind 'ephemeral', ``size`` GiB,
+    ext4) or ``_base/swap_<size>`` (kind 'swap', ``size`` MiB, mkswap):
+    a raw sparse file made on the host itself, under a temporary name
+    then renamed; one that is there with its size is kept. Its path."""
+    if kind == 'ephemeral':
+        name = layout.ephemeral_base_name(size)
+        size_bytes = int(size) * disk.GiB
+        ident = str(uuidlib.uuid5(_NAMESPACE, name))
+        argv = ['mke2fs', '-q', '-t', 'ext4', '-F', '-U', ident,
+                '-E', 'hash_seed=' + ident]
+    elif kind == 'swap':
+        name = layout.swap_base_name(size)
+        size_bytes = int(size) * disk.MiB
+        argv = ['mkswap', '-q', '-U',
+                str(uuidlib.uuid5(_NAMESPACE, name))]
+    else:
+        raise exception.InvalidInput(
+            reason='a blank base is ephemeral or swap, not %r' % (kind,))
+    final = base_path(files, name)
+    _ensure_base_dir(files)
+    files.touch(final)
+    if files.getsize(final) == size_bytes:
+        return final
+    tmp = _temp_path(files, name, 'blank')
+    try:
+        files.make_blank(tmp, size_bytes, argv,
+                         env={'E2FSPROGS_FAKE_TIME': _FAKE_TIME})
+        files.replace(tmp, final)
+    finally:
+        _drop_temp(files, tmp)
+    return final
+
+
+def _instance_dirs(files):
+    return sorted(e for e in files.listdir(files.instances_path)
+                  if _INSTANCE_DIR.match(e))
+
+
+def bases_in_use(files):
+    """``{base name: [instance directories using it]}``: the backing file
+    of each disk (:data:`.layout.VIRTIO_DISKS`) of each instance
+    directory (``<uuid>``, ``<uuid>_resize``, ``<uuid>_revert``) of the
+    host, read by qemu-img info (no link followed); only backing files in
+    this host's ``_base`` count. Read again if the directories changed
+    meanwhile (a move renamed one)."""
+    join = _join(files)
+    cache = base_dir(files)
+    entries = _instance_dirs(files)
+    for _try in range(_STABLE_TRIES):
+        used = {}
+        for entry in entries:
+            for name in layout.VIRTIO_DISKS:
+                path = join(files.instances_path, entry, name)
+                info = files.disk_info(path)
+                backing = (info or {}).get('full-backing-filename') or (
+                    info or {}).get('backing-filename')
+                if not backing:
+                    continue
+                if not backing.startswith('/'):
+                    backing = join(files.instances_path, entry, backing)
+                backing = (posixpath.normpath(backing)
+                           if files.machine is not None
+                           else os.path.normpath(backing))
+                folder, base = (posixpath.split(backing)
+                                if files.machine is not None
+                                else os.path.split(backing))
+                if folder == cache:
+                    users = used.setdefault(base, [])
+                    if entry not in users:
+                        users.append(entry)
+        again = _instance_dirs(files)
+        if again == entries:
+            return used
+        entries = again
+    raise exception.DiskError(
+        host=files.host, reason='the instance directories of %s kept '
+        'changing while their disks were read' % files.instances_path)
+
+
+def clean(files, min_age=None):
+    """Remove the cached bases of the host that no instance directory
+    uses, and the temporary files of fetches that ended without a rename
+    (a crash); ``[(name, bytes freed)]``.
+
+    Never removed: a base in use (:func:`bases_in_use`), anything that
+    changed less than ``min_age`` seconds ago (by default
+    ``[image_cache]/remove_unused_minimum_age_seconds``: a server being
+    created may be about to use it), a name that is neither a base nor
+    such a temporary, a link, a directory or a file with other links."""
+    if min_age is None:
+        min_age = CONF.image_cache.remove_unused_minimum_age_seconds
+    folder = base_dir(files)
+    entries = files.scan(folder)
+    if not entries:
+        return []
+    used = bases_in_use(files)
+    removed = []
+    for name, entry in sorted(entries.items()):
+        base = layout.is_base_name(name)
+        if not base and not is_temp_name(name):
+            continue
+        if entry.kind != 'file' or entry.nlink != 1:
+            LOG.warning('image cache of %s: %s is %s with %d links, left '
+                        'as it is', files.host, name, entry.kind,
+                        entry.nlink)
+            continue
+        if (base and name in used) or entry.age < min_age:
+            continue
+        if files.remove_file(base_path(files, name)):
+            LOG.info('image cache of %s: removed %s (%d bytes)',
+                     files.host, name, entry.allocated)
+            removed.append((name, entry.allocated))
+    return removed

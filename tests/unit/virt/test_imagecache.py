@@ -1,0 +1,382 @@
+"""The image cache of a host (``_base/``) on real files with real qemu-img:
+fetches, blank bases, what is in use and the clean-up, here and on
+another machine over ssh."""
+import hashlib
+import multiprocessing
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import uuid as uuid_lib
+
+import pytest
+
+from resize_flows import exception
+from resize_flows.virt.libvirt import disk
+from resize_flows.virt.libvirt import files
+from resize_flows.virt.libvirt import imagecache
+from resize_flows.virt.libvirt import layout
+from tests.ssh_fixtures import machines  # noqa: F401 (fixture)
+from tests.ssh_fixtures import ssh_keys  # noqa: F401 (fixture)
+
+#: The guests' user, owner of the instances paths (as on a real host).
+NOBODY = 65534
+
+
+def _sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def top():
+    # Reachable by the guests' user, who runs qemu-img there.
+    path = tempfile.mkdtemp(prefix='rf-cache-')
+    os.chmod(path, 0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _host(top, name):
+    path = os.path.join(top, name)
+    os.mkdir(path, 0o700)
+    if os.geteuid() == 0:
+        os.chown(path, NOBODY, NOBODY)
+    return files.for_host(name, path)
+
+
+@pytest.fixture
+def cn1(top):
+    return _host(top, 'cn1')
+
+
+@pytest.fixture
+def cn2(top):
+    return _host(top, 'cn2')
+
+
+class Store:
+    """An image store directory of root's, as imagestore keeps it."""
+
+    def __init__(self, top):
+        self.root = os.path.join(top, 'images')
+        os.mkdir(self.root, 0o755)
+        self.files = files.for_host('image-store', self.root)
+
+    def put(self, name, data):
+        # Runs of zeros not written, as the store does: sparse.
+        path = os.path.join(self.root, name)
+        with open(path, 'wb') as f:
+            for at in range(0, len(data), 1 << 20):
+                block = data[at:at + (1 << 20)]
+                if block.count(0) == len(block):
+                    f.seek(len(block), os.SEEK_CUR)
+                else:
+                    f.write(block)
+            f.truncate(len(data))
+        return path
+
+
+@pytest.fixture
+def store(top):
+    return Store(top)
+
+
+# Zeros in the middle: a sparse copy skips them.
+IMAGE = os.urandom(1 << 20) + bytes(4 << 20) + os.urandom(1 << 20)
+SHA = _sha(IMAGE)
+
+
+def _content(path):
+    with open(path, 'rb') as f:
+        return f.read()
+
+
+def _base_listing(host_files):
+    return sorted(os.listdir(imagecache.base_dir(host_files)))
+
+
+def test_fetch_from_the_store(conf, cn1, store):
+    src = store.put('img', IMAGE)
+    path, copied = imagecache.ensure_image_base(
+        cn1, SHA, [(store.files, src)])
+    assert path == os.path.join(cn1.instances_path, '_base', SHA)
+    assert copied == len(IMAGE) - (4 << 20)         # the zeros: not sent
+    assert _content(path) == IMAGE
+    assert _base_listing(cn1) == [SHA]               # no temporary left
+    st, dst = os.lstat(path), os.lstat(os.path.dirname(path))
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    assert stat.S_IMODE(dst.st_mode) == 0o700
+    if os.geteuid() == 0:
+        assert st.st_uid == dst.st_uid == NOBODY
+
+
+def test_fetch_from_another_hosts_cache_first(conf, cn1, cn2, store):
+    src = store.put('img', IMAGE)
+    imagecache.ensure_image_base(cn1, SHA, [(store.files, src)])
+    os.unlink(src)                                   # only cn1 has it now
+    path, copied = imagecache.ensure_image_base(
+        cn2, SHA, [(cn1, imagecache.base_path(cn1, SHA)),
+                   (store.files, src)])
+    assert copied > 0 and _content(path) == IMAGE
+
+
+def test_a_cached_base_costs_nothing(conf, cn1, store):
+    src = store.put('img', IMAGE)
+    path, _ = imagecache.ensure_image_base(cn1, SHA, [(store.files, src)])
+    before = os.lstat(path)
+    os.unlink(src)                        # no source needed any more
+    assert imagecache.ensure_image_base(
+        cn1, SHA, [(store.files, src)]) == (path, 0)
+    after = os.lstat(path)
+    assert (after.st_ino, after.st_size) == (before.st_ino, before.st_size)
+
+
+def test_a_corrupt_cached_base_is_replaced(conf, cn1, store):
+    src = store.put('img', IMAGE)
+    path, _ = imagecache.ensure_image_base(cn1, SHA, [(store.files, src)])
+    with open(path, 'r+b') as f:
+        f.write(b'evil')
+    path, copied = imagecache.ensure_image_base(
+        cn1, SHA, [(store.files, src)])
+    assert copied > 0 and _content(path) == IMAGE
+    assert _base_listing(cn1) == [SHA]
+
+
+def test_a_wrong_or_missing_source_is_skipped(conf, cn1, store):
+    wrong = store.put('wrong', os.urandom(1 << 20))
+    good = store.put('img', IMAGE)
+    missing = os.path.join(store.root, 'missing')
+    path, _ = imagecache.ensure_image_base(
+        cn1, SHA, [(store.files, missing), (store.files, wrong),
+                   (store.files, good)])
+    assert _content(path) == IMAGE
+    assert _base_listing(cn1) == [SHA]
+
+
+def test_no_usable_source(conf, cn1, store):
+    wrong = store.put('wrong', os.urandom(4096))
+    missing = os.path.join(store.root, 'missing')
+    with pytest.raises(exception.ImageUnavailable) as info:
+        imagecache.ensure_image_base(
+            cn1, SHA, [(store.files, missing), (store.files, wrong)])
+    message = str(info.value)
+    assert '\n' not in message
+    assert SHA in message and 'host cn1' in message
+    assert 'missing' in message and 'wrong' in message
+    assert _base_listing(cn1) == []              # nothing left behind
+
+
+def _fetch(root, src_root, src):
+    from resize_flows import conf as rf_conf
+    rf_conf.register_opts(rf_conf.CONF)
+    rf_conf.CONF([], project='resize-flows', default_config_files=[],
+                 default_config_dirs=[])
+    imagecache.ensure_image_base(files.for_host('cn1', root), SHA, [
+        (files.for_host('image-store', src_root), src)])
+
+
+def test_two_fetches_at_once_end_with_one_good_file(conf, cn1, store):
+    src = store.put('img', IMAGE)
+    ctx = multiprocessing.get_context('fork')
+    procs = [ctx.Process(target=_fetch, args=(
+        cn1.instances_path, store.root, src)) for _ in range(3)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert _base_listing(cn1) == [SHA]
+    assert _content(imagecache.base_path(cn1, SHA)) == IMAGE
+
+
+def _crash_mid_copy(root, src_root, src):
+    from resize_flows import conf as rf_conf
+    rf_conf.register_opts(rf_conf.CONF)
+    rf_conf.CONF([], project='resize-flows', default_config_files=[],
+                 default_config_dirs=[])
+
+    def progress(fraction):
+        if 0 < fraction < 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+    imagecache.ensure_image_base(files.for_host('cn1', root), BIG_SHA, [
+        (files.for_host('image-store', src_root), src)], progress=progress)
+
+
+BIG = os.urandom(48 << 20)
+BIG_SHA = _sha(BIG)
+
+
+def test_a_crash_mid_fetch_leaves_no_base(conf, cn1, store):
+    src = store.put('big', BIG)
+    proc = multiprocessing.get_context('fork').Process(
+        target=_crash_mid_copy, args=(cn1.instances_path, store.root, src))
+    proc.start()
+    proc.join()
+    assert proc.exitcode == -signal.SIGKILL
+    left = _base_listing(cn1)
+    assert BIG_SHA not in left
+    assert left and all(imagecache.is_temp_name(n) for n in left)
+    # A young temporary may be a fetch still going: kept.
+    assert imagecache.clean(cn1) == []
+    assert _base_listing(cn1) == left
+    path, copied = imagecache.ensure_image_base(
+        cn1, BIG_SHA, [(store.files, src)])
+    assert copied == len(BIG) and _content(path) == BIG
+    # Once old enough, the crashed fetch's files go.
+    removed = imagecache.clean(cn1, min_age=0)
+    assert sorted(n for n, _ in removed) == sorted(left + [BIG_SHA])
+    assert _base_listing(cn1) == []
+
+
+@pytest.mark.parametrize('kind', ['symlink', 'hardlink'])
+def test_a_link_planted_at_the_base_is_refused(conf, cn1, store, top,
+                                               kind):
+    src = store.put('img', IMAGE)
+    secret = os.path.join(top, 'secret')
+    with open(secret, 'wb') as f:
+        f.write(IMAGE)                       # even with the right content
+    os.mkdir(imagecache.base_dir(cn1))
+    os.chown(imagecache.base_dir(cn1), NOBODY, NOBODY)
+    base = imagecache.base_path(cn1, SHA)
+    (os.symlink if kind == 'symlink' else os.link)(secret, base)
+    with pytest.raises(exception.DiskError, match='refused: '):
+        imagecache.ensure_image_base(cn1, SHA, [(store.files, src)])
+    assert _content(secret) == IMAGE
+    assert os.lstat(secret).st_uid == 0
+    assert (os.path.islink(base)) == (kind == 'symlink')
+    # Nor does the clean-up remove it or what it points to.
+    assert imagecache.clean(cn1, min_age=0) == []
+    assert os.path.lexists(base) and os.path.exists(secret)
+
+
+def test_a_base_directory_that_is_a_link_is_refused(conf, cn1, store, top):
+    src = store.put('img', IMAGE)
+    elsewhere = os.path.join(top, 'elsewhere')
+    os.mkdir(elsewhere)
+    os.symlink(elsewhere, imagecache.base_dir(cn1))
+    with pytest.raises(exception.DiskError, match='refused: '):
+        imagecache.ensure_image_base(cn1, SHA, [(store.files, src)])
+    assert os.listdir(elsewhere) == []
+    with pytest.raises(exception.DiskError, match='refused: '):
+        imagecache.clean(cn1, min_age=0)
+
+
+def _instance(host_files, base, suffix=''):
+    """An instance directory whose disk is an overlay on ``base``."""
+    entry = str(uuid_lib.uuid4()) + suffix
+    folder = os.path.join(host_files.instances_path, entry)
+    host_files.makedir(folder)
+    path = os.path.join(folder, layout.DISK)
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', base,
+                    '-F', 'raw', path], check=True)
+    os.chmod(path, 0o600)
+    os.chown(path, NOBODY, NOBODY)
+    return entry
+
+
+def test_clean_removes_only_what_nothing_uses(conf, cn1, store):
+    used_src = store.put('img', IMAGE)
+    other = os.urandom(1 << 20)
+    other_src = store.put('other', other)
+    used, _ = imagecache.ensure_image_base(cn1, SHA,
+                                           [(store.files, used_src)])
+    imagecache.ensure_image_base(cn1, _sha(other),
+                                 [(store.files, other_src)])
+    swap = imagecache.ensure_blank_base(cn1, 'swap', 8)
+    entry = _instance(cn1, used, '_resize')
+    local = _instance(cn1, swap)
+    # Not a name of ours: never removed.
+    stranger = os.path.join(imagecache.base_dir(cn1), 'notes.txt')
+    with open(stranger, 'w') as f:
+        f.write('x')
+    assert imagecache.bases_in_use(cn1) == {
+        SHA: [entry], layout.swap_base_name(8): [local]}
+    # Young: kept, by default.
+    assert imagecache.clean(cn1) == []
+    removed = imagecache.clean(cn1, min_age=0)
+    assert [n for n, _ in removed] == [_sha(other)]
+    assert removed[0][1] > 0
+    assert _base_listing(cn1) == sorted(
+        [SHA, layout.swap_base_name(8), 'notes.txt'])
+
+
+def test_the_minimum_age_is_an_option(conf, cn1, store):
+    src = store.put('img', IMAGE)
+    imagecache.ensure_image_base(cn1, SHA, [(store.files, src)])
+    assert conf.image_cache.remove_unused_minimum_age_seconds == 3600
+    conf.set_override('remove_unused_minimum_age_seconds', 0,
+                      group='image_cache')
+    try:
+        assert [n for n, _ in imagecache.clean(cn1)] == [SHA]
+    finally:
+        conf.clear_override('remove_unused_minimum_age_seconds',
+                            group='image_cache')
+
+
+def _blkid(path):
+    return subprocess.run(['blkid', '-p', '-o', 'value', '-s', 'TYPE',
+                           path], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_blank_bases_are_the_same_on_every_host(conf, cn1, cn2):
+    one = imagecache.ensure_blank_base(cn1, 'ephemeral', 1)
+    two = imagecache.ensure_blank_base(cn2, 'ephemeral', 1)
+    assert os.path.basename(one) == layout.ephemeral_base_name(1)
+    assert os.path.getsize(one) == disk.GiB
+    assert os.stat(one).st_blocks * 512 < disk.GiB // 8      # sparse
+    assert _blkid(one) == 'ext4'
+    subprocess.run(['cmp', one, two], check=True)
+    swap = imagecache.ensure_blank_base(cn1, 'swap', 16)
+    assert os.path.getsize(swap) == 16 * disk.MiB
+    assert _blkid(swap) == 'swap'
+    # Made once: a second call keeps the file.
+    ino = os.lstat(one).st_ino
+    assert imagecache.ensure_blank_base(cn1, 'ephemeral', 1) == one
+    assert os.lstat(one).st_ino == ino
+    assert _base_listing(cn1) == sorted([layout.ephemeral_base_name(1),
+                                         layout.swap_base_name(16)])
+    with pytest.raises(exception.InvalidInput):
+        imagecache.ensure_blank_base(cn1, 'tmpfs', 1)
+
+
+# -- another machine, over ssh ----------------------------------------------
+
+def test_the_cache_on_another_machine(conf, machines, cn1, store):
+    machine = machines()
+    machine.run('mkdir -m 700 {0} && chown {1}:{1} {0}'.format(
+        machine.path('i'), NOBODY))
+    there = files.for_host('there', machine.path('i'), machine.address)
+    src = store.put('img', IMAGE)
+    # From here's store, then from the other machine's cache to here.
+    path, copied = imagecache.ensure_image_base(there, SHA,
+                                                [(store.files, src)])
+    assert copied > 0 and there.sha256(path) == SHA
+    assert imagecache.ensure_image_base(
+        there, SHA, [(store.files, src)]) == (path, 0)
+    os.unlink(src)
+    here, _ = imagecache.ensure_image_base(cn1, SHA, [(there, path)])
+    assert _content(here) == IMAGE
+    swap = imagecache.ensure_blank_base(there, 'swap', 8)
+    entry = str(uuid_lib.uuid4())
+    folder = machine.path('i', entry)
+    machine.run('mkdir -m 700 {0} && qemu-img create -q -f qcow2 -b {1} '
+                '-F raw {0}/disk && chown -R {2}:{2} {0}'.format(
+                    folder, swap, NOBODY))
+    assert imagecache.bases_in_use(there) == {
+        layout.swap_base_name(8): [entry]}
+    machine.run('ln -s /etc/passwd {0}/{1}'.format(
+        imagecache.base_dir(there), 'f' * 64))
+    assert imagecache.clean(there) == []                 # young
+    # The same ext4 base as one made here.
+    ext4 = imagecache.ensure_blank_base(there, 'ephemeral', 1)
+    assert there.sha256(ext4) == cn1.sha256(
+        imagecache.ensure_blank_base(cn1, 'ephemeral', 1))
+    assert sorted(n for n, _ in imagecache.clean(there, min_age=0)) == [
+        SHA, layout.ephemeral_base_name(1)]
+    assert sorted(there.listdir(imagecache.base_dir(there))) == [
+        'f' * 64, layout.swap_base_name(8)]
+    with pytest.raises(exception.DiskError, match='refused: '):
+        imagecache.ensure_image_base(there, 'f' * 64, [(cn1, here)])
