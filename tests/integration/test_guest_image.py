@@ -20,7 +20,6 @@ import time
 import pytest
 
 from resize_flows.testing import guest
-from tests import needs
 
 pytestmark = pytest.mark.integration
 
@@ -31,28 +30,10 @@ REPORT_TIMEOUT = 180
 SHUTDOWN_TIMEOUT = 120
 
 
-def _missing():
-    for path in (QEMU, guest.BUSYBOX):
-        if not os.access(path, os.X_OK):
-            return path
-    for tool in ('qemu-img', 'apt-get', 'dpkg-deb', 'cpio', 'genisoimage'):
-        if shutil.which(tool) is None:
-            return tool
-    for tool in ('mke2fs', 'depmod'):
-        if shutil.which(tool) is None and shutil.which(
-                tool, path='/usr/sbin:/sbin') is None:
-            return tool
-    return None
-
-
 @pytest.fixture(scope='module')
-def image():
-    missing = _missing()
-    if missing:
-        needs.unavailable('%s is not installed' % missing,
-                          'RESIZE_FLOWS_REQUIRE_GUEST',
-                          'run make deps, which installs it')
-    return guest.build(guest.default_dir())
+def image(guest_image):
+    """The guest's (vmlinuz, initrd.img); see conftest's guest_image."""
+    return guest_image
 
 
 @pytest.fixture
