@@ -35,7 +35,9 @@ class PrepareDestination(base.ResizeFlowsTask):
 
 class FinishMigration(base.ResizeFlowsTask):
     """Finish on the destination (Nova's finish_migration): drop the resize
-    snapshot from the copied disk, grow it to the new root_gb, define the
+    snapshot from the copied disks, grow root and ephemeral disks to the
+    new root_gb and ephemeral_gb, make swap again at the new swap_mb,
+    define the
     domain with the new vcpus and memory, and power it on if the instance
     was ACTIVE, waiting for RUNNING. The task becomes ``resize_finish``.
 
@@ -51,7 +53,9 @@ class FinishMigration(base.ResizeFlowsTask):
         flavor = repository.flavor_get(mig['new_flavor_id'])
         self.driver(dest_host).finish_migration(
             {'uuid': inst['uuid'], 'name': inst['name']},
-            {k: flavor[k] for k in ('name', 'vcpus', 'memory_mb', 'root_gb')},
+            {k: flavor[k] or 0 for k in ('name', 'vcpus', 'memory_mb',
+                                         'root_gb', 'ephemeral_gb',
+                                         'swap_mb')},
             source.snapshot_name(migration_uuid),
             power_on=mig['old_vm_state'] == states.ACTIVE)
 

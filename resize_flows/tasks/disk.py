@@ -1,17 +1,29 @@
 """Tasks that move disks between hosts."""
 import dataclasses
 
+from resize_flows import imagestore
 from resize_flows import leases
+from resize_flows.persistence import images
 from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.tasks import base
 from resize_flows.virt import driver as virt_driver
 
 
+def _image_of(instance_uuid):
+    """The instance's image as the driver takes it, or None."""
+    image_id = repository.instance_get(instance_uuid).get('image_id')
+    if not image_id:
+        return None
+    return imagestore.for_driver(images.image_find(image_id))
+
+
 class CopyDisk(base.ResizeFlowsTask):
-    """Copy the stashed source disk into ``<uuid>/disk`` on the destination
-    (sparse; a partial copy never has the final name, and one cut off by a
-    crash is resumed, not restarted). Reports the fraction copied as the
+    """Copy the stashed source instance directory, every file of it, into
+    ``<uuid>/`` on the destination, the backing files of its disks made
+    sure of in the destination's image cache first (sparse; a partial
+    copy never has the final name, and one cut off by a crash is resumed
+    per file, not restarted). Reports the fraction copied as the
     task's progress in the flow log. The task becomes ``resize_migrated``,
     the migration ``post-migrating``. Provides the copied disk's size and
     allocation.
@@ -25,7 +37,8 @@ class CopyDisk(base.ResizeFlowsTask):
         mig = repository.migration_get(migration_uuid)
         info = self.driver(mig['source_compute']).copy_disk_to(
             mig['instance_uuid'], self.driver(dest_host),
-            progress=lambda fraction: self.update_progress(fraction))
+            progress=lambda fraction: self.update_progress(fraction),
+            image=_image_of(mig['instance_uuid']))
         # A copy can outlive this process's hold on the flow (a stalled
         # conductor): then the new holder owns the records.
         leases.check('the records after CopyDisk')

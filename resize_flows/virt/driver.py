@@ -1,11 +1,14 @@
 """The hypervisor driver interface, in Nova's verbs.
 
 One driver object acts on one host: its hypervisor (a libvirt URI) and its
-instances path. An instance lives in ``<instances_path>/<uuid>/`` with a
-qcow2 ``disk`` and its domain XML ``libvirt.xml``. During a move the source
-directory is renamed ``<uuid>_resize`` and keeps the instance's disk with an
-internal qcow2 snapshot taken for the resize; confirm deletes it, revert
-rolls the disk back to the snapshot and renames the directory back.
+instances path. An instance lives in ``<instances_path>/<uuid>/`` laid out
+as Nova's libvirt driver lays it out (``virt/libvirt/layout.py``: root
+``disk``, ``disk.local``, ``disk.swap``, config drive, ``disk.info``,
+kernel and ramdisk, ``libvirt.xml``). During a move the source directory
+is renamed ``<uuid>_resize`` and keeps the instance's files, with an
+internal qcow2 snapshot of the root and ephemeral disks taken for the
+resize; confirm deletes it, revert rolls those disks back to the snapshot
+and renames the directory back.
 
 Nova's ``migrate_disk_and_power_off`` is here as a whole and as its parts
 (``power_off``, ``stash_for_resize``, ``copy_disk_to``), because the flows
@@ -53,15 +56,20 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     def spawn(self, instance, flavor, power_on=True, image=None,
               config_drive=False):
-        """Create the instance: a blank qcow2 disk of ``flavor['root_gb']``
-        GiB, its domain (vcpus, memory_mb of the flavor), started and waited
-        for RUNNING when ``power_on``.
+        """Create the instance directory as Nova's libvirt driver lays it
+        out (:mod:`.libvirt.layout`): a root disk of ``flavor['root_gb']``
+        GiB (an overlay on ``image``'s cached base, or blank without an
+        image), the ephemeral and swap disks of the flavor, a config drive
+        if ``config_drive``, the image's kernel and ramdisk; then its
+        domain (vcpus, memory_mb of the flavor), started and waited for
+        RUNNING when ``power_on``.
 
         ``instance`` is ``{'uuid', 'name'}``; ``flavor`` is ``{'name',
-        'vcpus', 'memory_mb', 'root_gb', 'ephemeral_gb', 'swap_mb'}``;
-        ``image``, when given, is ``imagestore.for_driver``'s dict of the
-        image the root disk is made from; ``config_drive``: whether the
-        instance has one.
+        'vcpus', 'memory_mb', 'root_gb', 'ephemeral_gb', 'swap_mb'}`` (the
+        last two may be missing: 0); ``image`` is None or what
+        ``imagestore.for_driver`` gives (``uuid``, ``sha256``,
+        ``disk_format``, ``virtual_size``, ``path``, ``kernel_path``,
+        ``ramdisk_path``, ``kernel_sha256``, ``ramdisk_sha256``).
         """
 
     @abc.abstractmethod
@@ -120,34 +128,38 @@ class ComputeDriver(abc.ABC):
 
     # -- resize / cold migrate -----------------------------------------
     def migrate_disk_and_power_off(self, instance_uuid, dest, snapshot_name,
-                                   timeout=0):
-        """Nova's verb: power off, stash the source, copy the disk to
-        ``dest`` (another driver, possibly for this same host). Returns the
-        destination :class:`DiskInfo`."""
+                                   timeout=0, image=None):
+        """Nova's verb: power off, stash the source, copy the instance
+        directory to ``dest`` (another driver, possibly for this same
+        host). Returns the destination :class:`DiskInfo`."""
         self.power_off(instance_uuid, timeout)
         self.stash_for_resize(instance_uuid, snapshot_name)
-        return self.copy_disk_to(instance_uuid, dest)
+        return self.copy_disk_to(instance_uuid, dest, image=image)
 
     @abc.abstractmethod
     def stash_for_resize(self, instance_uuid, snapshot_name):
         """The guest is off: take the internal snapshot ``snapshot_name`` of
-        ``<uuid>/disk`` and rename ``<uuid>`` to ``<uuid>_resize``."""
+        ``<uuid>/disk`` and ``<uuid>/disk.local`` (when there) and rename
+        ``<uuid>`` to ``<uuid>_resize``."""
 
     @abc.abstractmethod
     def unstash_after_failed_resize(self, instance_uuid, snapshot_name):
         """Undo :meth:`stash_for_resize`: rename ``<uuid>_resize`` back,
-        delete the snapshot, make sure the domain is defined from the
+        delete the snapshots, make sure the domain is defined from the
         instance's own ``libvirt.xml``. Does not power on."""
 
     @abc.abstractmethod
-    def copy_disk_to(self, instance_uuid, dest, progress=None):
-        """Copy ``<uuid>_resize/disk`` of this host into ``<uuid>/disk`` on
-        ``dest`` (sparse, atomically: a partial copy never has the final
-        name). A copy cut off by a crash is resumed where it stopped, once
-        what it had written is checked against the source. ``progress``,
-        if given, is called with the fraction of the data copied so far
-        (0.0 to 1.0, never decreasing). Returns the destination
-        :class:`DiskInfo`."""
+    def copy_disk_to(self, instance_uuid, dest, progress=None, image=None):
+        """Copy every file of ``<uuid>_resize/`` of this host into
+        ``<uuid>/`` on ``dest`` (sparse, atomically: a partial copy never
+        has the final name), the backing files of its overlays made sure
+        of in ``dest``'s image cache first (from this host's cache, or the
+        store file of ``image``, as ``imagestore.for_driver`` gives it)
+        and the overlays pointed at them. A copy cut off by a crash is
+        resumed file by file where it stopped, once what it had written
+        is checked against the source. ``progress``, if given, is called
+        with the fraction of the bytes copied so far (0.0 to 1.0, never
+        decreasing). Returns the destination :class:`DiskInfo`."""
 
     @abc.abstractmethod
     def rename_instance_dir(self, instance_uuid, old_suffix, new_suffix):
@@ -161,10 +173,13 @@ class ComputeDriver(abc.ABC):
 
     @abc.abstractmethod
     def finish_migration(self, instance, flavor, snapshot_name, power_on):
-        """On the destination: drop ``snapshot_name`` from the copied disk,
-        grow the disk to ``flavor['root_gb']`` (never shrink), write
-        ``libvirt.xml`` with the flavor's vcpus and memory, define the
-        domain, and power it on (waiting for RUNNING) if ``power_on``."""
+        """On the destination: drop ``snapshot_name`` from the copied disks,
+        grow the disk to ``flavor['root_gb']`` and ``disk.local`` to
+        ``flavor['ephemeral_gb']`` (never shrink; made if absent), make
+        ``disk.swap`` again when ``flavor['swap_mb']`` changes it, write
+        ``disk.info`` and ``libvirt.xml`` with the flavor's vcpus and
+        memory, define the domain, and power it on (waiting for RUNNING)
+        if ``power_on``."""
 
     @abc.abstractmethod
     def confirm_migration(self, instance_uuid, snapshot_name, host_changed):
@@ -175,7 +190,9 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     def finish_revert_migration(self, instance, snapshot_name, power_on):
         """On the source, reverting: rename ``<uuid>_resize`` back to
-        ``<uuid>``, roll the disk back to ``snapshot_name`` and delete it,
+        ``<uuid>``, roll the root and ephemeral disks back to
+        ``snapshot_name`` and delete it (swap and config drive as they
+        were),
         define the domain from its ``libvirt.xml`` (the old flavor), and
         power it on (waiting for RUNNING) if ``power_on``."""
 

@@ -42,7 +42,10 @@ def copies(monkeypatch):
 
     def spy(src, dst, host, owner=None, progress=None, **kwargs):
         call = {'stats': sparsecopy.CopyStats(), 'seen': []}
-        calls.append(call)
+        # The root disk's copies (a move copies every file of the
+        # instance directory, the disk first).
+        if dst.endswith('/disk'):
+            calls.append(call)
 
         def reporting(fraction):
             progress(fraction)
@@ -97,8 +100,10 @@ def test_copy_progress_reaches_the_flow_log(cloud, small_chunks, copies):
     fractions = [fraction for fraction, _logged in call['seen']]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert len([f for f in fractions if 0 < f < 1]) >= 10
-    # each report is in the flow log as soon as it is made
-    assert all(logged == fraction for fraction, logged in call['seen'])
+    # each report is in the flow log as soon as it is made (the disk is
+    # nearly all the bytes of the step)
+    assert all(abs(logged - fraction) < 0.01
+               for fraction, logged in call['seen'])
     assert _has_the_data('host2', vm['uuid'])
     assert state.leaks() == []
 

@@ -62,7 +62,7 @@ def test_a_servers_files_are_private(cloud):
     assert _mode(folder) == 0o700
     for name in ('disk', 'libvirt.xml'):
         assert _mode(os.path.join(folder, name)) == 0o600, name
-    assert sorted(os.listdir(folder)) == ['disk', 'libvirt.xml']
+    assert sorted(os.listdir(folder)) == ['disk', 'disk.info', 'libvirt.xml']
     # A migration's copy too.
     api.migrate(cloud.ctx, vm['uuid'], host='host2', wait=True)
     moved = virt.get_driver(repository.host_get('host2'))

@@ -117,7 +117,8 @@ def test_files_of_another_machine_are_not_here(cloud, machines):
     cloud.remote_host('far', machine)
     vm = cloud.server('far')
     assert _tree(machine, 'far') == [
-        vm['uuid'], vm['uuid'] + '/disk', vm['uuid'] + '/libvirt.xml']
+        vm['uuid'], vm['uuid'] + '/disk', vm['uuid'] + '/disk.info',
+        vm['uuid'] + '/libvirt.xml']
     # Seen from here, the machine's root is the empty directory it was.
     assert os.listdir(machine.root) == []
     assert cloud.has_the_data('far', vm['uuid'])
@@ -153,7 +154,7 @@ def test_migrate_and_confirm_between_machines(cloud, machines, pair, shell):
     assert state.leaks() == []
     dest = virt.get_driver(repository.host_get('b'))
     assert dest.files.listdir(dest.instance_dir(vm['uuid'])) == [
-        'disk', 'libvirt.xml']       # no partial copy, no temporary file
+        'disk', 'disk.info', 'libvirt.xml']  # no partial copy, no temporary
 
     api.confirm_resize(cloud.ctx, vm['uuid'], wait=True)
     source = virt.get_driver(repository.host_get('a'))
@@ -175,6 +176,7 @@ def test_resize_then_revert_across_two_machines(cloud, machines):
     # The source keeps its stash, with the snapshot revert goes back to.
     assert _tree(one, 'a') == [vm['uuid'] + '_resize',
                                vm['uuid'] + '_resize/disk',
+                               vm['uuid'] + '_resize/disk.info',
                                vm['uuid'] + '_resize/libvirt.xml']
 
     # What is written on the destination does not come back with a revert.
@@ -265,13 +267,13 @@ def test_copy_cut_off_half_way_is_resumed(cloud, machines, slow_rsync,
 
     result = api.resume_flow(cloud.ctx, flow_id)
     assert result['flow_state'] == tf_states.SUCCESS
-    [stats] = copies.calls
+    stats, _domain_xml = copies.calls
     # rsync found the part copied before the crash and did not send it.
     assert stats.reused > 0
     assert stats.copied < stats.size
     assert cloud.has_the_data('b', vm['uuid'])
     assert dest.files.listdir(dest.instance_dir(vm['uuid'])) == [
-        'disk', 'libvirt.xml']
+        'disk', 'disk.info', 'libvirt.xml']
     assert state.leaks() == []
 
 

@@ -137,11 +137,12 @@ def test_spawn_there_makes_private_files_of_the_session_user(far, instance):
     drv = far.driver('a')
     drv.spawn(instance, SMALL, power_on=False)
     folder = drv.instance_dir(instance['uuid'])
-    out = far.sh('cd {0} && stat -c "%n %u %g %a" . disk libvirt.xml && '
-                 'ls -A'.format(q(folder)))
+    out = far.sh('cd {0} && stat -c "%n %u %g %a" . disk disk.info '
+                 'libvirt.xml && ls -A'.format(q(folder)))
     assert out.split('\n') == [
         '. 65534 65534 700', 'disk 65534 65534 600',
-        'libvirt.xml 65534 65534 600', 'disk', 'libvirt.xml', '']
+        'disk.info 65534 65534 600', 'libvirt.xml 65534 65534 600', 'disk',
+        'disk.info', 'libvirt.xml', '']
 
 
 @pytest.mark.parametrize('kind', ['symlink', 'hardlink'])
@@ -201,10 +202,12 @@ def test_copy_gives_the_disk_to_the_session_user(pair, instance):
     info = src.copy_disk_to(instance['uuid'], dst)
     assert info.virtual_size == disk.GiB
     folder = dst.instance_dir(instance['uuid'])
-    out = dst_place.sh('cd {0} && stat -c "%n %u %g %a" . disk && '
+    out = dst_place.sh('cd {0} && stat -c "%n %u %g %a" . * && '
                        'ls -A'.format(q(folder)))
-    assert out.split('\n') == ['. 65534 65534 700', 'disk 65534 65534 600',
-                               'disk', '']
+    assert out.split('\n') == [
+        '. 65534 65534 700', 'disk 65534 65534 600',
+        'disk.info 65534 65534 600', 'libvirt.xml 65534 65534 600',
+        'disk', 'disk.info', 'libvirt.xml', '']
 
 
 @pytest.mark.parametrize('kind', ['symlink', 'hardlink'])

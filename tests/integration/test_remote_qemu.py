@@ -92,7 +92,8 @@ def test_a_running_server_moves_to_and_from_another_machine(qemu_cloud,
     # Its QEMU runs the disk at a path that exists only on the machine.
     assert len(qemu_pids(far.path('far', uuid, 'disk'))) == 1
     assert not os.path.exists(far.path('far', uuid))
-    assert _files(far, uuid) == [uuid, uuid + '/disk',
+    assert _files(far, uuid) == [uuid, uuid + '/console.log',
+                                 uuid + '/disk', uuid + '/disk.info',
                                  uuid + '/libvirt.xml']
     assert state.leaks() == []
 
@@ -174,10 +175,11 @@ def test_a_worker_killed_mid_copy_leaves_no_copy_running(
     monkeypatch.setattr(transfer, 'copy_disk', spy)
     conf.set_override('rsync_options', [], group='remote')
     api.resume_flow(qemu_cloud.ctx, flow_id)
-    [stats] = seen
+    stats, _domain_xml = seen          # the disk, then libvirt.xml
     assert 0 < stats.copied < stats.size and stats.reused > 0
     assert repository.instance_get(uuid)['host'] == 'far'
-    assert _files(far, uuid) == [uuid, uuid + '/disk', uuid + '/libvirt.xml']
+    assert _files(far, uuid) == [uuid, uuid + '/disk', uuid + '/disk.info',
+                                 uuid + '/libvirt.xml']
     out = far.run('qemu-io -f qcow2 -c "read -P 0x5a 0 48M" %s'
                   % far.path('far', uuid, 'disk'))
     assert 'failed' not in out

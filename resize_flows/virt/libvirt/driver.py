@@ -31,13 +31,13 @@ from resize_flows import exception
 from resize_flows import states
 from resize_flows.virt import driver
 from resize_flows.virt.libvirt import config
-from resize_flows.virt.libvirt import disk
 from resize_flows.virt.libvirt import errors
 from resize_flows.virt.libvirt import files as host_files
 from resize_flows.virt.libvirt import host as libvirt_host
+from resize_flows.virt.libvirt import instancedir
 from resize_flows.virt.libvirt import layout
+from resize_flows.virt.libvirt import migration
 from resize_flows.virt.libvirt import shutdown
-from resize_flows.virt.libvirt import transfer
 
 LOG = logging.getLogger(__name__)
 
@@ -120,23 +120,15 @@ class LibvirtDriver(driver.ComputeDriver):
     def _disk_info(self, path):
         return self.files.disk_info(path)
 
-    def _snapshots(self, path):
-        data = self._disk_info(path)
-        if data is None:
-            raise exception.DiskError(host=self.host,
-                                      reason='no disk at %s' % path)
-        return tuple(snap['name'] for snap in data.get('snapshots', ()))
-
-    def _qemu_img(self, *args):
-        self.files.qemu_img(*args)
-
     def _write_xml(self, instance, flavor):
-        """Write ``<uuid>/libvirt.xml`` for ``flavor``; return the XML."""
+        """Write ``<uuid>/libvirt.xml`` for ``flavor`` and the files the
+        directory holds; return the XML."""
         instance_uuid = instance['uuid']
+        folder = self.instance_dir(instance_uuid)
         xml = config.domain_xml(
-            instance_uuid, flavor['vcpus'], flavor['memory_mb'],
-            self._disk_path(instance_uuid), self._domain_type,
-            title=instance.get('name'))
+            instance_uuid, flavor['vcpus'], flavor['memory_mb'], folder,
+            self._domain_type, title=instance.get('name'),
+            present=instancedir.present(self.files, folder))
         self.files.write_atomic(self._xml_path(instance_uuid), xml)
         return xml
 
@@ -194,13 +186,14 @@ class LibvirtDriver(driver.ComputeDriver):
     @errors.reconnecting
     def spawn(self, instance, flavor, power_on=True, image=None,
               config_drive=False):
-        """Create ``<uuid>/disk`` (blank qcow2 of ``root_gb`` GiB),
-        ``<uuid>/libvirt.xml`` and the domain; start it if ``power_on``.
-        Again on the same instance and flavor finishes what is missing;
-        a domain or disk of another size is ``InstanceExistsOnHost``."""
+        """Lay out ``<uuid>/`` (:func:`.instancedir.build`: the root disk,
+        an overlay on ``image``'s cached base or blank, ephemeral, swap,
+        config drive, kernel, ramdisk, disk.info), write ``libvirt.xml``,
+        define the domain; start it if ``power_on``. Again on the same
+        instance and flavor finishes what is missing; a domain or disk of
+        another size is ``InstanceExistsOnHost``."""
         instance_uuid = _check_uuid(instance['uuid'])
         self._ensure_instances_path()
-        want_size = int(flavor['root_gb']) * disk.GiB
         dom = self._find(instance_uuid)
         if dom is not None:
             with self._translate(instance_uuid):
@@ -209,14 +202,10 @@ class LibvirtDriver(driver.ComputeDriver):
             if (vcpus, memory_mb) != (flavor['vcpus'], flavor['memory_mb']):
                 raise exception.InstanceExistsOnHost(
                     instance_uuid=instance_uuid, host=self.host)
-        self.files.makedir(self.instance_dir(instance_uuid))
-        path = self._disk_path(instance_uuid)
-        info = self._disk_info(path)
-        if info is None:
-            self.files.create_disk(path, want_size)
-        elif info['virtual-size'] != want_size:
-            raise exception.InstanceExistsOnHost(
-                instance_uuid=instance_uuid, host=self.host)
+        folder = self.instance_dir(instance_uuid)
+        self.files.makedir(folder)
+        instancedir.build(self.files, folder, instance, flavor, image,
+                          config_drive)
         self._define(instance_uuid, self._write_xml(instance, flavor))
         if power_on:
             self.power_on(instance_uuid)
@@ -340,16 +329,17 @@ class LibvirtDriver(driver.ComputeDriver):
     # -- resize / cold migrate -----------------------------------------
     @errors.reconnecting
     def stash_for_resize(self, instance_uuid, snapshot_name):
-        """Snapshot ``<uuid>/disk`` as ``snapshot_name``, then rename
-        ``<uuid>`` to ``<uuid>_resize``. The guest must be off. Done
-        already (``<uuid>_resize`` holds the snapshot) returns at once,
-        even when ``<uuid>`` exists again (a same-host copy)."""
+        """Snapshot ``<uuid>/disk`` and ``disk.local`` as
+        ``snapshot_name``, then rename ``<uuid>`` to ``<uuid>_resize``.
+        The guest must be off. Done already (``<uuid>_resize`` holds the
+        snapshots) returns at once, even when ``<uuid>`` exists again (a
+        same-host copy)."""
         stashed = self.instance_dir(instance_uuid, driver.RESIZE_SUFFIX)
         if self.files.isdir(stashed):
-            path = posixpath.join(stashed, layout.DISK)
-            if snapshot_name not in self._snapshots(path):
+            if not all(migration.has_snapshots(self.files, stashed,
+                                               snapshot_name)):
                 self._check_off(instance_uuid)
-                self._qemu_img('snapshot', '-c', snapshot_name, path)
+                migration.take_snapshots(self.files, stashed, snapshot_name)
             return
         path = self._disk_path(instance_uuid)
         if not self.files.exists(path):
@@ -357,8 +347,8 @@ class LibvirtDriver(driver.ComputeDriver):
                 path=self.instance_dir(instance_uuid), host=self.host,
                 reason='no disk to stash for a resize')
         self._check_off(instance_uuid)
-        if snapshot_name not in self._snapshots(path):
-            self._qemu_img('snapshot', '-c', snapshot_name, path)
+        migration.take_snapshots(self.files, self.instance_dir(instance_uuid),
+                                 snapshot_name)
         self.rename_instance_dir(instance_uuid, '', driver.RESIZE_SUFFIX)
 
     def _check_off(self, instance_uuid):
@@ -379,38 +369,18 @@ class LibvirtDriver(driver.ComputeDriver):
         is ``InstanceDirectoryConflict``), delete the snapshot and define
         the domain from its ``libvirt.xml``. Does not power on."""
         self.rename_instance_dir(instance_uuid, driver.RESIZE_SUFFIX, '')
-        path = self._disk_path(instance_uuid)
-        if snapshot_name in self._snapshots(path):
-            self._qemu_img('snapshot', '-d', snapshot_name, path)
+        migration.drop_snapshots(self.files, self.instance_dir(instance_uuid),
+                                 snapshot_name)
         self.ensure_defined(instance_uuid)
 
-    def copy_disk_to(self, instance_uuid, dest, progress=None):
-        """Sparse copy of ``<uuid>_resize/disk`` to ``<uuid>/disk`` of
-        ``dest``, the way the two hosts' machines need
-        (:func:`files.copy_disk`: local and resumable through
-        ``disk.part``, or rsync over ssh), resuming a copy that was cut
-        off; ``progress(fraction)`` is called as it goes. A destination
-        ``disk`` of the same size as the source counts as the finished
-        copy."""
-        src = self._disk_path(instance_uuid, driver.RESIZE_SUFFIX)
-        size = self.files.getsize(src)
-        if size is None:
-            raise exception.DiskError(
-                host=self.host, reason='no stashed disk %s to copy' % src)
-        dest_dir = dest.instance_dir(instance_uuid)
-        dst = posixpath.join(dest_dir, layout.DISK)
-        if not dest.files.has_root():
-            raise exception.HypervisorUnavailable(
-                host=dest.host, reason='instances path %s does not exist'
-                % dest.instances_path)
-        dest.files.makedir(dest_dir)
-        if dest.files.getsize(dst) != size:
-            transfer.copy_disk(self.files, src, dest.files, dst,
-                               progress=progress)
-        else:
-            # A crash between the rename and the clean-up after it.
-            dest.files.remove_copy_sidecar(dst)
-            dest.files.adopt(dst)
+    def copy_disk_to(self, instance_uuid, dest, progress=None, image=None):
+        """Copy the stashed ``<uuid>_resize/`` whole to ``<uuid>/`` of
+        ``dest`` (:func:`.migration.copy_instance_dir`: every file, the
+        backing files made sure of in ``dest``'s cache, from this host's
+        cache or the store file of ``image``), resuming a copy that was
+        cut off; ``progress(fraction)`` is called as it goes."""
+        migration.copy_instance_dir(self, dest, instance_uuid,
+                                    progress=progress, image=image)
         return dest.disk_info(instance_uuid)
 
     def rename_instance_dir(self, instance_uuid, old_suffix, new_suffix):
@@ -432,23 +402,14 @@ class LibvirtDriver(driver.ComputeDriver):
 
     @errors.reconnecting
     def finish_migration(self, instance, flavor, snapshot_name, power_on):
-        """On the destination, with ``<uuid>/disk`` copied: delete
-        ``snapshot_name`` from it, grow it to ``root_gb`` (never shrink),
-        write ``libvirt.xml``, define, start if ``power_on``."""
+        """On the destination, with ``<uuid>/`` copied: the disks for
+        ``flavor`` (:func:`.migration.finish_disks`: snapshot dropped,
+        root and ephemeral grown, never shrunk, swap made again at its
+        new size), ``disk.info`` and ``libvirt.xml`` written, the domain
+        defined, started if ``power_on``."""
         instance_uuid = _check_uuid(instance['uuid'])
-        path = self._disk_path(instance_uuid)
-        info = self._disk_info(path)
-        if info is None:
-            raise exception.DiskError(
-                host=self.host, reason='no disk at %s to finish the '
-                'migration with' % path)
-        names = tuple(s['name'] for s in info.get('snapshots', ()))
-        if snapshot_name in names:
-            self._qemu_img('snapshot', '-d', snapshot_name, path)
-        want_size = int(flavor['root_gb']) * disk.GiB
-        if info['virtual-size'] < want_size:
-            self._qemu_img('resize', '-q', '-f', 'qcow2', path,
-                           str(want_size))
+        migration.finish_disks(self.files, self.instance_dir(instance_uuid),
+                               flavor, snapshot_name, instance_uuid)
         self._define(instance_uuid, self._write_xml(instance, flavor))
         if power_on:
             self.power_on(instance_uuid)
@@ -468,8 +429,9 @@ class LibvirtDriver(driver.ComputeDriver):
 
     @errors.reconnecting
     def finish_revert_migration(self, instance, snapshot_name, power_on):
-        """Rename ``<uuid>_resize`` back, roll the disk back to
-        ``snapshot_name`` and delete it, define the domain from the old
+        """Rename ``<uuid>_resize`` back, roll ``disk`` and ``disk.local``
+        back to ``snapshot_name`` and delete it (swap and config drive
+        stay as they were), define the domain from the old
         ``libvirt.xml``, start it if ``power_on``. On the same host the
         destination's ``<uuid>`` must have been set aside first
         (``<uuid>_revert``). A running domain that is not the one of
@@ -485,11 +447,11 @@ class LibvirtDriver(driver.ComputeDriver):
                 live = dom.isActive() and self._summary(dom.XMLDesc(0))
             if live and live != wanted:
                 self._hard_stop(instance_uuid, dom)
-        path = self._disk_path(instance_uuid)
-        if snapshot_name in self._snapshots(path):
+        folder = self.instance_dir(instance_uuid)
+        if any(migration.has_snapshots(self.files, folder, snapshot_name)):
             self._check_off(instance_uuid)
-            self._qemu_img('snapshot', '-a', snapshot_name, path)
-            self._qemu_img('snapshot', '-d', snapshot_name, path)
+            migration.drop_snapshots(self.files, folder, snapshot_name,
+                                     roll_back=True)
         self.ensure_defined(instance_uuid)
         if power_on:
             self.power_on(instance_uuid)

@@ -84,16 +84,20 @@ class LocalFiles(fileops.LocalOps):
                 self.area.check_file(arg)
         return self.area.run_as_owner('qemu-img', *args)
 
-    def create_disk(self, path, size_bytes):
+    def create_disk(self, path, size_bytes, backing=None,
+                    backing_format=None):
         """A blank qcow2 disk made by qemu-img in a file of ours (it
         writes only through the descriptor we opened), then given to the
-        owner (0600) and its name."""
+        owner (0600) and its name. With ``backing`` it is an overlay on
+        that file of format ``backing_format``, which qemu-img does not
+        open here (``-u``: the size is given)."""
         part = path + disk.PART_SUFFIX
         with self.area.parent(path) as (dfd, name):
             fd = self.area.create(dfd, name + disk.PART_SUFFIX, part)
             try:
                 disk.run(self.host, 'qemu-img', 'create', '-q', '-f',
-                         'qcow2', '/dev/fd/%d' % fd, str(size_bytes),
+                         'qcow2', *_backing_args(backing, backing_format),
+                         '/dev/fd/%d' % fd, str(size_bytes),
                          pass_fds=(fd,))
                 self.area.give(fd)
                 os.fsync(fd)
@@ -128,6 +132,7 @@ class LocalFiles(fileops.LocalOps):
         return self.area.read_text(path)
 
     def write_atomic(self, path, text):
+        """Write ``text`` (str or bytes) to ``path`` atomically."""
         self.area.write_atomic(path, text, disk.PART_SUFFIX)
 
     def rename(self, old, new):
@@ -260,15 +265,17 @@ class SshFiles(fileops.SshOps):
         return self.run(checks + ' '.join(
             ['qemu-img'] + [remote.q(a) for a in args])).decode()
 
-    def create_disk(self, path, size_bytes):
+    def create_disk(self, path, size_bytes, backing=None,
+                    backing_format=None):
         part = path + disk.PART_SUFFIX
         folder = posixpath.dirname(path)
         q = remote.q
+        create = ' '.join(['qemu-img create -q -f qcow2'] + [
+            q(a) for a in _backing_args(backing, backing_format)])
         self.run('realdir %s; plain %s %s; ' % (q(folder), q(part), q(path))
                  + ' && '.join([
                      'rm -f %s' % q(part),
-                     'qemu-img create -q -f qcow2 %s %d' % (q(part),
-                                                            size_bytes),
+                     '%s %s %d' % (create, q(part), size_bytes),
                      'chmod 600 %s' % q(part), 'sync %s' % q(part),
                      'mv -f %s %s' % (q(part), q(path)),
                      'sync %s' % q(folder)]))
@@ -300,7 +307,7 @@ class SshFiles(fileops.SshOps):
                  + ' && '.join([
                      'rm -f %s' % q(part), 'cat > %s' % q(part),
                      'sync %s' % q(part), 'mv -f %s %s' % (q(part), q(path)),
-                     'sync %s' % q(folder)]), stdin=text.encode())
+                     'sync %s' % q(folder)]), stdin=_bytes(text))
 
     def rename(self, old, new):
         q = remote.q
@@ -328,6 +335,18 @@ class SshFiles(fileops.SshOps):
         if partial:
             script += ' && rm -rf %s' % remote.q(partial_dir)
         self.run(script)
+
+
+def _backing_args(backing, backing_format):
+    if backing is None:
+        return ()
+    if not backing_format:
+        raise ValueError('an overlay needs the format of %s' % backing)
+    return ('-u', '-b', backing, '-F', backing_format)
+
+
+def _bytes(text):
+    return text if isinstance(text, bytes) else text.encode()
 
 
 def _is_rsync_temp(entry, name):

@@ -251,7 +251,8 @@ class Area:
             part = name + suffix
             fd = self.create(dfd, part, path + suffix)
             try:
-                disk.write_all(fd, text.encode())
+                disk.write_all(fd, text if isinstance(text, bytes)
+                               else text.encode())
                 os.fsync(fd)
                 self.give(fd)
                 there = _lstat(name, dfd)

@@ -94,6 +94,29 @@ def test_each_operation_over_ssh_as_here(conf, machines, tmp_path):
     assert os.listdir(machine.root) == []
 
 
+def test_overlays_and_bytes_over_ssh_as_here(conf, machines, tmp_path):
+    machine = machines()
+    machine.run('mkdir %s' % machine.path('i'))
+    here = files.for_host('here', str(tmp_path))
+    there = files.for_host('there', machine.path('i'), machine.address)
+    results = []
+    for side, root in ((here, str(tmp_path)), (there, machine.path('i'))):
+        base, overlay = os.path.join(root, 'base'), os.path.join(root, 'ov')
+        side.create_disk(base, 64 * disk.MiB)
+        side.create_disk(overlay, disk.GiB, base, 'qcow2')
+        info = side.disk_info(overlay)
+        got = [info['virtual-size'], info['backing-filename'] == base,
+               info['backing-filename-format']]
+        side.write_atomic(os.path.join(root, 'blob'), b'\x00\xffbytes')
+        got.append(side.getsize(os.path.join(root, 'blob')))
+        got.append((side.remove_file(os.path.join(root, 'blob')),
+                    side.remove_file(os.path.join(root, 'blob'))))
+        got.append(side.listdir(root))
+        results.append(got)
+    assert results[0] == results[1] == [
+        disk.GiB, True, 'qcow2', 7, (True, False), ['base', 'ov']]
+
+
 def test_a_failed_command_there_is_a_disk_error(conf, machines):
     machine = machines()
     there = files.for_host('there', machine.path('i'), machine.address)

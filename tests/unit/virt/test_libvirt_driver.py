@@ -226,7 +226,8 @@ def test_migrate_disk_and_power_off_to_another_host(src, dst, instance):
     assert src.get_info(uuid).power_state == states.SHUTDOWN
     assert _dirs(src, instance) == {RESIZE}
     assert src.disk_info(uuid, RESIZE).snapshots == (SNAP,)
-    assert os.listdir(dst.instance_dir(uuid)) == ['disk']
+    assert sorted(os.listdir(dst.instance_dir(uuid))) == [
+        'disk', 'disk.info', 'libvirt.xml']
     assert not dst.instance_exists(uuid)
 
 

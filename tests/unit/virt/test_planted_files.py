@@ -23,6 +23,8 @@ from resize_flows.virt import driver as virt_driver
 from resize_flows.virt.libvirt import disk
 from resize_flows.virt.libvirt import local
 
+from tests.unit.virt import imagehelp
+
 SESSION = (65534, 65534)              # nobody: the guests' user
 SMALL = {'name': 'small', 'vcpus': 1, 'memory_mb': 64, 'root_gb': 1}
 LARGE = {'name': 'large', 'vcpus': 1, 'memory_mb': 64, 'root_gb': 2}
@@ -187,7 +189,25 @@ def test_spawn_makes_private_files_of_the_session_user(hosts, instance):
         st = os.lstat(path)
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (
             SESSION + (mode,)), path
-    assert sorted(os.listdir(folder)) == ['disk', 'libvirt.xml']
+    assert sorted(os.listdir(folder)) == ['disk', 'disk.info', 'libvirt.xml']
+
+
+def test_spawn_from_an_image_makes_every_file_the_session_users(
+        hosts, instance, tmp_path):
+    src, _dst = hosts
+    image = imagehelp.make_image(str(tmp_path / 'store'))
+    src.spawn(instance, imagehelp.FULL, power_on=False, image=image,
+              config_drive=True)
+    folder = src.instance_dir(instance['uuid'])
+    names = sorted(os.listdir(folder))
+    assert names == ['disk', 'disk.config', 'disk.info', 'disk.local',
+                     'disk.swap', 'kernel', 'libvirt.xml', 'ramdisk']
+    for name in names:
+        st = os.lstat(os.path.join(folder, name))
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (
+            SESSION + (0o600,)), name
+    base_dir = os.path.join(src.instances_path, '_base')
+    assert os.lstat(base_dir).st_uid == SESSION[0]
 
 
 # -- stash, finish, revert: qemu-img on the disk --------------------------
@@ -305,10 +325,13 @@ def test_copied_disk_is_private_to_the_session_user(hosts, instance):
     src, dst = hosts
     _stashed(src, instance)
     info = src.copy_disk_to(instance['uuid'], dst)
-    st = os.lstat(info.path)
-    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (
-        SESSION + (0o600,))
-    assert sorted(os.listdir(os.path.dirname(info.path))) == ['disk']
+    folder = os.path.dirname(info.path)
+    names = sorted(os.listdir(folder))
+    assert names == ['disk', 'disk.info', 'libvirt.xml']
+    for name in names:
+        st = os.lstat(os.path.join(folder, name))
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (
+            SESSION + (0o600,)), name
 
 
 # -- removal and renames ---------------------------------------------------

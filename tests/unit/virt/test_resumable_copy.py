@@ -320,4 +320,5 @@ def test_copy_disk_to_passes_progress_and_drops_a_stale_sidecar(
         handle.write('{}')
     assert src.copy_disk_to(uuid, dst) == info
     assert not os.path.exists(sidecar)
-    assert os.listdir(dst.instance_dir(uuid)) == ['disk']
+    assert sorted(os.listdir(dst.instance_dir(uuid))) == [
+        'disk', 'disk.info', 'libvirt.xml']
