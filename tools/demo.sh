@@ -1,10 +1,13 @@
 #!/bin/bash
 # The main job, end to end, on the embedded default: SQLite and real QEMU
-# guests, one libvirt daemon per simulated host. Boots a tiny guest on
-# host1, resizes it to a bigger flavor onto host2 and confirms, then
-# migrates it back to host1 and reverts, printing every step. Everything
-# lives under $DEMO_DIR (default /var/tmp/rf-demo-<uid>) and is removed
-# first.
+# guests, one libvirt daemon per simulated host. Builds the test guest
+# (resize_flows.testing.guest: a Debian kernel and a busybox initramfs,
+# cached), makes it an image, boots it on host1 with an ephemeral disk,
+# swap and a config drive, resizes it to a bigger flavor onto host2 and
+# confirms, then migrates it back to host1 and reverts, printing every
+# step and, after each, what the guest itself reports on its serial
+# console (and its own clean shutdown before each move). Everything lives
+# under $DEMO_DIR (default /var/tmp/rf-demo-<uid>) and is removed first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +27,42 @@ expect() {  # expect WHAT ACTUAL WANTED
     fi
     echo "ok: $1 = $3"
 }
+guestlog() {  # guestlog report|shutdown [--json]: from its console log
+    rf server console log demo-vm |
+        python -m resize_flows.testing.guestlog "$@" 2>/dev/null
+}
+# The guest's own report of its running boot, once it has written it
+# (a boot under TCG takes 10-30 s; 300 s is never a measure of speed).
+guest_report() {
+    local deadline=$((SECONDS + 300))
+    until guestlog report --json >"$DEMO_DIR/report.json"; do
+        if [ $SECONDS -ge $deadline ]; then
+            echo "demo FAILED: no report from the guest in 300 s:" >&2
+            rf server console log demo-vm --lines 30 >&2
+            exit 1
+        fi
+        sleep 1
+    done
+    echo "guest reports: $(guestlog report)"
+}
+# One value of the report: report_value 'python expression on r'
+report_value() {
+    python -c "import json, sys; r = json.load(sys.stdin); print($1)" \
+        <"$DEMO_DIR/report.json"
+}
+# The guest's data must be the first report's, byte for byte (sha256).
+expect_same_data() {
+    if [ "$(report_value "sorted(r['files'].items())")" != "$first_data" ]
+    then
+        echo "demo FAILED: the guest's data changed:" >&2
+        cat "$DEMO_DIR/report.json" >&2
+        exit 1
+    fi
+    echo "ok: guest's data unchanged (sha256 of every file under rf-data/)"
+}
+guest_shutdown() {
+    echo "guest before the move: RF-SHUTDOWN $(guestlog shutdown --json)"
+}
 
 # A previous demo's hosts may still run: stop them before starting over.
 if [ -f "$CONF_FILE" ]; then
@@ -42,9 +81,25 @@ cat > "$CONF_FILE" <<CONF
 state_dir = $DEMO_DIR
 
 [compute]
-# The demo's guests boot a blank disk: no OS answers an ACPI shutdown.
-shutdown_timeout = 0
+# The guest answers the ACPI power button: a clean shutdown before a move
+# (the power button again every shutdown_retry_interval seconds, 10, up
+# to shutdown_timeout, 60; Nova's defaults).
 CONF
+
+step "the test guest: a Debian kernel and a busybox initramfs (cached)"
+guest_files=$(python -m resize_flows.testing.guest build)
+kernel=$(echo "$guest_files" | sed -n 1p)
+ramdisk=$(echo "$guest_files" | sed -n 2p)
+echo "$kernel"
+echo "$ramdisk"
+# Its root disk: an ext4 file system with known files under rf-data/.
+python - "$DEMO_DIR/root.qcow2" <<'PY'
+import os, sys
+from resize_flows.testing import guest
+guest.make_data_disk(sys.argv[1], {
+    'hello.txt': b'hello from the demo image\n',
+    'random.bin': os.urandom(512 * 1024)})
+PY
 
 step "database"
 rf db sync
@@ -52,12 +107,22 @@ rf db sync
 step "two hosts, each its own libvirt daemon running real QEMU"
 rf host create host1 --vcpus 4 --memory-mb 1024 --disk-gb 20
 rf host create host2 --vcpus 4 --memory-mb 1024 --disk-gb 20
-rf flavor create tiny --vcpus 1 --ram 64 --disk 1
-rf flavor create small --vcpus 2 --ram 96 --disk 2
+rf flavor create tiny --vcpus 1 --ram 128 --disk 1 --ephemeral 1 --swap 16
+rf flavor create small --vcpus 2 --ram 192 --disk 2 --ephemeral 2 --swap 32
+rf image create guest --file "$DEMO_DIR/root.qcow2" \
+    --kernel "$kernel" --ramdisk "$ramdisk"
 
-step "boot demo-vm on host1"
-rf server create demo-vm --flavor tiny --host host1
+step "boot demo-vm on host1 from the image, with a config drive"
+rf server create demo-vm --flavor tiny --host host1 --image guest \
+    --config-drive
 expect "host" "$(field demo-vm host)" host1
+guest_report
+expect "guest's vCPUs" "$(report_value "r['cpus']")" 1
+uuid=$(field demo-vm uuid)
+expect "guest's config drive uuid" "$(report_value "r['config_drive']['uuid']")" "$uuid"
+first_data=$(report_value "sorted(r['files'].items())")
+first_mac=$(report_value "r['mac']")
+first_mem=$(report_value "r['mem_kb']")
 
 step "resize demo-vm to flavor small (onto host2)"
 rf server resize demo-vm --flavor small
@@ -69,18 +134,32 @@ rf server resize confirm demo-vm
 rf server show demo-vm
 expect "vm_state" "$(field demo-vm vm_state)" active
 expect "flavor" "$(field demo-vm flavor)" small
-expect "hypervisor" "$(field demo-vm hypervisor)" "Running, 2 vCPU, 96 MB"
+expect "hypervisor" "$(field demo-vm hypervisor)" "Running, 2 vCPU, 192 MB"
+guest_shutdown
+guest_report
+expect "guest's vCPUs" "$(report_value "r['cpus']")" 2
+expect "guest's memory grew" "$(report_value "r['mem_kb'] > $first_mem")" True
+expect "guest's disks" "$(report_value "r['disks']['vda'] >> 30, r['disks']['vdb'] >> 30, r['disks']['vdc'] >> 20")" "2 2 32"
+expect_same_data
+expect "guest's MAC" "$(report_value "r['mac']")" "$first_mac"
 
 step "cold-migrate demo-vm (back to host1)"
 rf server migrate demo-vm
 expect "host" "$(field demo-vm host)" host1
+guest_shutdown
+guest_report
 
 step "revert the migration"
 rf server resize revert demo-vm
 rf server show demo-vm
 expect "host" "$(field demo-vm host)" host2
 expect "vm_state" "$(field demo-vm vm_state)" active
-expect "hypervisor" "$(field demo-vm hypervisor)" "Running, 2 vCPU, 96 MB"
+expect "hypervisor" "$(field demo-vm hypervisor)" "Running, 2 vCPU, 192 MB"
+guest_report
+expect "guest's vCPUs" "$(report_value "r['cpus']")" 2
+expect_same_data
+expect "guest's MAC" "$(report_value "r['mac']")" "$first_mac"
+expect "guest's config drive uuid" "$(report_value "r['config_drive']['uuid']")" "$uuid"
 
 step "what happened"
 rf server migration list
@@ -92,4 +171,4 @@ rf server delete demo-vm
 rf host delete host1
 rf host delete host2
 echo
-echo "demo finished: resize + confirm and migrate + revert on real QEMU guests"
+echo "demo finished: resize + confirm and migrate + revert of a real guest, seen from inside it"

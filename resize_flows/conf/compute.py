@@ -24,6 +24,13 @@ opts = [
         help='Seconds a guest is given to shut down cleanly (ACPI) before '
              'it is powered off hard. 0 powers off at once.'),
     cfg.IntOpt(
+        'shutdown_retry_interval',
+        default=10,
+        min=1,
+        help='Seconds between two presses of a guest\'s ACPI power button '
+             'while it is given shutdown_timeout seconds to shut down: a '
+             'guest may miss or ignore a press.'),
+    cfg.IntOpt(
         'running_wait_timeout',
         default=60,
         min=1,

@@ -7,27 +7,42 @@ its .deb (``apt-get download`` and ``dpkg-deb -x``, never installed),
 ``/init`` prints one line per boot on the serial console::
 
     RF-REPORT {"boot": 1, "cpus": 2, "mem_kb": 223368,
-               "disks": {"vda": 33554432, "vdb": 16777216},
-               "files": {"vda": {"a.txt": "<sha256>"}, "vdb": {...}},
+               "disks": {"vda": 33554432, "vdb": 16777216, "vdc": 8388608},
+               "files": {"vda": {"a.txt": "<sha256>"},
+                         "vdb": {"guest-written": "<sha256>"}},
+               "swap": {"vdc": 8188},
                "config_drive": {"label": "config-2", "uuid": "..."},
                "mac": "52:54:00:12:34:56"}
 
 (one line in truth): its vCPUs, MemTotal, each virtio disk's size in
 bytes, the sha256 of every file under ``rf-data/`` of each ext4 disk, the
-config drive's label and meta_data uuid (null without one), eth0's MAC
-(null without one) and a boot counter kept on vda. Then a heartbeat line
-every few seconds. On the ACPI power button it prints ``RF-SHUTDOWN
-{...}``, syncs, unmounts and powers off.
+swap it took (each disk with a swap signature, its size in KiB as the
+kernel counts it), the config drive's label and meta_data uuid (null
+without one), eth0's MAC (null without one) and a boot counter kept on
+vda. Disks are in Nova's order: vda the root disk, vdb the ephemeral
+disk, mounted read-write: when it has no ``rf-data/guest-written`` the
+guest writes one, 1 MiB of its own making (a random uuid repeated: no two
+guests write the same), synced before its report, so a move must carry
+it. Then a heartbeat line every few seconds.
+
+Each press of the ACPI power button prints ``RF-POWER-BUTTON {"boot",
+"press", "action"}``; the first that is not ignored prints ``RF-SHUTDOWN
+{"boot", "reason", "press"}``, syncs, unmounts and powers off. The kernel
+command line's ``rf.ignore_acpi=N`` makes the guest ignore its first N
+presses (action ``ignored``), as a guest busy elsewhere would; presses
+after the shutdown began are ``stopping``.
 
 :func:`make_data_disk` and :func:`make_config_drive` make the disks it
 reads (no mount, no root); :func:`parse_reports` reads its console log.
 
 The build is cached in its destination directory, keyed on what goes into
-it (this module's source, which holds the init scripts and the module
-list; the kernel package's version; busybox), and each
+it (this module's source, which holds the module list, and
+:mod:`.guestinit`'s, which holds the init scripts; the kernel package's
+version; busybox), and each
 result is written under a temporary name and renamed, so concurrent
-builders end with one good copy. ``python -m resize_flows.testing.guest
-build DIR`` builds and prints the two paths.
+builders end with one good copy; the newest few builds are kept, so that
+checkouts of different versions can share the directory. ``python -m
+resize_flows.testing.guest build DIR`` builds and prints the two paths.
 """
 import argparse
 import gzip
@@ -39,133 +54,23 @@ import subprocess
 import sys
 import tempfile
 
+from resize_flows.testing import guestinit
+
 KERNEL_META_PACKAGE = 'linux-image-cloud-amd64'
 BUSYBOX = '/bin/busybox'
 # What the guest needs, by name; their dependencies come from modprobe.
 MODULES = ('virtio_pci', 'virtio_blk', 'virtio_net', 'ata_piix', 'sr_mod',
            'isofs', 'button', 'evdev')
-# The directory of known data on each disk the guest reports on.
-DATA_DIR = 'rf-data'
-REPORT = 'RF-REPORT'
-SHUTDOWN = 'RF-SHUTDOWN'
-HEARTBEAT = 'RF-HEARTBEAT'
-
-INIT = r'''#!/bin/sh
-# The resize-flows test guest: report what this machine sees, once per
-# boot, then a heartbeat; acpid powers it off on the ACPI power button.
-# This shell is PID 1: it must never exit (the kernel would panic).
-PATH=/bin
-export PATH
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-exec </dev/console >/dev/console 2>&1
-
-for mod in $(cat /etc/rf-modules); do
-    insmod /lib/modules/$mod.ko
-done
-tries=0
-while [ ! -b /dev/vda ] && [ $tries -lt 100 ]; do
-    usleep 100000
-    tries=$((tries + 1))
-done
-
-json_str() {
-    printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"
-}
-
-# {"relative path": "sha256", ...} of the files under $1/rf-data.
-files_json() {
-    (
-        printf '{'
-        cd "$1/rf-data" 2>/dev/null || { printf '}'; exit 0; }
-        sep=''
-        find . -type f | sort | while read -r f; do
-            sum=$(sha256sum "$f" | cut -d' ' -f1)
-            printf '%s%s: "%s"' "$sep" "$(json_str "${f#./}")" "$sum"
-            sep=', '
-        done
-        printf '}'
-    )
-}
-
-boot=null
-mkdir -p /mnt/vda
-if mount -t ext4 /dev/vda /mnt/vda 2>/dev/null; then
-    count=$(cat /mnt/vda/rf-boot-count 2>/dev/null)
-    case "$count" in
-        ''|*[!0-9]*) count=0 ;;
-    esac
-    boot=$((count + 1))
-    echo $boot >/mnt/vda/rf-boot-count
-    sync
-fi
-echo $boot >/run/rf-boot
-
-disks=''
-files=''
-for dev in /sys/block/vd*; do
-    [ -e "$dev" ] || continue
-    name=${dev##*/}
-    bytes=$(($(cat $dev/size) * 512))
-    disks="$disks${disks:+, }\"$name\": $bytes"
-    if [ $name != vda ]; then
-        mkdir -p /mnt/$name
-        mount -t ext4 -o ro /dev/$name /mnt/$name 2>/dev/null || continue
-    elif [ $boot = null ]; then
-        continue
-    fi
-    files="$files${files:+, }\"$name\": $(files_json /mnt/$name)"
-done
-
-config_drive=null
-if [ -b /dev/sr0 ]; then
-    label=$(dd if=/dev/sr0 bs=2048 skip=16 count=1 2>/dev/null |
-            dd bs=1 skip=40 count=32 2>/dev/null | tr -d '\000' |
-            sed 's/ *$//')
-    uuid=''
-    mkdir -p /mnt/cd
-    if mount -t iso9660 -o ro /dev/sr0 /mnt/cd 2>/dev/null; then
-        uuid=$(sed -n 's/.*"uuid" *: *"\([^"]*\)".*/\1/p' \
-               /mnt/cd/openstack/latest/meta_data.json 2>/dev/null |
-               head -n 1)
-    fi
-    config_drive="{\"label\": $(json_str "$label"), \"uuid\": $(json_str "$uuid")}"
-fi
-
-mac=null
-if [ -r /sys/class/net/eth0/address ]; then
-    mac=$(json_str "$(cat /sys/class/net/eth0/address)")
-fi
-
-cpus=$(grep -c '^processor' /proc/cpuinfo)
-mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
-
-acpid -c /etc/acpi -l /run/acpid.log -p /run/acpid.pid
-
-echo "RF-REPORT {\"boot\": $boot, \"cpus\": $cpus, \"mem_kb\": $mem_kb, \"disks\": {$disks}, \"files\": {$files}, \"config_drive\": $config_drive, \"mac\": $mac}"
-
-beat=0
-while :; do
-    sleep 5
-    beat=$((beat + 1))
-    echo "RF-HEARTBEAT {\"boot\": $boot, \"beat\": $beat}"
-done
-'''
-
-# acpid runs this on the power button: say so, then a clean power-off
-# (plain `poweroff` does nothing with a shell as PID 1).
-POWER_BUTTON = r'''#!/bin/sh
-exec >/dev/console 2>&1
-echo "RF-SHUTDOWN {\"boot\": $(cat /run/rf-boot), \"reason\": \"acpi-power-button\"}"
-sync
-for mnt in /mnt/cd /mnt/vd*; do
-    [ $mnt = /mnt/vda ] || umount $mnt 2>/dev/null
-done
-umount /mnt/vda 2>/dev/null
-sync
-poweroff -f
-'''
+# The init scripts and the tags of their lines (re-exported here).
+DATA_DIR = guestinit.DATA_DIR
+REPORT = guestinit.REPORT
+SHUTDOWN = guestinit.SHUTDOWN
+HEARTBEAT = guestinit.HEARTBEAT
+POWER_BUTTON_PRESS = guestinit.POWER_BUTTON_PRESS
+INIT = guestinit.INIT
+POWER_BUTTON = guestinit.POWER_BUTTON
+# Builds kept in a build directory (see _prune).
+KEEP_BUILDS = 4
 
 
 class GuestBuildError(Exception):
@@ -233,11 +138,11 @@ def _file_sha256(path):
 
 def cache_key(package, version):
     """The hash of the build's inputs: a different key, a new build. The
-    init scripts, the module list and the builder itself are this
-    module's source, so any change to it counts."""
+    module list and the builder are this module's source, the init
+    scripts :mod:`.guestinit`'s, so any change to either counts."""
     digest = hashlib.sha256()
-    for part in (_file_sha256(__file__), package, version,
-                 _file_sha256(BUSYBOX)):
+    for part in (_file_sha256(__file__), _file_sha256(guestinit.__file__),
+                 package, version, _file_sha256(BUSYBOX)):
         digest.update(part.encode() + b'\0')
     return digest.hexdigest()[:16]
 
@@ -374,10 +279,25 @@ def build(dest_dir=None):
             # result is the same bytes.
             if not all(os.path.exists(p) for p in paths):
                 raise
-    for old in os.listdir(dest_dir):
-        if old.startswith('guest-') and old != os.path.basename(out):
-            shutil.rmtree(os.path.join(dest_dir, old), ignore_errors=True)
+    _prune(dest_dir, keep=os.path.basename(out))
     return paths
+
+
+def _prune(dest_dir, keep, count=KEEP_BUILDS):
+    """Remove older builds from ``dest_dir``: all but ``keep`` and the
+    newest others, ``count`` in all. Checkouts of different versions
+    share the directory (``default_dir``), and one's build must not vanish
+    under another's guest that is about to boot from it."""
+    builds = []
+    for name in os.listdir(dest_dir):
+        if name.startswith('guest-') and name != keep:
+            try:
+                builds.append((os.stat(os.path.join(dest_dir, name))
+                               .st_mtime, name))
+            except FileNotFoundError:
+                continue
+    for _, name in sorted(builds, reverse=True)[count - 1:]:
+        shutil.rmtree(os.path.join(dest_dir, name), ignore_errors=True)
 
 
 def make_data_disk(path, files, size_mb=16, fmt='qcow2'):

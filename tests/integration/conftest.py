@@ -20,11 +20,13 @@ from resize_flows import flowstatus
 from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import faults
+from resize_flows.testing import guest
 from resize_flows.testing import state
 from resize_flows import virt
 from resize_flows.virt.libvirt import daemon
 from resize_flows.virt.libvirt import local
 from tests import db_fixtures
+from tests import needs
 
 HOST_NAMES = ('h1', 'h2')
 
@@ -460,3 +462,56 @@ def crash_cloud(conf, shared_qemu_hosts):
             db_fixtures.forget_engines()
             conf.clear_override('connection', group='database')
             conf.clear_override('lease_seconds', group='flows')
+
+
+# -- the test guest -----------------------------------------------------------
+
+def _missing_guest_tools():
+    for path in ('/usr/bin/qemu-system-x86_64', guest.BUSYBOX):
+        if not os.access(path, os.X_OK):
+            return path
+    for tool in ('qemu-img', 'apt-get', 'dpkg-deb', 'cpio', 'genisoimage'):
+        if shutil.which(tool) is None:
+            return tool
+    for tool in ('mke2fs', 'depmod'):
+        if shutil.which(tool) is None and shutil.which(
+                tool, path='/usr/sbin:/sbin') is None:
+            return tool
+    return None
+
+
+@pytest.fixture(scope='session')
+def guest_image():
+    """(vmlinuz, initrd.img) of the test guest, built once (cached in
+    ``guest.default_dir()``); skips, or fails on CI, when a tool to build
+    or boot it is missing."""
+    missing = _missing_guest_tools()
+    if missing:
+        needs.unavailable('%s is not installed' % missing,
+                          'RESIZE_FLOWS_REQUIRE_GUEST',
+                          'run make deps, which installs it')
+    return guest.build(guest.default_dir())
+
+
+def wait_for_guest_line(log_path, tag, timeout, dom=None, boot=None):
+    """The guest's ``tag`` lines in the console log at ``log_path`` (of
+    boot ``boot`` when given) once there is one; fails on a kernel panic,
+    on ``dom`` (a libvirt domain) no longer running, or after ``timeout``
+    seconds (generous: never a measure of speed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(log_path, errors='replace') as handle:
+                text = handle.read()
+        except FileNotFoundError:
+            text = ''
+        found = [line for line in guest.parse_reports(text, tag)
+                 if boot is None or line.get('boot') == boot]
+        if found:
+            return found
+        assert 'Kernel panic' not in text, text[-3000:]
+        assert dom is None or dom.isActive(), \
+            'the guest stopped before %s:\n%s' % (tag, text[-3000:])
+        assert time.monotonic() < deadline, \
+            'no %s line in %ss:\n%s' % (tag, timeout, text[-3000:])
+        time.sleep(0.2)

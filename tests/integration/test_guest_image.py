@@ -1,8 +1,9 @@
 """The test guest (resize_flows.testing.guest) on real QEMU, judged from
 outside the project's driver: build it, boot it with a root overlay, an
 ephemeral disk, a config drive and a NIC, read what it reports on its
-serial console, compare with what the test put in, press the ACPI power
-button and see it power off by itself; boot again and see its boot counter.
+serial console, compare with what the test put in and see the data it
+wrote itself on the ephemeral disk, press the ACPI power button and see it
+power off by itself; boot again and see its boot counter and its data kept.
 
 The image is built once into ``guest.default_dir()`` (under /var/tmp),
 keyed on the builder's inputs, so repeated runs reuse it.
@@ -19,7 +20,6 @@ import time
 import pytest
 
 from resize_flows.testing import guest
-from tests import needs
 
 pytestmark = pytest.mark.integration
 
@@ -30,28 +30,10 @@ REPORT_TIMEOUT = 180
 SHUTDOWN_TIMEOUT = 120
 
 
-def _missing():
-    for path in (QEMU, guest.BUSYBOX):
-        if not os.access(path, os.X_OK):
-            return path
-    for tool in ('qemu-img', 'apt-get', 'dpkg-deb', 'cpio', 'genisoimage'):
-        if shutil.which(tool) is None:
-            return tool
-    for tool in ('mke2fs', 'depmod'):
-        if shutil.which(tool) is None and shutil.which(
-                tool, path='/usr/sbin:/sbin') is None:
-            return tool
-    return None
-
-
 @pytest.fixture(scope='module')
-def image():
-    missing = _missing()
-    if missing:
-        needs.unavailable('%s is not installed' % missing,
-                          'RESIZE_FLOWS_REQUIRE_GUEST',
-                          'run make deps, which installs it')
-    return guest.build(guest.default_dir())
+def image(guest_image):
+    """The guest's (vmlinuz, initrd.img); see conftest's guest_image."""
+    return guest_image
 
 
 @pytest.fixture
@@ -174,16 +156,26 @@ def test_the_guest_reports_what_it_was_given(image, work, booted):
     ephemeral = guest.make_data_disk(os.path.join(work, 'disk.local'),
                                      ephemeral_files, size_mb=8,
                                      fmt='qcow2')
+    # a swap disk, as Nova makes one: mkswap on a blank disk
+    swap_raw = os.path.join(work, 'swap.raw')
+    with open(swap_raw, 'wb') as handle:
+        handle.truncate(8 * 2**20)
+    subprocess.run([shutil.which('mkswap', path='/usr/sbin:/sbin:/usr/bin')
+                    or 'mkswap', '-q', swap_raw], check=True)
+    swap = os.path.join(work, 'disk.swap')
+    subprocess.run(['qemu-img', 'convert', '-q', '-f', 'raw', '-O', 'qcow2',
+                    swap_raw, swap], check=True)
     config = guest.make_config_drive(
         os.path.join(work, 'disk.config'),
         {'uuid': instance_uuid, 'name': 'guest-check', 'hostname': 'gc'})
     expected_files = {
         'vda': {k: _sha256(v) for k, v in root_files.items()},
         'vdb': {k: _sha256(v) for k, v in ephemeral_files.items()}}
-    sizes = {'vda': _virtual_size(root), 'vdb': _virtual_size(ephemeral)}
-    assert sizes == {'vda': 32 * 2**20, 'vdb': 8 * 2**20}
+    sizes = {'vda': _virtual_size(root), 'vdb': _virtual_size(ephemeral),
+             'vdc': _virtual_size(swap)}
+    assert sizes == {'vda': 32 * 2**20, 'vdb': 8 * 2**20, 'vdc': 8 * 2**20}
 
-    first = booted(work, image, [root, ephemeral], config,
+    first = booted(work, image, [root, ephemeral, swap], config,
                    os.path.join(work, 'console.log'))
     report = first.wait_for(guest.REPORT, REPORT_TIMEOUT)[-1]
     print('boot to report: %.1f s' % (time.monotonic() - first.started))
@@ -193,22 +185,30 @@ def test_the_guest_reports_what_it_was_given(image, work, booted):
     # about 218 MiB.
     assert 160 * 1024 < report['mem_kb'] <= 256 * 1024
     assert report['disks'] == sizes
+    # vdb (the ephemeral disk) also holds what the guest wrote itself
+    written = report['files']['vdb'].pop('guest-written')
+    assert len(written) == 64
     assert report['files'] == expected_files
+    expected_files['vdb']['guest-written'] = written
+    # the swap the kernel took: the disk less its header page, in KiB
+    assert report['swap'] == {'vdc': 8 * 1024 - 4}
     assert report['config_drive'] == {'label': 'config-2',
                                       'uuid': instance_uuid}
     assert report['mac'] == MAC
 
     first.press_power_button()
     shutdown = first.wait_for(guest.SHUTDOWN, SHUTDOWN_TIMEOUT)
-    assert shutdown == [{'boot': 1, 'reason': 'acpi-power-button'}]
+    assert shutdown == [{'boot': 1, 'reason': 'acpi-power-button',
+                         'press': 1}]
     assert first.wait_exit(SHUTDOWN_TIMEOUT) == 0
 
     # The boot counter was written to vda and the file system left clean:
     # the next boot counts 2 and reads the same data.
-    second = booted(work, image, [root, ephemeral], config,
+    second = booted(work, image, [root, ephemeral, swap], config,
                     os.path.join(work, 'console2.log'))
     again = second.wait_for(guest.REPORT, REPORT_TIMEOUT)[-1]
     assert again['boot'] == 2
+    # the same data, the guest's own too: written once, kept
     assert again['files'] == expected_files
     second.press_power_button()
     second.wait_for(guest.SHUTDOWN, SHUTDOWN_TIMEOUT)

@@ -37,6 +37,7 @@ from resize_flows.virt.libvirt import host as libvirt_host
 from resize_flows.virt.libvirt import instancedir
 from resize_flows.virt.libvirt import layout
 from resize_flows.virt.libvirt import migration
+from resize_flows.virt.libvirt import shutdown
 
 LOG = logging.getLogger(__name__)
 
@@ -223,23 +224,17 @@ class LibvirtDriver(driver.ComputeDriver):
 
     @errors.reconnecting
     def power_off(self, instance_uuid, timeout=0):
-        """ACPI shutdown for up to ``timeout`` seconds, then destroy.
+        """ACPI power button for up to ``timeout`` seconds, pressed again
+        every ``[compute]/shutdown_retry_interval``, then destroy.
         Returns True if the guest was running (or paused)."""
         dom = self._lookup(instance_uuid)
         with self._translate(instance_uuid):
             if not dom.isActive():
                 return False
-        if timeout and timeout > 0:
-            deadline = time.monotonic() + timeout
-            with self._translate(instance_uuid):
-                try:
-                    dom.shutdown()
-                except libvirt.libvirtError as exc:
-                    if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                        raise
-                    deadline = 0       # ACPI refused: go hard at once
-                while dom.isActive() and time.monotonic() < deadline:
-                    time.sleep(CONF.compute.power_poll_interval)
+            if timeout and timeout > 0:
+                shutdown.clean_shutdown(
+                    dom, timeout, CONF.compute.shutdown_retry_interval,
+                    CONF.compute.power_poll_interval)
         self._hard_stop(instance_uuid, dom)
         return True
 
