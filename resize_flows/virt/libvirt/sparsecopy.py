@@ -19,9 +19,13 @@ from resize_flows.virt.libvirt import disk
 # Sidecar of a partial copy: ``<dst>.part.progress`` records how far it is.
 PROGRESS_SUFFIX = '.progress'
 # Bytes of data copied between two commits of a copy's progress: 1/64 of
-# the data, within these bounds.
-COPY_CHUNK = 32 * disk.MiB
-COPY_CHUNK_MIN = 4 * disk.MiB
+# the data, within these bounds. Each commit costs two syncs, and a move
+# copies several files (root, ephemeral, swap...): below 32 MiB the syncs
+# of an instance directory's files cost a fifth of its copy's throughput
+# on a busy disk (benchmarks/instance_move.py); a crash loses at most
+# two chunks.
+COPY_CHUNK = 64 * disk.MiB
+COPY_CHUNK_MIN = 32 * disk.MiB
 _CHUNK_ALIGN = 64 * 1024
 # Bytes per copy_file_range / pread call.
 _IO_BLOCK = 8 * disk.MiB
@@ -43,7 +47,7 @@ def sparse_copy(src, dst, host, owner=None, progress=None,
 
     The data extents of ``src`` (SEEK_DATA / SEEK_HOLE) are copied into
     ``dst.part`` (copy_file_range) in chunks of ``chunk_size`` bytes of data
-    (by default 1/64 of the data, within 4 to 32 MiB), allocated up front
+    (by default 1/64 of the data, within 32 to 64 MiB), allocated up front
     (posix_fallocate) so the copy is no more fragmented than its source;
     the rest stays unallocated (the size is set with ftruncate, no zero is
     written). Each written chunk is committed on a thread of its own while
