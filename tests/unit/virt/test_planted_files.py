@@ -22,6 +22,7 @@ from resize_flows import virt
 from resize_flows.virt import driver as virt_driver
 from resize_flows.virt.libvirt import disk
 from resize_flows.virt.libvirt import local
+from resize_flows.virt.libvirt import sparsecopy
 
 from tests.unit.virt import imagehelp
 
@@ -281,10 +282,11 @@ def test_copy_refuses_a_planted_source_disk(hosts, root, instance, kind):
                                   'disk.part.progress.tmp'])
 @pytest.mark.parametrize('kind', KINDS)
 def test_copy_refuses_what_is_planted_in_the_destination(
-        hosts, root, instance, name, kind):
+        hosts, root, instance, name, kind, monkeypatch):
     src, dst = hosts
-    # Data for several chunks: the progress of the copy is committed
-    # (through disk.part.progress.tmp) while it goes on.
+    # Data for several chunks of 4 MiB: the progress of the copy is
+    # committed (through disk.part.progress.tmp) while it goes on.
+    monkeypatch.setattr(sparsecopy, 'COPY_CHUNK_MIN', 4 * disk.MiB)
     _stashed(src, instance, data_mib=24)
     folder = dst.instance_dir(instance['uuid'])
     _session_dir(folder)
