@@ -26,7 +26,6 @@ Timings are figures to compare within one run, never test assertions.
 """
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -43,21 +42,12 @@ from resize_flows.virt.libvirt import driver as libvirt_driver
 from resize_flows.virt.libvirt import imagecache
 from resize_flows.virt.libvirt import instancedir
 from resize_flows.virt.libvirt import layout
-from resize_flows.virt.libvirt import sparsecopy
 
 MiB = 1024 ** 2
 GiB = 1024 ** 3
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import disk_copy  # noqa: E402  (a sibling script: its helpers)
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        for block in iter(lambda: handle.read(MiB), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def make_image(store):
@@ -72,7 +62,8 @@ def make_image(store):
                    capture_output=True)
     info = subprocess.run(['qemu-img', 'info', '--output=json', path],
                           check=True, capture_output=True, text=True).stdout
-    return {'uuid': image_id, 'sha256': _sha256(path),
+    sha256 = instancedir.store_files({'path': path}).sha256(path)
+    return {'uuid': image_id, 'sha256': sha256,
             'disk_format': 'qcow2',
             'virtual_size': json.loads(info)['virtual-size'],
             'path': path, 'kernel_path': None, 'ramdisk_path': None,
@@ -88,13 +79,6 @@ def fill(path, data_bytes, seed):
             (i * 37 + seed) % 255 + 1, i * 2 * extent, extent)]
     subprocess.run(['qemu-io', '-f', 'qcow2'] + commands + [path],
                    check=True, capture_output=True)
-
-
-def data_of(path):
-    with open(path, 'rb') as handle:
-        size = os.fstat(handle.fileno()).st_size
-        return sum(end - start for start, end in
-                   sparsecopy._data_extents(handle.fileno(), size))
 
 
 def run(args):
@@ -128,12 +112,11 @@ def _run(args, work):
     src.stash_for_resize(uuid, 'resize-bench')
     stash = src.instance_dir(uuid, '_resize')
     names = sorted(os.listdir(stash))
-    data = sum(data_of(os.path.join(stash, n)) for n in names)
+    held = {n: disk_copy.data_bytes(os.path.join(stash, n)) for n in names}
+    data = sum(held.values())
     print('instance: %s, files %s, data %.2f GiB (root + ephemeral %.2f '
           'GiB)' % (uuid, ', '.join(names), data / GiB,
-                    (data_of(os.path.join(stash, layout.DISK))
-                     + data_of(os.path.join(stash, layout.EPHEMERAL)))
-                    / GiB))
+                    (held[layout.DISK] + held[layout.EPHEMERAL]) / GiB))
     cold = disk_copy.drop_caches()
     print('page cache: %s' % ('dropped before each run' if cold else
                               'cannot drop it (not root): warm reads'))
@@ -198,7 +181,7 @@ def _run(args, work):
           'bytes copied once in %.2fs (allocated on B: %d MiB); cached: '
           '%d bytes copied (checked in %.2fs)' % (
               os.path.getsize(image['path']) // MiB,
-              data_of(image['path']) / MiB, first, took,
+              disk_copy.data_bytes(image['path']) / MiB, first, took,
               os.stat(base).st_blocks * 512 // MiB, again, took_again))
     return med['cp'] / med['ours'], first, again
 
