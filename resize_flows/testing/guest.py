@@ -45,6 +45,7 @@ checkouts of different versions can share the directory. ``python -m
 resize_flows.testing.guest build DIR`` builds and prints the two paths.
 """
 import argparse
+import contextlib
 import gzip
 import hashlib
 import json
@@ -55,6 +56,7 @@ import sys
 import tempfile
 
 from resize_flows.testing import guestinit
+from resize_flows.virt.libvirt import instancedir
 
 KERNEL_META_PACKAGE = 'linux-image-cloud-amd64'
 BUSYBOX = '/bin/busybox'
@@ -331,19 +333,21 @@ def make_data_disk(path, files, size_mb=16, fmt='qcow2'):
 
 def make_config_drive(path, meta_data):
     """An ISO 9660 config drive at ``path``, labelled ``config-2``, with
-    ``meta_data`` (a dict) as ``openstack/latest/meta_data.json``."""
+    ``meta_data`` (a dict) as ``openstack/latest/meta_data.json``: the
+    one a server's config drive is made as
+    (:func:`.instancedir.iso_with_meta_data`), readable by all."""
     path = os.path.abspath(path)
-    with tempfile.TemporaryDirectory(dir=os.path.dirname(path),
-                                     prefix='.cd-') as tmp:
-        latest = os.path.join(tmp, 'cd', 'openstack', 'latest')
-        os.makedirs(latest)
-        with open(os.path.join(latest, 'meta_data.json'), 'w') as handle:
-            json.dump(meta_data, handle)
-        iso = os.path.join(tmp, 'disk.config')
-        _run([_tool('genisoimage'), '-quiet', '-o', iso, '-V', 'config-2',
-              '-r', '-J', os.path.join(tmp, 'cd')])
-        os.chmod(iso, 0o644)
-        os.replace(iso, path)
+    data = instancedir.iso_with_meta_data(meta_data)
+    fd, part = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.cd-')
+    try:
+        with os.fdopen(fd, 'wb') as handle:
+            handle.write(data)
+        os.chmod(part, 0o644)
+        os.replace(part, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(part)
+        raise
     return path
 
 

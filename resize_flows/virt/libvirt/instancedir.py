@@ -130,16 +130,22 @@ def hostname(name, instance_uuid):
 
 
 def config_drive_iso(instance):
+    """The bytes of the instance's config drive: :func:`iso_with_meta_data`
+    of its uuid, name and hostname."""
+    return iso_with_meta_data({
+        'uuid': instance['uuid'], 'name': instance.get('name'),
+        'hostname': hostname(instance.get('name'), instance['uuid'])})
+
+
+def iso_with_meta_data(meta):
     """The bytes of a config drive (ISO 9660 labelled ``config-2``) with
-    ``openstack/latest/meta_data.json``, built in a temporary directory
-    of ours."""
+    ``meta`` (a dict) as ``openstack/latest/meta_data.json``, built in a
+    temporary directory of ours."""
     tool = shutil.which('genisoimage')
     if tool is None:
         raise exception.DiskError(
             host='here', reason='genisoimage is not installed: cannot '
             'build a config drive')
-    meta = {'uuid': instance['uuid'], 'name': instance.get('name'),
-            'hostname': hostname(instance.get('name'), instance['uuid'])}
     with tempfile.TemporaryDirectory(prefix='rf-configdrive-') as tmp:
         tree = os.path.join(tmp, 'root', 'openstack', 'latest')
         os.makedirs(tree)
