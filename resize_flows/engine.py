@@ -34,6 +34,7 @@ from resize_flows import listeners as rf_listeners
 from resize_flows import notifications
 from resize_flows.persistence import flowlog
 from resize_flows.persistence import instance_actions
+from resize_flows import plugins as rf_plugins
 from resize_flows.testing import faults
 
 LOG = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ LOG = logging.getLogger(__name__)
 ENGINE_KIND = 'serial'
 
 #: The name of TaskFlow's atom that holds a flow's store.
-_INJECTOR = '_TaskFlow_INJECTOR'
+INJECTOR = '_TaskFlow_INJECTOR'
 
 
 class FlowHandle:
@@ -75,11 +76,14 @@ def create(operation, store, instance_uuid, migration_uuid, flow_id=None,
     ``project_id`` is the project of the instance, the target of the flow
     rules (kept with the flow when the instance is deleted).
     The configuration is checked first: an option that is not valid stops
-    the operation before anything is stored.
+    the operation before anything is stored. The flow is built with the
+    plugins ``[DEFAULT]/plugins`` enables, and records them.
     """
     rf_conf.validate(CONF)
     kind = rf_flows.OPERATIONS[operation]
-    factory_name, factory_kwargs = kind.factory, dict(kind.factory_kwargs)
+    # The plugins enabled now build it, and build it again on resume.
+    factory_name = kind.factory
+    factory_kwargs = dict(kind.factory_kwargs, plugins=rf_plugins.enabled())
     # Built the way a resumed flow is rebuilt: from its factory's name.
     flow = importutils.import_class(factory_name)(**factory_kwargs)
     flow_id = flow_id or str(uuidlib.uuid4())
@@ -132,8 +136,17 @@ def find_atom(detail, name):
     return None
 
 
+def check_plugins(detail):
+    """Raise :class:`~resize_flows.exception.PluginNotInstalled` (one
+    line, naming it) when a plugin the stored flow was built with is not
+    installed here: checked before a flow is taken, so nothing changes."""
+    factory = (detail.meta or {}).get('factory') or {}
+    rf_plugins.load(rf_plugins.names_of_flow(factory.get('kwargs')))
+
+
 def rebuild(flow_id, detail):
-    """The flow of a stored flow detail, built again by its factory."""
+    """The flow of a stored flow detail, built again by its factory (with
+    the plugins it was built with)."""
     try:
         return engines.helpers.flow_from_detail(detail)
     except (ImportError, ValueError) as e:
@@ -150,7 +163,7 @@ def load(flow_id, lease=None):
     backend = (lease.backend() if lease is not None
                else flowlog.get_backend())
     meta = dict(detail.meta or {})
-    injector = find_atom(detail, _INJECTOR)
+    injector = find_atom(detail, INJECTOR)
     if injector is not None and injector.results is None:
         # Its process died between TaskFlow's two writes of the store.
         injector.results = {}

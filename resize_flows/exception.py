@@ -69,6 +69,10 @@ class FlowFactoryInvalid(Invalid):
     msg_fmt = "Flow %(flow_id)s cannot be rebuilt: %(reason)s"
 
 
+class PluginNotInstalled(Invalid):
+    msg_fmt = "Plugin %(name)s is not installed: %(reason)s"
+
+
 # 403 -----------------------------------------------------------------------
 # Only access rules answer 403 here: there are no quotas (Nova's other
 # 403, "quota exceeded", has nothing to count against).

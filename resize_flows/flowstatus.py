@@ -11,6 +11,7 @@ stored flow with its tasks. :func:`purge_flows` deletes flows that ended.
 import datetime
 import json
 
+from taskflow.persistence import models as tf_models
 from taskflow import states as tf_states
 from taskflow.types import failure as tf_failure
 
@@ -20,6 +21,7 @@ from resize_flows import flows as rf_flows
 from resize_flows.persistence import flowindex
 from resize_flows.persistence import flowlog
 from resize_flows.persistence import instance_actions
+from resize_flows import plugins as rf_plugins
 from resize_flows import states
 from resize_flows import timeutils
 
@@ -147,24 +149,35 @@ def _summary(value, limit=60):
     return text if len(text) <= limit else text[:limit - 3] + '...'
 
 
+def _task_names(flow_id, detail):
+    """The names of a stored flow's tasks in flow order; in the flow
+    log's order when a plugin that built it is not installed here."""
+    try:
+        flow = engine.rebuild(flow_id, detail)
+    except exception.PluginNotInstalled:
+        return [ad.name for ad in detail
+                if isinstance(ad, tf_models.TaskDetail)
+                and ad.name != engine.INJECTOR]
+    return [atom.name for atom in rf_flows.iter_tasks(flow)]
+
+
 def show_flow(flow_id):
     """A flow as :func:`list_flows` gives it, plus ``tasks``: per task in
     flow order its ``name``, ``state``, ``intention``, ``progress``,
     ``started_at``, ``finished_at``, ``duration`` (from the instance
     action events), ``result`` (a summary), ``failure`` (the exception
-    and its traceback)."""
+    and its traceback); and ``plugins``, the plugins that built it."""
     _book, detail = engine.find_detail(flow_id)
     lease = flowindex.lease_get(flow_id)
     job_uuid = flowindex.job_uuid(flow_id)
     meta = dict(detail.meta or {})
-    flow = engine.rebuild(flow_id, detail)
     events = _events_by_task(meta)
     tasks = []
-    for atom in rf_flows.iter_tasks(flow):
-        ad = engine.find_atom(detail, atom.name)
-        started, finished = events.get(atom.name, (None, None))
+    for name in _task_names(flow_id, detail):
+        ad = engine.find_atom(detail, name)
+        started, finished = events.get(name, (None, None))
         entry = {
-            'name': atom.name,
+            'name': name,
             'state': ad.state if ad else tf_states.PENDING,
             'intention': ad.intention if ad else tf_states.EXECUTE,
             'progress': _progress(ad),
@@ -195,6 +208,8 @@ def show_flow(flow_id):
         'owner': lease['owner'] if lease and lease['live'] else None,
         'job_uuid': job_uuid,
         'holders': list(meta.get('holders') or []),
+        'plugins': rf_plugins.names_of_flow(
+            (meta.get('factory') or {}).get('kwargs')),
         'tasks': tasks,
     }
     return out

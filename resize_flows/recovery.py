@@ -45,7 +45,8 @@ def _take(flow_id, owner=None):
     """Lease a stored flow for this process (or ``owner``) and load it;
     refuse one that another live process holds."""
     rf_conf.validate(CONF)
-    rf_engine.find_detail(flow_id)
+    _book, detail = rf_engine.find_detail(flow_id)
+    rf_engine.check_plugins(detail)
     lease = leases.Lease(flow_id, owner).acquire()
     try:
         return rf_engine.load(flow_id, lease)

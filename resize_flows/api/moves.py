@@ -26,6 +26,7 @@ from resize_flows import operations
 from resize_flows import periodic
 from resize_flows.persistence import instance_actions
 from resize_flows.persistence import repository
+from resize_flows import plugins as rf_plugins
 from resize_flows import policy
 from resize_flows import scheduler
 from resize_flows import states
@@ -78,7 +79,9 @@ def _refuse_if_unfinished_flow(inst, method):
 @context.tenant_facing
 def delete_server(ctx, server):
     """Delete a server: its guest, disk, allocations, migrations and
-    actions.
+    actions; each enabled plugin is told (``instance_deleted``: ports are
+    unbound, volumes detached), after the guest is gone and before the
+    records go.
 
     The server is taken the way a move takes it: task_state ``deleting``
     by compare-and-swap from the state read, with no task under way, so a
@@ -102,6 +105,8 @@ def delete_server(ctx, server):
     virt.get_driver(repository.host_get(inst['host'])).destroy(
         inst['uuid'], destroy_disks=True)
     faults.window('delete-destroyed')
+    for plugin in rf_plugins.load(rf_plugins.enabled()):
+        plugin.instance_deleted(inst['uuid'], inst['host'])
     repository.instance_destroy(inst['uuid'])
 
 

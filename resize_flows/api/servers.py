@@ -9,6 +9,7 @@ from resize_flows.api import images
 from resize_flows import exception
 from resize_flows import imagestore
 from resize_flows.persistence import repository
+from resize_flows import plugins as rf_plugins
 from resize_flows import policy
 from resize_flows import scheduler
 from resize_flows import states
@@ -99,7 +100,9 @@ def create_server(ctx, name, flavor, host=None, power_on=True, image=None,
                   {k: flavor[k] for k in DRIVER_FLAVOR_KEYS},
                   power_on=power_on,
                   image=image_record and imagestore.for_driver(image_record),
-                  config_drive=bool(config_drive))
+                  config_drive=bool(config_drive),
+                  plugin_devices=rf_plugins.devices(
+                      rf_plugins.enabled(), inst['uuid'], inst['host']))
         power = drv.get_info(inst['uuid']).power_state
     except Exception:
         drv.destroy(inst['uuid'], destroy_disks=True)

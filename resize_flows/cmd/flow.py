@@ -109,8 +109,9 @@ class FlowPurge(show.ShowOne):
 
 
 class FlowShow(show.ShowOne):
-    """Show a flow and each of its tasks: state, intention, duration,
-    result, and a failure's traceback."""
+    """Show a flow, the plugins that built it, and each of its tasks
+    (theirs included): state, intention, duration, result, and a
+    failure's traceback."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
@@ -121,7 +122,8 @@ class FlowShow(show.ShowOne):
         flow = api.show_flow(common.caller_context(self.app), parsed.flow)
         if parsed.formatter in ('table', 'value', 'shell'):
             flow['tasks'] = _tasks_text(flow['tasks'])
-        return common.as_columns(flow, FLOW_COLUMNS + ['tasks'])
+            flow['plugins'] = ', '.join(flow['plugins'])
+        return common.as_columns(flow, FLOW_COLUMNS + ['plugins', 'tasks'])
 
 
 class FlowResume(common.MoveCommand):

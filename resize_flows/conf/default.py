@@ -1,4 +1,5 @@
-"""[DEFAULT] options: where the embedded case keeps its state."""
+"""[DEFAULT] options: where the embedded case keeps its state, and the
+plugins of every flow."""
 import os
 
 from oslo_config import cfg
@@ -25,6 +26,16 @@ opts = [
              'directories). Default: /var/lib/resize-flows as root, else '
              '$XDG_DATA_HOME/resize-flows (~/.local/share/resize-flows). '
              'As root it must be reachable by [libvirt]/session_user.'),
+    cfg.ListOpt(
+        'plugins',
+        default=[],
+        help='The plugins whose tasks run inside every resize, migrate, '
+             'confirm and revert flow, in this order: names of entry '
+             'points of the "resize_flows.plugins" group (this package '
+             'ships "ports" and "volumes"). A flow records the plugins it '
+             'was built with and is resumed with the same ones, whatever '
+             'this option says then; one whose plugin is no longer '
+             'installed is refused.'),
 ]
 
 

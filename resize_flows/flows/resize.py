@@ -5,6 +5,7 @@ host; the API decides that, the flow is the same.
 """
 from taskflow.patterns import linear_flow
 
+from resize_flows import plugins as rf_plugins
 from resize_flows.tasks import dest
 from resize_flows.tasks import disk
 from resize_flows.tasks import lifecycle
@@ -16,8 +17,10 @@ from resize_flows.tasks import source
 DESTINATION_SUBFLOW = 'ClaimAndPrepareDestination'
 
 
-def get_resize_flow(operation='resize'):
-    """Build the flow that moves an instance to its destination.
+def get_resize_flow(operation='resize', plugins=()):
+    """Build the flow that moves an instance to its destination, with the
+    tasks of ``plugins`` (names, in order; :mod:`resize_flows.plugins`)
+    at their points (marked P below).
 
     1. BeginMigration: lifecycle; undoing the flow ends here (migration
        ``error``, instance back as it was).
@@ -29,10 +32,14 @@ def get_resize_flow(operation='resize'):
     4. ClaimResources: source usage to the migration, destination claim,
        the migration's ``dest_compute``.
     5. PrepareDestination: the destination answers and is clear.
+    P. before_source_power_off.
     6. PowerOffSource: ``migrating``.
     7. MoveSourceToResize: resize snapshot, ``<uuid>_resize``.
     8. CopyDisk: disk to the destination, ``post-migrating``.
-    9. FinishMigration: grow disk, define, power on if it was active.
+    P. before_dest_define.
+    9. FinishMigration: grow disk, define (with the plugins' devices),
+       power on if it was active.
+    P. after_dest_runs.
     10. MarkMigrationFinished: RESIZED on the destination, ``finished``.
 
     Requires ``migration_uuid`` in the store.
@@ -43,15 +50,22 @@ def get_resize_flow(operation='resize'):
         records.ClaimResources(),
         dest.PrepareDestination(),
     )
+    loaded = rf_plugins.load(plugins)
+
+    def at(point):
+        return rf_plugins.tasks_at(loaded, operation, point)
     flow = linear_flow.Flow(operation)
     flow.add(
         lifecycle.BeginMigration(),
         records.SelectDestination(),
         destination,
+        *at(rf_plugins.BEFORE_SOURCE_POWER_OFF),
         source.PowerOffSource(),
         source.MoveSourceToResize(),
         disk.CopyDisk(),
-        dest.FinishMigration(),
+        *at(rf_plugins.BEFORE_DEST_DEFINE),
+        dest.FinishMigration(plugins=plugins),
+        *at(rf_plugins.AFTER_DEST_RUNS),
         records.MarkMigrationFinished(),
     )
     return flow

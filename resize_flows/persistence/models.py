@@ -196,6 +196,69 @@ class Allocation(TimestampMixin, Base):
     disk_gb: orm.Mapped[int]
 
 
+class Port(TimestampMixin, Base):
+    """A port of the ``ports`` plugin (:mod:`resize_flows.plugins.ports`):
+    a NIC of its instance's guest, with a MAC for its whole life."""
+    __tablename__ = 'ports'
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    project_id: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    #: The instance it is attached to; None: none.
+    instance_uuid: orm.Mapped[Optional[str]] = orm.mapped_column(
+        sa.String(36), index=True)
+    mac_address: orm.Mapped[str] = orm.mapped_column(sa.String(17),
+                                                     unique=True)
+
+
+class PortBinding(TimestampMixin, Base):
+    """A port's binding to a host, as Neutron's port bindings: during a
+    move the port has an INACTIVE binding on one host and an ACTIVE one
+    on the other; otherwise one ACTIVE binding, on its instance's host."""
+    __tablename__ = 'port_bindings'
+
+    port_id: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey('ports.id', ondelete='CASCADE'), primary_key=True)
+    host: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey('hosts.name'), primary_key=True)
+    #: 'ACTIVE' or 'INACTIVE'.
+    status: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+
+
+class Volume(TimestampMixin, Base):
+    """A file-backed volume of the ``volumes`` plugin
+    (:mod:`resize_flows.plugins.volumes`): one file in the volume
+    directory that every host reaches at the same path."""
+    __tablename__ = 'volumes'
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    project_id: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    size_gb: orm.Mapped[int]
+    #: 'qcow2' or 'raw'.
+    disk_format: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    path: orm.Mapped[str] = orm.mapped_column(sa.String(1024))
+    #: 'available', 'in-use'.
+    status: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+
+
+class VolumeAttachment(TimestampMixin, Base):
+    """A volume attached to an instance on a host, as Cinder's
+    attachments: a move adds the destination's and confirm drops the
+    source's; ``connected`` says whether the host's guest has the disk
+    now (exactly one attachment of a volume is connected)."""
+    __tablename__ = 'volume_attachments'
+    __table_args__ = (sa.UniqueConstraint('volume_id', 'host'),)
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
+    volume_id: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey('volumes.id', ondelete='CASCADE'), index=True)
+    instance_uuid: orm.Mapped[str] = orm.mapped_column(
+        sa.String(36), index=True)
+    host: orm.Mapped[str] = orm.mapped_column(sa.ForeignKey('hosts.name'))
+    connected: orm.Mapped[bool] = orm.mapped_column(default=False)
+
+
 class InstanceAction(Base):
     """A user-visible operation on an instance, as Nova's instance_actions."""
     __tablename__ = 'instance_actions'

@@ -1,6 +1,7 @@
 """Tasks that act on the destination host of a move."""
 from resize_flows import exception
 from resize_flows.persistence import repository
+from resize_flows import plugins as rf_plugins
 from resize_flows import states
 from resize_flows.tasks import base
 from resize_flows.tasks import source
@@ -38,7 +39,8 @@ class FinishMigration(base.ResizeFlowsTask):
     snapshot from the copied disks, grow root and ephemeral disks to the
     new root_gb and ephemeral_gb, make swap again at the new swap_mb,
     define the
-    domain with the new vcpus and memory, and power it on if the instance
+    domain with the new vcpus and memory and the devices the flow's
+    plugins give it on the destination, and power it on if the instance
     was ACTIVE, waiting for RUNNING. The task becomes ``resize_finish``.
 
     Reversion strategy: power off and undefine the destination domain,
@@ -46,8 +48,16 @@ class FinishMigration(base.ResizeFlowsTask):
     ``resize_migrated``.
     """
 
+    def __init__(self, plugins=(), **kwargs):
+        super().__init__(**kwargs)
+        #: The names of the flow's plugins (not stored: the factory
+        #: builds the task again with the same ones).
+        self.plugins = list(plugins)
+
     def execute(self, migration_uuid, dest_host):
         mig = repository.migration_get(migration_uuid)
+        devices = rf_plugins.devices(self.plugins, mig['instance_uuid'],
+                                     dest_host)
         inst = repository.instance_update(mig['instance_uuid'], {
             'task_state': states.RESIZE_FINISH})
         flavor = repository.flavor_get(mig['new_flavor_id'])
@@ -57,7 +67,8 @@ class FinishMigration(base.ResizeFlowsTask):
                                          'root_gb', 'ephemeral_gb',
                                          'swap_mb')},
             source.snapshot_name(migration_uuid),
-            power_on=mig['old_vm_state'] == states.ACTIVE)
+            power_on=mig['old_vm_state'] == states.ACTIVE,
+            plugin_devices=devices)
 
     def revert(self, migration_uuid, dest_host, **kwargs):
         mig = repository.migration_get(migration_uuid)

@@ -55,7 +55,7 @@ class ComputeDriver(abc.ABC):
     # -- guests ---------------------------------------------------------
     @abc.abstractmethod
     def spawn(self, instance, flavor, power_on=True, image=None,
-              config_drive=False):
+              config_drive=False, plugin_devices=None):
         """Create the instance directory as Nova's libvirt driver lays it
         out (:mod:`.libvirt.layout`): a root disk of ``flavor['root_gb']``
         GiB (an overlay on ``image``'s cached base, or blank without an
@@ -70,6 +70,8 @@ class ComputeDriver(abc.ABC):
         ``imagestore.for_driver`` gives (``uuid``, ``sha256``,
         ``disk_format``, ``virtual_size``, ``path``, ``kernel_path``,
         ``ramdisk_path``, ``kernel_sha256``, ``ramdisk_sha256``).
+        ``plugin_devices``: ``{plugin: [device]}``, the plugins' devices
+        of the domain (:mod:`resize_flows.plugins`).
         """
 
     @abc.abstractmethod
@@ -172,14 +174,25 @@ class ComputeDriver(abc.ABC):
         """Delete ``<uuid><suffix>/`` if present."""
 
     @abc.abstractmethod
-    def finish_migration(self, instance, flavor, snapshot_name, power_on):
+    def finish_migration(self, instance, flavor, snapshot_name, power_on,
+                         plugin_devices=None):
         """On the destination: drop ``snapshot_name`` from the copied disks,
         grow the disk to ``flavor['root_gb']`` and ``disk.local`` to
         ``flavor['ephemeral_gb']`` (never shrink; made if absent), make
         ``disk.swap`` again when ``flavor['swap_mb']`` changes it, write
         ``disk.info`` and ``libvirt.xml`` with the flavor's vcpus and
-        memory, define the domain, and power it on (waiting for RUNNING)
-        if ``power_on``."""
+        memory and ``plugin_devices`` (as spawn), define the domain, and
+        power it on (waiting for RUNNING) if ``power_on``."""
+
+    @abc.abstractmethod
+    def update_devices(self, instance_uuid, plugin, devices, suffix=''):
+        """Make ``devices`` (a list of device dicts) the devices ``plugin``
+        gives the domain of ``<uuid><suffix>/libvirt.xml``: that file is
+        rewritten with them (other plugins' devices and the instance's own
+        kept); with no suffix, a domain defined from it is defined again,
+        and a running one gets the change live too (attach, detach).
+        Returns ``(added, removed)``: the device ids. Nothing is done (and
+        ``([], [])`` returned) when the file already says so."""
 
     @abc.abstractmethod
     def confirm_migration(self, instance_uuid, snapshot_name, host_changed):

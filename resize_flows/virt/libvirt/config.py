@@ -25,10 +25,13 @@ def domain_name(instance_uuid):
 
 
 def domain_xml(instance_uuid, vcpus, memory_mb, instance_dir, domain_type,
-               title=None, present=(layout.DISK,), mac=None):
+               title=None, present=(layout.DISK,), mac=None,
+               plugin_devices=None):
     """The domain XML (a string) of an instance whose directory is
     ``instance_dir`` and holds the files named in ``present``. ``mac``
-    defaults to :func:`.layout.mac_address` of the uuid."""
+    defaults to :func:`.layout.mac_address` of the uuid.
+    ``plugin_devices``: ``{plugin: [device dict]}`` (see
+    :mod:`resize_flows.plugins`), added after the instance's own."""
     def path(name):
         return posixpath.join(instance_dir, name)
 
@@ -74,6 +77,9 @@ def domain_xml(instance_uuid, vcpus, memory_mb, instance_dir, domain_type,
     ET.SubElement(nic, 'mac',
                   address=mac or layout.mac_address(instance_uuid))
     ET.SubElement(nic, 'model', type='virtio')
+    for plugin, devs in (plugin_devices or {}).items():
+        for dev in devs:
+            add_plugin_device(devices, plugin, dev, cache)
     serial = ET.SubElement(devices, 'serial', type='file')
     ET.SubElement(serial, 'source', path=path(layout.CONSOLE_LOG),
                   append='on')
@@ -87,6 +93,107 @@ def domain_xml(instance_uuid, vcpus, memory_mb, instance_dir, domain_type,
     ET.SubElement(devices, 'memballoon', model='none')
     ET.indent(dom)
     return ET.tostring(dom, encoding='unicode') + '\n'
+
+
+#: Targets of the plugins' disks, after the instance's own vda-vdc.
+PLUGIN_DISK_TARGETS = tuple('vd' + c for c in 'defghijklmnopqrstuvwxyz')
+_ALIAS_PREFIX = 'ua-'
+
+
+def plugin_alias(plugin, device_id):
+    """The libvirt user alias of a plugin's device: ``ua-<plugin>-<id>``
+    (a plugin's name has no "-")."""
+    return '%s%s-%s' % (_ALIAS_PREFIX, plugin, device_id)
+
+
+def _alias_owner(element):
+    alias = element.find('alias')
+    name = alias.get('name', '') if alias is not None else ''
+    if not name.startswith(_ALIAS_PREFIX) or '-' not in name[3:]:
+        return None, None
+    return tuple(name[len(_ALIAS_PREFIX):].split('-', 1))
+
+
+def alias_id(element):
+    """The device id in a plugin device element's alias."""
+    return _alias_owner(element)[1]
+
+
+def add_plugin_device(devices_el, plugin, dev, cache=None):
+    """Append ``dev`` of ``plugin`` to a domain's ``<devices>`` element
+    (a disk takes the first free target of PLUGIN_DISK_TARGETS); the
+    element. ``cache``: the disk driver's extra attributes."""
+    if dev['type'] == 'interface':
+        el = ET.Element('interface', type='user')
+        ET.SubElement(el, 'mac', address=dev['mac'])
+        ET.SubElement(el, 'model', type='virtio')
+    else:
+        used = {t.get('dev') for t in devices_el.findall('./disk/target')}
+        free = [t for t in PLUGIN_DISK_TARGETS if t not in used]
+        if not free:
+            raise ValueError('no free disk target for %s of %s'
+                             % (dev['id'], plugin))
+        el = ET.Element('disk', type='file', device='disk')
+        ET.SubElement(el, 'driver', name='qemu', type=dev['format'],
+                      **(cache or {}))
+        ET.SubElement(el, 'source', file=dev['path'])
+        ET.SubElement(el, 'target', dev=free[0], bus='virtio')
+        if dev.get('serial'):
+            ET.SubElement(el, 'serial').text = str(dev['serial'])
+    ET.SubElement(el, 'alias', name=plugin_alias(plugin, dev['id']))
+    # Before the serial console, if any, so that the order stays stable.
+    before = devices_el.find('serial')
+    if before is not None:
+        devices_el.insert(list(devices_el).index(before), el)
+    else:
+        devices_el.append(el)
+    return el
+
+
+def plugin_devices(xml):
+    """``{plugin: [device dict]}`` of a domain XML's plugin devices (by
+    their aliases), in the XML's order."""
+    dom = ET.fromstring(xml)
+    found = {}
+    for el in dom.find('devices'):
+        plugin, dev_id = _alias_owner(el)
+        if plugin is None:
+            continue
+        if el.tag == 'interface':
+            dev = {'type': 'interface', 'id': dev_id,
+                   'mac': el.find('mac').get('address')}
+        elif el.tag == 'disk':
+            dev = {'type': 'disk', 'id': dev_id,
+                   'path': el.find('source').get('file'),
+                   'format': el.find('driver').get('type'),
+                   'serial': el.findtext('serial')}
+        else:
+            continue
+        found.setdefault(plugin, []).append(dev)
+    return found
+
+
+def replace_plugin_devices(xml, plugin, devs, domain_type):
+    """``(new xml, removed elements, added elements)``: ``xml`` with the
+    devices of ``plugin`` replaced by ``devs`` (those of other plugins
+    and the instance's own are kept as they are)."""
+    dom = ET.fromstring(xml)
+    devices_el = dom.find('devices')
+    removed = []
+    for el in list(devices_el):
+        if _alias_owner(el)[0] == plugin:
+            devices_el.remove(el)
+            removed.append(el)
+    cache = {} if domain_type == 'test' else {'cache': 'none'}
+    added = [add_plugin_device(devices_el, plugin, dev, cache)
+             for dev in devs]
+    ET.indent(dom)
+    return (ET.tostring(dom, encoding='unicode') + '\n', removed, added)
+
+
+def element_xml(element):
+    """One device element as the XML libvirt's attach/detach take."""
+    return ET.tostring(element, encoding='unicode')
 
 
 def devices(xml):

@@ -120,15 +120,16 @@ class LibvirtDriver(driver.ComputeDriver):
     def _disk_info(self, path):
         return self.files.disk_info(path)
 
-    def _write_xml(self, instance, flavor):
-        """Write ``<uuid>/libvirt.xml`` for ``flavor`` and the files the
-        directory holds; return the XML."""
+    def _write_xml(self, instance, flavor, plugin_devices=None):
+        """Write ``<uuid>/libvirt.xml`` for ``flavor``, the files the
+        directory holds and the plugins' devices; return the XML."""
         instance_uuid = instance['uuid']
         folder = self.instance_dir(instance_uuid)
         xml = config.domain_xml(
             instance_uuid, flavor['vcpus'], flavor['memory_mb'], folder,
             self._domain_type, title=instance.get('name'),
-            present=instancedir.present(self.files, folder))
+            present=instancedir.present(self.files, folder),
+            plugin_devices=plugin_devices)
         self.files.write_atomic(self._xml_path(instance_uuid), xml)
         return xml
 
@@ -185,7 +186,7 @@ class LibvirtDriver(driver.ComputeDriver):
     # -- guests ---------------------------------------------------------
     @errors.reconnecting
     def spawn(self, instance, flavor, power_on=True, image=None,
-              config_drive=False):
+              config_drive=False, plugin_devices=None):
         """Lay out ``<uuid>/`` (:func:`.instancedir.build`: the root disk,
         an overlay on ``image``'s cached base or blank, ephemeral, swap,
         config drive, kernel, ramdisk, disk.info), write ``libvirt.xml``,
@@ -206,7 +207,8 @@ class LibvirtDriver(driver.ComputeDriver):
         self.files.makedir(folder)
         instancedir.build(self.files, folder, instance, flavor, image,
                           config_drive)
-        self._define(instance_uuid, self._write_xml(instance, flavor))
+        self._define(instance_uuid, self._write_xml(instance, flavor,
+                                                    plugin_devices))
         if power_on:
             self.power_on(instance_uuid)
 
@@ -401,16 +403,18 @@ class LibvirtDriver(driver.ComputeDriver):
         self.files.rmtree(self.instance_dir(instance_uuid, suffix))
 
     @errors.reconnecting
-    def finish_migration(self, instance, flavor, snapshot_name, power_on):
+    def finish_migration(self, instance, flavor, snapshot_name, power_on,
+                         plugin_devices=None):
         """On the destination, with ``<uuid>/`` copied: the disks for
         ``flavor`` (:func:`.migration.finish_disks`: snapshot dropped,
         root and ephemeral grown, never shrunk, swap made again at its
-        new size), ``disk.info`` and ``libvirt.xml`` written, the domain
-        defined, started if ``power_on``."""
+        new size), ``disk.info`` and ``libvirt.xml`` (with the plugins'
+        devices) written, the domain defined, started if ``power_on``."""
         instance_uuid = _check_uuid(instance['uuid'])
         migration.finish_disks(self.files, self.instance_dir(instance_uuid),
                                flavor, snapshot_name, instance_uuid)
-        self._define(instance_uuid, self._write_xml(instance, flavor))
+        self._define(instance_uuid, self._write_xml(instance, flavor,
+                                                    plugin_devices))
         if power_on:
             self.power_on(instance_uuid)
 
@@ -455,6 +459,44 @@ class LibvirtDriver(driver.ComputeDriver):
         self.ensure_defined(instance_uuid)
         if power_on:
             self.power_on(instance_uuid)
+
+    @errors.reconnecting
+    def update_devices(self, instance_uuid, plugin, devices, suffix=''):
+        instance_uuid = _check_uuid(instance_uuid)
+        dirname = instance_uuid + suffix
+        xml_path = self._xml_path(dirname)
+        old = self._read_xml(xml_path)
+        try:
+            xml, removed, added = config.replace_plugin_devices(
+                old, plugin, devices, self._domain_type)
+        except (ET.ParseError, AttributeError, ValueError) as exc:
+            raise exception.HypervisorError(
+                host=self.host, reason='cannot change the devices of %s: %s'
+                % (xml_path, exc))
+        if config.plugin_devices(xml) == config.plugin_devices(old):
+            return [], []
+        self.files.write_atomic(xml_path, xml)
+        dom = self._find(instance_uuid) if not suffix else None
+        if dom is not None:
+            with self._translate(instance_uuid):
+                defined = self._summary(
+                    dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                if defined == self._summary(xml):
+                    # libvirt's test driver has no live attach/detach.
+                    if dom.isActive() and self._domain_type != 'test':
+                        self._change_live(dom, removed, added)
+                    self._conn.defineXML(xml)
+        ids = (lambda els: [config.alias_id(el) for el in els])
+        return ids(added), ids(removed)
+
+    def _change_live(self, dom, removed, added):
+        """Detach ``removed`` and attach ``added`` (device elements) on a
+        running domain, live only (the definition follows)."""
+        live = libvirt.VIR_DOMAIN_AFFECT_LIVE
+        for element in removed:
+            dom.detachDeviceFlags(config.element_xml(element), live)
+        for element in added:
+            dom.attachDeviceFlags(config.element_xml(element), live)
 
     def instances_path_ready(self):
         return self.files.has_root()
