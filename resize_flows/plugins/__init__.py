@@ -100,6 +100,14 @@ class Plugin:
         default."""
         return []
 
+    def audit(self):
+        """What is wrong in the plugin's records against the instances'
+        records and the hypervisors, as one line per finding (a port bound
+        ACTIVE on a host that is not its instance's, a volume connected to
+        two guests...); none when all is well. ``testing.state.leaks()``
+        and the crash tests report these with the rest."""
+        return []
+
     def instance_deleted(self, instance_uuid, host):
         """The guest of ``instance_uuid`` on ``host`` is gone for good
         (server delete), its records not yet: release what the plugin
