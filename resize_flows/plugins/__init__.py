@@ -100,6 +100,12 @@ class Plugin:
         default."""
         return []
 
+    def state(self):
+        """The plugin's records as plain, comparable data (no ids that
+        change, no timestamps), for ``testing.state.capture()``: a failed
+        operation must leave them equal. Empty by default."""
+        return {}
+
     def audit(self):
         """What is wrong in the plugin's records against the instances'
         records and the hypervisors, as one line per finding (a port bound
