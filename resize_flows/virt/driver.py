@@ -189,8 +189,10 @@ class ComputeDriver(abc.ABC):
         """Make ``devices`` (a list of device dicts) the devices ``plugin``
         gives the domain of ``<uuid><suffix>/libvirt.xml``: that file is
         rewritten with them (other plugins' devices and the instance's own
-        kept); with no suffix, a domain defined from it is defined again,
-        and a running one gets the change live too (attach, detach).
+        kept); the domain defined from it (same vcpus, memory and root
+        disk: a stashed ``<uuid>_resize`` source's too) is defined again,
+        and a running one gets the change live too (attach, detach; not
+        on libvirt's test driver, which has no live change).
         Returns ``(added, removed)``: the device ids. Nothing is done (and
         ``([], [])`` returned) when the file already says so."""
 

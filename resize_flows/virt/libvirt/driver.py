@@ -476,11 +476,13 @@ class LibvirtDriver(driver.ComputeDriver):
         if config.plugin_devices(xml) == config.plugin_devices(old):
             return [], []
         self.files.write_atomic(xml_path, xml)
-        dom = self._find(instance_uuid) if not suffix else None
+        dom = self._find(instance_uuid)
         if dom is not None:
             with self._translate(instance_uuid):
                 defined = self._summary(
                     dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                # The domain defined from this file (a stashed source's
+                # too): not the other one of a resize on one host.
                 if defined == self._summary(xml):
                     # libvirt's test driver has no live attach/detach.
                     if dom.isActive() and self._domain_type != 'test':
