@@ -30,7 +30,8 @@ The names are :mod:`.layout`'s. A fetch's temporary files are those
 sidecar, rsync's ``.<name>.XXXXXX``); a blank base's ``.<base>.<16
 hex>.blank``; :func:`clean` removes those and the lock files once they
 are older than ``[image_cache]/remove_unused_minimum_age_seconds`` (the
-fetch crashed; a lock file only when it is not held), never sooner.
+fetch crashed), never sooner, and never while a fetch holds the lock of
+their base (it is resuming them).
 """
 import logging
 import os
@@ -47,7 +48,7 @@ from resize_flows.virt.libvirt import transfer
 
 LOG = logging.getLogger(__name__)
 
-_TEMP = re.compile(r'^\.{1,2}(?P<base>[^.]+)(?:\.[0-9a-f]{16})?'
+_TEMP = re.compile(r'^\.{1,2}(?P<base>[^.]+)(?P<token>\.[0-9a-f]{16})?'
                    r'\.(?P<kind>fetch|blank|lock)(?:\..*)?$', re.DOTALL)
 _INSTANCE_DIR = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-'
                            r'[0-9a-f]{4}-[0-9a-f]{12}(?:_resize|_revert)?$')
@@ -297,7 +298,8 @@ def clean(files, min_age=None):
     changed less than ``min_age`` seconds ago (by default
     ``[image_cache]/remove_unused_minimum_age_seconds``: a server being
     created may be about to use it), a name that is neither a base nor
-    such a temporary, a link, a directory or a file with other links."""
+    such a temporary, a link, a directory or a file with other links, the
+    files of a fetch whose lock is held (it is going on)."""
     if min_age is None:
         min_age = CONF.image_cache.remove_unused_minimum_age_seconds
     folder = base_dir(files)
@@ -306,6 +308,7 @@ def clean(files, min_age=None):
         return []
     used = bases_in_use(files)
     removed = []
+    held = {}
     for name, entry in sorted(entries.items()):
         base = layout.is_base_name(name)
         if not base and not is_temp_name(name):
@@ -316,6 +319,8 @@ def clean(files, min_age=None):
                         entry.nlink)
             continue
         if (base and name in used) or entry.age < min_age:
+            continue
+        if _fetch_going(files, name, entries, held):
             continue
         if _remove(files, base_path(files, name), _is_lock_name(name)):
             LOG.info('image cache of %s: removed %s (%d bytes)',
@@ -331,3 +336,19 @@ def _remove(files, path, lock):
         return files.remove_file(path)
     with files.fetch_lock(path, 0) as held:
         return held and files.remove_file(path)
+
+
+def _fetch_going(files, name, entries, held):
+    """Whether ``name`` is the fixed-name temporary of a fetch whose lock
+    is held: an old partial copy being resumed. ``held`` caches, by lock
+    name, what was found."""
+    match = _TEMP.match(name)
+    if not match or match.group('token') or _is_lock_name(name):
+        return False
+    lock = '.%s.lock' % match.group('base')
+    if lock not in entries:
+        return False        # only a fetch holding it removes it
+    if lock not in held:
+        with files.fetch_lock(base_path(files, lock), 0) as got:
+            held[lock] = not got
+    return held[lock]

@@ -265,8 +265,9 @@ def test_a_fetch_cut_off_by_a_crash_is_resumed(conf, cn1, store,
 
 def test_a_partial_fetch_of_wrong_data_is_dropped(conf, cn1, store,
                                                   small_chunks):
-    """A source whose data is not the base's is copied (resuming what a
-    crash left), found wrong, and its copy removed."""
+    """A source changed since a crash cut its fetch off (its data no
+    longer the base's): copied again, found wrong, and the copy removed
+    with what the crash left."""
     src = _crash_a_fetch(cn1, store)
     with open(src, 'r+b') as f:
         f.seek(len(BIG) - 1)
@@ -400,14 +401,19 @@ def test_a_lock_held_too_long_fetches_under_a_name_of_its_own(
 
 
 def test_clean_leaves_a_lock_that_is_held(conf, cn1):
+    """A held lock is a fetch going on: neither it nor the partial copy
+    it resumes is removed, however old."""
     cn1.makedir(imagecache.base_dir(cn1))
     lock = imagecache.base_path(cn1, _lock_name(SHA))
+    partial = '.%s.fetch.part' % SHA
+    with open(imagecache.base_path(cn1, partial), 'wb') as f:
+        f.write(b'a partial copy')
     with cn1.fetch_lock(lock, 0) as held:
         assert held
         assert imagecache.clean(cn1, min_age=0) == []
-        assert os.path.exists(lock)
-    assert [n for n, _ in imagecache.clean(cn1, min_age=0)] == [
-        _lock_name(SHA)]
+        assert _base_listing(cn1) == sorted([_lock_name(SHA), partial])
+    assert sorted(n for n, _ in imagecache.clean(cn1, min_age=0)) == sorted(
+        [_lock_name(SHA), partial])
     assert _base_listing(cn1) == []
 
 
