@@ -14,6 +14,21 @@ opts = [
              'created may be about to use a base it has just fetched or '
              'found (finding one touches it). As Nova\'s option of the '
              'same name.'),
+    cfg.IntOpt(
+        'fetch_lock_timeout',
+        default=600,
+        min=0,
+        help='Seconds a fetch of an image base waits for the lock of that '
+             'base on the host (_base/.<base>.lock), held by another '
+             'fetch of the same base. The fetch that holds it copies '
+             'under a fixed temporary name, so that a fetch cut off by '
+             'a crash is resumed by the next one; one that waited then '
+             'finds the base made (nothing copied). When the lock is '
+             'still held after this long (its holder is stuck), the '
+             'fetch copies under a temporary name of its own instead: '
+             'correct, but not resumable, and the stuck one\'s copy is '
+             'not reused. A lock is released when the process holding '
+             'it ends, even by a crash. 0: never wait.'),
 ]
 
 

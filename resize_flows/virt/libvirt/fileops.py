@@ -4,14 +4,18 @@
 :class:`.files.LocalFiles` and :class:`.files.SshFiles` (kept here to keep
 that module short): list a directory with what each entry is
 (:meth:`~LocalOps.scan`), the sha256 of a file, touch, remove or rename a
-file, and make a formatted blank file. They work as the rest of those
-classes do: on this machine through :mod:`.guarded` (no link followed, no
-file trusted that is not a regular file with one link of the owner or
-ours), on another one with the ``plain``/``realdir`` guards of
-:mod:`.remote`, as the owner of the instances path.
+file, make a formatted blank file, and hold the lock of a fetch
+(:meth:`~LocalOps.fetch_lock`: ``flock`` on a lock file, here or by a
+long-lived ``flock`` over ssh, released when this process dies). They
+work as the rest of those classes do: on this machine through
+:mod:`.guarded` (no link followed, no file trusted that is not a regular
+file with one link of the owner or ours), on another one with the
+``plain``/``realdir`` guards of :mod:`.remote`, as the owner of the
+instances path.
 """
 import collections
 import contextlib
+import fcntl
 import hashlib
 import os
 import posixpath
@@ -30,6 +34,12 @@ from resize_flows.virt.libvirt import remote
 Entry = collections.namedtuple('Entry', 'kind nlink size allocated age')
 
 _KINDS = {'f': 'file', 'd': 'dir', 'l': 'link'}
+#: Seconds between two tries of a lock held by another process.
+_LOCK_POLL = 0.2
+#: Seconds a released ssh lock holder has to exit before it is killed.
+_LOCK_EXIT = 10
+_LOCK_FLAGS = (os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+               | os.O_NONBLOCK | os.O_NOCTTY)
 
 
 class LocalOps:
@@ -106,6 +116,47 @@ class LocalOps:
                 self.area.check_file(new, st)
             os.rename(name, other, src_dir_fd=dfd, dst_dir_fd=dfd)
             os.fsync(dfd)
+
+    @contextlib.contextmanager
+    def fetch_lock(self, path, timeout):
+        """Hold an exclusive ``flock`` of the file ``path`` (created 0600
+        if missing, no link followed; refused unless a regular file with
+        one link of ours or of the owner): yields True while held, False
+        if another process held it for ``timeout`` seconds. The kernel
+        drops it when this process dies. A lock file removed (by
+        :func:`.imagecache.clean`, which holds it then) while we waited
+        is opened again: what is held is the file under the name."""
+        deadline = time.monotonic() + max(timeout, 0)
+        with self.area.parent(path) as (dfd, name):
+            while True:
+                fd = self._open_lock(dfd, name, path)
+                try:
+                    held = _flock(fd, deadline)
+                    if held and _same_file(fd, disk.lstat_at(name, dfd)):
+                        os.utime(fd)      # young while held
+                        yield True
+                        return
+                    if not held:
+                        yield False
+                        return
+                finally:
+                    os.close(fd)
+
+    def _open_lock(self, dfd, name, path):
+        try:
+            fd = os.open(name, _LOCK_FLAGS, 0o600, dir_fd=dfd)
+        except OSError as exc:
+            st = disk.lstat_at(name, dfd)
+            if st is not None and not stat.S_ISREG(st.st_mode):
+                raise disk.refused(self.host, path, 'is %s'
+                                   % disk.kind(st)) from None
+            raise self.area.failed(path, exc) from None
+        try:
+            self.area.check_file(path, os.fstat(fd))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def make_blank(self, path, size_bytes, argv, env=None):
         """A new file ``path`` of ``size_bytes`` (sparse), formatted by
@@ -185,6 +236,41 @@ class SshOps:
                  'sync %s' % (q(folder), q(old), q(new), q(old), q(old),
                               q(new), q(folder)))
 
+    @contextlib.contextmanager
+    def fetch_lock(self, path, timeout):
+        # A flock held on the machine by a process whose stdin is ours:
+        # closed (released, or this process died), cat ends, and with it
+        # the lock. A lock file removed while we waited is opened again.
+        folder = posixpath.dirname(path)
+        wait = '-n' if timeout <= 0 else '-w %d' % timeout
+        script = ('realdir {1}; plain {0}; while :; do exec 9<>{0}; '
+                  'plain {0}; flock {2} 9 || exit 1; [ "$(stat -L -c %d:%i '
+                  '/dev/fd/9)" = "$(stat -c %d:%i {0} 2>/dev/null)" ] && '
+                  'break; exec 9<&-; done; touch -c {0}; echo locked; '
+                  'exec cat >/dev/null'.format(remote.q(path),
+                                               remote.q(folder), wait))
+        argv = remote.ssh_argv(self.address) + [
+            '--', remote.as_owner_command(self.instances_path, script)]
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+        except OSError as exc:
+            raise exception.HypervisorUnavailable(
+                host=self.host, reason='%s: %s' % (argv[0], exc))
+        try:
+            if proc.stdout.readline().strip() == b'locked':
+                yield True
+                return
+            _out, stderr = proc.communicate()
+            status = proc.returncode
+            if status == 1:
+                yield False         # flock timed out
+                return
+            _raise_for(self, status, stderr, 'flock %s' % path)
+        finally:
+            _end_holder(proc)
+
     def make_blank(self, path, size_bytes, argv, env=None):
         folder = posixpath.dirname(path)
         q = remote.q
@@ -218,3 +304,48 @@ def _run_env(host, argv, env, pass_fds=()):
         raise exception.DiskError(host=host, reason='%s failed (%d): %s' % (
             ' '.join(argv), proc.returncode,
             (proc.stderr or proc.stdout).strip()))
+
+
+def _flock(fd, deadline):
+    """Lock ``fd`` (LOCK_EX), trying until ``deadline``; whether held."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_LOCK_POLL)
+
+
+def _same_file(fd, st):
+    here = os.fstat(fd)
+    return st is not None and (
+        (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino))
+
+
+def _raise_for(files, status, stderr, what):
+    message = remote.last_line(stderr)
+    if status == remote.SSH_FAILED:
+        raise exception.HypervisorUnavailable(
+            host=files.host, reason='ssh %s: %s' % (files.address, message))
+    if message.startswith('refused: '):
+        raise exception.DiskError(host=files.host, reason='on %s: %s'
+                                  % (files.address, message))
+    raise exception.DiskError(host=files.host, reason='on %s: %s failed '
+                              '(%d): %s' % (files.address, what, status,
+                                            message))
+
+
+def _end_holder(proc):
+    """Release the lock of an ssh lock holder: close its stdin, wait for
+    it (killed if it does not go)."""
+    with contextlib.suppress(OSError):
+        proc.stdin.close()
+    try:
+        proc.wait(timeout=_LOCK_EXIT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()

@@ -15,12 +15,23 @@ bases made on the host. Here:
 - :func:`bases_in_use` reads the backing file of every disk of every
   instance directory, and :func:`clean` removes the bases nothing uses.
 
-The names are :mod:`.layout`'s. A fetch's temporary files are named
-``.<base>.<16 hex>.fetch`` (and what the copy adds to that name: ``.part``
-and its progress sidecar, rsync's ``.<name>.XXXXXX``); a blank base's
-``.<base>.<16 hex>.blank``; :func:`clean` removes those once they are
-older than ``[image_cache]/remove_unused_minimum_age_seconds`` (the fetch
-crashed), never sooner.
+A fetch holds the host's lock of its base, ``_base/.<base>.lock``
+(:meth:`.fileops.LocalOps.fetch_lock`: ``flock``, released when its
+process dies, waiting at most ``[image_cache]/fetch_lock_timeout``
+seconds), and copies under the fixed name ``.<base>.fetch``: a fetch cut
+off by a crash or an error leaves its partial copy there (the copy's
+``.part`` and its progress sidecar, or rsync's ``.rsync-partial/``) and
+the next fetch continues it. A fetch that could not get the lock (its
+holder is stuck) copies under a name of its own, ``.<base>.<16
+hex>.fetch``, removed afterwards: correct, but not resumable.
+
+The names are :mod:`.layout`'s. A fetch's temporary files are those
+(and what the copy adds to their name: ``.part`` and its progress
+sidecar, rsync's ``.<name>.XXXXXX``); a blank base's ``.<base>.<16
+hex>.blank``; :func:`clean` removes those and the lock files once they
+are older than ``[image_cache]/remove_unused_minimum_age_seconds`` (the
+fetch crashed), never sooner, and never while a fetch holds the lock of
+their base (it is resuming them).
 """
 import logging
 import os
@@ -37,8 +48,8 @@ from resize_flows.virt.libvirt import transfer
 
 LOG = logging.getLogger(__name__)
 
-_TEMP = re.compile(r'^\.{1,2}(?P<base>[^.]+)\.[0-9a-f]{16}\.(?:fetch|blank)'
-                   r'(?:\..*)?$', re.DOTALL)
+_TEMP = re.compile(r'^\.{1,2}(?P<base>[^.]+)(?P<token>\.[0-9a-f]{16})?'
+                   r'\.(?P<kind>fetch|blank|lock)(?:\..*)?$', re.DOTALL)
 _INSTANCE_DIR = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-'
                            r'[0-9a-f]{4}-[0-9a-f]{12}(?:_resize|_revert)?$')
 # The blank bases are made at this time and with uuids of their name, so
@@ -65,13 +76,23 @@ def base_path(files, name):
 
 
 def is_temp_name(name):
-    """Whether ``name`` is a temporary file of a fetch or a blank base."""
+    """Whether ``name`` is a temporary file of a fetch or a blank base,
+    or the lock file of a fetch."""
     match = _TEMP.match(name)
     return bool(match) and layout.is_base_name(match.group('base'))
 
 
+def _is_lock_name(name):
+    match = _TEMP.match(name)
+    return bool(match) and name == '.%s.lock' % match.group('base')
+
+
 def _temp_path(files, name, kind):
     return base_path(files, '.%s.%s.%s' % (name, secrets.token_hex(8), kind))
+
+
+def _lock_path(files, name):
+    return base_path(files, '.%s.lock' % name)
 
 
 def _ensure_base_dir(files):
@@ -83,12 +104,14 @@ def _ensure_base_dir(files):
     files.makedir(base_dir(files))
 
 
-def _drop_temp(files, tmp):
+def _drop_temp(files, tmp, what=('file', 'part', 'sidecar', 'rsync')):
     """Remove what a fetch into ``tmp`` may have left (never fails)."""
-    for remove in (lambda: files.remove_file(tmp),
-                   lambda: files.remove_file(tmp + disk.PART_SUFFIX),
-                   lambda: files.remove_copy_sidecar(tmp),
-                   lambda: files.remove_rsync_temp(tmp)):
+    removals = {'file': lambda: files.remove_file(tmp),
+                'lock': lambda: files.remove_file(tmp),
+                'part': lambda: files.remove_file(tmp + disk.PART_SUFFIX),
+                'sidecar': lambda: files.remove_copy_sidecar(tmp),
+                'rsync': lambda: files.remove_rsync_temp(tmp)}
+    for remove in (removals[w] for w in what):
         try:
             remove()
         except exception.ResizeFlowsException as exc:
@@ -102,13 +125,16 @@ def ensure_image_base(files, sha256, sources, progress=None):
 
     A cached file whose sha256 matches is used as it is (0 bytes; it is
     touched, so that :func:`clean` leaves it to the server about to use
-    it); a file whose sha256 does not match is replaced. Otherwise the
-    base is copied from the first usable of ``sources``, ``[(src_files,
-    src_path)]`` (a missing or wrong source is skipped), into a temporary
-    name of ``_base``, and renamed only once its sha256 was checked: two
-    fetches at once end with one good file, a crash leaves no file under
-    the final name. ``ImageUnavailable`` when no source gave it; a link
-    or a file not of its own in ``_base`` is refused (``DiskError``)."""
+    it); a file whose sha256 does not match is replaced. Otherwise, under
+    the base's lock (see the module; a fetch that waited for it looks at
+    the base again: another fetch may have made it), the base is copied
+    from the first usable of ``sources``, ``[(src_files, src_path)]`` (a
+    missing or wrong source is skipped), into ``.<base>.fetch``, which
+    continues what a fetch cut off left there, and renamed only once its
+    sha256 was checked: two fetches at once end with one good file, a
+    crash leaves no file under the final name. ``ImageUnavailable`` when
+    no source gave it; a link or a file not of its own in ``_base`` is
+    refused (``DiskError``)."""
     name = layout.image_base_name(sha256)
     final = base_path(files, name)
     _ensure_base_dir(files)
@@ -116,26 +142,58 @@ def ensure_image_base(files, sha256, sources, progress=None):
     files.touch(final)
     if files.sha256(final) == sha256:
         return final, 0
+    timeout = CONF.image_cache.fetch_lock_timeout
+    lock = _lock_path(files, name)
+    with files.fetch_lock(lock, timeout) as held:
+        if not held:
+            LOG.warning('image base %s on %s: the lock of its fetch was '
+                        'held for %d seconds; fetching it under a name of '
+                        'its own (not resumable)', sha256, files.host,
+                        timeout)
+            return _fetch(files, sha256, sources, progress, None)
+        try:
+            files.touch(final)
+            if files.sha256(final) == sha256:
+                return final, 0             # made while we waited
+            return _fetch(files, sha256, sources, progress,
+                          base_path(files, '.%s.fetch' % name))
+        finally:
+            # Removed while held: a fetch waiting for it opens the
+            # lock file again (fetch_lock), so it is never held twice.
+            _drop_temp(files, lock, what=('lock',))
+
+
+def _fetch(files, sha256, sources, progress, fixed):
+    """Copy the base from the first usable source into ``fixed`` (kept
+    when cut off, for the next fetch) or, when None, into a new name of
+    its own (always removed); then rename it."""
+    name = layout.image_base_name(sha256)
+    final = base_path(files, name)
     reasons = []
     for src_files, src_path in sources:
         where = '%s on %s' % (src_path, src_files.host)
-        tmp = _temp_path(files, name, 'fetch')
+        tmp = fixed or _temp_path(files, name, 'fetch')
+        keep = fixed is not None
         try:
             if src_files.getsize(src_path) is None:
                 reasons.append('%s is missing' % where)
                 continue
-            stats = transfer.copy_disk(src_files, src_path, files, tmp,
-                                       progress=progress)
+            if keep and files.sha256(tmp) == sha256:
+                copied = 0      # copied by a fetch cut off before rename
+            else:
+                copied = transfer.copy_disk(src_files, src_path, files, tmp,
+                                            progress=progress).copied
             got = files.sha256(tmp)
             if got != sha256:
                 reasons.append('%s has sha256 %s' % (where, got))
+                keep = False
                 continue
             # The cached file may have been replaced or removed
             # meanwhile; a good one is replaced by the same bytes.
             files.replace(tmp, final)
             LOG.info('image base %s copied to %s from %s (%d bytes)',
-                     sha256, files.host, where, stats.copied)
-            return final, stats.copied
+                     sha256, files.host, where, copied)
+            return final, copied
         except (exception.DiskError, exception.HypervisorUnavailable) as exc:
             if files.exists(final) and files.sha256(final) == sha256:
                 # Another fetch put it there meanwhile.
@@ -144,7 +202,8 @@ def ensure_image_base(files, sha256, sources, progress=None):
                         files.host, exc)
             reasons.append('%s: %s' % (where, exc))
         finally:
-            _drop_temp(files, tmp)
+            if not keep:
+                _drop_temp(files, tmp)
     raise exception.ImageUnavailable(
         sha256=sha256, host=files.host,
         reason='; '.join(reasons) or 'no source was given')
@@ -239,7 +298,8 @@ def clean(files, min_age=None):
     changed less than ``min_age`` seconds ago (by default
     ``[image_cache]/remove_unused_minimum_age_seconds``: a server being
     created may be about to use it), a name that is neither a base nor
-    such a temporary, a link, a directory or a file with other links."""
+    such a temporary, a link, a directory or a file with other links, the
+    files of a fetch whose lock is held (it is going on)."""
     if min_age is None:
         min_age = CONF.image_cache.remove_unused_minimum_age_seconds
     folder = base_dir(files)
@@ -248,6 +308,7 @@ def clean(files, min_age=None):
         return []
     used = bases_in_use(files)
     removed = []
+    held = {}
     for name, entry in sorted(entries.items()):
         base = layout.is_base_name(name)
         if not base and not is_temp_name(name):
@@ -259,8 +320,35 @@ def clean(files, min_age=None):
             continue
         if (base and name in used) or entry.age < min_age:
             continue
-        if files.remove_file(base_path(files, name)):
+        if _fetch_going(files, name, entries, held):
+            continue
+        if _remove(files, base_path(files, name), _is_lock_name(name)):
             LOG.info('image cache of %s: removed %s (%d bytes)',
                      files.host, name, entry.allocated)
             removed.append((name, entry.allocated))
     return removed
+
+
+def _remove(files, path, lock):
+    """Remove the file ``path``; a lock file only while we hold it (not
+    while a fetch does: it would lock a new file, beside the one held)."""
+    if not lock:
+        return files.remove_file(path)
+    with files.fetch_lock(path, 0) as held:
+        return held and files.remove_file(path)
+
+
+def _fetch_going(files, name, entries, held):
+    """Whether ``name`` is the fixed-name temporary of a fetch whose lock
+    is held: an old partial copy being resumed. ``held`` caches, by lock
+    name, what was found."""
+    match = _TEMP.match(name)
+    if not match or match.group('token') or _is_lock_name(name):
+        return False
+    lock = '.%s.lock' % match.group('base')
+    if lock not in entries:
+        return False        # only a fetch holding it removes it
+    if lock not in held:
+        with files.fetch_lock(base_path(files, lock), 0) as got:
+            held[lock] = not got
+    return held[lock]

@@ -4,11 +4,13 @@ another machine over ssh."""
 import hashlib
 import multiprocessing
 import os
+import posixpath
 import shutil
 import signal
 import stat
 import subprocess
 import tempfile
+import time
 import uuid as uuid_lib
 
 import pytest
@@ -18,6 +20,7 @@ from resize_flows.virt.libvirt import disk
 from resize_flows.virt.libvirt import files
 from resize_flows.virt.libvirt import imagecache
 from resize_flows.virt.libvirt import layout
+from resize_flows.virt.libvirt import sparsecopy
 from tests.ssh_fixtures import machines  # noqa: F401 (fixture)
 from tests.ssh_fixtures import ssh_keys  # noqa: F401 (fixture)
 
@@ -198,7 +201,9 @@ def _crash_mid_copy(root, src_root, src):
                  default_config_dirs=[])
 
     def progress(fraction):
-        if 0 < fraction < 1:
+        # Past half the data: several chunks committed (a crash loses
+        # at most two).
+        if 0.5 <= fraction < 1:
             os.kill(os.getpid(), signal.SIGKILL)
     imagecache.ensure_image_base(files.for_host('cn1', root), BIG_SHA, [
         (files.for_host('image-store', src_root), src)], progress=progress)
@@ -206,27 +211,209 @@ def _crash_mid_copy(root, src_root, src):
 
 BIG = os.urandom(48 << 20)
 BIG_SHA = _sha(BIG)
+#: Bytes of data between two commits of a copy's progress, here (and in
+#: the forked fetch, which inherits it): 12 of them in BIG.
+CHUNK = 4 * disk.MiB
 
 
-def test_a_crash_mid_fetch_leaves_no_base(conf, cn1, store):
+@pytest.fixture
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(sparsecopy, 'COPY_CHUNK', CHUNK)
+    monkeypatch.setattr(sparsecopy, 'COPY_CHUNK_MIN', CHUNK)
+
+
+def _crash_a_fetch(host_files, store):
+    """A fetch of BIG killed (SIGKILL) past half its copy; the source."""
     src = store.put('big', BIG)
     proc = multiprocessing.get_context('fork').Process(
-        target=_crash_mid_copy, args=(cn1.instances_path, store.root, src))
+        target=_crash_mid_copy,
+        args=(host_files.instances_path, store.root, src))
     proc.start()
     proc.join()
     assert proc.exitcode == -signal.SIGKILL
+    return src
+
+
+def test_a_crash_mid_fetch_leaves_no_base(conf, cn1, store, small_chunks):
+    _crash_a_fetch(cn1, store)
     left = _base_listing(cn1)
     assert BIG_SHA not in left
-    assert left and all(imagecache.is_temp_name(n) for n in left)
+    # The partial copy under the fixed name, and the lock file.
+    assert '.%s.fetch.part' % BIG_SHA in left
+    assert '.%s.lock' % BIG_SHA in left
+    assert all(imagecache.is_temp_name(n) for n in left)
     # A young temporary may be a fetch still going: kept.
     assert imagecache.clean(cn1) == []
     assert _base_listing(cn1) == left
+    # Once old enough, the crashed fetch's files go (its lock with it:
+    # nothing holds it since the crash).
+    removed = imagecache.clean(cn1, min_age=0)
+    assert sorted(n for n, _ in removed) == left
+    assert _base_listing(cn1) == []
+
+
+def test_a_fetch_cut_off_by_a_crash_is_resumed(conf, cn1, store,
+                                               small_chunks):
+    src = _crash_a_fetch(cn1, store)
     path, copied = imagecache.ensure_image_base(
         cn1, BIG_SHA, [(store.files, src)])
-    assert copied == len(BIG) and _content(path) == BIG
-    # Once old enough, the crashed fetch's files go.
-    removed = imagecache.clean(cn1, min_age=0)
-    assert sorted(n for n, _ in removed) == sorted(left + [BIG_SHA])
+    # What was committed before the crash was not copied again.
+    assert 0 < copied <= len(BIG) - 2 * CHUNK
+    assert _content(path) == BIG and cn1.sha256(path) == BIG_SHA
+    assert _base_listing(cn1) == [BIG_SHA]           # nothing else left
+
+
+def test_a_partial_fetch_of_wrong_data_is_dropped(conf, cn1, store,
+                                                  small_chunks):
+    """A source changed since a crash cut its fetch off (its data no
+    longer the base's): copied again, found wrong, and the copy removed
+    with what the crash left."""
+    src = _crash_a_fetch(cn1, store)
+    with open(src, 'r+b') as f:
+        f.seek(len(BIG) - 1)
+        f.write(b'x')                     # the end, not yet copied
+    with pytest.raises(exception.ImageUnavailable, match='has sha256'):
+        imagecache.ensure_image_base(cn1, BIG_SHA, [(store.files, src)])
+    assert _base_listing(cn1) == []
+
+
+def _lock_name(sha):
+    return '.%s.lock' % sha
+
+
+@pytest.mark.parametrize('kind', ['symlink', 'other uid', 'hardlink'])
+def test_a_lock_file_planted_is_refused(conf, cn1, store, top, kind):
+    src = store.put('img', IMAGE)
+    secret = os.path.join(top, 'secret')
+    with open(secret, 'wb') as f:
+        f.write(b'root only')
+    os.chmod(secret, 0o600)
+    cn1.makedir(imagecache.base_dir(cn1))
+    lock = imagecache.base_path(cn1, _lock_name(SHA))
+    if kind == 'symlink':
+        os.symlink(secret, lock)
+    elif kind == 'hardlink':
+        os.link(secret, lock)
+    else:
+        with open(lock, 'wb'):
+            pass
+        os.chown(lock, 4321, 4321)
+    before = os.lstat(secret)
+    with pytest.raises(exception.DiskError, match='refused: ') as info:
+        imagecache.ensure_image_base(cn1, SHA, [(store.files, src)])
+    assert '\n' not in str(info.value)
+    assert _content(secret) == b'root only'
+    after = os.lstat(secret)
+    assert (after.st_mtime_ns, after.st_uid) == (before.st_mtime_ns,
+                                                 before.st_uid)
+    assert os.path.lexists(lock)
+    assert SHA not in _base_listing(cn1)
+
+
+def _fetch_and_tell(root, src_root, src, queue):
+    from resize_flows import conf as rf_conf
+    rf_conf.register_opts(rf_conf.CONF)
+    rf_conf.CONF([], project='resize-flows', default_config_files=[],
+                 default_config_dirs=[])
+    queue.put(imagecache.ensure_image_base(
+        files.for_host('cn1', root), SHA,
+        [(files.for_host('image-store', src_root), src)]))
+
+
+def _opened_by(pid, path):
+    folder = '/proc/%d/fd' % pid
+    for fd in os.listdir(folder):
+        try:
+            if os.readlink(os.path.join(folder, fd)) == path:
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
+def test_a_fetch_waits_for_the_lock_then_finds_the_base(conf, cn1, store):
+    src = store.put('img', IMAGE)
+    cn1.makedir(imagecache.base_dir(cn1))
+    lock = imagecache.base_path(cn1, _lock_name(SHA))
+    ctx = multiprocessing.get_context('fork')
+    queue = ctx.Queue()
+    # Another process holds the lock (flock(1), as over ssh); a fetch
+    # forked from this process inherits no descriptor of the lock file.
+    # (It is released by a kill: flock -o keeps it in flock itself.)
+    holder = subprocess.Popen(['flock', '-o', lock, 'sh', '-c',
+                               'echo locked; exec sleep 600'],
+                              stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert holder.stdout.readline() == b'locked\n'
+        proc = ctx.Process(target=_fetch_and_tell, args=(
+            cn1.instances_path, store.root, src, queue))
+        proc.start()
+        # The fetch opened the lock file (after it found no base): it
+        # waits for the holder. (The bound is only against a hang.)
+        for _ in range(600):
+            if _opened_by(proc.pid, lock) or not proc.is_alive():
+                break
+            proc.join(0.1)
+        assert _opened_by(proc.pid, lock)
+        # Meanwhile, the fetch that holds the lock makes the base.
+        _put_base(cn1, SHA, IMAGE)
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
+    path, copied = queue.get(timeout=300)
+    proc.join()
+    assert proc.exitcode == 0
+    assert (path, copied) == (imagecache.base_path(cn1, SHA), 0)
+    assert _content(path) == IMAGE
+    assert _base_listing(cn1) == [SHA]           # its lock file removed
+
+
+def _put_base(host_files, sha, data):
+    """The base as a fetch leaves it: the owner's, 0600."""
+    path = imagecache.base_path(host_files, sha)
+    with open(path, 'wb') as f:
+        f.write(data)
+    os.chmod(path, 0o600)
+    if os.geteuid() == 0:
+        os.chown(path, NOBODY, NOBODY)
+
+
+def test_a_lock_held_too_long_fetches_under_a_name_of_its_own(
+        conf, cn1, store):
+    src = store.put('img', IMAGE)
+    cn1.makedir(imagecache.base_dir(cn1))
+    lock = imagecache.base_path(cn1, _lock_name(SHA))
+    conf.set_override('fetch_lock_timeout', 0, group='image_cache')
+    try:
+        with cn1.fetch_lock(lock, 0) as held:
+            assert held
+            # Held by a stuck fetch: a second one does not wait.
+            path, copied = imagecache.ensure_image_base(
+                cn1, SHA, [(store.files, src)])
+            assert copied == len(IMAGE) - (4 << 20)
+            assert _content(path) == IMAGE
+            # Its own temporary is gone; the lock is the holder's.
+            assert _base_listing(cn1) == sorted([SHA, _lock_name(SHA)])
+    finally:
+        conf.clear_override('fetch_lock_timeout', group='image_cache')
+    assert conf.image_cache.fetch_lock_timeout == 600
+
+
+def test_clean_leaves_a_lock_that_is_held(conf, cn1):
+    """A held lock is a fetch going on: neither it nor the partial copy
+    it resumes is removed, however old."""
+    cn1.makedir(imagecache.base_dir(cn1))
+    lock = imagecache.base_path(cn1, _lock_name(SHA))
+    partial = '.%s.fetch.part' % SHA
+    with open(imagecache.base_path(cn1, partial), 'wb') as f:
+        f.write(b'a partial copy')
+    with cn1.fetch_lock(lock, 0) as held:
+        assert held
+        assert imagecache.clean(cn1, min_age=0) == []
+        assert _base_listing(cn1) == sorted([_lock_name(SHA), partial])
+    assert sorted(n for n, _ in imagecache.clean(cn1, min_age=0)) == sorted(
+        [_lock_name(SHA), partial])
     assert _base_listing(cn1) == []
 
 
@@ -380,3 +567,79 @@ def test_the_cache_on_another_machine(conf, machines, cn1, store):
         'f' * 64, layout.swap_base_name(8)]
     with pytest.raises(exception.DiskError, match='refused: '):
         imagecache.ensure_image_base(there, 'f' * 64, [(cn1, here)])
+
+
+class CutOff(Exception):
+    pass
+
+
+def test_a_fetch_to_another_machine_cut_off_is_resumed(conf, machines,
+                                                       store):
+    machine = machines()
+    machine.run('mkdir -m 700 {0} && chown {1}:{1} {0}'.format(
+        machine.path('i'), NOBODY))
+    there = files.for_host('there', machine.path('i'), machine.address)
+    data = os.urandom(8 << 20)
+    sha = _sha(data)
+    src = store.put('img', data)
+    # rsync at 2 MB/s: the copy takes seconds, and is stopped at 30 %.
+    conf.set_override('rsync_options', ['--bwlimit=2000'], group='remote')
+
+    def progress(fraction):
+        if fraction >= 0.3:
+            raise CutOff()
+    with pytest.raises(CutOff):
+        imagecache.ensure_image_base(there, sha, [(store.files, src)],
+                                     progress=progress)
+    folder = imagecache.base_dir(there)
+    partial = posixpath.join(folder, files.RSYNC_PARTIAL_DIR,
+                             '.%s.fetch' % sha)
+    # The receiving rsync saves its part when it sees the sender go, a
+    # moment after it was stopped (the bound is only against a hang).
+    for _ in range(100):
+        if there.getsize(partial):
+            break
+        time.sleep(0.1)
+    assert there.getsize(partial) > 0
+    # Its lock went with it.
+    assert there.listdir(folder) == [files.RSYNC_PARTIAL_DIR]
+    conf.clear_override('rsync_options', group='remote')
+    path, copied = imagecache.ensure_image_base(there, sha,
+                                                [(store.files, src)])
+    assert 0 < copied <= len(data) - (1 << 20)       # the part: not sent
+    assert there.sha256(path) == sha
+    assert there.listdir(folder) == [sha]
+
+
+def test_the_lock_on_another_machine(conf, machines, store):
+    machine = machines()
+    machine.run('mkdir -m 700 {0} && chown {1}:{1} {0}'.format(
+        machine.path('i'), NOBODY))
+    there = files.for_host('there', machine.path('i'), machine.address)
+    src = store.put('img', IMAGE)
+    there.makedir(imagecache.base_dir(there))
+    folder = imagecache.base_dir(there)
+    lock = imagecache.base_path(there, _lock_name(SHA))
+    conf.set_override('fetch_lock_timeout', 0, group='image_cache')
+    with there.fetch_lock(lock, 0) as held:
+        assert held
+        # Held: a second holder does not get it, here or there.
+        with there.fetch_lock(lock, 0) as again:
+            assert not again
+        assert imagecache.clean(there, min_age=0) == []
+        path, copied = imagecache.ensure_image_base(
+            there, SHA, [(store.files, src)])
+        assert copied > 0 and there.sha256(path) == SHA
+        assert sorted(there.listdir(folder)) == sorted([SHA,
+                                                        _lock_name(SHA)])
+    # Released when its holder was told so.
+    with there.fetch_lock(lock, 0) as held:
+        assert held
+    there.remove_file(path)
+    assert [n for n, _ in imagecache.clean(there, min_age=0)] == [
+        _lock_name(SHA)]
+    machine.run('ln -s /etc/passwd {0}'.format(lock))
+    with pytest.raises(exception.DiskError, match='refused: ') as info:
+        imagecache.ensure_image_base(there, SHA, [(store.files, src)])
+    assert '\n' not in str(info.value)
+    assert there.listdir(folder) == [_lock_name(SHA)]
