@@ -3,7 +3,8 @@ qemu-img): resize growing root and ephemeral and changing swap, to
 another host and to the same one; migrate and confirm (``_base`` left
 alone); revert restoring every disk exactly; a base missing on the
 destination taken from the source's cache or the image store; a copy cut
-off in the middle of each file resumed to byte-identical files."""
+off in the middle of each file (the base fetched into the destination's
+cache too) resumed to byte-identical files."""
 import filecmp
 import json
 import os
@@ -17,6 +18,7 @@ from resize_flows import exception
 from resize_flows.virt import driver as virt_driver
 from resize_flows.virt.libvirt import config
 from resize_flows.virt.libvirt import host as libvirt_host
+from resize_flows.virt.libvirt import imagecache
 from resize_flows.virt.libvirt import layout
 from resize_flows.virt.libvirt import sparsecopy
 
@@ -258,9 +260,18 @@ class _Cut(Exception):
 
 @pytest.mark.parametrize('name', [layout.DISK, layout.EPHEMERAL,
                                   layout.SWAP, layout.CONFIG_DRIVE,
-                                  layout.KERNEL, layout.RAMDISK])
+                                  layout.KERNEL, layout.RAMDISK, 'base'])
 def test_a_copy_cut_off_in_a_file_resumes_to_identical_files(
         src, dst, vm, image, monkeypatch, name):
+    dst_base = os.path.join(dst.instances_path, layout.BASE_DIR,
+                            image['sha256'])
+    if name == 'base':
+        # The image's base, fetched into the destination's cache under
+        # its fixed temporary name, from the source's cache.
+        name = '.%s.fetch' % image['sha256']
+        final = dst_base
+    else:
+        final = os.path.join(dst.instance_dir(vm['uuid']), name)
     monkeypatch.setattr(sparsecopy, 'COPY_CHUNK', 64 * KiB)
     monkeypatch.setattr(sparsecopy, 'COPY_CHUNK_MIN', 64 * KiB)
     real = sparsecopy.sparse_copy
@@ -289,11 +300,17 @@ def test_a_copy_cut_off_in_a_file_resumes_to_identical_files(
     with pytest.raises(_Cut):
         src.copy_disk_to(uuid, dst, image=image, progress=seen.append)
     folder = dst.instance_dir(uuid)
-    assert not os.path.exists(os.path.join(folder, name))
+    assert not os.path.exists(final)
     src.copy_disk_to(uuid, dst, image=image, progress=seen.append)
     cut, resumed = [stats for n, stats in calls if n == name]
     assert cut.copied > 0 and resumed.reused > 0
     assert seen[-1] == 1.0
+    assert filecmp.cmp(os.path.join(src.instances_path, layout.BASE_DIR,
+                                    image['sha256']), dst_base,
+                       shallow=False)
+    # Nothing of the fetch is left in the cache: no partial copy, no lock.
+    assert [n for n in os.listdir(os.path.dirname(dst_base))
+            if imagecache.is_temp_name(n)] == []
     stashed = src.instance_dir(uuid, RESIZE)
     for each in layout.VIRTIO_DISKS:
         assert _same_disk(os.path.join(stashed, each),
