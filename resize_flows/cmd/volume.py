@@ -20,17 +20,19 @@ def _whole(text):
         return text
 
 
-class VolumeCreate(show.ShowOne):
+class VolumeCreate(command_base.Command):
     """Create a blank volume: a qcow2 or raw file in [volumes]/volume_dir
-    that a server's guest sees as a virtio disk once attached."""
+    that a server's guest sees as a virtio disk once attached. Prints its
+    id ("volume show" shows the rest; a plain command, so that --format
+    is the file's format, not the output's)."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
         parser.add_argument('name', metavar='<name>')
         parser.add_argument('--size', required=True, metavar='GB',
                             help='Its size in GiB (a whole number >= 1).')
-        parser.add_argument('--format', default='qcow2', dest='disk_format',
-                            metavar='qcow2|raw',
+        parser.add_argument('--format', '--disk-format', default='qcow2',
+                            dest='disk_format', metavar='qcow2|raw',
                             help='The file\'s format (default: qcow2).')
         return parser
 
@@ -38,7 +40,7 @@ class VolumeCreate(show.ShowOne):
         ctx = common.caller_context(self.app)
         vol = api.create_volume(ctx, parsed.name, _whole(parsed.size),
                                 disk_format=parsed.disk_format)
-        return common.as_columns(api.get_volume(ctx, vol['id']), COLUMNS)
+        self.app.stdout.write(vol['id'] + '\n')
 
 
 class VolumeList(lister.Lister):
