@@ -128,8 +128,14 @@ def attach_volume(ctx, server, volume):
     except BaseException:
         LOG.warning('attaching volume %s to %s failed: undoing',
                     vol['id'], uuid)
-        volume_db.detach(vol['id'], uuid, host)
-        volume_plugin.sync(host, uuid)
+        try:
+            volume_db.detach(vol['id'], uuid, host)
+            volume_plugin.sync(host, uuid)
+        except Exception:
+            # The attach's own error is the one to tell; what is left is
+            # finished by attaching (or detaching) again.
+            LOG.exception('could not undo the attach of volume %s to %s',
+                          vol['id'], uuid)
         raise
     [att] = volume_db.attachment_list(instance_uuid=uuid,
                                       volume_id=vol['id'])

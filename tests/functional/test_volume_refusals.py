@@ -128,3 +128,24 @@ def test_a_volume_file_that_is_a_link_is_refused(setup, tmp_path):
     # The audit says so too.
     assert any(free['id'] in f and 'is a symbolic link' in f
                for f in vh.plugin().audit())
+
+
+def test_an_attach_whose_hypervisor_fails_is_undone(setup, monkeypatch):
+    cloud, vm, vm2, used, free, theirs = setup
+    from resize_flows.virt.libvirt import driver as libvirt_driver
+    real = libvirt_driver.LibvirtDriver.update_devices
+    calls = []
+
+    def failing_once(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            real(self, *args, **kwargs)     # the change is made, then
+            raise exception.HypervisorError(host=self.host, reason='boom')
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(libvirt_driver.LibvirtDriver, 'update_devices',
+                        failing_once)
+    _refused(lambda: api.attach_volume(cloud.ctx, vm2, 'free'),
+             exception.HypervisorError, 'boom')
+    assert len(calls) == 2
+    assert free['id'] not in vh.domain_disks('host2', vm2)
+    assert vh.plugin().audit() == []
