@@ -109,6 +109,15 @@ class ImageNotFound(NotFound):
     msg_fmt = "Image %(image_id)s could not be found."
 
 
+class VolumeNotFound(NotFound):
+    msg_fmt = "Volume %(volume_id)s could not be found."
+
+
+class VolumeNotAttached(NotFound):
+    msg_fmt = ("Volume %(volume_id)s is not attached to server "
+               "%(instance_uuid)s.")
+
+
 class MigrationNotFound(NotFound):
     msg_fmt = "Migration %(migration_id)s could not be found."
 
@@ -210,6 +219,10 @@ class InstanceHasUnfinishedFlow(Conflict):
 class ImageInUse(Conflict):
     msg_fmt = ("Image %(image_id)s is in use by servers %(servers)s and "
                "cannot be deleted.")
+
+
+class VolumeInUse(Conflict):
+    msg_fmt = "Volume %(volume_id)s is in use: %(reason)s."
 
 
 class Duplicate(Conflict):

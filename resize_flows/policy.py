@@ -12,7 +12,8 @@ the server's project or an admin (``admin_or_owner``); cold migration, with
 or without a target host, to an admin; undoing an admin's lock, to an
 admin (``unlock_override``). Images are public, as Glance's public
 images: anyone lists and shows them, an admin adds and deletes them.
-A flow's resume and rollback are operator
+Volumes (the ``volumes`` plugin) belong to a project: its members and an
+admin create, show, delete, attach and detach them. A flow's resume and rollback are operator
 work: admin; so is listing the jobboard's conductors and jobs. Every rule
 on a server or a flow is checked against the project of that server (a
 flow's is kept when its server is deleted); a rule over every project
@@ -61,6 +62,12 @@ IMAGE_DELETE = 'resize_flows:images:delete'
 IMAGE_LIST = 'resize_flows:images:list'
 IMAGE_SHOW = 'resize_flows:images:show'
 IMAGE_CACHE_CLEAN = 'resize_flows:images:cache_clean'
+VOLUME_CREATE = 'resize_flows:volumes:create'
+VOLUME_LIST = 'resize_flows:volumes:list'
+VOLUME_SHOW = 'resize_flows:volumes:show'
+VOLUME_DELETE = 'resize_flows:volumes:delete'
+VOLUME_ATTACH = 'os_compute_api:os-volumes-attachments:create'
+VOLUME_DETACH = 'os_compute_api:os-volumes-attachments:delete'
 #: Anyone (an empty rule passes every caller).
 ANYONE = '@'
 
@@ -151,6 +158,24 @@ _RULES = [
           'Remove the cached bases that no instance directory uses from '
           'the image cache of every host or of one.',
           'POST', '/os-resize-flows/image-cache/clean'),
+    _rule(VOLUME_CREATE, ADMIN_OR_OWNER,
+          'Create a volume (a file in [volumes]/volume_dir) in one\'s '
+          'project.', 'POST', '/volumes'),
+    _rule(VOLUME_LIST, ADMIN_OR_OWNER,
+          'List volumes (a non-admin sees its project\'s only).',
+          'GET', '/volumes'),
+    _rule(VOLUME_SHOW, ADMIN_OR_OWNER, 'Show a volume.',
+          'GET', '/volumes/{volume_id}'),
+    _rule(VOLUME_DELETE, ADMIN_OR_OWNER,
+          'Delete a volume that is not attached, and its file.',
+          'DELETE', '/volumes/{volume_id}'),
+    _rule(VOLUME_ATTACH, ADMIN_OR_OWNER,
+          'Attach a volume to a server (checked against the server).',
+          'POST', '/servers/{server_id}/os-volume_attachments'),
+    _rule(VOLUME_DETACH, ADMIN_OR_OWNER,
+          'Detach a volume from a server (checked against the server).',
+          'DELETE', '/servers/{server_id}/os-volume_attachments/'
+                    '{volume_id}'),
 ]
 
 

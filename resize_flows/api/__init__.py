@@ -16,7 +16,8 @@ This package holds the public names only; each comes from the submodule
 that does its job: :mod:`.context` (who asks, what they are told),
 :mod:`.hosts` (hosts and flavors), :mod:`.images`, :mod:`.servers`, :mod:`.moves`
 (resize, migrate, confirm, revert, delete, migrations and actions) and
-:mod:`.flows` (stored flows, conductors and jobs), :mod:`.process` (what
+:mod:`.flows` (stored flows, conductors and jobs), :mod:`.volumes` (the
+``volumes`` plugin's volumes, attach and detach), :mod:`.process` (what
 a process using the API does at its start and end). The operation
 handles are :mod:`resize_flows.operations`'.
 """
@@ -61,6 +62,12 @@ from resize_flows.api.servers import get_server
 from resize_flows.api.servers import list_servers
 from resize_flows.api.servers import lock_server
 from resize_flows.api.servers import unlock_server
+from resize_flows.api.volumes import attach_volume
+from resize_flows.api.volumes import create_volume
+from resize_flows.api.volumes import delete_volume
+from resize_flows.api.volumes import detach_volume
+from resize_flows.api.volumes import get_volume
+from resize_flows.api.volumes import list_volumes
 from resize_flows.operations import Operation
 from resize_flows.operations import PostedOperation
 from resize_flows.operations import running_operations
@@ -79,4 +86,7 @@ __all__ = [
     'resize', 'resume_flow', 'resume_interrupted', 'revert_resize',
     'rollback_flow', 'running_operations', 'show_flow', 'shutdown',
     'unlock_server', 'wait_all',
+    # The volumes plugin's.
+    'attach_volume', 'create_volume', 'delete_volume', 'detach_volume',
+    'get_volume', 'list_volumes',
 ]

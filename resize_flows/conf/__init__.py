@@ -18,11 +18,13 @@ from resize_flows.conf import notifications
 from resize_flows.conf import remote
 from resize_flows.conf import scheduler
 from resize_flows.conf import testing
+from resize_flows.conf import volumes
 
 CONF = cfg.CONF
 
 _MODULES = (default, database, compute, scheduler, flows, jobboard,
-            notifications, libvirt, remote, image_cache, testing)
+            notifications, libvirt, remote, image_cache, volumes,
+            testing)
 
 #: The policy file's default name, looked up in the config directories
 #: (/etc/resize-flows/policy.yaml), as every OpenStack service does.

@@ -1,0 +1,120 @@
+"""The volume commands and server volume attach|detach, run in this
+process on test-driver hosts with the volumes plugin enabled."""
+import io
+import json
+import os
+
+import pytest
+
+from resize_flows.cmd import shell
+from resize_flows.persistence import volumes as volume_db
+from resize_flows.testing import state
+from resize_flows import virt
+from tests.functional import volume_helpers as vh
+
+
+@pytest.fixture
+def rfv(conf, tmp_path):
+    """Run the CLI with a config file enabling the volumes plugin;
+    returns (exit code, stdout, stderr)."""
+    state_dir = tmp_path / 'cli-state'
+    conf_file = tmp_path / 'rf.conf'
+    conf_file.write_text(
+        '[DEFAULT]\nstate_dir = %s\nplugins = volumes\n'
+        '[libvirt]\nlocal_hypervisor = test\n'
+        '[compute]\nshutdown_timeout = 0\n' % state_dir)
+    conf.clear_override('state_dir')
+    conf.clear_override('local_hypervisor', group='libvirt')
+    virt.reset()
+
+    def run(*argv):
+        out, err = io.StringIO(), io.StringIO()
+        code = shell.ResizeFlowsApp(stdout=out, stderr=err).run(
+            ['--config-file', str(conf_file)] + list(argv))
+        return code, out.getvalue(), err.getvalue()
+
+    assert run('db', 'sync')[0] == 0
+    for host in ('host1', 'host2'):
+        assert run('host', 'create', host, '--vcpus', '4', '--memory-mb',
+                   '1024', '--disk-gb', '10')[0] == 0
+    assert run('flavor', 'create', 'tiny', '--vcpus', '1', '--ram', '64',
+               '--disk', '1')[0] == 0
+    for name, host in (('vm1', 'host1'), ('vm2', 'host2')):
+        assert run('server', 'create', name, '--flavor', 'tiny', '--host',
+                   host)[0] == 0
+    yield run
+    virt.reset()
+
+
+def _json(rfv, *argv):
+    code, out, err = rfv(*argv, '-f', 'json')
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_volume_commands_and_a_migrate(rfv):
+    code, out, err = rfv('volume', 'create', 'data', '--size', '1',
+                         '--format', 'raw')
+    assert code == 0, err
+    made = _json(rfv, 'volume', 'show', out.strip())
+    assert (made['name'], made['size_gb'], made['disk_format'],
+            made['status']) == ('data', 1, 'raw', 'available')
+    assert vh.qemu_img_info(made['path'])['format'] == 'raw'
+    assert [v['Name'] for v in _json(rfv, 'volume', 'list')] == ['data']
+    assert rfv('server', 'volume', 'attach', 'vm1', 'data')[0] == 0
+    shown = _json(rfv, 'volume', 'show', 'data')
+    assert shown['status'] == 'in-use'
+    [att] = shown['attachments']
+    assert (att['host'], att['connected']) == ('host1', True)
+    vm1 = _json(rfv, 'server', 'show', 'vm1')['uuid']
+    assert made['id'] in vh.domain_disks('host1', vm1)
+
+    assert rfv('server', 'migrate', 'vm1', '-q')[0] == 0
+    assert made['id'] in vh.domain_disks('host2', vm1)
+    assert rfv('server', 'resize', 'confirm', 'vm1')[0] == 0
+    assert [(a['host'], a['connected'])
+            for a in _json(rfv, 'volume', 'show', 'data')['attachments']] \
+        == [('host2', True)]
+    assert vh.plugin().audit() == []
+
+    assert rfv('server', 'volume', 'detach', 'vm1', 'data')[0] == 0
+    assert vh.domain_disks('host2', vm1) == {}
+    assert rfv('volume', 'delete', 'data')[0] == 0
+    assert not os.path.exists(made['path'])
+    assert _json(rfv, 'volume', 'list') == []
+
+
+def _unchanged():
+    folder = os.path.dirname(volume_db.volume_list()[0]['path'])
+    return (state.capture(), vh.plugin().state(), sorted(os.listdir(folder)))
+
+
+@pytest.mark.parametrize('argv, message', [
+    (('volume', 'create', 'x', '--size', 'many'),
+     "size must be a whole number >= 1, not 'many'"),
+    (('volume', 'create', 'x', '--size', '0'),
+     'size must be a whole number >= 1, not 0'),
+    (('volume', 'create', 'x', '--size', '1', '--format', 'vmdk'),
+     "a volume is qcow2 or raw, not 'vmdk'"),
+    (('volume', 'show', 'nope'), 'Volume nope could not be found.'),
+    (('volume', 'delete', 'data'), 'is in use: attached to server'),
+    (('server', 'volume', 'attach', 'vm2', 'data'),
+     'is in use: attached to server'),
+    (('server', 'volume', 'attach', 'vm2', 'nope'),
+     'Volume nope could not be found.'),
+    (('server', 'volume', 'detach', 'vm2', 'data'), 'is not attached to'),
+    (('--os-project-id', 'other', '--os-roles', 'member', 'volume', 'show',
+      'data'), 'Volume data could not be found.'),
+    (('--os-project-id', 'other', '--os-roles', 'member', 'server', 'volume',
+      'attach', 'vm1', 'data'), 'Instance vm1 could not be found.'),
+])
+def test_bad_input_is_one_line_and_changes_nothing(rfv, argv, message):
+    assert rfv('volume', 'create', 'data', '--size', '1')[0] == 0
+    assert rfv('server', 'volume', 'attach', 'vm1', 'data')[0] == 0
+    before = _unchanged()
+    code, out, err = rfv(*argv)
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert message in lines[0]
+    assert _unchanged() == before
