@@ -12,6 +12,9 @@ the server's project or an admin (``admin_or_owner``); cold migration, with
 or without a target host, to an admin; undoing an admin's lock, to an
 admin (``unlock_override``). Images are public, as Glance's public
 images: anyone lists and shows them, an admin adds and deletes them.
+Ports (the ``ports`` plugin) belong to a project, as Neutron's: its
+members and admins create, see, delete them, and attach them to the
+project's servers.
 A flow's resume and rollback are operator
 work: admin; so is listing the jobboard's conductors and jobs. Every rule
 on a server or a flow is checked against the project of that server (a
@@ -61,6 +64,13 @@ IMAGE_DELETE = 'resize_flows:images:delete'
 IMAGE_LIST = 'resize_flows:images:list'
 IMAGE_SHOW = 'resize_flows:images:show'
 IMAGE_CACHE_CLEAN = 'resize_flows:images:cache_clean'
+PORTS = 'resize_flows:ports:%s'
+PORT_CREATE = PORTS % 'create'
+PORT_LIST = PORTS % 'list'
+PORT_SHOW = PORTS % 'show'
+PORT_DELETE = PORTS % 'delete'
+PORT_ATTACH = 'resize_flows:servers:port_attach'
+PORT_DETACH = 'resize_flows:servers:port_detach'
 #: Anyone (an empty rule passes every caller).
 ANYONE = '@'
 
@@ -151,6 +161,21 @@ _RULES = [
           'Remove the cached bases that no instance directory uses from '
           'the image cache of every host or of one.',
           'POST', '/os-resize-flows/image-cache/clean'),
+    _rule(PORT_CREATE, ADMIN_OR_OWNER,
+          'Create a port (the ports plugin) in the caller\'s project.',
+          'POST', '/ports'),
+    _rule(PORT_LIST, ADMIN_OR_OWNER,
+          'List ports (a non-admin sees its project\'s only).',
+          'GET', '/ports'),
+    _rule(PORT_SHOW, ADMIN_OR_OWNER, 'Show a port.',
+          'GET', '/ports/{port_id}'),
+    _rule(PORT_DELETE, ADMIN_OR_OWNER, 'Delete a port that is not attached.',
+          'DELETE', '/ports/{port_id}'),
+    _rule(PORT_ATTACH, ADMIN_OR_OWNER,
+          'Attach a port of the server\'s project to a server.',
+          'POST', '/servers/{server_id}/os-interface'),
+    _rule(PORT_DETACH, ADMIN_OR_OWNER, 'Detach a port from a server.',
+          'DELETE', '/servers/{server_id}/os-interface/{port_id}'),
 ]
 
 
