@@ -22,11 +22,17 @@ task before it left. Ports cannot be attached or detached while the
 instance has a task under way or is RESIZED, so the set of ports is the
 same from one step of a move to the next.
 """
+import xml.etree.ElementTree as ET
+
+import libvirt
+
 from resize_flows.persistence import ports as port_records
 from resize_flows.persistence import repository
 from resize_flows import plugins
 from resize_flows import states
 from resize_flows.tasks import base
+from resize_flows.virt.libvirt import config as libvirt_config
+from resize_flows.virt.libvirt import host as libvirt_host
 
 NAME = 'ports'
 ACTIVE = port_records.ACTIVE
@@ -179,11 +185,14 @@ def audit():
     binding elsewhere; while a move of the instance is unfinished, its
     source and destination may have bindings too, and while the move is
     under way (not yet ``finished``) either may be the ACTIVE one. A
-    detached port has no binding."""
+    detached port has no binding. And the guest of an instance at rest
+    (or RESIZED) has exactly its ports' NICs, with their MACs, in the
+    domain its host's hypervisor holds."""
     problems = []
     instances = {i['uuid']: i for i in repository.instance_list()}
     moves = {m['instance_uuid']: m for m in repository.migration_list()
              if m['status'] not in states.MIGRATION_TERMINAL}
+    problems.extend(_guest_problems(instances, moves))
     bound = {}
     for b in port_records.binding_list():
         bound.setdefault(b['port_id'], []).append((b['host'], b['status']))
@@ -224,6 +233,60 @@ def audit():
                                 'its instance %s is not' % (
                                     pid, status, host, uuid))
     return problems
+
+
+#: The states in which an instance's guest is defined on its host as its
+#: records say (no task under way).
+_AT_REST = (states.ACTIVE, states.STOPPED, states.RESIZED)
+
+
+def _guest_problems(instances, moves):
+    """An instance at rest whose domain on its host lacks a port's NIC,
+    or has one of a port it no longer has, or with another MAC."""
+    problems = []
+    want = {}
+    for port in port_records.port_list():
+        if port['instance_uuid'] is not None:
+            want.setdefault(port['instance_uuid'], set()).add(
+                (port['id'], port['mac_address']))
+    for uuid, inst in sorted(instances.items()):
+        move = moves.get(uuid)
+        if (inst['task_state'] is not None or inst['vm_state'] not in
+                _AT_REST or (move is not None and
+                             move['status'] != states.MIGRATION_FINISHED)):
+            continue
+        has = _guest_nics(inst['host'], uuid)
+        if has is not None and has != want.get(uuid, set()):
+            problems.append(
+                'the guest of instance %s on %s has the NICs %s, its ports '
+                'say %s' % (uuid, inst['host'], _nics(has),
+                            _nics(want.get(uuid, set()))))
+    return problems
+
+
+def _guest_nics(host_name, instance_uuid):
+    """``{(port id, mac)}`` of this plugin's NICs in the domain of
+    ``instance_uuid`` that the hypervisor of ``host_name`` holds (its
+    definition); None when it has no such domain (``testing.state.
+    leaks`` tells that)."""
+    host = repository.host_get(host_name)
+    conn = libvirt_host.get_connection(host['uri'], host_name)
+    try:
+        xml = conn.lookupByUUIDString(instance_uuid).XMLDesc(
+            libvirt.VIR_DOMAIN_XML_INACTIVE)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise
+    try:
+        found = libvirt_config.plugin_devices(xml).get(NAME, [])
+    except ET.ParseError:
+        return None
+    return {(d['id'], d['mac']) for d in found if d['type'] == 'interface'}
+
+
+def _nics(pairs):
+    return '[%s]' % ', '.join('%s %s' % p for p in sorted(pairs))
 
 
 def _hosts(bindings):

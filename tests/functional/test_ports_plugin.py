@@ -385,6 +385,29 @@ def test_audit_finds_wrong_bindings(pcloud):
     with db.session_scope() as s:
         s.execute(ports_table.update().where(
             ports_table.c.id == port['id']).values(instance_uuid=None))
+    found = _plugin().audit()
+    assert 'port %s is attached to nothing but bound on host1 (ACTIVE)' \
+        % port['id'] in found
+    # Its NIC is still in the guest, which the records no longer say.
+    assert any(f.startswith('the guest of instance %s' % vm)
+               for f in found), found
+
+
+def test_audit_finds_a_guest_without_its_nic(pcloud):
+    vm, port = _server_with_port(pcloud)
+    spare = api.create_port(pcloud.ctx, 'spare')
+    # Recorded as attached, but the guest was never given the NIC.
+    port_records.port_attach(spare['id'], vm)
     assert _plugin().audit() == [
-        'port %s is attached to nothing but bound on host1 (ACTIVE)'
-        % port['id']]
+        'the guest of instance %s on host1 has the NICs [%s %s], its ports '
+        'say [%s]' % (vm, port['id'], port['mac_address'], ', '.join(
+            '%s %s' % p for p in sorted([
+                (port['id'], port['mac_address']),
+                (spare['id'], spare['mac_address'])])))]
+    ports_plugin.update_guest(vm, 'host1')
+    assert _plugin().audit() == []
+    # After a move, the destination's guest is the one judged.
+    api.migrate(pcloud.ctx, vm, wait=True)
+    assert _plugin().audit() == []
+    api.confirm_resize(pcloud.ctx, vm, wait=True)
+    assert _plugin().audit() == []
