@@ -245,7 +245,6 @@ def test_fault_in_a_move_undoes_the_bindings(pcloud, task):
 ] + [
     ('revert_resize', t) for t in _later(REVERT_TASKS,
                                          'ports.RestoreSourceBinding')
-    if t != 'DeleteDestinationFiles'
 ])
 def test_fault_in_confirm_or_revert_undoes_the_bindings(pcloud, operation,
                                                         task):
