@@ -131,6 +131,10 @@ class FlowNotFound(NotFound):
     msg_fmt = "Flow %(flow_id)s could not be found."
 
 
+class PortNotFound(NotFound):
+    msg_fmt = "Port %(port_id)s could not be found."
+
+
 # 409 -----------------------------------------------------------------------
 
 class Conflict(ResizeFlowsException):
@@ -227,6 +231,18 @@ class VolumeInUse(Conflict):
 
 class Duplicate(Conflict):
     msg_fmt = "%(kind)s %(name)s already exists."
+
+
+class PortInUse(Conflict):
+    msg_fmt = "Port %(port_id)s is attached to server %(instance_uuid)s."
+
+
+class PortNotAttached(Conflict):
+    msg_fmt = "Port %(port_id)s is not attached to server %(instance_uuid)s."
+
+
+class MacAddressInUse(Conflict):
+    msg_fmt = "MAC address %(mac)s is in use by another port."
 
 
 # Capacity (raised by claims; the scheduler turns them into NoValidHost) -----

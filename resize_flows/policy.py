@@ -13,7 +13,10 @@ or without a target host, to an admin; undoing an admin's lock, to an
 admin (``unlock_override``). Images are public, as Glance's public
 images: anyone lists and shows them, an admin adds and deletes them.
 Volumes (the ``volumes`` plugin) belong to a project: its members and an
-admin create, show, delete, attach and detach them. A flow's resume and rollback are operator
+admin create, show, delete, attach and detach them. Ports (the ``ports``
+plugin) belong to a project, as Neutron's: its members and admins create,
+see, delete them, and attach them to the project's servers. A flow's
+resume and rollback are operator
 work: admin; so is listing the jobboard's conductors and jobs. Every rule
 on a server or a flow is checked against the project of that server (a
 flow's is kept when its server is deleted); a rule over every project
@@ -68,6 +71,13 @@ VOLUME_SHOW = 'resize_flows:volumes:show'
 VOLUME_DELETE = 'resize_flows:volumes:delete'
 VOLUME_ATTACH = 'os_compute_api:os-volumes-attachments:create'
 VOLUME_DETACH = 'os_compute_api:os-volumes-attachments:delete'
+PORTS = 'resize_flows:ports:%s'
+PORT_CREATE = PORTS % 'create'
+PORT_LIST = PORTS % 'list'
+PORT_SHOW = PORTS % 'show'
+PORT_DELETE = PORTS % 'delete'
+PORT_ATTACH = 'resize_flows:servers:port_attach'
+PORT_DETACH = 'resize_flows:servers:port_detach'
 #: Anyone (an empty rule passes every caller).
 ANYONE = '@'
 
@@ -176,6 +186,21 @@ _RULES = [
           'Detach a volume from a server (checked against the server).',
           'DELETE', '/servers/{server_id}/os-volume_attachments/'
                     '{volume_id}'),
+    _rule(PORT_CREATE, ADMIN_OR_OWNER,
+          'Create a port (the ports plugin) in the caller\'s project.',
+          'POST', '/ports'),
+    _rule(PORT_LIST, ADMIN_OR_OWNER,
+          'List ports (a non-admin sees its project\'s only).',
+          'GET', '/ports'),
+    _rule(PORT_SHOW, ADMIN_OR_OWNER, 'Show a port.',
+          'GET', '/ports/{port_id}'),
+    _rule(PORT_DELETE, ADMIN_OR_OWNER, 'Delete a port that is not attached.',
+          'DELETE', '/ports/{port_id}'),
+    _rule(PORT_ATTACH, ADMIN_OR_OWNER,
+          'Attach a port of the server\'s project to a server.',
+          'POST', '/servers/{server_id}/os-interface'),
+    _rule(PORT_DETACH, ADMIN_OR_OWNER, 'Detach a port from a server.',
+          'DELETE', '/servers/{server_id}/os-interface/{port_id}'),
 ]
 
 

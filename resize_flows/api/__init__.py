@@ -14,7 +14,8 @@ user of these functions.
 
 This package holds the public names only; each comes from the submodule
 that does its job: :mod:`.context` (who asks, what they are told),
-:mod:`.hosts` (hosts and flavors), :mod:`.images`, :mod:`.servers`, :mod:`.moves`
+:mod:`.hosts` (hosts and flavors), :mod:`.images`, :mod:`.servers`,
+:mod:`.ports` (the ``ports`` plugin's ports), :mod:`.moves`
 (resize, migrate, confirm, revert, delete, migrations and actions) and
 :mod:`.flows` (stored flows, conductors and jobs), :mod:`.volumes` (the
 ``volumes`` plugin's volumes, attach and detach), :mod:`.process` (what
@@ -52,6 +53,12 @@ from resize_flows.api.moves import migrate
 from resize_flows.api.moves import PeriodicConfirmer
 from resize_flows.api.moves import resize
 from resize_flows.api.moves import revert_resize
+from resize_flows.api.ports import attach_port
+from resize_flows.api.ports import create_port
+from resize_flows.api.ports import delete_port
+from resize_flows.api.ports import detach_port
+from resize_flows.api.ports import get_port
+from resize_flows.api.ports import list_ports
 from resize_flows.api.process import arm_configured_faults
 from resize_flows.api.process import shutdown
 from resize_flows.api.servers import create_server
@@ -74,7 +81,9 @@ from resize_flows.operations import running_operations
 from resize_flows.operations import wait_all
 
 __all__ = [
-    'arm_configured_faults', 'clean_image_cache', 'confirm_expired', 'confirm_resize',
+    'arm_configured_faults', 'attach_port', 'clean_image_cache',
+    'confirm_expired', 'confirm_resize', 'create_port', 'delete_port',
+    'detach_port', 'get_port', 'list_ports',
     'create_flavor', 'create_host', 'create_image', 'create_server',
     'delete_host', 'delete_image', 'delete_server', 'DETAILS_LOG',
     'flavor_names', 'get_admin_context', 'get_console_output', 'get_flavor',

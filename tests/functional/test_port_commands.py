@@ -1,0 +1,127 @@
+"""The ``port`` and ``server port`` commands, run in this process on
+test-driver hosts with the ``ports`` plugin enabled."""
+import io
+import json
+
+import pytest
+
+from resize_flows.cmd import shell
+from resize_flows.plugins import ports as ports_plugin
+from resize_flows.testing import state
+from resize_flows import virt
+
+
+@pytest.fixture
+def rfp(conf, tmp_path):
+    """Run the CLI with a config file naming a fresh state dir and the
+    ports plugin; returns (exit code, stdout, stderr). Two hosts, a
+    flavor, vm1 on host1."""
+    conf_file = tmp_path / 'rf.conf'
+    conf_file.write_text(
+        '[DEFAULT]\nstate_dir = %s\nplugins = ports\n'
+        '[libvirt]\nlocal_hypervisor = test\n'
+        '[compute]\nshutdown_timeout = 0\n' % (tmp_path / 'cli-state'))
+    conf.clear_override('state_dir')
+    conf.clear_override('local_hypervisor', group='libvirt')
+    virt.reset()
+
+    def run(*argv):
+        out, err = io.StringIO(), io.StringIO()
+        code = shell.ResizeFlowsApp(stdout=out, stderr=err).run(
+            ['--config-file', str(conf_file)] + list(argv))
+        return code, out.getvalue(), err.getvalue()
+
+    assert run('db', 'sync')[0] == 0
+    for host in ('host1', 'host2'):
+        assert run('host', 'create', host, '--vcpus', '4', '--memory-mb',
+                   '1024', '--disk-gb', '10')[0] == 0
+    assert run('flavor', 'create', 'tiny', '--vcpus', '1', '--ram', '64',
+               '--disk', '1')[0] == 0
+    assert run('server', 'create', 'vm1', '--flavor', 'tiny', '--host',
+               'host1')[0] == 0
+    yield run
+    virt.reset()
+
+
+def _show(rfp, *argv):
+    code, out, err = rfp(*argv, '-f', 'json')
+    assert code == 0, err
+    return json.loads(out)
+
+
+def _cloud():
+    return state.capture(), ports_plugin.PortsPlugin().state()
+
+
+def test_create_attach_migrate_confirm_detach_delete(rfp):
+    web = _show(rfp, 'port', 'create', 'web', '--server', 'vm1')
+    assert web['mac_address'].startswith('fa:16:3e:')
+    assert web['bindings'] == 'host1=ACTIVE'
+    spare = _show(rfp, 'port', 'create', 'spare', '--mac',
+                  'fa:16:3e:00:00:01')
+    assert (spare['server'], spare['bindings']) == (None, '')
+    vm = web['server']
+    attached = _show(rfp, 'server', 'port', 'attach', 'vm1', 'spare')
+    assert (attached['server'], attached['bindings']) == (vm,
+                                                          'host1=ACTIVE')
+    assert rfp('server', 'migrate', 'vm1', '-q')[0] == 0
+    listed = _show(rfp, 'port', 'list', '--server', 'vm1')
+    assert [(p['Name'], p['MAC Address'], p['Bindings']) for p in listed] \
+        == [('spare', 'fa:16:3e:00:00:01', 'host1=INACTIVE, host2=ACTIVE'),
+            ('web', web['mac_address'], 'host1=INACTIVE, host2=ACTIVE')]
+    assert rfp('server', 'resize', 'confirm', 'vm1', '-q')[0] == 0
+    assert _show(rfp, 'port', 'show', 'web')['bindings'] == 'host2=ACTIVE'
+    detached = _show(rfp, 'server', 'port', 'detach', 'vm1', 'spare')
+    assert (detached['server'], detached['bindings']) == (None, '')
+    code, _out, err = rfp('port', 'delete', 'spare')
+    assert code == 0, err
+    assert [p['Name'] for p in _show(rfp, 'port', 'list')] == ['web']
+    assert ports_plugin.audit() == []
+    assert state.leaks() == []
+
+
+def _one_line_error(rfp, argv, message):
+    before = _cloud()
+    code, _out, err = rfp(*argv)
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert message in lines[0]
+    assert _cloud() == before
+
+
+def test_bad_input_is_one_line_and_changes_nothing(rfp):
+    web = _show(rfp, 'port', 'create', 'web', '--server', 'vm1')
+    assert rfp('server', 'create', 'vm2', '--flavor', 'tiny', '--host',
+               'host2')[0] == 0
+    assert rfp('--os-project-id', 'other', '--os-roles', 'member', 'port',
+               'create', 'theirs', '--mac', 'fa:16:3e:00:00:09')[0] == 0
+    _show(rfp, 'port', 'create', 'free')
+    member = ('--os-roles', 'member')
+    for argv, message in [
+            (('port', 'show', 'nope'), 'Port nope could not be found.'),
+            (('port', 'delete', 'nope'), 'Port nope could not be found.'),
+            (('server', 'port', 'attach', 'vm1', 'nope'),
+             'Port nope could not be found.'),
+            (member + ('port', 'show', 'theirs'),
+             'Port theirs could not be found.'),
+            (member + ('server', 'port', 'attach', 'vm1', 'theirs'),
+             'Port theirs could not be found.'),
+            (('server', 'port', 'attach', 'vm2', 'web'),
+             'is attached to server %s' % web['server']),
+            (('port', 'delete', 'web'),
+             'is attached to server %s' % web['server']),
+            (('server', 'port', 'detach', 'vm2', 'web'),
+             'is not attached to server'),
+            (('port', 'create', 'dup', '--mac', 'fa:16:3e:00:00:09'),
+             'MAC address fa:16:3e:00:00:09 is in use'),
+            (('port', 'create', 'bad', '--mac', 'xx'),
+             'six pairs of hex digits'),
+            (('port', 'create', 'new', '--server', 'nope'),
+             'Instance nope could not be found.')]:
+        _one_line_error(rfp, argv, message)
+    assert rfp('server', 'migrate', 'vm1', '-q')[0] == 0
+    for argv in (('server', 'port', 'attach', 'vm1', 'free'),
+                 ('server', 'port', 'detach', 'vm1', 'web'),
+                 ('port', 'create', 'new', '--server', 'vm1')):
+        _one_line_error(rfp, argv, 'while it is in vm_state resized')
