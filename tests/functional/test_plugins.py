@@ -408,6 +408,10 @@ def test_a_flow_whose_plugin_is_gone_is_refused_changing_nothing(
     outside.uninstall()
     conf.set_override('plugins', [])
     before = (_database(), state.capture())
+    # The flow log, its lease and the plugin's records are in the compare.
+    assert {'flow_atoms', 'flow_details', 'flow_leases', 'migrations',
+            'rf-tracer.sqlite'} <= set(before[0])
+    assert before[0]['flow_atoms']
     for call in (api.resume_flow, api.rollback_flow):
         with pytest.raises(exception.PluginNotInstalled) as e:
             call(cloud.ctx, flow_id)
