@@ -144,6 +144,7 @@ def test_create_from_an_image_with_a_config_drive(cloud, made, spawned):
             'kernel_sha256': image['kernel_sha256'],
             'ramdisk_sha256': image['ramdisk_sha256']},
         'config_drive': True,
+        'plugin_devices': {},       # no plugin enabled
         'flavor': {'name': 'eph3', 'vcpus': 1, 'memory_mb': 64,
                    'root_gb': 3, 'ephemeral_gb': 3, 'swap_mb': 512}}]
     # The paths the driver is given are the store's files themselves.
