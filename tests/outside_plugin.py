@@ -5,9 +5,12 @@
 ``tracer`` and ``badnic`` under ``resize_flows.plugins``) into a
 directory and puts it at the front of ``sys.path``: importlib.metadata
 then finds the distribution as it finds an installed one, and stevedore
-loads its entry points. stevedore caches entry points per ``sys.path``
-(in memory, and in files under ~/.cache/python-entrypoints): the test
-gets a fresh cache of its own instead, so no file outside its tmp
+loads its entry points. stevedore caches entry points twice: per
+``sys.path`` (in memory, and in files under ~/.cache/python-entrypoints)
+and per entry point group for the process's life
+(``ExtensionManager.ENTRY_POINT_CACHE``, blind to ``sys.path``). The
+test gets fresh ones of its own instead, so that the scan sees this
+distribution (or, uninstalled, does not), no file outside the test's tmp
 directory is written and no other test's scan is reused.
 """
 import importlib
@@ -16,6 +19,7 @@ import shutil
 import sys
 
 from stevedore import _cache as stevedore_cache
+from stevedore import extension as stevedore_extension
 
 SOURCE = (pathlib.Path(__file__).parent / 'fixtures' / 'outside_plugin'
           / 'rf_tracer.py')
@@ -51,9 +55,17 @@ class OutsidePlugin:
         sys.path.remove(str(self.site))
         sys.modules.pop(MODULE, None)
         importlib.invalidate_caches()
+        _rescan()
 
     def reinstall(self):
         self._monkeypatch.syspath_prepend(str(self.site))
+        _rescan()
+
+
+def _rescan():
+    """Make stevedore scan the entry points again (the test's own
+    group cache, set by :func:`install`)."""
+    stevedore_extension.ExtensionManager.ENTRY_POINT_CACHE.clear()
 
 
 def install(tmp_path, monkeypatch):
@@ -70,6 +82,8 @@ def install(tmp_path, monkeypatch):
     cache_dir = tmp_path / 'entry-point-cache'
     monkeypatch.setattr(stevedore_cache, 'get_group_all',
                         stevedore_cache.Cache(str(cache_dir)).get_group_all)
+    monkeypatch.setattr(stevedore_extension.ExtensionManager,
+                        'ENTRY_POINT_CACHE', {})
     forget()
     monkeypatch.syspath_prepend(str(site))
     return OutsidePlugin(site, cache_dir, monkeypatch)

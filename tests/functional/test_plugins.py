@@ -194,7 +194,8 @@ def test_the_distribution_is_found_as_an_installed_one(outside, conf):
     assert os.listdir(outside.cache_dir)
     outside.uninstall()
     with pytest.raises(exception.PluginNotInstalled,
-                       match='^Plugin tracer is not installed'):
+                       match='^Plugin tracer is not installed: no entry '
+                             'point of that name'):
         plugins.load(['tracer'])
     outside.reinstall()
     assert [p.name for p in plugins.load(['tracer', 'badnic'])] == [
@@ -415,7 +416,7 @@ def test_a_flow_whose_plugin_is_gone_is_refused_changing_nothing(
     for call in (api.resume_flow, api.rollback_flow):
         with pytest.raises(exception.PluginNotInstalled) as e:
             call(cloud.ctx, flow_id)
-        _one_line(str(e.value), 'Plugin tracer is not installed')
+        _one_line(str(e.value), 'Plugin tracer is not installed: no entry')
     outcome = api.resume_interrupted(cloud.ctx)
     assert isinstance(outcome[flow_id], exception.PluginNotInstalled)
     for command in ('resume', 'rollback'):
