@@ -132,9 +132,12 @@ def enabled():
 
 def _manager(names):
     from stevedore import named
+    # A missing name is load()'s one-line error: no warning of stevedore's
+    # besides (the command line would print two lines).
     return named.NamedExtensionManager(
         NAMESPACE, names=list(names), invoke_on_load=True,
-        name_order=True, on_load_failure_callback=_load_failed)
+        name_order=True, on_load_failure_callback=_load_failed,
+        on_missing_entrypoints_callback=None)
 
 
 def _load_failed(_manager, entry_point, error):

@@ -12,18 +12,25 @@ its .deb (``apt-get download`` and ``dpkg-deb -x``, never installed),
                          "vdb": {"guest-written": "<sha256>"}},
                "swap": {"vdc": 8188},
                "config_drive": {"label": "config-2", "uuid": "..."},
+               "serials": {"vdd": "vol-6f1c"},
+               "macs": {"eth0": "52:54:00:12:34:56",
+                        "eth1": "fa:16:3e:5e:a1:13"},
                "mac": "52:54:00:12:34:56"}
 
 (one line in truth): its vCPUs, MemTotal, each virtio disk's size in
 bytes, the sha256 of every file under ``rf-data/`` of each ext4 disk, the
 swap it took (each disk with a swap signature, its size in KiB as the
 kernel counts it), the config drive's label and meta_data uuid (null
-without one), eth0's MAC (null without one) and a boot counter kept on
-vda. Disks are in Nova's order: vda the root disk, vdb the ephemeral
-disk, mounted read-write: when it has no ``rf-data/guest-written`` the
-guest writes one, 1 MiB of its own making (a random uuid repeated: no two
-guests write the same), synced before its report, so a move must carry
-it. Then a heartbeat line every few seconds.
+without one), each virtio disk's serial (``/sys/block/vdX/serial``, the
+disks with a non-empty one: a volume's), every NIC's MAC but the
+loopback's, eth0's MAC again (null without one) and a boot counter kept
+on vda. Disks are in Nova's order: vda the root disk, vdb the ephemeral
+disk, then the swap, and from vdd the plugins' disks (volumes); each
+ext4 one is mounted read-only but vdb, mounted read-write: when it has
+no ``rf-data/guest-written`` the guest writes one, 1 MiB of its own
+making (a random uuid repeated: no two guests write the same), synced
+before its report, so a move must carry it. Then a heartbeat line every
+few seconds.
 
 Each press of the ACPI power button prints ``RF-POWER-BUTTON {"boot",
 "press", "action"}``; the first that is not ignored prints ``RF-SHUTDOWN

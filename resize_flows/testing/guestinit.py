@@ -85,11 +85,17 @@ echo $boot >/run/rf-boot
 
 disks=''
 files=''
+serials=''
 for dev in /sys/block/vd*; do
     [ -e "$dev" ] || continue
     name=${dev##*/}
     bytes=$(($(cat $dev/size) * 512))
     disks="$disks${disks:+, }\"$name\": $bytes"
+    # The disk's serial (a volume's id), when it has one.
+    serial=$(cat $dev/serial 2>/dev/null)
+    if [ -n "$serial" ]; then
+        serials="$serials${serials:+, }\"$name\": $(json_str "$serial")"
+    fi
     if [ $name = vda ]; then
         [ $boot = null ] && continue
     else
@@ -130,6 +136,14 @@ mac=null
 if [ -r /sys/class/net/eth0/address ]; then
     mac=$(json_str "$(cat /sys/class/net/eth0/address)")
 fi
+# {"eth0": MAC, "eth1": MAC, ...}: every NIC but the loopback.
+macs=''
+for dev in /sys/class/net/*; do
+    name=${dev##*/}
+    [ "$name" = lo ] && continue
+    [ -r $dev/address ] || continue
+    macs="$macs${macs:+, }\"$name\": $(json_str "$(cat $dev/address)")"
+done
 
 cpus=$(grep -c '^processor' /proc/cpuinfo)
 mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
@@ -140,6 +154,7 @@ acpid -c /etc/acpi -l /run/acpid.log -p /run/acpid.pid
 report="{\"boot\": $boot, \"cpus\": $cpus, \"mem_kb\": $mem_kb"
 report="$report, \"disks\": {$disks}, \"files\": {$files}"
 report="$report, \"swap\": {$swap}, \"config_drive\": $config_drive"
+report="$report, \"serials\": {$serials}, \"macs\": {$macs}"
 echo "RF-REPORT $report, \"mac\": $mac}"
 
 beat=0

@@ -61,7 +61,8 @@ def _size(num_bytes):
 
 def report_line(report):
     """One readable line of a report: vCPUs, memory, disks, swap, short
-    checksums, MAC and config drive uuid."""
+    checksums, MAC, config drive uuid, the disks' serials and every
+    NIC's MAC."""
     disks = ', '.join('%s %s' % (name, _size(size)) for name, size
                       in sorted((report.get('disks') or {}).items()))
     swap = ', '.join('%s %s' % (name, _size(kib * 1024)) for name, kib
@@ -71,12 +72,16 @@ def report_line(report):
                          (report.get('files') or {}).items())
                      for name, digest in sorted(files.items()))
     drive = report.get('config_drive') or {}
+    serials = ', '.join('%s %s' % pair for pair in sorted(
+        (report.get('serials') or {}).items()))
+    macs = ', '.join('%s %s' % pair for pair in sorted(
+        (report.get('macs') or {}).items()))
     return ('boot %s: %s vCPU, %s RAM; disks %s; swap %s; data %s; '
-            'MAC %s; config drive %s' % (
+            'MAC %s; config drive %s; serials %s; NICs %s' % (
                 report.get('boot'), report.get('cpus'),
                 _size((report.get('mem_kb') or 0) * 1024), disks or 'none',
                 swap or 'none', sums or 'none', report.get('mac'),
-                drive.get('uuid')))
+                drive.get('uuid'), serials or 'none', macs or 'none'))
 
 
 def shutdown_line(shutdown):

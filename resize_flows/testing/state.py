@@ -5,11 +5,15 @@ host's instances directory and image cache (``_base``) into plain data,
 so a test can take it before an operation and compare it after (a failed
 operation must leave it equal), and :func:`leaks` lists what nothing
 refers to. An unused cached base is not a leak: it is a cache
-(``image cache clean`` removes it).
+(``image cache clean`` removes it). The enabled plugins
+(``[DEFAULT]/plugins``) count too: their records in :func:`capture`
+(``Plugin.state()``), their findings in :func:`leaks`
+(``Plugin.audit()``).
 """
 import posixpath
 
 from resize_flows.persistence import repository
+from resize_flows import plugins as rf_plugins
 from resize_flows import states
 from resize_flows import virt
 from resize_flows.virt.libvirt import layout
@@ -51,8 +55,14 @@ def _files(drv, entry):
     return out
 
 
+def _plugins():
+    """The enabled plugins, loaded (none when the option is unset)."""
+    return rf_plugins.load(rf_plugins.enabled())
+
+
 def capture(caches=True):
-    """{'instances', 'allocations', 'hosts'}: records, and per host its
+    """{'instances', 'allocations', 'hosts', 'plugins'}: records, each
+    enabled plugin's own (``{name: plugin.state()}``), and per host its
     domains (power state, vcpus, memory), its instance directories
     (``dirs``: the root disk's virtual size and snapshots; ``files``:
     every file, see :func:`_files`) and its image cache (``base``: name
@@ -90,7 +100,8 @@ def capture(caches=True):
                     posixpath.join(drv.files.instances_path,
                                    layout.BASE_DIR)).items()}
     return {'instances': instances, 'allocations': allocations,
-            'hosts': hosts}
+            'hosts': hosts,
+            'plugins': {p.name: p.state() for p in _plugins()}}
 
 
 def leaks():
@@ -99,7 +110,8 @@ def leaks():
     Empty when: every instance has exactly one domain, on the host its
     record names, in the power state its record names; allocations are
     exactly what instances and unfinished migrations imply; no directory,
-    domain or snapshot belongs to nothing.
+    domain or snapshot belongs to nothing; and no enabled plugin's
+    ``audit()`` finds anything (each finding prefixed ``plugin NAME:``).
     """
     problems = []
     snap = capture()
@@ -186,6 +198,9 @@ def leaks():
         if consumer not in migrations:
             problems.append('allocations of unknown consumer %s: %s' % (
                 consumer, got))
+    for plugin in _plugins():
+        problems.extend('plugin %s: %s' % (plugin.name, finding)
+                        for finding in plugin.audit())
     return problems
 
 

@@ -1,7 +1,8 @@
 """The test guest (resize_flows.testing.guest) on real QEMU, judged from
 outside the project's driver: build it, boot it with a root overlay, an
-ephemeral disk, a config drive and a NIC, read what it reports on its
-serial console, compare with what the test put in and see the data it
+ephemeral disk, swap, a volume-like fourth disk with a serial, a config
+drive and two NICs, read what it reports on its serial console, compare
+with what the test put in (the serial and both MACs too) and see the data it
 wrote itself on the ephemeral disk, press the ACPI power button and see it
 power off by itself; boot again and see its boot counter and its data kept.
 
@@ -25,6 +26,10 @@ pytestmark = pytest.mark.integration
 
 QEMU = '/usr/bin/qemu-system-x86_64'
 MAC = '52:54:00:5e:a1:13'
+# A second NIC, as a port of the ports plugin is.
+MAC2 = 'fa:16:3e:5e:a1:14'
+# The serial of the fourth disk, as a volume of the volumes plugin has.
+SERIAL = 'vol-6f1c2d'
 # Generous: TCG on a loaded 2-core machine. Never a measure of speed.
 REPORT_TIMEOUT = 180
 SHUTDOWN_TIMEOUT = 120
@@ -57,17 +62,24 @@ def _virtual_size(path):
 class Guest:
     """One QEMU process running the guest, started by the test."""
 
-    def __init__(self, work, image, disks, cdrom, log):
+    def __init__(self, work, image, disks, cdrom, log, serials=None):
         self.log = log
         self.monitor = os.path.join(work, 'monitor.sock')
         kernel, initrd = image
         argv = [QEMU, '-machine', 'pc', '-accel', 'tcg', '-m', '256',
                 '-smp', '2', '-kernel', kernel, '-initrd', initrd,
                 '-append', 'console=ttyS0 quiet panic=-1']
-        for disk in disks:
-            argv += ['-drive', 'file=%s,if=virtio,format=qcow2' % disk]
+        # In this order on the PCI bus: vda, vdb... (a serial as the
+        # virtio-blk device's property: -drive serial= is gone).
+        for index, disk in enumerate(disks):
+            argv += ['-drive', 'file=%s,if=none,id=d%d,format=qcow2'
+                     % (disk, index)]
+            serial = (serials or {}).get(index)
+            argv += ['-device', 'virtio-blk-pci,drive=d%d%s' % (
+                index, ',serial=%s' % serial if serial else '')]
         argv += ['-cdrom', cdrom,
                  '-nic', 'user,model=virtio,mac=%s' % MAC,
+                 '-nic', 'user,model=virtio,mac=%s' % MAC2,
                  '-serial', 'file:%s' % log,
                  '-monitor', 'unix:%s,server,nowait' % self.monitor,
                  '-display', 'none', '-no-reboot']
@@ -165,18 +177,25 @@ def test_the_guest_reports_what_it_was_given(image, work, booted):
     swap = os.path.join(work, 'disk.swap')
     subprocess.run(['qemu-img', 'convert', '-q', '-f', 'raw', '-O', 'qcow2',
                     swap_raw, swap], check=True)
+    # a volume: ext4 with rf-data, a serial, mounted read-only (vdd)
+    volume_files = {'volume.bin': os.urandom(64 * 1024)}
+    volume = guest.make_data_disk(os.path.join(work, 'volume.qcow2'),
+                                  volume_files, size_mb=8, fmt='qcow2')
     config = guest.make_config_drive(
         os.path.join(work, 'disk.config'),
         {'uuid': instance_uuid, 'name': 'guest-check', 'hostname': 'gc'})
     expected_files = {
         'vda': {k: _sha256(v) for k, v in root_files.items()},
-        'vdb': {k: _sha256(v) for k, v in ephemeral_files.items()}}
+        'vdb': {k: _sha256(v) for k, v in ephemeral_files.items()},
+        'vdd': {k: _sha256(v) for k, v in volume_files.items()}}
     sizes = {'vda': _virtual_size(root), 'vdb': _virtual_size(ephemeral),
-             'vdc': _virtual_size(swap)}
-    assert sizes == {'vda': 32 * 2**20, 'vdb': 8 * 2**20, 'vdc': 8 * 2**20}
+             'vdc': _virtual_size(swap), 'vdd': _virtual_size(volume)}
+    assert sizes == {'vda': 32 * 2**20, 'vdb': 8 * 2**20, 'vdc': 8 * 2**20,
+                     'vdd': 8 * 2**20}
+    disks = [root, ephemeral, swap, volume]
 
-    first = booted(work, image, [root, ephemeral, swap], config,
-                   os.path.join(work, 'console.log'))
+    first = booted(work, image, disks, config,
+                   os.path.join(work, 'console.log'), {3: SERIAL})
     report = first.wait_for(guest.REPORT, REPORT_TIMEOUT)[-1]
     print('boot to report: %.1f s' % (time.monotonic() - first.started))
     assert report['boot'] == 1
@@ -195,6 +214,9 @@ def test_the_guest_reports_what_it_was_given(image, work, booted):
     assert report['config_drive'] == {'label': 'config-2',
                                       'uuid': instance_uuid}
     assert report['mac'] == MAC
+    # every NIC's MAC, and the serial of the one disk that has one
+    assert report['macs'] == {'eth0': MAC, 'eth1': MAC2}
+    assert report['serials'] == {'vdd': SERIAL}
 
     first.press_power_button()
     shutdown = first.wait_for(guest.SHUTDOWN, SHUTDOWN_TIMEOUT)
@@ -204,8 +226,8 @@ def test_the_guest_reports_what_it_was_given(image, work, booted):
 
     # The boot counter was written to vda and the file system left clean:
     # the next boot counts 2 and reads the same data.
-    second = booted(work, image, [root, ephemeral, swap], config,
-                    os.path.join(work, 'console2.log'))
+    second = booted(work, image, disks, config,
+                    os.path.join(work, 'console2.log'), {3: SERIAL})
     again = second.wait_for(guest.REPORT, REPORT_TIMEOUT)[-1]
     assert again['boot'] == 2
     # the same data, the guest's own too: written once, kept

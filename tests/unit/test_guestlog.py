@@ -10,6 +10,8 @@ R1 = ('RF-REPORT {"boot": 1, "cpus": 1, "mem_kb": 94780, '
       '"files": {"vda": {"hello.txt": "5891b5c4aa"}, '
       '"vdb": {"guest-written": "0a1b2c3d4e"}}, "swap": {"vdc": 16380}, '
       '"config_drive": {"label": "config-2", "uuid": "6d1e"}, '
+      '"serials": {"vdd": "vol-1"}, '
+      '"macs": {"eth0": "fa:16:3e:00:00:01", "eth1": "fa:16:3e:00:00:02"}, '
       '"mac": "fa:16:3e:00:00:01"}')
 S1 = ('RF-SHUTDOWN {"boot": 1, "reason": "acpi-power-button", '
       '"press": 1}')
@@ -37,7 +39,13 @@ def test_one_readable_line():
         'boot 1: 1 vCPU, 92.56 MiB RAM; disks vda 1 GiB, vdb 1 GiB, '
         'vdc 16 MiB; swap vdc 16 MiB; data vda/hello.txt 5891b5c4, '
         'vdb/guest-written 0a1b2c3d; MAC fa:16:3e:00:00:01; '
-        'config drive 6d1e')
+        'config drive 6d1e; serials vdd vol-1; '
+        'NICs eth0 fa:16:3e:00:00:01, eth1 fa:16:3e:00:00:02')
+    # a report of a guest built before serials and macs
+    older = {k: v for k, v in guestlog.current_report(R1).items()
+             if k not in ('serials', 'macs')}
+    assert guestlog.report_line(older).endswith(
+        'config drive 6d1e; serials none; NICs none')
     assert guestlog.shutdown_line(guestlog.last_shutdown(S1)) == (
         'boot 1 shut itself down: acpi-power-button (press 1)')
 

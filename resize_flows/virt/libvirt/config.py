@@ -150,6 +150,19 @@ def add_plugin_device(devices_el, plugin, dev, cache=None):
     return el
 
 
+def _element_device(el, dev_id):
+    """The device dict of a plugin device element, or None."""
+    if el.tag == 'interface':
+        return {'type': 'interface', 'id': dev_id,
+                'mac': el.find('mac').get('address')}
+    if el.tag == 'disk':
+        return {'type': 'disk', 'id': dev_id,
+                'path': el.find('source').get('file'),
+                'format': el.find('driver').get('type'),
+                'serial': el.findtext('serial')}
+    return None
+
+
 def plugin_devices(xml):
     """``{plugin: [device dict]}`` of a domain XML's plugin devices (by
     their aliases), in the XML's order."""
@@ -157,36 +170,41 @@ def plugin_devices(xml):
     found = {}
     for el in dom.find('devices'):
         plugin, dev_id = _alias_owner(el)
-        if plugin is None:
-            continue
-        if el.tag == 'interface':
-            dev = {'type': 'interface', 'id': dev_id,
-                   'mac': el.find('mac').get('address')}
-        elif el.tag == 'disk':
-            dev = {'type': 'disk', 'id': dev_id,
-                   'path': el.find('source').get('file'),
-                   'format': el.find('driver').get('type'),
-                   'serial': el.findtext('serial')}
-        else:
-            continue
-        found.setdefault(plugin, []).append(dev)
+        dev = None if plugin is None else _element_device(el, dev_id)
+        if dev is not None:
+            found.setdefault(plugin, []).append(dev)
     return found
+
+
+def _same(dev, wanted):
+    """Whether device dict ``dev`` (read from XML) is ``wanted``."""
+    return dev == dict(wanted, serial=wanted.get('serial') or None) \
+        if wanted.get('type') == 'disk' else dev == wanted
 
 
 def replace_plugin_devices(xml, plugin, devs, domain_type):
     """``(new xml, removed elements, added elements)``: ``xml`` with the
     devices of ``plugin`` replaced by ``devs`` (those of other plugins
-    and the instance's own are kept as they are)."""
+    and the instance's own are kept as they are; so are the plugin's
+    devices that ``devs`` has unchanged, so that a running guest keeps
+    them attached)."""
     dom = ET.fromstring(xml)
     devices_el = dom.find('devices')
-    removed = []
+    removed, kept = [], []
     for el in list(devices_el):
-        if _alias_owner(el)[0] == plugin:
-            devices_el.remove(el)
-            removed.append(el)
+        owner, dev_id = _alias_owner(el)
+        if owner != plugin:
+            continue
+        dev = _element_device(el, dev_id)
+        if dev is not None and dev not in kept and \
+                any(_same(dev, wanted) for wanted in devs):
+            kept.append(dev)
+            continue
+        devices_el.remove(el)
+        removed.append(el)
     cache = {} if domain_type == 'test' else {'cache': 'none'}
     added = [add_plugin_device(devices_el, plugin, dev, cache)
-             for dev in devs]
+             for dev in devs if not any(_same(k, dev) for k in kept)]
     ET.indent(dom)
     return (ET.tostring(dom, encoding='unicode') + '\n', removed, added)
 
