@@ -193,8 +193,10 @@ class ComputeDriver(abc.ABC):
         disk: a stashed ``<uuid>_resize`` source's too) is defined again,
         and a running one gets the change live too (attach, detach; not
         on libvirt's test driver, which has no live change).
-        Returns ``(added, removed)``: the device ids. Nothing is done (and
-        ``([], [])`` returned) when the file already says so."""
+        Returns ``(added, removed)``: the device ids the file gained and
+        lost (none when it said so already). The domain is brought to the
+        file each time, so a call cut off between the two is finished by
+        calling again."""
 
     @abc.abstractmethod
     def confirm_migration(self, instance_uuid, snapshot_name, host_changed):

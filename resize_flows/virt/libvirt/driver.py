@@ -37,6 +37,7 @@ from resize_flows.virt.libvirt import host as libvirt_host
 from resize_flows.virt.libvirt import instancedir
 from resize_flows.virt.libvirt import layout
 from resize_flows.virt.libvirt import migration
+from resize_flows.virt.libvirt import plugdevices
 from resize_flows.virt.libvirt import shutdown
 
 LOG = logging.getLogger(__name__)
@@ -463,42 +464,30 @@ class LibvirtDriver(driver.ComputeDriver):
     @errors.reconnecting
     def update_devices(self, instance_uuid, plugin, devices, suffix=''):
         instance_uuid = _check_uuid(instance_uuid)
-        dirname = instance_uuid + suffix
-        xml_path = self._xml_path(dirname)
-        old = self._read_xml(xml_path)
-        try:
-            xml, removed, added = config.replace_plugin_devices(
-                old, plugin, devices, self._domain_type)
-        except (ET.ParseError, AttributeError, ValueError) as exc:
-            raise exception.HypervisorError(
-                host=self.host, reason='cannot change the devices of %s: %s'
-                % (xml_path, exc))
-        if config.plugin_devices(xml) == config.plugin_devices(old):
-            return [], []
-        self.files.write_atomic(xml_path, xml)
+        xml_path = self._xml_path(instance_uuid + suffix)
+        xml, removed, added = plugdevices.replace(
+            self.host, self._read_xml(xml_path), plugin, devices,
+            self._domain_type, xml_path)
+        if removed or added:
+            self.files.write_atomic(xml_path, xml)
+        # The domain is brought to the file even when the file said so
+        # already: a process killed between the two left it behind.
         dom = self._find(instance_uuid)
         if dom is not None:
             with self._translate(instance_uuid):
-                defined = self._summary(
-                    dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                defined = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
                 # The domain defined from this file (a stashed source's
                 # too): not the other one of a resize on one host.
-                if defined == self._summary(xml):
+                if self._summary(defined) == self._summary(xml):
                     # libvirt's test driver has no live attach/detach.
                     if dom.isActive() and self._domain_type != 'test':
-                        self._change_live(dom, removed, added)
-                    self._conn.defineXML(xml)
+                        plugdevices.change_live(
+                            self.host, dom, plugin, devices, xml_path)
+                    if plugdevices.differs(self.host, defined, plugin,
+                                           devices, xml_path):
+                        self._conn.defineXML(xml)
         ids = (lambda els: [config.alias_id(el) for el in els])
         return ids(added), ids(removed)
-
-    def _change_live(self, dom, removed, added):
-        """Detach ``removed`` and attach ``added`` (device elements) on a
-        running domain, live only (the definition follows)."""
-        live = libvirt.VIR_DOMAIN_AFFECT_LIVE
-        for element in removed:
-            dom.detachDeviceFlags(config.element_xml(element), live)
-        for element in added:
-            dom.attachDeviceFlags(config.element_xml(element), live)
 
     def instances_path_ready(self):
         return self.files.has_root()

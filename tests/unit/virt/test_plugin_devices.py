@@ -170,6 +170,24 @@ def test_update_devices_rewrites_the_file_and_redefines_the_domain(
         layout.mac_address(uuid)
 
 
+def test_update_devices_again_brings_a_domain_left_behind_to_the_file(
+        src, instance):
+    """A process killed after the file was written and before the domain
+    was defined again: the next call finds the file right and still
+    defines the domain."""
+    uuid = instance['uuid']
+    src.spawn(instance, SMALL)
+    before = _defined_xml(src, uuid)
+    src.update_devices(uuid, 'volumes', [VOL])
+    # Back to the old definition, the file keeping the volume.
+    libvirt_host.get_connection(src.uri).defineXML(before)
+    assert config.plugin_devices(_defined_xml(src, uuid)) == {}
+    assert config.plugin_devices(_file_xml(src, uuid)) == {'volumes': [VOL]}
+    assert src.update_devices(uuid, 'volumes', [VOL]) == ([], [])
+    assert config.plugin_devices(_defined_xml(src, uuid)) == {
+        'volumes': [VOL]}
+
+
 def test_update_devices_redefines_a_stashed_source(src, dst, instance):
     uuid = instance['uuid']
     src.spawn(instance, SMALL, plugin_devices={'ports': [NIC]})

@@ -1,0 +1,46 @@
+"""A plugin's devices in a domain: the XML changed, the live domain
+changed, for :meth:`.driver.LibvirtDriver.update_devices`.
+
+The XML work is :mod:`.config`'s (:func:`.config.replace_plugin_devices`
+keeps the devices that do not change, so a running guest keeps them);
+here a failure to read an XML becomes the driver's error, and a running
+domain gets the difference between what it has live and what the plugin
+wants, whatever the file said before.
+"""
+import xml.etree.ElementTree as ET
+
+import libvirt
+
+from resize_flows import exception
+from resize_flows.virt.libvirt import config
+
+
+def replace(host, xml, plugin, devices, domain_type, where):
+    """:func:`.config.replace_plugin_devices` of ``xml`` (read from
+    ``where``), or ``HypervisorError``."""
+    try:
+        return config.replace_plugin_devices(xml, plugin, devices,
+                                             domain_type)
+    except (ET.ParseError, AttributeError, ValueError) as exc:
+        raise exception.HypervisorError(
+            host=host, reason='cannot change the devices of %s: %s'
+            % (where, exc))
+
+
+def differs(host, xml, plugin, devices, where):
+    """Whether the plugin's devices in ``xml`` are not ``devices``."""
+    _new, removed, added = replace(host, xml, plugin, devices, 'kvm', where)
+    return bool(removed or added)
+
+
+def change_live(host, dom, plugin, devices, where):
+    """Detach from the running ``dom`` the plugin's devices it should not
+    have and attach those it lacks, live only (the definition is the
+    caller's)."""
+    _new, removed, added = replace(host, dom.XMLDesc(0), plugin, devices,
+                                   'kvm', where)
+    flags = libvirt.VIR_DOMAIN_AFFECT_LIVE
+    for element in removed:
+        dom.detachDeviceFlags(config.element_xml(element), flags)
+    for element in added:
+        dom.attachDeviceFlags(config.element_xml(element), flags)
