@@ -6,7 +6,8 @@
 # swap and a config drive, resizes it to a bigger flavor onto host2 and
 # confirms, then migrates it back to host1 and reverts, printing every
 # step and, after each, what the guest itself reports on its serial
-# console (and its own clean shutdown before each move). Everything lives
+# console (and its own clean shutdown before each move), with a port and a
+# volume of the reference plugins attached. Everything lives
 # under $DEMO_DIR (default /var/tmp/rf-demo-<uid>) and is removed first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,13 +53,22 @@ report_value() {
 }
 # The guest's data must be the first report's, byte for byte (sha256).
 expect_same_data() {
-    if [ "$(report_value "sorted(r['files'].items())")" != "$first_data" ]
+    if [ "$(report_value "sorted((k, v) for k, v in r['files'].items() if k != 'vdd')")" != "$first_data" ]
     then
         echo "demo FAILED: the guest's data changed:" >&2
         cat "$DEMO_DIR/report.json" >&2
         exit 1
     fi
     echo "ok: guest's data unchanged (sha256 of every file under rf-data/)"
+}
+# The port's NIC and the volume, as the guest sees them.
+expect_plugins() {
+    expect "guest's NICs hold the port's MAC" \
+        "$(report_value "'$port_mac' in r['macs'].values()")" True
+    # virtio-blk keeps 20 bytes of a serial: the volume id's first 20.
+    expect "guest's vdd is the volume" "$(report_value "r['serials'].get('vdd')")" "${volume:0:20}"
+    expect "volume's data, read by the guest" \
+        "$(report_value "r['files']['vdd'].get('volume.bin')")" "$volume_sum"
 }
 guest_shutdown() {
     echo "guest before the move: RF-SHUTDOWN $(guestlog shutdown --json)"
@@ -79,6 +89,9 @@ mkdir -p "$DEMO_DIR"
 cat > "$CONF_FILE" <<CONF
 [DEFAULT]
 state_dir = $DEMO_DIR
+# The two reference plugins: a port (a NIC with a MAC for life) and a
+# file-backed volume follow the server through every move.
+plugins = ports, volumes
 
 [compute]
 # The guest answers the ACPI power button: a clean shutdown before a move
@@ -120,9 +133,24 @@ guest_report
 expect "guest's vCPUs" "$(report_value "r['cpus']")" 1
 uuid=$(field demo-vm uuid)
 expect "guest's config drive uuid" "$(report_value "r['config_drive']['uuid']")" "$uuid"
-first_data=$(report_value "sorted(r['files'].items())")
+first_data=$(report_value "sorted((k, v) for k, v in r['files'].items() if k != 'vdd')")
 first_mac=$(report_value "r['mac']")
 first_mem=$(report_value "r['mem_kb']")
+
+step "a port and a volume (the ports and volumes plugins) for demo-vm"
+rf port create demo-port --server demo-vm
+port_mac=$(rf port show demo-port -f value -c mac_address)
+volume=$(rf volume create demo-data --size 1 --disk-format raw)
+# Known files on the volume: an ext4 file system written into its file
+# in place (the guest mounts it read-only and reports their sha256).
+mkdir -p "$DEMO_DIR/volume-data/rf-data"
+head -c 262144 /dev/urandom >"$DEMO_DIR/volume-data/rf-data/volume.bin"
+volume_sum=$(sha256sum <"$DEMO_DIR/volume-data/rf-data/volume.bin" | cut -d' ' -f1)
+mke2fs -q -t ext4 -F -d "$DEMO_DIR/volume-data" \
+    "$(rf volume show demo-data -f value -c path)"
+rf server volume attach demo-vm demo-data
+rf port list --server demo-vm
+echo "(attached live; the guest reports them from its next boot on)"
 
 step "resize demo-vm to flavor small (onto host2)"
 rf server resize demo-vm --flavor small
@@ -142,12 +170,16 @@ expect "guest's memory grew" "$(report_value "r['mem_kb'] > $first_mem")" True
 expect "guest's disks" "$(report_value "r['disks']['vda'] >> 30, r['disks']['vdb'] >> 30, r['disks']['vdc'] >> 20")" "2 2 32"
 expect_same_data
 expect "guest's MAC" "$(report_value "r['mac']")" "$first_mac"
+expect_plugins
+rf port show demo-port -f value -c bindings
+rf volume show demo-data -f value -c attachments
 
 step "cold-migrate demo-vm (back to host1)"
 rf server migrate demo-vm
 expect "host" "$(field demo-vm host)" host1
 guest_shutdown
 guest_report
+expect_plugins
 
 step "revert the migration"
 rf server resize revert demo-vm
@@ -160,15 +192,20 @@ expect "guest's vCPUs" "$(report_value "r['cpus']")" 2
 expect_same_data
 expect "guest's MAC" "$(report_value "r['mac']")" "$first_mac"
 expect "guest's config drive uuid" "$(report_value "r['config_drive']['uuid']")" "$uuid"
+expect_plugins
+rf port show demo-port -f value -c bindings
+rf volume show demo-data -f value -c attachments
 
 step "what happened"
 rf server migration list
 rf server event list demo-vm
 rf host list
 
-step "clean up: the guest, then the hosts and their daemons"
+step "clean up: the guest, its port and volume, then the hosts and their daemons"
 rf server delete demo-vm
+rf port delete demo-port
+rf volume delete demo-data
 rf host delete host1
 rf host delete host2
 echo
-echo "demo finished: resize + confirm and migrate + revert of a real guest, seen from inside it"
+echo "demo finished: resize + confirm and migrate + revert of a real guest with a port and a volume, seen from inside it"

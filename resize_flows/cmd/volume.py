@@ -56,7 +56,8 @@ class VolumeList(lister.Lister):
 
 
 class VolumeShow(show.ShowOne):
-    """Show a volume and its attachments."""
+    """Show a volume and its attachments (``host=connected`` or
+    ``host=disconnected``; in full with -f json or yaml)."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
@@ -65,9 +66,14 @@ class VolumeShow(show.ShowOne):
         return parser
 
     def take_action(self, parsed):
-        return common.as_columns(
-            api.get_volume(common.caller_context(self.app), parsed.volume),
-            COLUMNS)
+        vol = api.get_volume(common.caller_context(self.app), parsed.volume)
+        if parsed.formatter in ('table', 'value', 'shell'):
+            # As "port show" gives bindings: host and whether connected.
+            vol = dict(vol, attachments=', '.join(
+                '%s=%s' % (a['host'], 'connected' if a['connected']
+                           else 'disconnected')
+                for a in vol['attachments']))
+        return common.as_columns(vol, COLUMNS)
 
 
 class VolumeDelete(command_base.Command):
