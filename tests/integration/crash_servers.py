@@ -18,7 +18,9 @@ import uuid as uuidlib
 
 from resize_flows import api
 from resize_flows import exception
+from resize_flows.persistence import ports as port_records
 from resize_flows.persistence import repository
+from resize_flows.persistence import volumes as volume_db
 from resize_flows import plugins as rf_plugins
 from resize_flows import virt
 
@@ -64,6 +66,22 @@ def give_volume(ctx, vm, remember):
     remember(volume['id'])
     api.attach_volume(ctx, vm, volume['id'])
     return volume['id']
+
+
+def assert_devices(vm):
+    """Server ``vm`` still has the port and the volume :meth:`CrashCloud.
+    server` gave it, the port bound ACTIVE on the host its record names
+    and the volume connected there. (A port or volume a flow had let go
+    of would be no finding of the audits: attached to nothing, it may be
+    bound or connected nowhere.)"""
+    host = repository.instance_get(vm)['host']
+    ports = port_records.instance_ports(vm)
+    assert len(ports) == 1, ports
+    bindings = port_records.binding_list([ports[0]['id']])
+    assert [b['host'] for b in bindings
+            if b['status'] == port_records.ACTIVE] == [host], bindings
+    assert len(volume_db.connected_volumes(vm, host)) == 1, \
+        volume_db.attachment_list(instance_uuid=vm)
 
 
 def release(instance_uuid):

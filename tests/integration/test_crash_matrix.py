@@ -73,6 +73,7 @@ from resize_flows import states
 from resize_flows.testing import faults
 from resize_flows.testing import state
 from tests.integration.conftest import assert_consistent
+from tests.integration.crash_servers import assert_devices
 from tests.integration.crash_servers import PLUGINS
 from tests.integration.conftest import wait_leases_expired
 
@@ -191,6 +192,7 @@ def _assert_finished(operation, vm, before):
     mig = repository.migration_list(vm)[-1]
     assert mig['status'] == DONE[operation]
     assert_consistent(vm)
+    assert_devices(vm)
     inst = repository.instance_get(vm)
     if operation in ('resize', 'confirm_resize'):
         assert (inst['host'], inst['flavor_id']) == (
@@ -207,11 +209,13 @@ def _assert_finished(operation, vm, before):
         assert repository.migration_get(mig['uuid'])['status'] == \
             states.MIGRATION_CONFIRMED
         assert_consistent(vm)
+        assert_devices(vm)
     elif operation == 'migrate':
         api.revert_resize(api.get_admin_context(), vm, wait=True)
         assert repository.migration_get(mig['uuid'])['status'] == \
             states.MIGRATION_REVERTED
         assert_consistent(vm)
+        assert_devices(vm)
         assert state.capture(caches=False) == before
 
 
@@ -219,6 +223,7 @@ def _assert_rolled_back(operation, vm, before):
     assert state.capture(caches=False) == before
     assert repository.migration_list(vm)[-1]['status'] == UNDONE[operation]
     assert_consistent(vm)
+    assert_devices(vm)
 
 
 @pytest.mark.parametrize('operation, task, point, recovery', CASES)

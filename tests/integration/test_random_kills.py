@@ -90,6 +90,7 @@ from resize_flows.virt import driver as virt_driver
 from tests.integration.conftest import assert_consistent
 from tests.integration.conftest import full_crash_run
 from tests.integration.conftest import wait_leases_expired
+from tests.integration.crash_servers import assert_devices
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash_matrix]
 
@@ -414,6 +415,7 @@ class Case:
         vm = self.vm
         wait_leases_expired(vm)
         assert_consistent(vm)
+        assert_devices(vm)
         inst = repository.instance_get(vm)
         root_gb = repository.flavor_get(inst['flavor_id'])['root_gb']
         compare(self.pristine, _disk_path(inst['host'], vm),
