@@ -48,7 +48,7 @@ since a base that an undone move fetched stays cached (not a leak).
 
 With both plugins the flows have 12 (resize, migrate), 6 (confirm) and
 9 (revert) tasks: the whole matrix is 180 cases (156 kills while doing,
-24 while undoing) and takes about 20 minutes with ``-n 2`` on a
+24 while undoing) and takes about 30 minutes with ``-n 2`` on a
 2-core machine. A plain run (``make test``) runs a sample of
 53 that still kills every task of every flow once, covers each flow with
 every point and recovery, both refusals past a point of no return, and
@@ -73,9 +73,9 @@ from resize_flows import states
 from resize_flows.testing import faults
 from resize_flows.testing import state
 from tests.integration.conftest import assert_consistent
+from tests.integration.conftest import wait_leases_expired
 from tests.integration.crash_servers import assert_devices
 from tests.integration.crash_servers import PLUGINS
-from tests.integration.conftest import wait_leases_expired
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash_matrix]
 
