@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid as uuidlib
 
 import pytest
 
@@ -26,6 +25,7 @@ from resize_flows import virt
 from resize_flows.virt.libvirt import daemon
 from resize_flows.virt.libvirt import local
 from tests import db_fixtures
+from tests.integration import crash_servers
 from tests import needs
 
 HOST_NAMES = ('h1', 'h2')
@@ -306,9 +306,9 @@ class SharedQemuHosts:
         self.connection = 'sqlite:///' + os.path.join(base, 'rf.sqlite')
         self.config_file = os.path.join(base, 'resize-flows.conf')
         with open(self.config_file, 'w') as handle:
-            handle.write(_CRASH_CONFIG.format(
+            handle.write(crash_servers.with_plugins(_CRASH_CONFIG.format(
                 state_dir=self.state_dir, connection=self.connection,
-                lease_seconds=CRASH_LEASE_SECONDS))
+                lease_seconds=CRASH_LEASE_SECONDS)))
 
     def command(self, *args, fault=None):
         """(argv, env) of ``resize-flows --config-file <ours> ARGS``, with
@@ -391,54 +391,6 @@ def shared_qemu_hosts():
         assert leftovers == [], 'processes left behind: %s' % leftovers
 
 
-def purge_server(uuid):
-    """Remove every trace of an instance, whatever state a test left it
-    in: its domains and directories on every host, the allocations of
-    its migrations and itself, and its records."""
-    for host in repository.host_list():
-        drv = virt.get_driver(host)
-        drv.destroy(uuid, destroy_disks=True)
-        for entry in drv.list_instance_dirs():
-            if entry.startswith(uuid):
-                drv.remove_instance_dir(uuid, entry[len(uuid):])
-    for mig in repository.migration_list(uuid):
-        repository.release(mig['uuid'])
-    repository.instance_destroy(uuid)
-
-
-class CrashCloud:
-    """The shared hosts, seen from the test process too: ``CONF`` points at
-    their state and database. :meth:`server` boots a server that is
-    removed after the test."""
-
-    def __init__(self, hosts):
-        self.hosts = hosts
-        self.cli = hosts.cli
-        self.cli_ok = hosts.cli_ok
-        self.servers = []
-
-    @property
-    def ctx(self):
-        return api.get_admin_context()
-
-    def server(self, flavor='tiny', host='host1', power_on=True):
-        name = 'cm-%s' % uuidlib.uuid4().hex[:8]
-        inst = api.create_server(self.ctx, name, flavor, host,
-                                 power_on=power_on, image=IMAGE,
-                                 config_drive=True)
-        self.servers.append(inst['uuid'])
-        return inst['uuid']
-
-    def cleanup(self):
-        for uuid in self.servers:
-            try:
-                api.delete_server(self.ctx, uuid)
-            except Exception:       # a RESIZED one is confirmed first
-                pass
-            purge_server(uuid)
-        self.servers = []
-
-
 @pytest.fixture
 def crash_cloud(conf, shared_qemu_hosts):
     """A :class:`CrashCloud` on the session's shared QEMU hosts. The
@@ -449,9 +401,10 @@ def crash_cloud(conf, shared_qemu_hosts):
     conf.set_override('local_hypervisor', 'qemu', group='libvirt')
     conf.set_override('connection', hosts.connection, group='database')
     conf.set_override('lease_seconds', CRASH_LEASE_SECONDS, group='flows')
+    crash_servers.enable(conf)
     virt.reset()
     faults.clear()
-    cloud = CrashCloud(hosts)
+    cloud = crash_servers.CrashCloud(hosts, IMAGE)
     try:
         yield cloud
     finally:
@@ -462,6 +415,7 @@ def crash_cloud(conf, shared_qemu_hosts):
             db_fixtures.forget_engines()
             conf.clear_override('connection', group='database')
             conf.clear_override('lease_seconds', group='flows')
+            crash_servers.disable(conf)
 
 
 # -- the test guest -----------------------------------------------------------

@@ -13,6 +13,13 @@ rollback`` on it. A rollback past a point of no return (CleanupSource or
 DeleteDestinationFiles done) must be refused with one line, changing
 nothing; the flow is resumed instead.
 
+The reference plugins ``ports`` and ``volumes`` are enabled, in the test
+process and in every ``resize-flows`` process (crash_servers.py): their
+tasks (``ports.BindDestination``, ``volumes.ConnectOnDestination``...)
+are in the flows, and so crash points like the others, and each test's
+server has a port (a NIC of its guest) and a volume (a virtio disk of its
+guest), attached through the API before the operation.
+
 The undo points (before-revert, after-revert) are reached by rolling a
 finished resize back in a subprocess that dies at that point of a task,
 then rolling it back again.
@@ -22,11 +29,14 @@ the disks: one domain per instance, on the host the records name, in the
 power state they name (during a move that waits for confirm or revert,
 the source keeps its defined, shut-off guest, as in Nova); allocations
 exactly what the instance and its migration imply, no directory, disk or
-snapshot that nothing refers to (``state.leaks()``); the migration in its
-resting status; after a rollback, the whole cloud as it was before the
-operation (``state.capture(caches=False)``). A move that was resumed to
-``finished`` is then confirmed (resize) or reverted (migrate) to prove it
-is a sound resting state.
+snapshot that nothing refers to, and nothing the plugins' ``audit()``
+finds: every port bound ACTIVE on exactly the host the records name, every
+attached volume connected to exactly one guest, on that host
+(``state.leaks()``); the migration in its resting status; after a
+rollback, the whole cloud as it was before the operation, the plugins'
+records included (``state.capture(caches=False)``). A move that was
+resumed to ``finished`` is then confirmed (resize) or reverted (migrate)
+to prove it is a sound resting state.
 
 The hosts are shared by the tests of a session (one pair per pytest-xdist
 worker); each test boots and deletes its own server, a real instance
@@ -36,9 +46,11 @@ OS boots: the image holds data only). Every file of it is in
 ``state.capture()``; the image caches are left out of the comparisons,
 since a base that an undone move fetched stays cached (not a leak).
 
-The whole matrix is 134 cases and takes about 15 minutes with ``-n 2`` on a
-2-core machine, 25-30 without. A plain run (``make test``) runs a sample of
-39 that still kills every task of every flow once, covers each flow with
+With both plugins the flows have 12 (resize, migrate), 6 (confirm) and
+9 (revert) tasks: the whole matrix is 180 cases (156 kills while doing,
+24 while undoing) and takes about 30 minutes with ``-n 2`` on a
+2-core machine. A plain run (``make test``) runs a sample of
+53 that still kills every task of every flow once, covers each flow with
 every point and recovery, both refusals past a point of no return, and
 every task's undo: task i of a flow gets point and recovery number i (plus
 an offset per flow) of the four, and undo point i % 2. The whole matrix
@@ -62,14 +74,16 @@ from resize_flows.testing import faults
 from resize_flows.testing import state
 from tests.integration.conftest import assert_consistent
 from tests.integration.conftest import wait_leases_expired
+from tests.integration.crash_servers import assert_devices
+from tests.integration.crash_servers import PLUGINS
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash_matrix]
 
 _FLOWS = {
-    'resize': resize.get_resize_flow('resize'),
-    'migrate': resize.get_resize_flow('migrate'),
-    'confirm_resize': confirm.get_confirm_resize_flow(),
-    'revert_resize': revert.get_revert_resize_flow(),
+    'resize': resize.get_resize_flow('resize', plugins=PLUGINS),
+    'migrate': resize.get_resize_flow('migrate', plugins=PLUGINS),
+    'confirm_resize': confirm.get_confirm_resize_flow(plugins=PLUGINS),
+    'revert_resize': revert.get_revert_resize_flow(plugins=PLUGINS),
 }
 TASKS = {op: [atom.name for atom in flows.iter_tasks(flow)]
          for op, flow in _FLOWS.items()}
@@ -178,6 +192,7 @@ def _assert_finished(operation, vm, before):
     mig = repository.migration_list(vm)[-1]
     assert mig['status'] == DONE[operation]
     assert_consistent(vm)
+    assert_devices(vm)
     inst = repository.instance_get(vm)
     if operation in ('resize', 'confirm_resize'):
         assert (inst['host'], inst['flavor_id']) == (
@@ -194,11 +209,13 @@ def _assert_finished(operation, vm, before):
         assert repository.migration_get(mig['uuid'])['status'] == \
             states.MIGRATION_CONFIRMED
         assert_consistent(vm)
+        assert_devices(vm)
     elif operation == 'migrate':
         api.revert_resize(api.get_admin_context(), vm, wait=True)
         assert repository.migration_get(mig['uuid'])['status'] == \
             states.MIGRATION_REVERTED
         assert_consistent(vm)
+        assert_devices(vm)
         assert state.capture(caches=False) == before
 
 
@@ -210,7 +227,7 @@ def _assert_rolled_back(operation, vm, before):
 
 @pytest.mark.parametrize('operation, task, point, recovery', CASES)
 def test_crash_then_recover(crash_cloud, operation, task, point, recovery):
-    vm = crash_cloud.server()
+    vm = crash_cloud.server(devices=True)
     before = state.capture(caches=False)
     if operation in ('confirm_resize', 'revert_resize'):
         api.resize(crash_cloud.ctx, vm, 'bigger', wait=True)
@@ -245,11 +262,12 @@ def test_crash_then_recover(crash_cloud, operation, task, point, recovery):
     shown = _recover(crash_cloud, 'rollback', flow_id)
     assert shown['status'] == flowstatus.ROLLED_BACK
     _assert_rolled_back(operation, vm, start)
+    assert_devices(vm)
 
 
 @pytest.mark.parametrize('task, point', REVERT_CASES)
 def test_crash_during_rollback_then_rollback_again(crash_cloud, task, point):
-    vm = crash_cloud.server()
+    vm = crash_cloud.server(devices=True)
     before = state.capture(caches=False)
     moved = crash_cloud.cli_ok(*_command('resize', vm)[:-2])
     assert moved['status'] == states.MIGRATION_FINISHED
@@ -261,3 +279,4 @@ def test_crash_during_rollback_then_rollback_again(crash_cloud, task, point):
     shown = _recover(crash_cloud, 'rollback', flow_id)
     assert shown['status'] == flowstatus.ROLLED_BACK
     _assert_rolled_back('resize', vm, before)
+    assert_devices(vm)

@@ -30,20 +30,29 @@ Here each case is a *seed*, and the seed decides everything but the clock:
   with a one-line conflict, changing nothing, while a flow is unfinished,
   or succeed when none is.
 
+The reference plugins ``ports`` and ``volumes`` are enabled, in the
+test process and in every ``resize-flows`` process (see
+crash_servers.py), and each server has a port (a NIC of its guest) and a
+volume (a virtio disk of its guest): their tasks run inside every flow,
+where a kill may land too.
+
 Before the operation the guest's disk gets seeded patterns (``qemu-io`` on
 the stopped guest's disk; a running guest is started only then) and a
 private copy (``qemu-img convert``). After every recovery the test checks
 from outside, as the crash matrix does (``assert_consistent``): one domain
 per instance, on the host the records name, in the power state they name,
-exact allocations, the migration at rest, ``state.leaks()`` empty; after
-a rollback the whole cloud as before the operation (``state.capture``,
-without the image caches: a base fetched by an undone move stays cached);
-and ``qemu-img compare`` of the instance's disk with the copy: identical
-content and the same virtual size while the instance has its old flavor,
-identical content with the grown part zero after a resize, and the source's
-``<uuid>_resize`` disk identical while a move waits for confirm or
-revert. Last, whatever move is left is confirmed or reverted and
-everything is checked again.
+exact allocations, the migration at rest, ``state.leaks()`` empty (with
+the plugins' audits: every port bound ACTIVE on exactly the host the
+records name, every attached volume connected to exactly one guest, on
+that host, the domain there with the NIC and the disk); after a rollback
+the whole cloud as before the operation (``state.capture``, the plugins'
+records included, without the image caches: a base fetched by an undone
+move stays cached); and ``qemu-img compare`` of the instance's disk with
+the copy: identical content and the same virtual size while the instance
+has its old flavor, identical content with the grown part zero after a
+resize, and the source's ``<uuid>_resize`` disk identical while a move
+waits for confirm or revert. Last, whatever move is left is confirmed or
+reverted and everything is checked again.
 
 A plain run (``make test``) runs the SAMPLE seeds; ``-m crash_matrix``
 (``make crash-matrix``) or ``RESIZE_FLOWS_CRASH_MATRIX=full`` runs all of
@@ -81,6 +90,7 @@ from resize_flows.virt import driver as virt_driver
 from tests.integration.conftest import assert_consistent
 from tests.integration.conftest import full_crash_run
 from tests.integration.conftest import wait_leases_expired
+from tests.integration.crash_servers import assert_devices
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash_matrix]
 
@@ -369,9 +379,10 @@ class Case:
 
     # setting up
     def create_server(self, rng=None):
-        """A server with seeded patterns on its disk, running if the
-        scenario wants it so. Returns its uuid."""
-        vm = self.cloud.server(power_on=False)
+        """A server with seeded patterns on its disk, a port and a
+        volume of the reference plugins, running if the scenario wants it
+        so. Returns its uuid."""
+        vm = self.cloud.server(power_on=False, devices=True)
         write_patterns(_disk_path('host1', vm), rng or self.rng)
         if self.running:
             virt.get_driver(repository.host_get('host1')).power_on(vm)
@@ -404,6 +415,7 @@ class Case:
         vm = self.vm
         wait_leases_expired(vm)
         assert_consistent(vm)
+        assert_devices(vm)
         inst = repository.instance_get(vm)
         root_gb = repository.flavor_get(inst['flavor_id'])['root_gb']
         compare(self.pristine, _disk_path(inst['host'], vm),
