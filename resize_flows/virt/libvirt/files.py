@@ -147,13 +147,17 @@ class LocalFiles(fileops.LocalOps):
 
     def remove_rsync_temp(self, dst, partial=False):
         """Remove rsync's temporary files of ``dst`` (``.<name>.XXXXXX``),
-        and with ``partial`` its RSYNC_PARTIAL_DIR too."""
+        and with ``partial`` its partial copy in RSYNC_PARTIAL_DIR, and
+        that directory when nothing else is in it (another file's partial
+        copy there is kept for its own resume)."""
         folder, name = os.path.split(dst)
         for entry in self.listdir(folder):
             if _is_rsync_temp(entry, name):
                 self.area.unlink(os.path.join(folder, entry))
         if partial:
-            self.rmtree(os.path.join(folder, RSYNC_PARTIAL_DIR))
+            partial_dir = os.path.join(folder, RSYNC_PARTIAL_DIR)
+            self.area.unlink(os.path.join(partial_dir, name))
+            self.area.rmdir_if_empty(partial_dir)
 
 
 class SshFiles(fileops.SshOps):
@@ -333,7 +337,10 @@ class SshFiles(fileops.SshOps):
         script = 'realdir %s %s; rm -f %s/.%s.??????' % (
             q(folder), q(partial_dir), q(folder), q(name))
         if partial:
-            script += ' && rm -rf %s' % remote.q(partial_dir)
+            # Only this file's partial copy: another file's stays for its
+            # own resume, and the directory goes once empty.
+            script += ' && rm -f %s && { rmdir %s 2>/dev/null || :; }' % (
+                q(posixpath.join(partial_dir, name)), q(partial_dir))
         self.run(script)
 
 

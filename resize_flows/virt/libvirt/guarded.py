@@ -26,6 +26,7 @@ What is refused raises :class:`~resize_flows.exception.DiskError` whose
 reason starts with ``refused:`` and leaves what was found untouched.
 """
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -311,6 +312,26 @@ class Area:
                 return True
         except FileNotFoundError:
             return False
+
+    def rmdir_if_empty(self, path):
+        """Remove the directory ``path`` if it holds nothing (one rmdir:
+        a file put there meanwhile keeps it); False if it stays or was not
+        there. A link there is refused."""
+        try:
+            with self.parent(path) as (dfd, name):
+                st = _lstat(name, dfd)
+                if st is None:
+                    return False
+                if not stat.S_ISDIR(st.st_mode):
+                    raise self.refused(path, 'is %s, not a directory'
+                                       % _kind(st))
+                os.rmdir(name, dir_fd=dfd)
+                return True
+        except (FileNotFoundError, OSError) as e:
+            if getattr(e, 'errno', None) in (errno.ENOTEMPTY, errno.EEXIST,
+                                             errno.ENOENT):
+                return False
+            raise
 
     def unlink(self, path):
         """Remove the file (or link: not followed) ``path``; a directory

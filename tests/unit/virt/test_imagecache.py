@@ -643,3 +643,37 @@ def test_the_lock_on_another_machine(conf, machines, store):
         imagecache.ensure_image_base(there, SHA, [(store.files, src)])
     assert '\n' not in str(info.value)
     assert there.listdir(folder) == [_lock_name(SHA)]
+
+
+def _two_partial_copies(run, folder):
+    partial = posixpath.join(folder, files.RSYNC_PARTIAL_DIR)
+    run('mkdir -p -m 700 {0} && echo a > {0}/a && echo b > {0}/b && '
+        'chown -R {1}:{1} {2}'.format(partial, NOBODY, folder))
+    return partial
+
+
+@pytest.mark.parametrize('where', ['local', 'ssh'])
+def test_a_finished_rsync_keeps_another_files_partial_copy(conf, machines,
+                                                           top, where):
+    """Fetches into one directory share RSYNC_PARTIAL_DIR: the one that
+    ends removes its own partial copy only, and the directory once it is
+    empty, so another fetch cut off there still resumes."""
+    if where == 'local':
+        host_files = _host(top, 'cn1')
+        folder = os.path.join(top, 'cn1', 'f')
+
+        def run(script):
+            subprocess.run(['sh', '-c', script], check=True)
+    else:
+        machine = machines()
+        machine.run('mkdir -m 700 {0} && chown {1}:{1} {0}'.format(
+            machine.path('i'), NOBODY))
+        host_files = files.for_host('there', machine.path('i'),
+                                    machine.address)
+        folder = machine.path('i', 'f')
+        run = machine.run
+    partial = _two_partial_copies(run, folder)
+    host_files.remove_rsync_temp(posixpath.join(folder, 'a'), partial=True)
+    assert host_files.listdir(partial) == ['b']
+    host_files.remove_rsync_temp(posixpath.join(folder, 'b'), partial=True)
+    assert host_files.listdir(folder) == []
