@@ -139,6 +139,8 @@ def clean_image_cache(ctx, host=None):
     remove_unused_minimum_age_seconds`` (and the files a crashed fetch
     left). A base in use is never removed. Returns ``{host: {'removed':
     [{'base': name, 'bytes': bytes freed}], 'bytes_freed': total}}``;
+    over every host, a host that does not answer has ``'error'`` (one
+    line) instead, and the others are cleaned all the same.
     HostNotFound (404) for an unknown ``host``, before anything is
     removed."""
     policy.authorize(ctx, policy.IMAGE_CACHE_CLEAN)
@@ -150,8 +152,15 @@ def clean_image_cache(ctx, host=None):
         hosts = [repository.host_get(host)]
     result = {}
     for record in hosts:
-        removed = [{'base': name, 'bytes': size}
-                   for name, size in virt.clean_image_cache(record)]
+        try:
+            cleaned = virt.clean_image_cache(record)
+        except exception.HypervisorUnavailable as e:
+            if host is not None:
+                raise
+            result[record['name']] = {'removed': [], 'bytes_freed': 0,
+                                      'error': str(e)}
+            continue
+        removed = [{'base': name, 'bytes': size} for name, size in cleaned]
         result[record['name']] = {
             'removed': removed,
             'bytes_freed': sum(r['bytes'] for r in removed)}

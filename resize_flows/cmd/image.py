@@ -83,7 +83,9 @@ class ImageCacheClean(lister.Lister):
     """Remove the cached bases that no instance directory uses from the
     image cache (_base/) of every host, or of one; a base in use is never
     removed, nor one younger than
-    [image_cache]/remove_unused_minimum_age_seconds."""
+    [image_cache]/remove_unused_minimum_age_seconds. A host that does not
+    answer is named on stderr (the others are cleaned) and the command
+    then exits 1."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
@@ -99,6 +101,9 @@ class ImageCacheClean(lister.Lister):
                 for r in done['removed']]
         self._total = (sum(d['bytes_freed'] for d in result.values()),
                        len(rows), len(result))
+        self._errors = ['%s: %s' % (host, done['error'])
+                        for host, done in sorted(result.items())
+                        if 'error' in done]
         return ('Host', 'Base', 'Bytes'), rows
 
     def produce_output(self, parsed_args, column_names, data):
@@ -109,4 +114,10 @@ class ImageCacheClean(lister.Lister):
                 'Total: %d bytes freed, %d base%s removed on %d host%s\n'
                 % (freed, bases, '' if bases == 1 else 's', hosts,
                    '' if hosts == 1 else 's'))
+        for line in self._errors:
+            self.app.stderr.write('not cleaned: %s\n' % line)
         return status
+
+    def run(self, parsed_args):
+        status = super().run(parsed_args)
+        return status or (1 if self._errors else 0)

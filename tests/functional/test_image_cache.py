@@ -19,6 +19,8 @@ from resize_flows import virt
 from resize_flows.virt.libvirt import files as host_files
 from resize_flows.virt.libvirt import imagecache
 from resize_flows.virt.libvirt import layout
+from tests.ssh_fixtures import machines  # noqa: F401 (fixture)
+from tests.ssh_fixtures import ssh_keys  # noqa: F401 (fixture)
 
 ADMIN = api.get_admin_context()
 
@@ -138,3 +140,27 @@ def test_cli_refuses_an_unknown_host_in_one_line(rf, cached):
                            "resize_flows:images:cache_clean to be "
                            "performed.")
     assert _caches(cached) == before
+
+
+def test_a_host_that_does_not_answer_leaves_the_others_cleaned(
+        rf, cached, machines):
+    """Over every host, one that does not answer is reported (API:
+    ``error``; CLI: one line on stderr and exit 1) and the others are
+    cleaned all the same; asked for by name, it is an error."""
+    machine = machines()
+    machine.run('mkdir -p %s' % machine.path('i'))
+    api.create_host(ADMIN, 'cn0', 4, 4096, 10, uri='test:///default',
+                    instances_path=machine.path('i'), ssh=machine.address)
+    machine.stop()
+    sha = cached['sha256']
+    code, out, err = rf('image', 'cache', 'clean', '-f', 'json')
+    assert code == 1
+    # (the log's INFO lines go to stderr too)
+    [line] = [ln for ln in err.splitlines() if ln.startswith('not ')]
+    assert line.startswith('not cleaned: cn0: Connection to the hypervisor')
+    assert _caches(cached) == {'cn1': [], 'cn2': [sha]}
+    with pytest.raises(exception.HypervisorUnavailable):
+        api.clean_image_cache(ADMIN, host='cn0')
+    done = api.clean_image_cache(ADMIN)
+    assert sorted(done) == ['cn0', 'cn1', 'cn2']
+    assert done['cn0']['removed'] == [] and done['cn0']['error']
