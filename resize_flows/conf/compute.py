@@ -31,6 +31,13 @@ opts = [
              'while it is given shutdown_timeout seconds to shut down: a '
              'guest may miss or ignore a press.'),
     cfg.IntOpt(
+        'console_output_max_bytes',
+        default=1024 * 1024,
+        min=1024,
+        help='Most bytes of a server\'s serial console (console.log) that '
+             '"server console log" reads: the end of a longer log. The '
+             'guest writes that file, so its size is the guest\'s choice.'),
+    cfg.IntOpt(
         'running_wait_timeout',
         default=60,
         min=1,

@@ -216,4 +216,5 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     def get_console_output(self, instance_uuid):
         """The text of ``<uuid>/console.log`` (the guest's serial
-        console); '' when there is none."""
+        console): its last ``[compute]/console_output_max_bytes``, bytes
+        that are not UTF-8 replaced; '' when there is none."""

@@ -1,7 +1,9 @@
 """A server's console log on a host whose files are on another machine
 (an sshd in a mount namespace of its own, tests/ssh_fixtures.py): read
 there over ssh, '' when there is none, a link in its place refused in one
-line, nothing changed."""
+line, nothing changed; a long log is read from its end, here and there."""
+import subprocess
+
 import pytest
 
 from resize_flows import api
@@ -46,3 +48,36 @@ def test_console_log_on_another_machine(cloud, machines):
     assert '\n' not in str(raised.value)
     assert 'root:' not in str(raised.value)
     assert state.capture() == before
+
+
+@pytest.mark.parametrize('where', ['here', 'far'])
+def test_a_long_console_log_is_read_from_its_end(cloud, machines, conf,
+                                                 where):
+    """The guest writes console.log: only its last
+    [compute]/console_output_max_bytes are read, and bytes that are not
+    UTF-8 do not break the command."""
+    if where == 'far':
+        machine = machines()
+        cloud.remote_host('far', machine)
+        run = machine.run
+    else:
+        cloud.local_host('here')
+
+        def run(script):
+            subprocess.run(['sh', '-c', script], check=True)
+    vm = api.create_server(cloud.ctx, 'vm1', 'small', where)
+    drv = virt.get_driver(repository.host_get(where))
+    log = remote.q(drv.instance_dir(vm['uuid']) + '/' + layout.CONSOLE_LOG)
+    conf.set_override('console_output_max_bytes', 4096, group='compute')
+    # 1 MiB of junk, a byte that is not UTF-8, then 4000 bytes of lines.
+    run("head -c 1048576 /dev/zero > {0} && printf '\\377' >> {0} && "
+        "for i in $(seq 1000 1799); do echo line$i; done >> {0}".format(log))
+    text = api.get_console_output(cloud.ctx, 'vm1')
+    assert len(text.encode()) <= 4096
+    assert text.endswith('line1798\nline1799\n')
+    assert text.count('line') == 4096 // len('line1000\n')
+    assert api.get_console_output(cloud.ctx, 'vm1', lines=2) == \
+        'line1798\nline1799\n'
+    run("printf 'ok \\377 ok\\n' > %s" % log)
+    assert api.get_console_output(cloud.ctx, 'vm1') == 'ok \ufffd ok\n'
+    conf.clear_override('console_output_max_bytes', group='compute')

@@ -495,7 +495,11 @@ class LibvirtDriver(driver.ComputeDriver):
     def get_console_output(self, instance_uuid):
         path = posixpath.join(self.instance_dir(instance_uuid),
                               layout.CONSOLE_LOG)
-        return self.files.read_text(path) if self.files.exists(path) else ''
+        if not self.files.exists(path):
+            return ''
+        return self.files.read_tail(
+            path, CONF.compute.console_output_max_bytes).decode(
+                'utf-8', 'replace')
 
 
 def _check_uuid(value):

@@ -131,6 +131,10 @@ class LocalFiles(fileops.LocalOps):
     def read_text(self, path):
         return self.area.read_text(path)
 
+    def read_tail(self, path, limit):
+        """The last ``limit`` bytes of ``path``."""
+        return self.area.read_tail(path, limit)
+
     def write_atomic(self, path, text):
         """Write ``text`` (str or bytes) to ``path`` atomically."""
         self.area.write_atomic(path, text, disk.PART_SUFFIX)
@@ -302,6 +306,15 @@ class SshFiles(fileops.SshOps):
         if status != 0:
             raise OSError('cannot read %s on %s' % (path, self.address))
         return out.decode()
+
+    def read_tail(self, path, limit):
+        status, out = self.run('realdir {1}; plain {0}; tail -c {2} {0}'
+                               .format(remote.q(path),
+                                       remote.q(posixpath.dirname(path)),
+                                       int(limit)), check=False)
+        if status != 0:
+            raise OSError('cannot read %s on %s' % (path, self.address))
+        return out
 
     def write_atomic(self, path, text):
         part = path + disk.PART_SUFFIX

@@ -245,6 +245,20 @@ class Area:
             with open(os.dup(fd), closefd=True) as handle:
                 return handle.read()
 
+    def read_tail(self, path, limit):
+        """The last ``limit`` bytes of the file ``path`` (checked)."""
+        with self.open_file(path) as fd:
+            size = os.fstat(fd).st_size
+            start = max(0, size - limit)
+            chunks = []
+            while start < size:
+                chunk = os.pread(fd, size - start, start)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                start += len(chunk)
+            return b''.join(chunks)
+
     def write_atomic(self, path, text, suffix):
         """Write ``text`` to ``path`` through ``path + suffix``: ours
         while written, then the owner's (0600) under its final name."""
