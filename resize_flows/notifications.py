@@ -28,7 +28,8 @@ again. Each notification is a dict: ``event_type``, ``priority``
 (``INFO``/``ERROR``), ``publisher_id``, ``timestamp``, ``message_id`` and
 ``payload`` (instance uuid, name, project and user, operation, migration
 uuid and type, flow and request ids, source and destination host, old and
-new flavor, vm and task state; ``fault`` for an error).
+new flavor (id, name, vcpus, memory_mb, root_gb, ephemeral_gb, swap_mb),
+vm and task state; ``fault`` for an error).
 
 Notifiers are plugins: classes in the ``resize_flows.notifiers`` entry
 point group with a ``notify(notification)`` method, chosen by
@@ -183,7 +184,7 @@ def _flavor(flavor_id):
         return None
     f = repository.flavor_get(flavor_id)
     return {k: f[k] for k in ('id', 'name', 'vcpus', 'memory_mb',
-                              'root_gb')}
+                              'root_gb', 'ephemeral_gb', 'swap_mb')}
 
 
 def move_payload(meta, dest_host=None):

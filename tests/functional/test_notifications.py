@@ -5,6 +5,7 @@ import pytest
 
 from resize_flows import api
 from resize_flows import notifications
+from resize_flows.persistence import repository
 from resize_flows.testing import faults
 from resize_flows.testing import notifier
 
@@ -45,8 +46,11 @@ def test_each_operation_notifies_in_order(cloud, captured):
     assert payload['flow_id'] == op.flow_id
     assert (payload['source_host'], payload['dest_host']) == ('host1',
                                                               'host2')
+    flavor = repository.flavor_get(cloud.big['id'])
     assert payload['old_flavor']['name'] == 'small'
-    assert payload['new_flavor']['name'] == 'big'
+    assert payload['new_flavor'] == {
+        k: flavor[k] for k in ('id', 'name', 'vcpus', 'memory_mb',
+                               'root_gb', 'ephemeral_gb', 'swap_mb')}
     assert payload['operation'] == 'resize'
 
 
