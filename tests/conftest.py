@@ -1,5 +1,9 @@
 """Fixtures shared by every tier: a private configuration per test, and
-throwaway databases (SQLite, PostgreSQL, MariaDB)."""
+throwaway databases (SQLite, PostgreSQL, MariaDB); sweeps sampled in a
+plain run."""
+import collections
+import os
+
 import pytest
 
 from resize_flows import conf as rf_conf
@@ -55,3 +59,43 @@ def any_db_url(request, conf, tmp_path):
     """
     with db_fixtures.synced_database(request.param, tmp_path, conf) as url:
         yield url
+
+
+# Sweeps: a parametrized test marked ``sweep`` (a fault at every task and
+# point of a flow, say) runs half its cases in a plain run (``make
+# test``): case i when i % 2 == (i // 2 + offset) % 2, which takes one of
+# each pair of neighbours, alternately the first and the second, so that
+# with the point as the innermost parameter every task is still hit once.
+# ``sweep(offset=1)`` takes the other half: two tests over the same cases
+# (resume and rollback of a crash, say) then share them out. The other
+# cases are marked ``crash_matrix``: ``make crash-matrix`` (``-m
+# crash_matrix``, as CI runs it) runs them, as does
+# RESIZE_FLOWS_CRASH_MATRIX=full in any run.
+
+
+def full_run(config):
+    """Whether this run is the whole of every sweep and crash matrix
+    (``-m crash_matrix`` or RESIZE_FLOWS_CRASH_MATRIX=full)."""
+    markexpr = config.getoption('markexpr', '') or ''
+    return (os.environ.get('RESIZE_FLOWS_CRASH_MATRIX') == 'full' or
+            ('crash_matrix' in markexpr and
+             'not crash_matrix' not in markexpr))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    sweeps = collections.defaultdict(list)
+    for item in items:
+        marker = item.get_closest_marker('sweep')
+        if marker is not None and hasattr(item, 'callspec'):
+            sweeps[(item.path, item.originalname)].append(
+                (item, marker.kwargs.get('offset', 0)))
+    full = full_run(config)
+    skip = pytest.mark.skip(reason='the rest of a sweep: runs with -m '
+                            'crash_matrix or RESIZE_FLOWS_CRASH_MATRIX=full')
+    for cases in sweeps.values():
+        for i, (item, offset) in enumerate(cases):
+            if i % 2 != (i // 2 + offset) % 2:
+                item.add_marker(pytest.mark.crash_matrix)
+                if not full:
+                    item.add_marker(skip)

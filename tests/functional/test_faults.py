@@ -43,6 +43,7 @@ def test_every_task_is_covered():
     assert len(REVERT_TASKS) == 7
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize('point', POINTS)
 @pytest.mark.parametrize('task', MOVE_TASKS)
 @pytest.mark.parametrize('operation', ['resize', 'migrate'])

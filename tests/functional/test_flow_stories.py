@@ -288,6 +288,7 @@ def test_resize_fault_at_copy_disk_story(cloud):
         ('resize', 'REVERTED')]
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize('point', POINTS)
 @pytest.mark.parametrize('operation, task', TASK_CASES)
 def test_fault_story(cloud, operation, task, point):
@@ -344,6 +345,7 @@ def test_resize_crash_in_copy_disk_then_resume_story(cloud):
         ('resize', 'SUCCESS')]
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize('operation, task', TASK_CASES)
 def test_crash_then_resume_story(cloud, operation, task):
     """A crash after the task's side effects (SimulatedCrash: TaskFlow

@@ -275,6 +275,7 @@ FAILURES = ([('resize', 'MarkMigrationFinished'),
                for a in _tracer_atoms(op)])
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize('point', POINTS)
 @pytest.mark.parametrize('operation, atom', FAILURES)
 def test_undone_when_a_later_step_fails(cloud, tracer, operation, atom,

@@ -226,6 +226,7 @@ def _later(tasks, first):
     return tasks[tasks.index(first):]
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize('task', _later(MOVE_TASKS, 'ports.BindDestination'))
 def test_fault_in_a_move_undoes_the_bindings(pcloud, task):
     vm, _port = _server_with_port(pcloud)

@@ -64,6 +64,7 @@ def _expected_status(operation):
             'revert_resize': states.MIGRATION_REVERTED}[operation]
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize('operation, task, point', CASES)
 def test_resume_finishes_the_operation(cloud, operation, task, point):
     vm, _before, flow_id = _crash(cloud, operation, task, point)
@@ -80,6 +81,7 @@ def test_resume_finishes_the_operation(cloud, operation, task, point):
     assert flowstatus.show_flow(flow_id)['status'] == flowstatus.FINISHED
 
 
+@pytest.mark.sweep(offset=1)
 @pytest.mark.parametrize('operation, task, point', [
     c for c in CASES
     if not (c[1] in NO_RETURN and c[2] == faults.AFTER_EXECUTE)])
@@ -113,9 +115,10 @@ def test_rollback_past_the_point_of_no_return_is_refused(cloud, operation,
     assert state.leaks() == []
 
 
-@pytest.mark.parametrize('task', MOVE)
+@pytest.mark.sweep
 @pytest.mark.parametrize('point', (faults.BEFORE_REVERT,
                                    faults.AFTER_REVERT))
+@pytest.mark.parametrize('task', MOVE)
 def test_crash_during_rollback_then_rollback_again(cloud, task, point):
     vm = cloud.server()['uuid']
     before = state.capture()

@@ -82,6 +82,7 @@ CASES = ([('migrate', t, p) for t in MOVE_FROM_POWER_OFF for p in POINTS] +
           if not (t in NO_RETURN and p == faults.AFTER_EXECUTE)])
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize('operation, task, point', CASES)
 def test_a_fault_undoes_exactly(attached, operation, task, point):
     cloud, vm, vol = attached

@@ -24,6 +24,7 @@ from resize_flows.testing import state
 from resize_flows import virt
 from resize_flows.virt.libvirt import daemon
 from resize_flows.virt.libvirt import local
+from tests import conftest as tests_conftest
 from tests import db_fixtures
 from tests.integration import crash_servers
 from tests import needs
@@ -126,14 +127,10 @@ def qemu_pids(path):
     return pids
 
 
-def full_crash_run(config):
-    """Whether this run is the whole crash matrix (``-m crash_matrix``,
-    as ``make crash-matrix`` and CI run it, or
-    RESIZE_FLOWS_CRASH_MATRIX=full) rather than ``make test``'s sample."""
-    markexpr = config.getoption('markexpr', '') or ''
-    return (os.environ.get('RESIZE_FLOWS_CRASH_MATRIX') == 'full' or
-            ('crash_matrix' in markexpr and
-             'not crash_matrix' not in markexpr))
+#: Whether this run is the whole crash matrix (``-m crash_matrix``, as
+#: ``make crash-matrix`` and CI run it, or RESIZE_FLOWS_CRASH_MATRIX=full)
+#: rather than ``make test``'s sample.
+full_crash_run = tests_conftest.full_run
 
 
 def wait_leases_expired(vm, operation=None):
