@@ -122,6 +122,7 @@ def attach_volume(ctx, server, volume):
                                    'attach_volume')
     volume_files.check(vol['path'])
     uuid, host = inst['uuid'], inst['host']
+    volume_plugin.check_files(host, uuid, [vol])
     volume_db.attach(vol['id'], uuid, host)
     try:
         volume_plugin.sync(host, uuid)
