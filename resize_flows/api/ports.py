@@ -210,7 +210,11 @@ def attach_port(ctx, server, port):
 def detach_port(ctx, server, port):
     """Detach a port from ``server`` (PortNotAttached, 409, when it is
     not attached there): its bindings removed, the NIC taken out of the
-    guest. Returns the port."""
+    guest. A running guest must acknowledge the unplug: the detach is
+    sent again until it does (``[compute]/device_detach_attempts``); one
+    that never does keeps the NIC until it stops, while its definition
+    and the records no longer have it. Returns the port, with
+    ``released`` False in that case."""
     _check_enabled()
     inst = servers.get_server(ctx, server)
     policy.authorize(ctx, policy.PORT_DETACH, servers.rule_target(inst))
@@ -221,8 +225,9 @@ def detach_port(ctx, server, port):
                                         instance_uuid=inst['uuid'])
     port_records.port_detach(record['id'], inst['uuid'])
     try:
-        ports_plugin.update_guest(inst['uuid'], inst['host'])
+        _added, _removed, kept = ports_plugin.update_guest(inst['uuid'],
+                                                           inst['host'])
     except BaseException:
         port_records.port_attach(record['id'], inst['uuid'])
         raise
-    return _shown(record['id'])
+    return dict(_shown(record['id']), released=record['id'] not in kept)

@@ -148,10 +148,18 @@ def detach_volume(ctx, server, volume):
     """Detach ``volume`` from ``server``: the guest loses the disk (live
     on a running QEMU guest), then the attachment goes and the volume is
     available. VolumeNotAttached (404) when it is not attached to that
-    server; refused while the server has a task or is RESIZED (409)."""
+    server; refused while the server has a task or is RESIZED (409).
+    A running guest must acknowledge the unplug: the detach is sent
+    again until it does (``[compute]/device_detach_attempts`` and
+    ``device_detach_timeout``); one that never does keeps the disk until
+    it stops, while its definition and the records no longer have it.
+    Returns ``{'volume_id', 'instance_uuid', 'released'}`` (released:
+    the running guest let the disk go, or did not run)."""
     inst, vol = _server_and_volume(ctx, server, volume, policy.VOLUME_DETACH,
                                    'detach_volume')
     uuid, host = inst['uuid'], inst['host']
     volume_db.check_detach(vol['id'], uuid, host)
-    volume_plugin.sync(host, uuid, skip=vol['id'])
+    _added, _removed, kept = volume_plugin.sync(host, uuid, skip=vol['id'])
     volume_db.detach(vol['id'], uuid, host)
+    return {'volume_id': vol['id'], 'instance_uuid': uuid,
+            'released': vol['id'] not in kept}

@@ -112,4 +112,7 @@ class ServerPortDetach(ServerPortAttach):
     def take_action(self, parsed):
         port = api.detach_port(common.caller_context(self.app),
                                parsed.server, parsed.port)
+        if not port['released']:
+            common.tell_unreleased(self.app, 'port', port['id'],
+                                   parsed.server)
         return common.as_columns(_record(port), COLUMNS)

@@ -109,5 +109,8 @@ class ServerVolumeDetach(ServerVolumeAttach):
     """Detach a volume from a server; it is available again."""
 
     def take_action(self, parsed):
-        api.detach_volume(common.caller_context(self.app), parsed.server,
-                          parsed.volume)
+        done = api.detach_volume(common.caller_context(self.app),
+                                 parsed.server, parsed.volume)
+        if not done['released']:
+            common.tell_unreleased(self.app, 'volume', done['volume_id'],
+                                   done['instance_uuid'])

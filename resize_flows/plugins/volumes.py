@@ -53,8 +53,9 @@ def devices(instance_uuid, host, skip=None):
 def sync(host, instance_uuid, suffix='', skip=None):
     """Make the domain of ``<uuid><suffix>/libvirt.xml`` on ``host`` (and
     the domain defined from it) have the disks the records say (but the
-    volume ``skip``: one being detached)."""
-    base.ResizeFlowsTask.driver(host).update_devices(
+    volume ``skip``: one being detached); the driver's ``(added,
+    removed, kept)`` (kept: what a running guest did not let go)."""
+    return base.ResizeFlowsTask.driver(host).update_devices(
         instance_uuid, NAME, devices(instance_uuid, host, skip), suffix)
 
 

@@ -125,3 +125,26 @@ def test_bad_input_is_one_line_and_changes_nothing(rfp):
                  ('server', 'port', 'detach', 'vm1', 'web'),
                  ('port', 'create', 'new', '--server', 'vm1')):
         _one_line_error(rfp, argv, 'while it is in vm_state resized')
+
+
+def test_a_detach_the_running_guest_does_not_ack_says_so(rfp, monkeypatch):
+    """The guest's side made to keep the NIC (libvirt's test driver has
+    no live detach; tests/unit/virt/test_device_detach.py and the QEMU
+    test of volumes have the real wait): the port is detached and the
+    command says so in one line."""
+    real = ports_plugin.update_guest
+
+    def guest_keeps_it(instance_uuid, host):
+        added, removed, _kept = real(instance_uuid, host)
+        return added, removed, removed
+
+    monkeypatch.setattr(ports_plugin, 'update_guest', guest_keeps_it)
+    web = _show(rfp, 'port', 'create', 'web', '--server', 'vm1')
+    code, out, err = rfp('server', 'port', 'detach', 'vm1', 'web', '-f',
+                         'json')
+    assert code == 0, err
+    assert err == ('port %s: the running guest of server vm1 did not '
+                   'release it; its definition no longer has it, the '
+                   'running guest keeps it until it stops\n' % web['id'])
+    assert json.loads(out)['bindings'] == ''
+    assert _show(rfp, 'port', 'show', 'web')['server'] is None

@@ -8,6 +8,7 @@ import pytest
 
 from resize_flows.cmd import shell
 from resize_flows.persistence import volumes as volume_db
+from resize_flows.plugins import volumes as volume_plugin
 from resize_flows.testing import state
 from resize_flows import virt
 from tests.functional import volume_helpers as vh
@@ -118,3 +119,29 @@ def test_bad_input_is_one_line_and_changes_nothing(rfv, argv, message):
     assert len(lines) == 1, err
     assert message in lines[0]
     assert _unchanged() == before
+
+
+def test_a_detach_the_running_guest_does_not_ack_says_so(rfv, monkeypatch):
+    """libvirt's test driver has no live detach: the guest's side is
+    made to keep the disk (as a QEMU guest that never acknowledges the
+    unplug does, tests/integration/test_qemu_device_detach.py); the
+    command still detaches and says so in one line."""
+    real = volume_plugin.sync
+
+    def guest_keeps_it(host, uuid, suffix='', skip=None):
+        added, removed, _kept = real(host, uuid, suffix, skip)
+        return added, removed, removed
+
+    monkeypatch.setattr(volume_plugin, 'sync', guest_keeps_it)
+    code, out, err = rfv('volume', 'create', 'data', '--size', '1')
+    assert code == 0, err
+    vid = out.strip()
+    assert rfv('server', 'volume', 'attach', 'vm1', 'data')[0] == 0
+    code, out, err = rfv('server', 'volume', 'detach', 'vm1', 'data')
+    assert code == 0, err
+    vm1 = _json(rfv, 'server', 'show', 'vm1')['uuid']
+    assert err == ('volume %s: the running guest of server %s did not '
+                   'release it; its definition no longer has it, the '
+                   'running guest keeps it until it stops\n' % (vid, vm1))
+    assert _json(rfv, 'volume', 'show', 'data')['status'] == 'available'
+    assert vh.domain_disks('host1', vm1) == {}

@@ -13,6 +13,7 @@ import libvirt
 
 from resize_flows import exception
 from resize_flows.virt.libvirt import config
+from resize_flows.virt.libvirt import detach
 
 
 def replace(host, xml, plugin, devices, domain_type, where):
@@ -35,12 +36,14 @@ def differs(host, xml, plugin, devices, where):
 
 def change_live(host, dom, plugin, devices, where):
     """Detach from the running ``dom`` the plugin's devices it should not
-    have and attach those it lacks, live only (the definition is the
-    caller's)."""
+    have (waiting for the guest to let them go: :mod:`.detach`) and
+    attach those it lacks, live only (the definition is the caller's).
+    Returns the device ids the guest did not let go."""
     _new, removed, added = replace(host, dom.XMLDesc(0), plugin, devices,
                                    'kvm', where)
+    kept = detach.detach_live(dom, removed, where)
     flags = libvirt.VIR_DOMAIN_AFFECT_LIVE
-    for element in removed:
-        dom.detachDeviceFlags(config.element_xml(element), flags)
     for element in added:
         dom.attachDeviceFlags(config.element_xml(element), flags)
+    return [config.alias_id(el) for el in removed
+            if el.find('alias').get('name') in kept]
