@@ -1,14 +1,13 @@
 """The ``port`` and ``server port`` commands, run in this process on
 test-driver hosts with the ``ports`` plugin enabled."""
-import io
 import json
 
 import pytest
 
-from resize_flows.cmd import shell
 from resize_flows.plugins import ports as ports_plugin
 from resize_flows.testing import state
 from resize_flows import virt
+from tests.functional import cli_helpers as cli
 
 
 @pytest.fixture
@@ -16,37 +15,12 @@ def rfp(conf, tmp_path):
     """Run the CLI with a config file naming a fresh state dir and the
     ports plugin; returns (exit code, stdout, stderr). Two hosts, a
     flavor, vm1 on host1."""
-    conf_file = tmp_path / 'rf.conf'
-    conf_file.write_text(
-        '[DEFAULT]\nstate_dir = %s\nplugins = ports\n'
-        '[libvirt]\nlocal_hypervisor = test\n'
-        '[compute]\nshutdown_timeout = 0\n' % (tmp_path / 'cli-state'))
-    conf.clear_override('state_dir')
-    conf.clear_override('local_hypervisor', group='libvirt')
-    virt.reset()
-
-    def run(*argv):
-        out, err = io.StringIO(), io.StringIO()
-        code = shell.ResizeFlowsApp(stdout=out, stderr=err).run(
-            ['--config-file', str(conf_file)] + list(argv))
-        return code, out.getvalue(), err.getvalue()
-
-    assert run('db', 'sync')[0] == 0
-    for host in ('host1', 'host2'):
-        assert run('host', 'create', host, '--vcpus', '4', '--memory-mb',
-                   '1024', '--disk-gb', '10')[0] == 0
-    assert run('flavor', 'create', 'tiny', '--vcpus', '1', '--ram', '64',
-               '--disk', '1')[0] == 0
-    assert run('server', 'create', 'vm1', '--flavor', 'tiny', '--host',
-               'host1')[0] == 0
-    yield run
+    yield cli.make_cli(conf, tmp_path, plugins=['ports'])
     virt.reset()
 
 
 def _show(rfp, *argv):
-    code, out, err = rfp(*argv, '-f', 'json')
-    assert code == 0, err
-    return json.loads(out)
+    return cli.show(rfp, *argv)
 
 
 def _cloud():
