@@ -86,28 +86,9 @@ def create(path, size_gb, disk_format):
     guests' user and then named; something at ``path`` already is
     refused."""
     ensure_dir()
-    files = area()
-    part = path + disk.PART_SUFFIX
-    with files.parent(path) as (dfd, name):
-        fd = files.create(dfd, name + disk.PART_SUFFIX, part)
-        try:
-            disk.run(WHERE, 'qemu-img', 'create', '-q', '-f', disk_format,
-                     '/dev/fd/%d' % fd, str(size_gb * GiB), pass_fds=(fd,))
-            files.give(fd)
-            os.fsync(fd)
-            st = disk.lstat_at(name, dfd)
-            if st is not None:
-                raise files.refused(path, 'is there already (%s)'
-                                    % disk.kind(st))
-            os.rename(name + disk.PART_SUFFIX, name, src_dir_fd=dfd,
-                      dst_dir_fd=dfd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(name + disk.PART_SUFFIX, dir_fd=dfd)
-            raise
-        finally:
-            os.close(fd)
-        os.fsync(dfd)
+    area().create_new(path, lambda fd: disk.run(
+        WHERE, 'qemu-img', 'create', '-q', '-f', disk_format,
+        '/dev/fd/%d' % fd, str(size_gb * GiB), pass_fds=(fd,)))
 
 
 def check(path):

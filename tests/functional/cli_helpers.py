@@ -55,3 +55,18 @@ def show(run, *argv):
     code, out, err = run(*argv, '-f', 'json')
     assert code == 0, err
     return json.loads(out)
+
+
+def one_line_error(run, argv, message, unchanged):
+    """``run(*argv)`` fails with one line on stderr holding ``message``,
+    no traceback, and ``unchanged()`` (what the command must leave as it
+    was: records, hypervisors, disks) is the same after; the line."""
+    before = unchanged()
+    code, _out, err = run(*argv)
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert message in lines[0]
+    assert 'Traceback' not in err
+    assert unchanged() == before
+    return lines[0]

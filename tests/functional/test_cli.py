@@ -123,15 +123,7 @@ def records_and_cloud():
 def assert_one_line_error(rf, argv, message):
     """``resize-flows ARGV`` fails with one line holding ``message``, no
     traceback, and changes nothing: records, hypervisors, disks."""
-    before = records_and_cloud()
-    code, out, err = rf(*argv)
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert message in lines[0]
-    assert 'Traceback' not in err
-    assert records_and_cloud() == before
-    return lines[0]
+    return cli.one_line_error(rf, argv, message, records_and_cloud)
 
 
 def test_argument_errors_exit_non_zero(rf, capsys):

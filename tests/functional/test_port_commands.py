@@ -55,13 +55,7 @@ def test_create_attach_migrate_confirm_detach_delete(rfp):
 
 
 def _one_line_error(rfp, argv, message):
-    before = _cloud()
-    code, _out, err = rfp(*argv)
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert message in lines[0]
-    assert _cloud() == before
+    cli.one_line_error(rfp, argv, message, _cloud)
 
 
 def test_bad_input_is_one_line_and_changes_nothing(rfp):

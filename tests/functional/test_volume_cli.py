@@ -84,13 +84,7 @@ def _unchanged():
 def test_bad_input_is_one_line_and_changes_nothing(rfv, argv, message):
     assert rfv('volume', 'create', 'data', '--size', '1')[0] == 0
     assert rfv('server', 'volume', 'attach', 'vm1', 'data')[0] == 0
-    before = _unchanged()
-    code, out, err = rfv(*argv)
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert message in lines[0]
-    assert _unchanged() == before
+    cli.one_line_error(rfv, argv, message, _unchanged)
 
 
 def test_a_detach_the_running_guest_does_not_ack_says_so(rfv, monkeypatch):

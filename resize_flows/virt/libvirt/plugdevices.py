@@ -28,9 +28,21 @@ def replace(host, xml, plugin, devices, domain_type, where):
             % (where, exc))
 
 
+def _domain_type(host, xml, where):
+    """The domain type (``kvm``, ``qemu``, ``test``) ``xml`` says: it
+    decides the disks' cache attribute, so a diff against it is exact."""
+    try:
+        return ET.fromstring(xml).get('type')
+    except ET.ParseError as exc:
+        raise exception.HypervisorError(
+            host=host, reason='cannot change the devices of %s: %s'
+            % (where, exc))
+
+
 def differs(host, xml, plugin, devices, where):
     """Whether the plugin's devices in ``xml`` are not ``devices``."""
-    _new, removed, added = replace(host, xml, plugin, devices, 'kvm', where)
+    _new, removed, added = replace(host, xml, plugin, devices,
+                                   _domain_type(host, xml, where), where)
     return bool(removed or added)
 
 
@@ -39,8 +51,9 @@ def change_live(host, dom, plugin, devices, where):
     have (waiting for the guest to let them go: :mod:`.detach`) and
     attach those it lacks, live only (the definition is the caller's).
     Returns the device ids the guest did not let go."""
-    _new, removed, added = replace(host, dom.XMLDesc(0), plugin, devices,
-                                   'kvm', where)
+    live = dom.XMLDesc(0)
+    _new, removed, added = replace(host, live, plugin, devices,
+                                   _domain_type(host, live, where), where)
     kept = detach.detach_live(dom, removed, where)
     flags = libvirt.VIR_DOMAIN_AFFECT_LIVE
     for element in added:
