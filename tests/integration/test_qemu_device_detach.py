@@ -57,12 +57,20 @@ def test_a_guest_with_no_os_keeps_the_disk_until_it_stops(qemu_cloud, conf):
     assert api.get_volume(ctx, vol['id'])['status'] == 'available'
     # ... while the running guest still has it.
     assert _serials('host1', vm)['vdd'] == vol['id']
+    # Another volume attached meanwhile: vdd in the definition, the next
+    # free target live (the kept disk holds vdd there until the stop).
+    other = api.create_volume(ctx, 'other', 1)
+    api.attach_volume(ctx, vm, 'other')
+    assert _defined('host1', vm)['vdd'] == other['id']
+    assert _serials('host1', vm)['vdd'] == vol['id']
+    assert _serials('host1', vm)['vde'] == other['id']
 
     # Its next stop (a migrate powers it off) ends it.
     api.migrate(ctx, vm, wait=True)
     api.confirm_resize(ctx, vm, wait=True)
-    assert 'vdd' not in _serials('host2', vm)
-    assert 'vdd' not in _defined('host2', vm)
+    assert _serials('host2', vm)['vdd'] == other['id']
+    assert _defined('host2', vm)['vdd'] == other['id']
+    assert vol['id'] not in _serials('host2', vm).values()
     [plugin] = plugins.load(['volumes'])
     assert plugin.audit() == []
     assert state.leaks() == []

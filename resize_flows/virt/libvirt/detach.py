@@ -52,26 +52,28 @@ def _send(dom, element):
         raise
 
 
-def detach_live(dom, elements, where):
+def detach_live(dom, elements, where, patient=True):
     """Detach ``elements`` (device elements with a user alias) from the
     running ``dom`` and wait for the guest to release them, re-sending
-    each request (see the module). Returns the aliases the guest still
-    has at the end (none when it acknowledged every unplug, or
-    stopped)."""
+    each request (see the module); not ``patient``: one request, no wait
+    (a device the guest kept after an earlier detach: asked again, not
+    waited for again). Returns the aliases the guest still has at the
+    end (none when it acknowledged every unplug, or stopped)."""
     pending = {_alias(el): el for el in elements}
-    attempts = CONF.compute.device_detach_attempts
+    attempts = CONF.compute.device_detach_attempts if patient else 1
+    timeout = CONF.compute.device_detach_timeout if patient else 0
     for attempt in range(1, attempts + 1):
         for alias in sorted(pending):
             _send(dom, pending[alias])
-        deadline = time.monotonic() + CONF.compute.device_detach_timeout
+        deadline = time.monotonic() + timeout
         while True:
             live = live_aliases(dom)
             pending = {a: el for a, el in pending.items() if a in live}
             if not pending or time.monotonic() >= deadline:
                 break
             time.sleep(CONF.compute.power_poll_interval)
-        if not pending:
-            return []
+        if not pending or not patient:
+            return sorted(pending)
         LOG.info('%s: the guest has not released %s after detach request '
                  '%d of %d', where, ', '.join(sorted(pending)), attempt,
                  attempts)

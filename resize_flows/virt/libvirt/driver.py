@@ -483,7 +483,8 @@ class LibvirtDriver(driver.ComputeDriver):
                     # libvirt's test driver has no live attach/detach.
                     if dom.isActive() and self._domain_type != 'test':
                         kept = plugdevices.change_live(
-                            self.host, dom, plugin, devices, xml_path)
+                            self.host, dom, plugin, devices, xml_path,
+                            defined)
                     if plugdevices.differs(self.host, defined, plugin,
                                            devices, xml_path):
                         self._conn.defineXML(xml)

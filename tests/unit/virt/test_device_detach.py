@@ -123,3 +123,16 @@ def test_another_libvirt_error_is_raised(fast):
     dom.detachDeviceFlags = broken
     with pytest.raises(libvirt.libvirtError, match='monitor closed'):
         detach.detach_live(dom, dom.elements, 'here')
+
+
+def test_a_device_kept_before_is_asked_once_and_not_waited_for(fast):
+    """A later change of the guest's devices finds the device it kept
+    after an earlier detach: one request more, no second round of
+    waiting."""
+    dom = RunningDomain(acks_after=None)
+    assert detach.detach_live(dom, dom.elements[:1], 'here',
+                              patient=False) == ['ua-p-vol-1']
+    assert dom.requests == {'ua-p-vol-1': 1}
+    dom = RunningDomain(acks_after=1)
+    assert detach.detach_live(dom, dom.elements[:1], 'here',
+                              patient=False) == []
