@@ -94,11 +94,14 @@ def end(ctx, instance_uuid, task_state, method, error=None):
 
 @contextlib.contextmanager
 def held(ctx, instance_uuid, task_state, method, vm_states, host):
-    """:func:`begin`, then :func:`end` however the block ends."""
+    """:func:`begin`, then :func:`end` when the block ends or fails
+    (an ``Exception``); on anything else (the process is going: a
+    signal, ``SystemExit``, a test's ``SimulatedCrash``) the task state
+    stays, as after a kill, for the same command to finish."""
     begin(ctx, instance_uuid, task_state, method, vm_states, host)
     try:
         yield
-    except BaseException as exc:
+    except Exception as exc:
         end(ctx, instance_uuid, task_state, method, error=exc)
         raise
     end(ctx, instance_uuid, task_state, method)

@@ -128,21 +128,33 @@ def test_an_attach_or_detach_during_a_move_is_refused(pcloud, change):
     assert state.leaks() == []
 
 
+@pytest.mark.parametrize('change', sorted(DEVICE_CHANGES))
 def test_a_command_killed_while_holding_the_server_is_finished_again(
-        pcloud):
-    """What a kill between the task state and its end leaves: the task
-    state. A move, and another change, are refused with one line; the
-    same command run again takes it over and finishes."""
+        pcloud, change):
+    """Killed between its task state and anything else (a simulated
+    crash: no undo runs), the command leaves the task state: a move, and
+    another change, are refused with one line; the same command run
+    again takes it over and finishes."""
     ctx = pcloud.ctx
     vm = _server_with_devices(pcloud)
-    repository.instance_update(vm, {'task_state': states.ATTACHING_VOLUME})
-    with pytest.raises(exception.Conflict, match='attaching_volume'):
+    task_state, do = DEVICE_CHANGES[change]
+    faults.inject('device-held', faults.WINDOW,
+                  exc_class=faults.SimulatedCrash)
+    with pytest.raises(faults.SimulatedCrash):
+        do(ctx, vm)
+    faults.clear()
+    assert repository.instance_get(vm)['task_state'] == task_state
+    with pytest.raises(exception.Conflict, match=task_state):
         api.migrate(ctx, vm, wait=True)
-    with pytest.raises(exception.Conflict, match='attaching_volume'):
-        api.detach_volume(ctx, vm, 'kept')
-    att = api.attach_volume(ctx, vm, 'data')
-    assert (att['host'], att['connected']) == ('host1', True)
+    other = [c for c in DEVICE_CHANGES if c != change]
+    for name in other:
+        with pytest.raises(exception.Conflict, match=task_state):
+            DEVICE_CHANGES[name][1](ctx, vm)
+    do(ctx, vm)
     assert repository.instance_get(vm)['task_state'] is None
+    assert state.leaks() == []
+    api.migrate(ctx, vm, wait=True)
+    api.revert_resize(ctx, vm, wait=True)
     assert state.leaks() == []
 
 
