@@ -25,9 +25,19 @@ RESIZE_FINISH = 'resize_finish'
 RESIZE_CONFIRMING = 'resize_confirming'
 RESIZE_REVERTING = 'resize_reverting'
 DELETING = 'deleting'
+# A plugin's device attached or detached (Nova's task states of the same
+# names): the instance is held by one of these meanwhile, so that no move
+# starts in between (persistence/instance_tasks.py).
+ATTACHING_VOLUME = 'attaching_volume'
+DETACHING_VOLUME = 'detaching_volume'
+ATTACHING_INTERFACE = 'attaching_interface'
+DETACHING_INTERFACE = 'detaching_interface'
+DEVICE_TASK_STATES = (ATTACHING_VOLUME, DETACHING_VOLUME, ATTACHING_INTERFACE,
+                      DETACHING_INTERFACE)
 
 TASK_STATES = (SPAWNING, RESIZE_PREP, RESIZE_MIGRATING, RESIZE_MIGRATED,
-               RESIZE_FINISH, RESIZE_CONFIRMING, RESIZE_REVERTING, DELETING)
+               RESIZE_FINISH, RESIZE_CONFIRMING, RESIZE_REVERTING,
+               DELETING) + DEVICE_TASK_STATES
 
 # power_state (Nova's numbers) ----------------------------------------------
 NOSTATE = 0

@@ -6,9 +6,13 @@ sees only its own project's (another project's port is unknown: 404).
 Every check comes before a change. Attaching or detaching needs the
 plugin enabled (``[DEFAULT]/plugins``: a move must carry the port's
 binding along) and a server with no task under way that is not RESIZED
-(409); the records change first, in one transaction that checks the
-server again, then the guest (:func:`.plugins.ports.update_guest`); if
-the guest cannot be changed the records are put back.
+(409). They hold the server by a task state of their own meanwhile
+(``attaching_interface``, ``detaching_interface``:
+:mod:`resize_flows.persistence.instance_tasks`), so no move starts in
+between, and record an instance action. The records change first, in
+one transaction that checks the server again, then the guest
+(:func:`.plugins.ports.update_guest`); if the guest cannot be changed the
+records are put back.
 """
 import logging
 import random
@@ -19,10 +23,13 @@ from resize_flows.api import context
 from resize_flows.api import moves
 from resize_flows.api import servers
 from resize_flows import exception
+from resize_flows.persistence import instance_tasks
 from resize_flows.persistence import ports as port_records
 from resize_flows import plugins as rf_plugins
 from resize_flows.plugins import ports as ports_plugin
 from resize_flows import policy
+from resize_flows import states
+from resize_flows.testing import faults
 from resize_flows import validation
 
 LOG = logging.getLogger(__name__)
@@ -83,14 +90,15 @@ def _check_enabled():
                    'a port can be attached only where moves carry it')
 
 
-def _check_server(ctx, inst, method):
+def _check_server(ctx, inst, method, task_state):
     """Refuse (409) what Nova's interface attach refuses: a locked server
-    (but to an admin), an unfinished flow, a task under way, a state
+    (but to an admin), an unfinished flow, a task under way (but
+    ``task_state``, left by the same command killed midway), a state
     other than ACTIVE or STOPPED (RESIZED among them)."""
     if inst['locked'] and not ctx.is_admin:
         raise exception.InstanceIsLocked(instance_uuid=inst['uuid'])
     moves._refuse_if_unfinished_flow(inst, method)
-    if inst['task_state'] is not None:
+    if inst['task_state'] not in (None, task_state):
         raise exception.InstanceInvalidState(
             method=method, instance_uuid=inst['uuid'], attr='task_state',
             state=inst['task_state'])
@@ -144,7 +152,7 @@ def create_port(ctx, name, server=None, mac=None):
         _check_enabled()
         inst = servers.get_server(ctx, server)
         policy.authorize(ctx, policy.PORT_ATTACH, servers.rule_target(inst))
-        _check_server(ctx, inst, 'attach_port')
+        _check_server(ctx, inst, 'attach_port', states.ATTACHING_INTERFACE)
         if inst['project_id'] != ctx.project_id:
             raise exception.Conflict(
                 reason='server %s is of project %s, a new port of %s'
@@ -154,7 +162,7 @@ def create_port(ctx, name, server=None, mac=None):
     if inst is None:
         return _shown(port['id'])
     try:
-        return _attach(inst, port)
+        return _attach(ctx, inst, port)
     except BaseException:
         port_records.port_destroy(port['id'])
         raise
@@ -168,19 +176,23 @@ def delete_port(ctx, ident):
     port_records.port_destroy(port['id'])
 
 
-def _attach(inst, port):
-    host = port_records.port_attach(port['id'], inst['uuid'])
-    try:
-        ports_plugin.update_guest(inst['uuid'], host)
-    except BaseException:
-        port_records.port_detach(port['id'], inst['uuid'],
-                                 check_instance=False)
+def _attach(ctx, inst, port):
+    with instance_tasks.held(ctx, inst['uuid'], states.ATTACHING_INTERFACE,
+                             'attach_port', port_records.CHANGEABLE_VM_STATES,
+                             inst['host']):
+        faults.window('device-held')
+        host = port_records.port_attach(port['id'], inst['uuid'])
         try:
             ports_plugin.update_guest(inst['uuid'], host)
-        except Exception:
-            LOG.exception('could not take port %s out of the guest of %s '
-                          'again', port['id'], inst['uuid'])
-        raise
+        except BaseException:
+            port_records.port_detach(port['id'], inst['uuid'],
+                                     check_instance=False)
+            try:
+                ports_plugin.update_guest(inst['uuid'], host)
+            except Exception:
+                LOG.exception('could not take port %s out of the guest of '
+                              '%s again', port['id'], inst['uuid'])
+            raise
     return _shown(port['id'])
 
 
@@ -194,7 +206,7 @@ def attach_port(ctx, server, port):
     inst = servers.get_server(ctx, server)
     policy.authorize(ctx, policy.PORT_ATTACH, servers.rule_target(inst))
     record = get_port(ctx, port)
-    _check_server(ctx, inst, 'attach_port')
+    _check_server(ctx, inst, 'attach_port', states.ATTACHING_INTERFACE)
     if record['instance_uuid'] is not None:
         raise exception.PortInUse(port_id=record['id'],
                                   instance_uuid=record['instance_uuid'])
@@ -203,26 +215,35 @@ def attach_port(ctx, server, port):
             reason='port %s is of project %s, server %s of %s' % (
                 record['id'], record['project_id'], inst['uuid'],
                 inst['project_id']))
-    return _attach(inst, record)
+    return _attach(ctx, inst, record)
 
 
 @context.tenant_facing
 def detach_port(ctx, server, port):
     """Detach a port from ``server`` (PortNotAttached, 409, when it is
     not attached there): its bindings removed, the NIC taken out of the
-    guest. Returns the port."""
+    guest. A running guest must acknowledge the unplug: the detach is
+    sent again until it does (``[compute]/device_detach_attempts``); one
+    that never does keeps the NIC until it stops, while its definition
+    and the records no longer have it. Returns the port, with
+    ``released`` False in that case."""
     _check_enabled()
     inst = servers.get_server(ctx, server)
     policy.authorize(ctx, policy.PORT_DETACH, servers.rule_target(inst))
     record = get_port(ctx, port)
-    _check_server(ctx, inst, 'detach_port')
+    _check_server(ctx, inst, 'detach_port', states.DETACHING_INTERFACE)
     if record['instance_uuid'] != inst['uuid']:
         raise exception.PortNotAttached(port_id=record['id'],
                                         instance_uuid=inst['uuid'])
-    port_records.port_detach(record['id'], inst['uuid'])
-    try:
-        ports_plugin.update_guest(inst['uuid'], inst['host'])
-    except BaseException:
-        port_records.port_attach(record['id'], inst['uuid'])
-        raise
-    return _shown(record['id'])
+    with instance_tasks.held(ctx, inst['uuid'], states.DETACHING_INTERFACE,
+                             'detach_port', port_records.CHANGEABLE_VM_STATES,
+                             inst['host']):
+        faults.window('device-held')
+        port_records.port_detach(record['id'], inst['uuid'])
+        try:
+            _added, _removed, kept = ports_plugin.update_guest(
+                inst['uuid'], inst['host'])
+        except BaseException:
+            port_records.port_attach(record['id'], inst['uuid'])
+            raise
+    return dict(_shown(record['id']), released=record['id'] not in kept)

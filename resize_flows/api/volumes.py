@@ -8,9 +8,13 @@ attachments), so a refused request writes no file and no record. An
 attach records the attachment (connected, on the server's host) and then
 gives the guest the disk (``driver.update_devices``: live on a running
 QEMU guest, the definition on libvirt's test driver); a detach takes the
-disk from the guest and then drops the records. Either, killed midway,
-is finished by running it again. Attach and detach need the plugin
-enabled (``[DEFAULT]/plugins``), so that every move carries the volume.
+disk from the guest and then drops the records. Both hold the server
+meanwhile by a task state of their own (``attaching_volume``,
+``detaching_volume``: :mod:`resize_flows.persistence.instance_tasks`),
+so no move starts in between, and record an instance action. Either,
+killed midway, is finished by running it again. Attach and detach need
+the plugin enabled (``[DEFAULT]/plugins``), so that every move carries
+the volume.
 """
 import logging
 import uuid as uuidlib
@@ -19,11 +23,14 @@ from resize_flows.api import context
 from resize_flows.api import moves
 from resize_flows.api import servers
 from resize_flows import exception
+from resize_flows.persistence import instance_tasks
 from resize_flows.persistence import volumes as volume_db
 from resize_flows import plugins as rf_plugins
 from resize_flows.plugins import volume_files
 from resize_flows.plugins import volumes as volume_plugin
 from resize_flows import policy
+from resize_flows import states
+from resize_flows.testing import faults
 from resize_flows import validation
 
 LOG = logging.getLogger(__name__)
@@ -122,21 +129,25 @@ def attach_volume(ctx, server, volume):
                                    'attach_volume')
     volume_files.check(vol['path'])
     uuid, host = inst['uuid'], inst['host']
-    volume_db.attach(vol['id'], uuid, host)
-    try:
-        volume_plugin.sync(host, uuid)
-    except BaseException:
-        LOG.warning('attaching volume %s to %s failed: undoing',
-                    vol['id'], uuid)
+    volume_plugin.check_files(host, uuid, [vol])
+    with instance_tasks.held(ctx, uuid, states.ATTACHING_VOLUME,
+                             'attach_volume', volume_db.ATTACH_FROM, host):
+        faults.window('device-held')
+        volume_db.attach(vol['id'], uuid, host)
         try:
-            volume_db.detach(vol['id'], uuid, host)
             volume_plugin.sync(host, uuid)
-        except Exception:
-            # The attach's own error is the one to tell; what is left is
-            # finished by attaching (or detaching) again.
-            LOG.exception('could not undo the attach of volume %s to %s',
-                          vol['id'], uuid)
-        raise
+        except BaseException:
+            LOG.warning('attaching volume %s to %s failed: undoing',
+                        vol['id'], uuid)
+            try:
+                volume_db.detach(vol['id'], uuid, host)
+                volume_plugin.sync(host, uuid)
+            except Exception:
+                # The attach's own error is the one to tell; what is left
+                # is finished by attaching (or detaching) again.
+                LOG.exception('could not undo the attach of volume %s to '
+                              '%s', vol['id'], uuid)
+            raise
     [att] = volume_db.attachment_list(instance_uuid=uuid,
                                       volume_id=vol['id'])
     return att
@@ -147,10 +158,23 @@ def detach_volume(ctx, server, volume):
     """Detach ``volume`` from ``server``: the guest loses the disk (live
     on a running QEMU guest), then the attachment goes and the volume is
     available. VolumeNotAttached (404) when it is not attached to that
-    server; refused while the server has a task or is RESIZED (409)."""
+    server; refused while the server has a task or is RESIZED (409).
+    A running guest must acknowledge the unplug: the detach is sent
+    again until it does (``[compute]/device_detach_attempts`` and
+    ``device_detach_timeout``); one that never does keeps the disk until
+    it stops, while its definition and the records no longer have it.
+    Returns ``{'volume_id', 'instance_uuid', 'released'}`` (released:
+    the running guest let the disk go, or did not run)."""
     inst, vol = _server_and_volume(ctx, server, volume, policy.VOLUME_DETACH,
                                    'detach_volume')
     uuid, host = inst['uuid'], inst['host']
     volume_db.check_detach(vol['id'], uuid, host)
-    volume_plugin.sync(host, uuid, skip=vol['id'])
-    volume_db.detach(vol['id'], uuid, host)
+    with instance_tasks.held(ctx, uuid, states.DETACHING_VOLUME,
+                             'detach_volume', volume_db.ATTACH_FROM, host):
+        faults.window('device-held')
+        volume_db.check_detach(vol['id'], uuid, host)
+        _added, _removed, kept = volume_plugin.sync(host, uuid,
+                                                    skip=vol['id'])
+        volume_db.detach(vol['id'], uuid, host)
+    return {'volume_id': vol['id'], 'instance_uuid': uuid,
+            'released': vol['id'] not in kept}

@@ -265,3 +265,12 @@ class OperationCommand(MoveCommand):
         op = call(caller_context(self.app), *args, wait=wait,
                   listeners=listeners, **kwargs)
         return move_result(op, started=not wait)
+
+
+def tell_unreleased(app, what, ident, server):
+    """One line on stderr: a running guest did not let a detached device
+    go (the detach has still happened in the definition and records)."""
+    app.stderr.write(
+        '%s %s: the running guest of server %s did not release it; its '
+        'definition no longer has it, the running guest keeps it until it '
+        'stops\n' % (what, ident, server))

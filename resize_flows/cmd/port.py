@@ -61,55 +61,68 @@ class PortList(lister.Lister):
         return ('ID', 'Name', 'MAC Address', 'Server', 'Bindings'), rows
 
 
-class PortShow(show.ShowOne):
-    """Show a port and its bindings."""
+def _one_port_args(parser, with_server):
+    """The arguments of a command on one port: ``[<server>] <port>``."""
+    if with_server:
+        parser.add_argument('server', metavar='<server>')
+    parser.add_argument('port', metavar='<port>', help='Port id or name.')
+    return parser
+
+
+class _OnePort(show.ShowOne):
+    """A command on one port (of a server with ``with_server``) that
+    shows the port afterwards: :meth:`act` calls the API."""
+
+    with_server = False
 
     def get_parser(self, prog_name):
-        parser = super().get_parser(prog_name)
-        parser.add_argument('port', metavar='<port>',
-                            help='Port id or name.')
-        return parser
+        return _one_port_args(super().get_parser(prog_name),
+                              self.with_server)
+
+    def act(self, ctx, parsed):
+        raise NotImplementedError
 
     def take_action(self, parsed):
-        return common.as_columns(_record(api.get_port(
-            common.caller_context(self.app), parsed.port)), COLUMNS)
+        port = self.act(common.caller_context(self.app), parsed)
+        return common.as_columns(_record(port), COLUMNS)
+
+
+class PortShow(_OnePort):
+    """Show a port and its bindings."""
+
+    def act(self, ctx, parsed):
+        return api.get_port(ctx, parsed.port)
 
 
 class PortDelete(command_base.Command):
     """Delete a port that is attached to no server."""
 
     def get_parser(self, prog_name):
-        parser = super().get_parser(prog_name)
-        parser.add_argument('port', metavar='<port>',
-                            help='Port id or name.')
-        return parser
+        return _one_port_args(super().get_parser(prog_name), False)
 
     def take_action(self, parsed):
         api.delete_port(common.caller_context(self.app), parsed.port)
 
 
-class ServerPortAttach(show.ShowOne):
+class ServerPortAttach(_OnePort):
     """Attach a port to a server: a NIC of its guest, bound on its host
     (refused while the server has a task under way or is RESIZED)."""
 
-    def get_parser(self, prog_name):
-        parser = super().get_parser(prog_name)
-        parser.add_argument('server', metavar='<server>')
-        parser.add_argument('port', metavar='<port>',
-                            help='Port id or name.')
-        return parser
+    with_server = True
 
-    def take_action(self, parsed):
-        port = api.attach_port(common.caller_context(self.app),
-                               parsed.server, parsed.port)
-        return common.as_columns(_record(port), COLUMNS)
+    def act(self, ctx, parsed):
+        return api.attach_port(ctx, parsed.server, parsed.port)
 
 
-class ServerPortDetach(ServerPortAttach):
+class ServerPortDetach(_OnePort):
     """Detach a port from a server: its NIC taken out of the guest, its
     bindings removed."""
 
-    def take_action(self, parsed):
-        port = api.detach_port(common.caller_context(self.app),
-                               parsed.server, parsed.port)
-        return common.as_columns(_record(port), COLUMNS)
+    with_server = True
+
+    def act(self, ctx, parsed):
+        port = api.detach_port(ctx, parsed.server, parsed.port)
+        if not port['released']:
+            common.tell_unreleased(self.app, 'port', port['id'],
+                                   parsed.server)
+        return port

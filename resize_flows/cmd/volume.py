@@ -55,15 +55,18 @@ class VolumeList(lister.Lister):
                           common.caller_context(self.app))]
 
 
+def _volume_arg(parser):
+    parser.add_argument('volume', metavar='<volume>',
+                        help='Volume name or id.')
+    return parser
+
+
 class VolumeShow(show.ShowOne):
     """Show a volume and its attachments (``host=connected`` or
     ``host=disconnected``; in full with -f json or yaml)."""
 
     def get_parser(self, prog_name):
-        parser = super().get_parser(prog_name)
-        parser.add_argument('volume', metavar='<volume>',
-                            help='Volume name or id.')
-        return parser
+        return _volume_arg(super().get_parser(prog_name))
 
     def take_action(self, parsed):
         vol = api.get_volume(common.caller_context(self.app), parsed.volume)
@@ -80,10 +83,7 @@ class VolumeDelete(command_base.Command):
     """Delete a volume that is not attached, and its file."""
 
     def get_parser(self, prog_name):
-        parser = super().get_parser(prog_name)
-        parser.add_argument('volume', metavar='<volume>',
-                            help='Volume name or id.')
-        return parser
+        return _volume_arg(super().get_parser(prog_name))
 
     def take_action(self, parsed):
         api.delete_volume(common.caller_context(self.app), parsed.volume)
@@ -109,5 +109,8 @@ class ServerVolumeDetach(ServerVolumeAttach):
     """Detach a volume from a server; it is available again."""
 
     def take_action(self, parsed):
-        api.detach_volume(common.caller_context(self.app), parsed.server,
-                          parsed.volume)
+        done = api.detach_volume(common.caller_context(self.app),
+                                 parsed.server, parsed.volume)
+        if not done['released']:
+            common.tell_unreleased(self.app, 'volume', done['volume_id'],
+                                   done['instance_uuid'])

@@ -43,6 +43,22 @@ opts = [
         min=1,
         help='Seconds to wait for a guest that was powered on to report '
              'RUNNING before the step fails.'),
+    cfg.IntOpt(
+        'device_detach_attempts',
+        default=8,
+        min=1,
+        help='How many times a device (a plugin\'s NIC or volume) is '
+             'detached from a running guest, which lets it go only when '
+             'it acknowledges the unplug, before giving up: the definition '
+             'no longer has it, the running guest keeps it until it stops '
+             '(as Nova\'s option of the same name).'),
+    cfg.IntOpt(
+        'device_detach_timeout',
+        default=20,
+        min=1,
+        help='Seconds to wait for a running guest to let a detached device '
+             'go before the detach is sent again (as Nova\'s option of the '
+             'same name).'),
     cfg.FloatOpt(
         'power_poll_interval',
         default=0.2,

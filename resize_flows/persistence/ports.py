@@ -5,9 +5,10 @@ most one instance; a binding (``port_bindings``) says on which host the
 port is wired, ACTIVE (the guest there uses it) or INACTIVE (prepared for
 a move, or kept for a revert), as Neutron's port bindings.
 
-Attach and detach take the instance's row first (``SELECT ... FOR
-UPDATE``; SQLite's ``BEGIN IMMEDIATE`` serialises writers already) and
-check in that transaction that no task is under way, so that a move that
+Attach and detach take the instance's row first
+(:func:`.instance_tasks.lock_instance`) and check in that transaction
+that no move is under way (the API holds the instance by a task state
+of its own meanwhile: :func:`.instance_tasks.held`), so that a move that
 begins meanwhile (a compare-and-swap on the same row) either sees the
 port attached or makes the attach fail, never half of it.
 """
@@ -16,6 +17,7 @@ from sqlalchemy import exc as sa_exc
 
 from resize_flows import exception
 from resize_flows.persistence import db
+from resize_flows.persistence import instance_tasks
 from resize_flows.persistence import models
 from resize_flows import states
 
@@ -117,29 +119,12 @@ def port_destroy(port_id):
                                         _PORTS.c.instance_uuid.is_(None)))
 
 
-def _take_instance(session, instance_uuid, method):
-    """The instance's row, locked, if it may have a port changed now."""
-    inst = session.scalars(db.for_update(
-        sa.select(models.Instance).filter_by(uuid=instance_uuid),
-        session)).first()
-    if inst is None:
-        raise exception.InstanceNotFound(instance_id=instance_uuid)
-    if inst.task_state is not None:
-        raise exception.InstanceInvalidState(
-            method=method, instance_uuid=instance_uuid, attr='task_state',
-            state=inst.task_state)
-    if inst.vm_state not in CHANGEABLE_VM_STATES:
-        raise exception.InstanceInvalidState(
-            method=method, instance_uuid=instance_uuid, attr='vm_state',
-            state=inst.vm_state)
-    return inst
-
-
 def port_attach(port_id, instance_uuid):
-    """Attach a free port to an instance that has no task under way,
+    """Attach a free port to an instance that has no move under way,
     bound ACTIVE on the instance's host; returns that host."""
     with db.session_scope() as s:
-        inst = _take_instance(s, instance_uuid, 'attach_port')
+        inst = instance_tasks.lock_instance(
+            s, instance_uuid, 'attach_port', CHANGEABLE_VM_STATES)
         result = s.execute(_PORTS.update().where(
             _PORTS.c.id == port_id, _PORTS.c.instance_uuid.is_(None))
             .values(instance_uuid=instance_uuid,
@@ -159,10 +144,11 @@ def port_attach(port_id, instance_uuid):
 
 def port_detach(port_id, instance_uuid, check_instance=True):
     """Detach a port from an instance (with ``check_instance``, only
-    while the instance has no task under way), its bindings removed."""
+    while the instance has no move under way), its bindings removed."""
     with db.session_scope() as s:
         if check_instance:
-            _take_instance(s, instance_uuid, 'detach_port')
+            instance_tasks.lock_instance(
+                s, instance_uuid, 'detach_port', CHANGEABLE_VM_STATES)
         result = s.execute(_PORTS.update().where(
             _PORTS.c.id == port_id, _PORTS.c.instance_uuid == instance_uuid)
             .values(instance_uuid=None, updated_at=models.utcnow()))

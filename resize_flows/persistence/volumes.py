@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from resize_flows import exception
 from resize_flows.persistence import db
+from resize_flows.persistence import instance_tasks
 from resize_flows.persistence import models
 from resize_flows import states
 
@@ -116,24 +117,9 @@ def connected_volumes(instance_uuid, host):
 
 def _check_server(s, instance_uuid, host, method):
     """Hold the instance's row and refuse unless it rests on ``host``
-    with no task and not RESIZED: a move starts by a compare-and-swap on
-    that row, so it comes wholly before or after this transaction."""
-    inst = s.scalars(db.for_update(sa.select(models.Instance).filter_by(
-        uuid=instance_uuid), s)).first()
-    if inst is None:
-        raise exception.InstanceNotFound(instance_id=instance_uuid)
-    if inst.task_state is not None:
-        raise exception.InstanceInvalidState(
-            method=method, instance_uuid=instance_uuid, attr='task_state',
-            state=inst.task_state)
-    if inst.vm_state not in ATTACH_FROM:
-        raise exception.InstanceInvalidState(
-            method=method, instance_uuid=instance_uuid, attr='vm_state',
-            state=inst.vm_state)
-    if inst.host != host:
-        raise exception.InstanceInvalidState(
-            method=method, instance_uuid=instance_uuid, attr='host',
-            state=inst.host)
+    with no move under way: a move starts by a compare-and-swap on that
+    row, so it comes wholly before or after this transaction."""
+    instance_tasks.lock_instance(s, instance_uuid, method, ATTACH_FROM, host)
 
 
 def attach(volume_id, instance_uuid, host):

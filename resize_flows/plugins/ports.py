@@ -48,7 +48,8 @@ def interfaces(instance_uuid):
 def update_guest(instance_uuid, host):
     """Give the guest of ``instance_uuid`` on ``host`` (its
     ``libvirt.xml``, its domain, live on a running QEMU guest) exactly
-    the NICs of its ports now; returns ``(added, removed)`` port ids."""
+    the NICs of its ports now; returns ``(added, removed, kept)`` port
+    ids (kept: NICs a running guest did not let go)."""
     drv = base.ResizeFlowsTask.driver(host)
     return drv.update_devices(instance_uuid, NAME, interfaces(instance_uuid))
 

@@ -33,7 +33,7 @@ def path_of(volume_id):
     return os.path.join(volume_dir(), 'volume-%s' % volume_id)
 
 
-def _area():
+def area():
     return guarded.Area(volume_dir(), WHERE)
 
 
@@ -86,28 +86,9 @@ def create(path, size_gb, disk_format):
     guests' user and then named; something at ``path`` already is
     refused."""
     ensure_dir()
-    area = _area()
-    part = path + disk.PART_SUFFIX
-    with area.parent(path) as (dfd, name):
-        fd = area.create(dfd, name + disk.PART_SUFFIX, part)
-        try:
-            disk.run(WHERE, 'qemu-img', 'create', '-q', '-f', disk_format,
-                     '/dev/fd/%d' % fd, str(size_gb * GiB), pass_fds=(fd,))
-            area.give(fd)
-            os.fsync(fd)
-            st = disk.lstat_at(name, dfd)
-            if st is not None:
-                raise area.refused(path, 'is there already (%s)'
-                                   % disk.kind(st))
-            os.rename(name + disk.PART_SUFFIX, name, src_dir_fd=dfd,
-                      dst_dir_fd=dfd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(name + disk.PART_SUFFIX, dir_fd=dfd)
-            raise
-        finally:
-            os.close(fd)
-        os.fsync(dfd)
+    area().create_new(path, lambda fd: disk.run(
+        WHERE, 'qemu-img', 'create', '-q', '-f', disk_format,
+        '/dev/fd/%d' % fd, str(size_gb * GiB), pass_fds=(fd,)))
 
 
 def check(path):
@@ -115,14 +96,14 @@ def check(path):
     volume file we may trust (no link); DiskError "no file" when it is
     missing. Returns its stat."""
     try:
-        return _area().check_file(path)
+        return area().check_file(path)
     except FileNotFoundError:
         raise exception.DiskError(host=WHERE, reason='no file %s' % path)
 
 
 def exists(path):
     try:
-        return _area().lstat(path) is not None
+        return area().lstat(path) is not None
     except (FileNotFoundError, exception.DiskError):
         return False
 
@@ -131,7 +112,7 @@ def info(path):
     """``qemu-img info`` of the checked volume file (as the guests'
     user)."""
     check(path)
-    return json.loads(_area().run_as_owner(
+    return json.loads(area().run_as_owner(
         'qemu-img', 'info', '--output=json', '-U', path))
 
 
@@ -139,6 +120,6 @@ def remove(path):
     """Remove the volume file (a link there is removed, not followed);
     False if there was none."""
     try:
-        return _area().unlink(path)
+        return area().unlink(path)
     except FileNotFoundError:
         return False

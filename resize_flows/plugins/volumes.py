@@ -29,6 +29,7 @@ from resize_flows.persistence import volumes as volume_db
 from resize_flows import plugins
 from resize_flows.plugins import volume_audit
 from resize_flows.plugins import volume_files
+from resize_flows.plugins import volume_hosts
 from resize_flows.tasks import base
 from resize_flows.virt import driver as virt_driver
 
@@ -52,9 +53,26 @@ def devices(instance_uuid, host, skip=None):
 def sync(host, instance_uuid, suffix='', skip=None):
     """Make the domain of ``<uuid><suffix>/libvirt.xml`` on ``host`` (and
     the domain defined from it) have the disks the records say (but the
-    volume ``skip``: one being detached)."""
-    base.ResizeFlowsTask.driver(host).update_devices(
+    volume ``skip``: one being detached); the driver's ``(added,
+    removed, kept)`` (kept: what a running guest did not let go)."""
+    return base.ResizeFlowsTask.driver(host).update_devices(
         instance_uuid, NAME, devices(instance_uuid, host, skip), suffix)
+
+
+def check_files(host, instance_uuid, volumes=None):
+    """Refuse (one line naming ``host`` and the path) unless the file of
+    every volume attached to ``instance_uuid`` (or of each record in
+    ``volumes``) is there on ``host``, of its recorded size
+    (:func:`.volume_hosts.check_on_host`): before a volume is connected
+    there."""
+    if volumes is None:
+        ids = {a['volume_id'] for a in
+               volume_db.attachment_list(instance_uuid=instance_uuid)}
+        volumes = [v for v in volume_db.volume_list() if v['id'] in ids]
+    if volumes:
+        drv = base.ResizeFlowsTask.driver(host)
+        for vol in volumes:
+            volume_hosts.check_on_host(drv, vol)
 
 
 def _move(migration_uuid):
@@ -79,6 +97,7 @@ class ConnectOnDestination(base.ResizeFlowsTask):
         mig, uuid = _move(migration_uuid)
         if dest_host == mig['source_compute']:
             return
+        check_files(dest_host, uuid)
         volume_db.connect(uuid, mig['source_compute'], dest_host,
                           drop_off=False)
         sync(mig['source_compute'], uuid, virt_driver.RESIZE_SUFFIX)
@@ -122,13 +141,16 @@ class ConnectOnSource(base.ResizeFlowsTask):
     Reversion strategy: the destination's attachments come back,
     connected (its set-aside ``libvirt.xml`` still has the disks, so
     DestroyDestination's revert defines it with them), and the source's
-    are disconnected, its stashed domain without the disks.
+    are disconnected, its stashed domain without the disks. The files
+    are checked on the source first, as ConnectOnDestination checks them
+    on the destination.
     """
 
     def execute(self, migration_uuid):
         mig, uuid = _move(migration_uuid)
         if mig['source_compute'] == mig['dest_compute']:
             return
+        check_files(mig['source_compute'], uuid)
         volume_db.connect(uuid, mig['dest_compute'], mig['source_compute'],
                           drop_off=True)
         sync(mig['source_compute'], uuid, virt_driver.RESIZE_SUFFIX)

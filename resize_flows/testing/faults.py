@@ -53,6 +53,8 @@ WINDOWS = {
                       'nothing deleted yet',
     'delete-destroyed': 'server delete has destroyed the guest and its '
                         'disk, the records not yet deleted',
+    'device-held': 'an attach or detach of a port or volume holds the '
+                   'server by its task state, nothing else changed yet',
 }
 
 RAISE = 'raise'

@@ -8,10 +8,13 @@ refers to. An unused cached base is not a leak: it is a cache
 (``image cache clean`` removes it). The enabled plugins
 (``[DEFAULT]/plugins``) count too: their records in :func:`capture`
 (``Plugin.state()``), their findings in :func:`leaks`
-(``Plugin.audit()``).
+(``Plugin.audit()``). One that is not installed is skipped and named:
+``{'not installed': why}`` in place of its state, a ``not audited``
+line in the leaks.
 """
 import posixpath
 
+from resize_flows import exception
 from resize_flows.persistence import repository
 from resize_flows import plugins as rf_plugins
 from resize_flows import states
@@ -56,8 +59,17 @@ def _files(drv, entry):
 
 
 def _plugins():
-    """The enabled plugins, loaded (none when the option is unset)."""
-    return rf_plugins.load(rf_plugins.enabled())
+    """``(loaded, missing)``: the enabled plugins that load, in order,
+    and ``{name: why}`` of those that are not installed (or do not
+    load): skipped, and named in the result, so that a test of a missing
+    plugin can still compare the cloud."""
+    loaded, missing = [], {}
+    for name in rf_plugins.enabled():
+        try:
+            loaded.extend(rf_plugins.load([name]))
+        except exception.PluginNotInstalled as exc:
+            missing[name] = str(exc)
+    return loaded, missing
 
 
 def capture(caches=True):
@@ -99,9 +111,12 @@ def capture(caches=True):
                 name: found.size for name, found in drv.files.scan(
                     posixpath.join(drv.files.instances_path,
                                    layout.BASE_DIR)).items()}
+    loaded, missing = _plugins()
+    found = {p.name: p.state() for p in loaded}
+    found.update((name, {'not installed': why})
+                 for name, why in missing.items())
     return {'instances': instances, 'allocations': allocations,
-            'hosts': hosts,
-            'plugins': {p.name: p.state() for p in _plugins()}}
+            'hosts': hosts, 'plugins': found}
 
 
 def leaks():
@@ -198,9 +213,12 @@ def leaks():
         if consumer not in migrations:
             problems.append('allocations of unknown consumer %s: %s' % (
                 consumer, got))
-    for plugin in _plugins():
+    loaded, missing = _plugins()
+    for plugin in loaded:
         problems.extend('plugin %s: %s' % (plugin.name, finding)
                         for finding in plugin.audit())
+    problems.extend('plugin %s: not audited: %s' % (name, why)
+                    for name, why in sorted(missing.items()))
     return problems
 
 

@@ -193,8 +193,12 @@ class ComputeDriver(abc.ABC):
         disk: a stashed ``<uuid>_resize`` source's too) is defined again,
         and a running one gets the change live too (attach, detach; not
         on libvirt's test driver, which has no live change).
-        Returns ``(added, removed)``: the device ids the file gained and
-        lost (none when it said so already). The domain is brought to the
+        Returns ``(added, removed, kept)``: the device ids the file
+        gained and lost (none when it said so already), and those a
+        running guest did not let go (a live detach waits for the guest
+        to acknowledge it, re-sent ``[compute]/device_detach_attempts``
+        times; the definition no longer has them, the running guest
+        keeps them until it stops). The domain is brought to the
         file each time, so a call cut off between the two is finished by
         calling again."""
 

@@ -1,56 +1,27 @@
 """The resize-flows command, run in this process on test-driver hosts."""
 import datetime
-import io
 import json
 
 import pytest
 
-from resize_flows.cmd import shell
 from resize_flows import flowstatus
 from resize_flows.persistence import repository
 from resize_flows.testing import state
 from resize_flows import virt
+from tests.functional import cli_helpers as cli
 
 
 @pytest.fixture
 def rf(conf, tmp_path):
     """Run the CLI with a config file naming a fresh state dir; returns
     (exit code, stdout, stderr)."""
-    state_dir = tmp_path / 'cli-state'
-    conf_file = tmp_path / 'rf.conf'
-    conf_file.write_text(
-        '[DEFAULT]\nstate_dir = %s\n[libvirt]\nlocal_hypervisor = test\n'
-        '[compute]\nshutdown_timeout = 0\n' % state_dir)
-    for name in ('state_dir',):
-        conf.clear_override(name)
-    conf.clear_override('local_hypervisor', group='libvirt')
-    virt.reset()
-
-    def run(*argv):
-        out, err = io.StringIO(), io.StringIO()
-        code = shell.ResizeFlowsApp(stdout=out, stderr=err).run(
-            ['--config-file', str(conf_file)] + list(argv))
-        return code, out.getvalue(), err.getvalue()
-
-    code, _, err = run('db', 'sync')
-    assert code == 0, err
-    for host in ('host1', 'host2'):
-        assert run('host', 'create', host, '--vcpus', '4', '--memory-mb',
-                   '1024', '--disk-gb', '10')[0] == 0
-    assert run('flavor', 'create', 'tiny', '--vcpus', '1', '--ram', '64',
-               '--disk', '1')[0] == 0
-    assert run('flavor', 'create', 'small', '--vcpus', '2', '--ram', '96',
-               '--disk', '2')[0] == 0
-    assert run('server', 'create', 'vm1', '--flavor', 'tiny', '--host',
-               'host1')[0] == 0
-    yield run
+    yield cli.make_cli(conf, tmp_path,
+                       flavors=(cli.TINY, ('small', 2, 96, 2)))
     virt.reset()
 
 
 def _show(rf, *argv):
-    code, out, err = rf(*argv, '-f', 'json')
-    assert code == 0, err
-    return json.loads(out)
+    return cli.show(rf, *argv)
 
 
 def test_resize_confirm_migrate_revert(rf):
@@ -152,15 +123,7 @@ def records_and_cloud():
 def assert_one_line_error(rf, argv, message):
     """``resize-flows ARGV`` fails with one line holding ``message``, no
     traceback, and changes nothing: records, hypervisors, disks."""
-    before = records_and_cloud()
-    code, out, err = rf(*argv)
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert message in lines[0]
-    assert 'Traceback' not in err
-    assert records_and_cloud() == before
-    return lines[0]
+    return cli.one_line_error(rf, argv, message, records_and_cloud)
 
 
 def test_argument_errors_exit_non_zero(rf, capsys):

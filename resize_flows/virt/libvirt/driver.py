@@ -473,6 +473,7 @@ class LibvirtDriver(driver.ComputeDriver):
         # The domain is brought to the file even when the file said so
         # already: a process killed between the two left it behind.
         dom = self._find(instance_uuid)
+        kept = []
         if dom is not None:
             with self._translate(instance_uuid):
                 defined = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
@@ -481,13 +482,14 @@ class LibvirtDriver(driver.ComputeDriver):
                 if self._summary(defined) == self._summary(xml):
                     # libvirt's test driver has no live attach/detach.
                     if dom.isActive() and self._domain_type != 'test':
-                        plugdevices.change_live(
-                            self.host, dom, plugin, devices, xml_path)
+                        kept = plugdevices.change_live(
+                            self.host, dom, plugin, devices, xml_path,
+                            defined)
                     if plugdevices.differs(self.host, defined, plugin,
                                            devices, xml_path):
                         self._conn.defineXML(xml)
         ids = (lambda els: [config.alias_id(el) for el in els])
-        return ids(added), ids(removed)
+        return ids(added), ids(removed), kept
 
     def instances_path_ready(self):
         return self.files.has_root()

@@ -15,7 +15,6 @@ A disk is copied between two hosts' files by :mod:`.transfer`; the
 operations of the image cache (scan, sha256, remove a file...) are in
 :mod:`.fileops`.
 """
-import contextlib
 import json
 import os
 import posixpath
@@ -91,29 +90,10 @@ class LocalFiles(fileops.LocalOps):
         owner (0600) and its name. With ``backing`` it is an overlay on
         that file of format ``backing_format``, which qemu-img does not
         open here (``-u``: the size is given)."""
-        part = path + disk.PART_SUFFIX
-        with self.area.parent(path) as (dfd, name):
-            fd = self.area.create(dfd, name + disk.PART_SUFFIX, part)
-            try:
-                disk.run(self.host, 'qemu-img', 'create', '-q', '-f',
-                         'qcow2', *_backing_args(backing, backing_format),
-                         '/dev/fd/%d' % fd, str(size_bytes),
-                         pass_fds=(fd,))
-                self.area.give(fd)
-                os.fsync(fd)
-                st = disk.lstat_at(name, dfd)
-                if st is not None:
-                    raise self.area.refused(path, 'is there already (%s)'
-                                            % disk.kind(st))
-                os.rename(name + disk.PART_SUFFIX, name, src_dir_fd=dfd,
-                          dst_dir_fd=dfd)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(name + disk.PART_SUFFIX, dir_fd=dfd)
-                raise
-            finally:
-                os.close(fd)
-            os.fsync(dfd)
+        self.area.create_new(path, lambda fd: disk.run(
+            self.host, 'qemu-img', 'create', '-q', '-f', 'qcow2',
+            *_backing_args(backing, backing_format), '/dev/fd/%d' % fd,
+            str(size_bytes), pass_fds=(fd,)))
 
     def makedir(self, path):
         try:

@@ -187,6 +187,35 @@ class Area:
             os.fchown(fd, owner[0], owner[1])
         os.fchmod(fd, FILE_MODE)
 
+    def create_new(self, path, fill):
+        """Make the new file ``path``: a file of ours under the
+        temporary name ``<path>.part`` (a left-over of ours there is
+        removed, anything else refused), ``fill(fd)`` writes it through
+        that descriptor (e.g. qemu-img on ``/dev/fd/N``: it opens no
+        name), it is given to the owner (0600), synced, and renamed to
+        ``path``, refused if something is there already; then the
+        directory is synced. On failure the temporary file goes."""
+        part = path + disk.PART_SUFFIX
+        with self.parent(path) as (dfd, name):
+            fd = self.create(dfd, name + disk.PART_SUFFIX, part)
+            try:
+                fill(fd)
+                self.give(fd)
+                os.fsync(fd)
+                st = _lstat(name, dfd)
+                if st is not None:
+                    raise self.refused(path, 'is there already (%s)'
+                                       % _kind(st))
+                os.rename(name + disk.PART_SUFFIX, name, src_dir_fd=dfd,
+                          dst_dir_fd=dfd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(name + disk.PART_SUFFIX, dir_fd=dfd)
+                raise
+            finally:
+                os.close(fd)
+            os.fsync(dfd)
+
     # -- the operations ----------------------------------------------------
     def exists(self, path):
         return self.lstat(path) is not None

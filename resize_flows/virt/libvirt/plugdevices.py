@@ -13,6 +13,7 @@ import libvirt
 
 from resize_flows import exception
 from resize_flows.virt.libvirt import config
+from resize_flows.virt.libvirt import detach
 
 
 def replace(host, xml, plugin, devices, domain_type, where):
@@ -27,20 +28,58 @@ def replace(host, xml, plugin, devices, domain_type, where):
             % (where, exc))
 
 
+def _domain_type(host, xml, where):
+    """The domain type (``kvm``, ``qemu``, ``test``) ``xml`` says: it
+    decides the disks' cache attribute, so a diff against it is exact."""
+    try:
+        return ET.fromstring(xml).get('type')
+    except ET.ParseError as exc:
+        raise exception.HypervisorError(
+            host=host, reason='cannot change the devices of %s: %s'
+            % (where, exc))
+
+
 def differs(host, xml, plugin, devices, where):
     """Whether the plugin's devices in ``xml`` are not ``devices``."""
-    _new, removed, added = replace(host, xml, plugin, devices, 'kvm', where)
+    _new, removed, added = replace(host, xml, plugin, devices,
+                                   _domain_type(host, xml, where), where)
     return bool(removed or added)
 
 
-def change_live(host, dom, plugin, devices, where):
+def change_live(host, dom, plugin, devices, where, defined):
     """Detach from the running ``dom`` the plugin's devices it should not
-    have and attach those it lacks, live only (the definition is the
-    caller's)."""
-    _new, removed, added = replace(host, dom.XMLDesc(0), plugin, devices,
-                                   'kvm', where)
+    have (waiting for the guest to let them go: :mod:`.detach`; those
+    the definition ``defined`` lacks already, kept by the guest after an
+    earlier detach, are asked for once more, not waited for) and attach
+    those it lacks, live only (the definition is the caller's). Returns
+    the device ids the guest did not let go."""
+    live = dom.XMLDesc(0)
+    _new, removed, added = replace(host, live, plugin, devices,
+                                   _domain_type(host, live, where), where)
+    known = {d['id'] for d in config.plugin_devices(defined).get(plugin, [])}
+    fresh = [el for el in removed if config.alias_id(el) in known]
+    kept = detach.detach_live(dom, fresh, where) + detach.detach_live(
+        dom, [el for el in removed if el not in fresh], where,
+        patient=False)
+    if kept:
+        _free_targets(dom, added)
     flags = libvirt.VIR_DOMAIN_AFFECT_LIVE
-    for element in removed:
-        dom.detachDeviceFlags(config.element_xml(element), flags)
     for element in added:
         dom.attachDeviceFlags(config.element_xml(element), flags)
+    return [config.alias_id(el) for el in removed
+            if el.find('alias').get('name') in kept]
+
+
+def _free_targets(dom, added):
+    """Give each disk of ``added`` whose target a device the guest kept
+    still holds live another free target, live only (the definition's
+    targets stand: the guest's next start has them)."""
+    used = set(config.devices(dom.XMLDesc(0))[0])
+    for element in added:
+        target = element.find('target')
+        if element.tag != 'disk' or target.get('dev') not in used:
+            continue
+        free = [t for t in config.PLUGIN_DISK_TARGETS if t not in used]
+        if free:
+            target.set('dev', free[0])
+        used.add(target.get('dev'))

@@ -152,15 +152,16 @@ def test_update_devices_rewrites_the_file_and_redefines_the_domain(
     assert config.plugin_devices(_defined_xml(src, uuid)) == {
         'volumes': [VOL]}
     assert src.update_devices(uuid, 'ports', [NIC, NIC2]) == (
-        ['port-1', 'port-2'], [])
+        ['port-1', 'port-2'], [], [])
     wanted = {'volumes': [VOL], 'ports': [NIC, NIC2]}
     assert config.plugin_devices(_file_xml(src, uuid)) == wanted
     assert config.plugin_devices(_defined_xml(src, uuid)) == wanted
     # Already so: nothing done.
-    assert src.update_devices(uuid, 'ports', [NIC, NIC2]) == ([], [])
-    assert src.update_devices(uuid, 'ports', [NIC2]) == ([], ['port-1'])
-    assert src.update_devices(uuid, 'ports', [NIC2, NIC]) == (['port-1'], [])
-    assert src.update_devices(uuid, 'ports', [NIC2]) == ([], ['port-1'])
+    assert src.update_devices(uuid, 'ports', [NIC, NIC2]) == ([], [], [])
+    assert src.update_devices(uuid, 'ports', [NIC2]) == ([], ['port-1'], [])
+    assert src.update_devices(uuid, 'ports', [NIC2, NIC]) == (
+        ['port-1'], [], [])
+    assert src.update_devices(uuid, 'ports', [NIC2]) == ([], ['port-1'], [])
     assert config.plugin_devices(_defined_xml(src, uuid)) == {
         'volumes': [VOL], 'ports': [NIC2]}
     # The instance's own devices and flavor are untouched.
@@ -183,7 +184,7 @@ def test_update_devices_again_brings_a_domain_left_behind_to_the_file(
     libvirt_host.get_connection(src.uri).defineXML(before)
     assert config.plugin_devices(_defined_xml(src, uuid)) == {}
     assert config.plugin_devices(_file_xml(src, uuid)) == {'volumes': [VOL]}
-    assert src.update_devices(uuid, 'volumes', [VOL]) == ([], [])
+    assert src.update_devices(uuid, 'volumes', [VOL]) == ([], [], [])
     assert config.plugin_devices(_defined_xml(src, uuid)) == {
         'volumes': [VOL]}
 
