@@ -401,7 +401,7 @@ def repair(rows, request_id, user_id=None, project_id=None):
     """Fix the safe rows in place (``fix`` becomes ``repaired``); each
     repair that concerns an instance is recorded as its instance action
     ``audit_repair``. Returns the rows."""
-    answers = {}
+    cache = {}
     who = {'request_id': request_id, 'user_id': user_id,
            'project_id': project_id}
     for row in rows:
@@ -409,7 +409,7 @@ def repair(rows, request_id, user_id=None, project_id=None):
         if how is None:
             continue
         try:
-            done = _repair_one(how, answers, who)
+            done = _repair_one(how, cache, who)
         except Exception as e:
             LOG.warning('audit: could not repair %s: %s', row['detail'], e)
             done = False
@@ -418,7 +418,7 @@ def repair(rows, request_id, user_id=None, project_id=None):
     return rows
 
 
-def _repair_one(how, answers, who):
+def _repair_one(how, cache, who):
     kind = how[0]
     if kind == 'power':
         _kind, uuid, recorded, actual, host = how
@@ -428,7 +428,7 @@ def _repair_one(how, answers, who):
         _kind, consumer, ctype, want, instance_uuid, involved = how
         if instance_uuid is not None and _busy(instance_uuid):
             return False
-        if not all(answers(h, answers) for h in involved):
+        if not all(answers(h, cache) for h in involved):
             return False
         if ctype is None:
             ctype = repository.CONSUMER_INSTANCE
@@ -443,7 +443,7 @@ def _repair_one(how, answers, who):
     if kind == 'dir':
         _kind, uuid, suffix, host = how
         inst = repository.instance_get(uuid)
-        if _busy(uuid) or not answers(host, answers):
+        if _busy(uuid) or not answers(host, cache):
             return False
         # Never the instance's only disk: its own directory must be in
         # place with its disk on its host.
