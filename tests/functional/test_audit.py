@@ -18,7 +18,9 @@ from resize_flows.persistence import repository
 from resize_flows.testing import faults
 from resize_flows.testing import state
 from resize_flows import virt
-from tests.functional.test_cli import rf  # noqa: F401 (a fixture)
+from tests.functional import test_cli
+
+rf = test_cli.rf      # the CLI fixture
 
 
 def _kinds(rows):
@@ -31,8 +33,8 @@ def unplug(host, tmp_path):
     table = models.Host.__table__
     with db.session_scope() as s:
         s.execute(table.update().where(table.c.name == host).values(
-            uri='qemu+unix:///session?socket=%s/gone-%s' % (tmp_path,
-                                                             host)))
+            uri='qemu+unix:///session?socket=%s/gone-%s' % (
+                tmp_path, host)))
 
 
 def test_a_clean_cloud_has_no_findings(cloud):
@@ -166,7 +168,7 @@ def test_audit_is_for_admins(cloud):
         api.audit(cloud.member())
 
 
-def test_cli_exit_status_and_bad_input(rf, tmp_path):  # noqa: F811
+def test_cli_exit_status_and_bad_input(rf, tmp_path):
     code, out, err = rf('audit', '-f', 'json')
     assert (code, json.loads(out)) == (0, []), err
     vm = repository.instance_list()[0]['uuid']
