@@ -65,7 +65,7 @@ def list_flows(ctx, state=None, server=None, operation=None, limit=None,
                marker=None):
     """Stored flows, newest first: at most ``limit``, those after the flow
     ``marker``. ``state`` is a status (queued, running, interrupted,
-    finished, rolled back, stuck) or a TaskFlow flow state. A caller whom
+    finished, rolled back, stuck, abandoned) or a TaskFlow flow state. A caller whom
     the rule lets list only its own project's flows (``admin_or_owner``)
     gets only those."""
     policy.authorize(ctx, policy.FLOW_LIST)
