@@ -16,6 +16,8 @@ from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import faults
 from resize_flows.testing import state
+from resize_flows import virt
+from tests.functional.conftest import Cloud
 from tests.functional import test_audit
 from tests.functional import test_cli
 
@@ -178,3 +180,35 @@ def test_cli_abandon_list_show_and_bad_input(rf):
         assert code != 0 and 'abandoned' in err, err
         assert len(err.strip().splitlines()) == 1
     assert flowstatus.show_flow(flow_id)['status'] == flowstatus.ABANDONED
+
+
+@pytest.fixture
+def cloud_db(conf, any_db_url):
+    """``cloud``, once per database backend."""
+    virt.reset()
+    faults.clear()
+    yield Cloud()
+    faults.clear()
+    virt.reset()
+
+
+def test_abandon_and_repair_on_every_database(cloud_db, tmp_path):
+    """The abandon transaction, the abandoned filter and the repairs'
+    writes on SQLite, PostgreSQL and MariaDB."""
+    vm, flow_id = _interrupt(cloud_db, 'FinishMigration')
+    test_audit.unplug('host1', tmp_path)
+    api.abandon_flow(cloud_db.ctx, flow_id, REASON)
+    assert [f['flow_id'] for f in api.list_flows(
+        cloud_db.ctx, state='abandoned')] == [flow_id]
+    assert api.list_flows(cloud_db.ctx, state='interrupted') == []
+    assert flowstatus.show_flow(flow_id)['abandoned']['reason'] == REASON
+    with pytest.raises(exception.FlowStateConflict):
+        api.abandon_flow(cloud_db.ctx, flow_id, REASON)
+    vm2 = cloud_db.server('vm2', host='host2')['uuid']
+    repository.instance_update(vm2, {'power_state': 4})
+    repository.release(vm2)
+    fixed = [r for r in api.audit(cloud_db.ctx, repair=True)
+             if r['object'] == vm2]
+    assert sorted(r['kind'] for r in fixed) == ['allocation', 'power state']
+    assert all(r['fix'] == 'repaired' for r in fixed)
+    assert [r for r in api.audit(cloud_db.ctx) if r['object'] == vm2] == []
