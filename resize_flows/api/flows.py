@@ -65,9 +65,9 @@ def list_flows(ctx, state=None, server=None, operation=None, limit=None,
                marker=None):
     """Stored flows, newest first: at most ``limit``, those after the flow
     ``marker``. ``state`` is a status (queued, running, interrupted,
-    finished, rolled back, stuck, abandoned) or a TaskFlow flow state. A caller whom
-    the rule lets list only its own project's flows (``admin_or_owner``)
-    gets only those."""
+    finished, rolled back, stuck, abandoned) or a TaskFlow flow state. A
+    caller whom the rule lets list only its own project's flows
+    (``admin_or_owner``) gets only those."""
     policy.authorize(ctx, policy.FLOW_LIST)
     project = (None if policy.check(ctx, policy.FLOW_LIST,
                                     policy.every_project())
@@ -174,7 +174,8 @@ def abandon_flow(ctx, flow_id, reason):
     ``error``, the allocations of both on the hosts that do not answer
     now are released (those that answer keep theirs: ``audit`` lists
     what is left there), and the server gets an instance action
-    ``abandon`` with the reason. Returns {'flow_id', 'status', 'reason',
+    ``abandon`` with the reason. The job it was posted as, if any, is
+    taken off the jobboard. Returns {'flow_id', 'status', 'reason',
     'released_on'}."""
     _authorize_flow(ctx, policy.FLOW_ABANDON, flow_id)
     _check_reason(reason)
@@ -205,6 +206,14 @@ def abandon_flow(ctx, flow_id, reason):
         lease.release()
     LOG.warning('flow %s abandoned by %s: %s (allocations released on %s)',
                 flow_id, ctx.user_id, reason, released or 'no host')
+    if brief['job_uuid'] and jobboard.enabled():
+        # Left there (the board unreachable), a conductor only consumes
+        # it: an abandoned flow is never run again.
+        try:
+            jobboard.remove_job(brief['job_uuid'], leases.owner())
+        except Exception as e:
+            LOG.warning('flow %s is abandoned but its job %s is still on '
+                        'the board: %s', flow_id, brief['job_uuid'], e)
     return {'flow_id': flow_id, 'status': flowstatus.ABANDONED,
             'reason': reason, 'released_on': released}
 

@@ -7,12 +7,15 @@ that answers. Refusals change nothing."""
 import json
 
 import pytest
+from taskflow import states as tf_states
 
 from resize_flows import api
 from resize_flows import exception
 from resize_flows import flowstatus
+from resize_flows import jobboard
 from resize_flows.persistence import flowindex
 from resize_flows.persistence import repository
+from resize_flows import recovery
 from resize_flows import states
 from resize_flows.testing import faults
 from resize_flows.testing import state
@@ -20,6 +23,7 @@ from resize_flows import virt
 from tests.functional.conftest import Cloud
 from tests.functional import test_audit
 from tests.functional import test_cli
+from tests import redis_fixtures
 
 rf = test_cli.rf      # the CLI fixture
 
@@ -212,3 +216,32 @@ def test_abandon_and_repair_on_every_database(cloud_db, tmp_path):
     assert sorted(r['kind'] for r in fixed) == ['allocation', 'power state']
     assert all(r['fix'] == 'repaired' for r in fixed)
     assert [r for r in api.audit(cloud_db.ctx) if r['object'] == vm2] == []
+
+
+jobboard_conf = redis_fixtures.jobboard_conf      # a fixture
+
+
+def test_abandoning_a_posted_flow_takes_its_job_off_the_board(
+        cloud, jobboard_conf):
+    vm = cloud.server()['uuid']
+    op = api.migrate(cloud.ctx, vm, host='host2')
+    # Queued: refused (rollback cancels it), the job left as it was.
+    with pytest.raises(exception.FlowStateConflict, match='queued'):
+        api.abandon_flow(cloud.ctx, op.flow_id, REASON)
+    assert [j['flow_id'] for j in jobboard.list_jobs()] == [op.flow_id]
+    # A conductor dies in it (run here, crashing): interrupted, the job
+    # still on the board.
+    faults.inject('CopyDisk', faults.BEFORE_EXECUTE,
+                  exc_class=faults.SimulatedCrash)
+    with pytest.raises(faults.SimulatedCrash):
+        recovery.run_job(op.flow_id)
+    faults.clear()
+    assert flowstatus.flow_brief(op.flow_id)['status'] == \
+        flowstatus.INTERRUPTED
+    assert [j['flow_id'] for j in jobboard.list_jobs()] == [op.flow_id]
+    api.abandon_flow(cloud.ctx, op.flow_id, REASON)
+    assert jobboard.list_jobs() == []
+    # A conductor handed the flow anyway runs nothing of it.
+    tasks = flowstatus.show_flow(op.flow_id)['tasks']
+    assert recovery.run_job(op.flow_id) == tf_states.RUNNING
+    assert flowstatus.show_flow(op.flow_id)['tasks'] == tasks
