@@ -245,3 +245,15 @@ def test_abandoning_a_posted_flow_takes_its_job_off_the_board(
     tasks = flowstatus.show_flow(op.flow_id)['tasks']
     assert recovery.run_job(op.flow_id) == tf_states.RUNNING
     assert flowstatus.show_flow(op.flow_id)['tasks'] == tasks
+
+
+def test_a_resume_that_raced_the_abandon_stops_under_the_lease(cloud):
+    """Checked before it takes the lease, a resume may find the flow
+    interrupted; once it holds the lease it finds it abandoned, and lets
+    it go."""
+    _vm, flow_id = _interrupt(cloud)
+    api.abandon_flow(cloud.ctx, flow_id, REASON)
+    with pytest.raises(exception.FlowStateConflict, match='abandoned'):
+        recovery._take(flow_id)
+    assert flowindex.lease_list() == {}
+    assert flowstatus.show_flow(flow_id)['status'] == flowstatus.ABANDONED
