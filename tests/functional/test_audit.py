@@ -131,7 +131,7 @@ def test_a_host_that_does_not_answer_is_a_finding_not_a_crash(cloud,
     # host1 is one row; host2 is audited all the same.
     assert _kinds(rows) == [('host', 'host1'), ('power state', vm2)]
     assert 'does not answer' in rows[0]['detail']
-    with pytest.raises(RuntimeError):
+    with pytest.raises(exception.HypervisorUnavailable):
         state.leaks()
 
 
