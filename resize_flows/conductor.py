@@ -208,9 +208,10 @@ class Conductor:
             brief = flowstatus.flow_brief(flow_id)
             state = brief and brief['state']
             if state in (tf_states.REVERTED, tf_states.SUCCESS) or (
-                    brief and brief['status'] == flowstatus.STUCK):
-                # Undone (the operation failed), or stuck for an operator:
-                # either way the job is over.
+                    brief and brief['status'] in (flowstatus.STUCK,
+                                                  flowstatus.ABANDONED)):
+                # Undone (the operation failed), stuck for an operator, or
+                # abandoned by one: either way the job is over.
                 LOG.warning('flow %s ended %s: %s', flow_id, state, e)
                 return self._done(job, flow_id, state, True)
             LOG.exception('flow %s of job %s stopped; job given back',

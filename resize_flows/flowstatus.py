@@ -2,8 +2,9 @@
 
 A flow's status (:func:`flow_status`) is what ``flow list`` and ``flow
 show`` call it, from its TaskFlow state, its lease and whether it was
-posted as a job: ``queued``, ``running``, ``interrupted``, ``finished``,
-``rolled back`` or ``stuck``. :func:`list_flows`, :func:`flow_brief` and
+posted as a job, and whether an operator abandoned it: ``queued``,
+``running``, ``interrupted``, ``finished``, ``rolled back``, ``stuck`` or
+``abandoned``. :func:`list_flows`, :func:`flow_brief` and
 :func:`flow_owner` read the flow log's index (``persistence/flowindex.py``,
 which holds the SQL); :func:`show_flow` and :func:`flow_failure` read one
 stored flow with its tasks. :func:`purge_flows` deletes flows that ended.
@@ -21,6 +22,7 @@ from resize_flows import flows as rf_flows
 from resize_flows.persistence import flowindex
 from resize_flows.persistence import flowlog
 from resize_flows.persistence import instance_actions
+from resize_flows.persistence import repairs
 from resize_flows import plugins as rf_plugins
 from resize_flows import states
 from resize_flows import timeutils
@@ -31,7 +33,10 @@ INTERRUPTED = 'interrupted'
 FINISHED = 'finished'
 ROLLED_BACK = 'rolled back'
 STUCK = 'stuck'
-STATUSES = (QUEUED, RUNNING, INTERRUPTED, FINISHED, ROLLED_BACK, STUCK)
+#: Given up on by an operator (``flow abandon``): ended, never run again.
+ABANDONED = 'abandoned'
+STATUSES = (QUEUED, RUNNING, INTERRUPTED, FINISHED, ROLLED_BACK, STUCK,
+            ABANDONED)
 
 #: status -> the flow log index's filter for it
 _FILTERS = {
@@ -41,20 +46,23 @@ _FILTERS = {
     FINISHED: flowindex.finished,
     ROLLED_BACK: flowindex.rolled_back,
     STUCK: flowindex.stuck,
+    ABANDONED: flowindex.abandoned,
 }
 
 
-def flow_status(flow_state, lease, job_uuid=None):
+def flow_status(flow_state, lease, job_uuid=None, abandoned=False):
     """``queued`` (posted as job ``job_uuid``, not started, not leased:
     a conductor will start it), ``running``, ``interrupted``,
-    ``finished``, ``rolled back`` or ``stuck`` (an undo step failed: see
-    the failed task)."""
+    ``finished``, ``rolled back``, ``stuck`` (an undo step failed: see
+    the failed task) or ``abandoned`` (given up on by an operator)."""
     if flow_state == tf_states.SUCCESS:
         return FINISHED
     if flow_state == tf_states.REVERTED:
         return ROLLED_BACK
     if lease is not None and lease['live']:
         return RUNNING
+    if abandoned:
+        return ABANDONED
     if flow_state == tf_states.FAILURE:
         return STUCK
     if flow_state in states.FLOW_NEVER_RUN and job_uuid is not None:
@@ -73,7 +81,8 @@ def _entry(row):
         'migration_uuid': row['migration_uuid'],
         'project_id': row['project_id'],
         'state': row['state'],
-        'status': flow_status(row['state'], lease, row['job_uuid']),
+        'status': flow_status(row['state'], lease, row['job_uuid'],
+                              row.get('abandoned', False)),
         'owner': lease['owner'] if lease and lease['live'] else None,
         'job_uuid': row['job_uuid'],
         'created_at': row['created_at'],
@@ -116,6 +125,13 @@ def flow_owner(flow_id):
     """{'instance_uuid', 'project_id'} of a stored flow (the project of
     its server, the target of the flow rules), or None."""
     return flowindex.owner_of(flow_id)
+
+
+def flow_row(flow_id):
+    """A stored flow as :func:`list_flows` gives it, or None: one row
+    read."""
+    row = flowindex.get_row(flow_id)
+    return None if row is None else _entry(row)
 
 
 def flow_brief(flow_id):
@@ -170,6 +186,7 @@ def show_flow(flow_id):
     _book, detail = engine.find_detail(flow_id)
     lease = flowindex.lease_get(flow_id)
     job_uuid = flowindex.job_uuid(flow_id)
+    abandon = repairs.abandon_get(flow_id)
     meta = dict(detail.meta or {})
     events = _events_by_task(meta)
     tasks = []
@@ -204,9 +221,11 @@ def show_flow(flow_id):
         'instance_uuid': meta.get('instance_uuid'),
         'migration_uuid': meta.get('migration_uuid'),
         'state': detail.state,
-        'status': flow_status(detail.state, lease, job_uuid),
+        'status': flow_status(detail.state, lease, job_uuid,
+                              abandon is not None),
         'owner': lease['owner'] if lease and lease['live'] else None,
         'job_uuid': job_uuid,
+        'abandoned': abandon,
         'holders': list(meta.get('holders') or []),
         'plugins': rf_plugins.names_of_flow(
             (meta.get('factory') or {}).get('kwargs')),

@@ -56,6 +56,8 @@ FLOW_SHOW = 'resize_flows:flows:show'
 FLOW_RESUME = 'resize_flows:flows:resume'
 FLOW_ROLLBACK = 'resize_flows:flows:rollback'
 FLOW_PURGE = 'resize_flows:flows:purge'
+FLOW_ABANDON = 'resize_flows:flows:abandon'
+AUDIT = 'resize_flows:audit'
 CONDUCTOR_LIST = 'resize_flows:conductors:list'
 JOB_LIST = 'resize_flows:jobs:list'
 HOST_MANAGE = 'resize_flows:hosts:manage'
@@ -147,6 +149,14 @@ _RULES = [
           'POST', '/os-resize-flows/flows/{flow_id}/rollback'),
     _rule(FLOW_PURGE, ADMIN, 'Delete flows that ended before a date.',
           'DELETE', '/os-resize-flows/flows?before={date}'),
+    _rule(FLOW_ABANDON, ADMIN,
+          'Abandon a flow that neither resume nor rollback can finish: '
+          'its server goes to error, its migration to error.',
+          'POST', '/os-resize-flows/flows/{flow_id}/abandon'),
+    _rule(AUDIT, ADMIN,
+          'Compare the records with every host (or one) and list what '
+          'does not match; with repair, fix the safe classes.',
+          'POST', '/os-resize-flows/audit'),
     _rule(CONDUCTOR_LIST, ADMIN,
           'List the live conductors of the jobboard and the flows they run.',
           'GET', '/os-resize-flows/conductors'),

@@ -33,6 +33,7 @@ from resize_flows import flowstatus
 from resize_flows import flows as rf_flows
 from resize_flows import leases
 from resize_flows.persistence import models
+from resize_flows.persistence import repairs
 from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import faults
@@ -49,6 +50,10 @@ def _take(flow_id, owner=None):
     rf_engine.check_plugins(detail)
     lease = leases.Lease(flow_id, owner).acquire()
     try:
+        # Checked under the lease: ``flow abandon`` holds it as it writes.
+        if repairs.abandon_get(flow_id) is not None:
+            _refuse_abandoned({'status': flowstatus.ABANDONED},
+                              'run', flow_id)
         return rf_engine.load(flow_id, lease)
     except Exception:
         lease.release()
@@ -167,6 +172,15 @@ def _take_unless_never_started(flow_id, owner=None):
     return None, _end_never_started(handle, reason)
 
 
+def _refuse_abandoned(brief, verb, flow_id):
+    """An abandoned flow is never run again (``flow abandon``)."""
+    if brief is not None and brief['status'] == flowstatus.ABANDONED:
+        raise exception.FlowStateConflict(
+            verb=verb, flow_id=flow_id,
+            reason='it was abandoned (see flow show); start a new '
+                   'operation instead')
+
+
 def run_job(flow_id, listeners=(), owner=None):
     """Run a stored flow for a conductor's job, under ``owner``'s lease:
     a flow never run starts, an interrupted one is resumed (see
@@ -176,7 +190,7 @@ def run_job(flow_id, listeners=(), owner=None):
     if brief is None:
         raise exception.FlowNotFound(flow_id=flow_id)
     if brief['state'] in states.FLOW_ENDED or \
-            brief['status'] == flowstatus.STUCK:
+            brief['status'] in (flowstatus.STUCK, flowstatus.ABANDONED):
         return brief['state']
     if brief['state'] in states.FLOW_NEVER_RUN:
         # Never started: nothing to resume, no task ran (its tasks may not
@@ -221,6 +235,7 @@ def resume(flow_id, listeners=(), owner=None):
     move first claims the server, if it had not yet (:func:`_hold_claim`).
     """
     brief = flowstatus.flow_brief(flow_id)
+    _refuse_abandoned(brief, 'resume', flow_id)
     if brief is not None and brief['status'] == flowstatus.QUEUED:
         raise exception.FlowStateConflict(
             verb='resume', flow_id=flow_id,
@@ -309,6 +324,7 @@ def rollback(flow_id, listeners=()):
     flow another live process holds, and a flow past its point of no
     return (a confirm or revert that deleted files: resume it instead).
     """
+    _refuse_abandoned(flowstatus.flow_brief(flow_id), 'roll back', flow_id)
     handle, ended = _take_unless_never_started(flow_id)
     if handle is None:
         return ended

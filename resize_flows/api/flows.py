@@ -5,15 +5,18 @@ import datetime
 import logging
 
 from resize_flows.api import context
+from resize_flows import audit
 from resize_flows.api import servers
 from resize_flows import exception
 from resize_flows import flows as rf_flows
 from resize_flows import flowstatus
 from resize_flows import jobboard
 from resize_flows import leases
+from resize_flows.persistence import repairs
 from resize_flows.persistence import repository
 from resize_flows import policy
 from resize_flows import recovery
+from resize_flows import states
 from resize_flows import validation
 
 LOG = logging.getLogger(__name__)
@@ -62,9 +65,9 @@ def list_flows(ctx, state=None, server=None, operation=None, limit=None,
                marker=None):
     """Stored flows, newest first: at most ``limit``, those after the flow
     ``marker``. ``state`` is a status (queued, running, interrupted,
-    finished, rolled back, stuck) or a TaskFlow flow state. A caller whom
-    the rule lets list only its own project's flows (``admin_or_owner``)
-    gets only those."""
+    finished, rolled back, stuck, abandoned) or a TaskFlow flow state. A
+    caller whom the rule lets list only its own project's flows
+    (``admin_or_owner``) gets only those."""
     policy.authorize(ctx, policy.FLOW_LIST)
     project = (None if policy.check(ctx, policy.FLOW_LIST,
                                     policy.every_project())
@@ -145,6 +148,113 @@ def rollback_flow(ctx, flow_id, listeners=()):
             LOG.warning('flow %s is rolled back but its job %s is still on '
                         'the board: %s', flow_id, brief['job_uuid'], e)
     return {'flow_id': flow_id, 'flow_state': handle_state}
+
+
+def _check_reason(reason):
+    """Why a flow is abandoned: 1 to 255 characters, no control ones."""
+    if not isinstance(reason, str) or not reason.strip() or \
+            len(reason) > 255 or any(ord(c) < 32 or ord(c) == 127
+                                     for c in reason):
+        raise exception.InvalidInput(
+            reason='--reason must be 1 to 255 characters with no control '
+                   'characters, not %r' % (reason if not isinstance(
+                       reason, str) else reason[:60],))
+
+
+@context.tenant_facing
+def abandon_flow(ctx, flow_id, reason):
+    """Give up on a flow that neither resume nor rollback can finish (its
+    source host is gone for good); admin. Only an interrupted or stuck
+    flow (nobody holds it, not ended, not queued) is abandonable, else
+    FlowStateConflict and nothing changed. Under the flow's lease, in one
+    transaction (:func:`repairs.abandon`): the flow ends ``abandoned``
+    (with the reason, who and when; its stored atoms are kept, and resume
+    and rollback refuse it from then on), its server goes to vm_state
+    ``error`` with no task_state (Nova's reset-state), its migration to
+    ``error``, the allocations of both on the hosts that do not answer
+    now are released (those that answer keep theirs: ``audit`` lists
+    what is left there), and the server gets an instance action
+    ``abandon`` with the reason. The job it was posted as, if any, is
+    taken off the jobboard. Returns {'flow_id', 'status', 'reason',
+    'released_on'}."""
+    _authorize_flow(ctx, policy.FLOW_ABANDON, flow_id)
+    _check_reason(reason)
+    _abandonable(flow_id)
+    lease = leases.Lease(flow_id).acquire()
+    try:
+        # Again under the lease: another process may have taken the flow
+        # on (and finished it) or abandoned it between the check and here.
+        if repairs.abandon_get(flow_id) is not None:
+            raise exception.FlowStateConflict(
+                verb='abandon', flow_id=flow_id,
+                reason='it is abandoned already')
+        brief = flowstatus.flow_brief(flow_id)
+        if brief['state'] in states.FLOW_ENDED:
+            raise exception.FlowStateConflict(
+                verb='abandon', flow_id=flow_id,
+                reason='it has ended (%s) meanwhile' % brief['state'])
+        owner = flowstatus.flow_owner(flow_id)
+        instance_uuid = owner['instance_uuid']
+        migration_uuid = _migration_of(flow_id)
+        hosts = _hosts_of(instance_uuid, migration_uuid)
+        cache = {}
+        released = sorted(h for h in hosts if not audit.answers(h, cache))
+        repairs.abandon(flow_id, reason, instance_uuid, migration_uuid,
+                        released, ctx.request_id, ctx.user_id,
+                        ctx.project_id)
+    finally:
+        lease.release()
+    LOG.warning('flow %s abandoned by %s: %s (allocations released on %s)',
+                flow_id, ctx.user_id, reason, released or 'no host')
+    if brief['job_uuid'] and jobboard.enabled():
+        # Left there (the board unreachable), a conductor only consumes
+        # it: an abandoned flow is never run again.
+        try:
+            jobboard.remove_job(brief['job_uuid'], leases.owner())
+        except Exception as e:
+            LOG.warning('flow %s is abandoned but its job %s is still on '
+                        'the board: %s', flow_id, brief['job_uuid'], e)
+    return {'flow_id': flow_id, 'status': flowstatus.ABANDONED,
+            'reason': reason, 'released_on': released}
+
+
+def _abandonable(flow_id):
+    brief = flowstatus.flow_brief(flow_id)
+    if brief['status'] in (flowstatus.INTERRUPTED, flowstatus.STUCK):
+        return
+    why = {
+        flowstatus.RUNNING: 'it is running (a live process holds it); '
+                            'wait for it, or for its lease to expire',
+        flowstatus.QUEUED: 'it is queued on the jobboard; roll it back to '
+                           'cancel it',
+        flowstatus.FINISHED: 'it has finished',
+        flowstatus.ROLLED_BACK: 'it was rolled back',
+        flowstatus.ABANDONED: 'it is abandoned already',
+    }.get(brief['status'], 'it is %s' % brief['status'])
+    raise exception.FlowStateConflict(verb='abandon', flow_id=flow_id,
+                                      reason=why)
+
+
+def _migration_of(flow_id):
+    row = flowstatus.flow_row(flow_id)
+    return row['migration_uuid'] if row else None
+
+
+def _hosts_of(instance_uuid, migration_uuid):
+    """The hosts a flow's server and migration are on."""
+    hosts = set()
+    if instance_uuid:
+        try:
+            hosts.add(repository.instance_get(instance_uuid)['host'])
+        except exception.InstanceNotFound:
+            pass
+    if migration_uuid:
+        try:
+            mig = repository.migration_get(migration_uuid)
+            hosts |= {mig['source_compute'], mig['dest_compute']}
+        except exception.MigrationNotFound:
+            pass
+    return hosts - {None}
 
 
 @context.tenant_facing

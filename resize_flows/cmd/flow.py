@@ -1,5 +1,5 @@
-"""The ``flow`` commands: list, show, purge, and resume or roll back a
-flow from the flow log.
+"""The ``flow`` commands: list, show, purge, and resume, roll back or
+abandon a flow from the flow log.
 """
 from cliff import lister
 from cliff import show
@@ -42,7 +42,8 @@ class FlowList(lister.Lister):
         parser.add_argument(
             '--state', help='queued (posted on the jobboard, no conductor '
             'has started it yet), running, interrupted, finished, '
-            '"rolled back", stuck, or a TaskFlow flow state (SUCCESS, '
+            '"rolled back", stuck, abandoned, or a TaskFlow flow state '
+            '(SUCCESS, '
             'REVERTED, ...).')
         parser.add_argument('--server', help='Only this server\'s flows.')
         names = list(rf_flows.OPERATIONS)
@@ -123,7 +124,11 @@ class FlowShow(show.ShowOne):
         if parsed.formatter in ('table', 'value', 'shell'):
             flow['tasks'] = _tasks_text(flow['tasks'])
             flow['plugins'] = ', '.join(flow['plugins'])
-        return common.as_columns(flow, FLOW_COLUMNS + ['plugins', 'tasks'])
+            if flow['abandoned']:
+                flow['abandoned'] = '%(abandoned_at)s by %(user_id)s: ' \
+                    '%(reason)s' % flow['abandoned']
+        return common.as_columns(
+            flow, FLOW_COLUMNS + ['abandoned', 'plugins', 'tasks'])
 
 
 class FlowResume(common.MoveCommand):
@@ -168,3 +173,30 @@ class FlowRollback(common.MoveCommand):
                           listeners=common.progress_listeners(self, parsed))
         flow = api.show_flow(common.caller_context(self.app), parsed.flow)
         return common.as_columns(flow, FLOW_COLUMNS)
+
+
+class FlowAbandon(show.ShowOne):
+    """Give up on a flow that neither resume nor rollback can finish.
+
+    For a flow interrupted or stuck whose source host is gone for good.
+    The flow ends "abandoned" (with the reason, who and when; its log is
+    kept; resume and rollback refuse it from then on), its server goes to
+    error with no task state (as Nova's reset-state), its migration to
+    error, and the allocations on the hosts that do not answer are
+    released. "audit" lists what is left on the hosts that answer.
+    """
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('flow', metavar='<flow>')
+        parser.add_argument('--reason', required=True,
+                            help='Why (kept with the flow and in the '
+                                 'server\'s instance action).')
+        return parser
+
+    def take_action(self, parsed):
+        done = api.abandon_flow(common.caller_context(self.app),
+                                parsed.flow, parsed.reason)
+        done['released_on'] = ', '.join(done['released_on'])
+        return common.as_columns(
+            done, ['flow_id', 'status', 'reason', 'released_on'])

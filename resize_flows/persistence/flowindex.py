@@ -24,6 +24,7 @@ from resize_flows import timeutils
 FLOWS = flowlog.FLOWS
 BOOKS = flowlog.BOOKS
 LEASES = models.FlowLease.__table__
+ABANDONS = models.FlowAbandon.__table__
 
 
 # -- lease rows --------------------------------------------------------------
@@ -174,24 +175,35 @@ def rolled_back(now):
     return FLOWS.c.state == tf_states.REVERTED
 
 
+def _not_abandoned():
+    return ABANDONS.c.flow_id.is_(None)
+
+
 def running(now):
     return sa.and_(sa.or_(_under_way(), FLOWS.c.state == tf_states.FAILURE),
                    _live(now))
 
 
 def stuck(now):
-    return sa.and_(FLOWS.c.state == tf_states.FAILURE, _not_live(now))
+    return sa.and_(FLOWS.c.state == tf_states.FAILURE, _not_live(now),
+                   _not_abandoned())
 
 
 def queued(now):
     return sa.and_(_never_run(), FLOWS.c.job_uuid.is_not(None),
-                   _not_live(now))
+                   _not_live(now), _not_abandoned())
 
 
 def interrupted(now):
-    return sa.and_(_under_way(), _not_live(now),
+    return sa.and_(_under_way(), _not_live(now), _not_abandoned(),
                    sa.not_(sa.and_(_never_run(),
                                    FLOWS.c.job_uuid.is_not(None))))
+
+
+def abandoned(now):
+    """Given up on by an operator (``flow abandon``), whatever its
+    state; never leased again."""
+    return sa.and_(ABANDONS.c.flow_id.is_not(None), _not_live(now))
 
 
 def in_state(state):
@@ -206,9 +218,11 @@ def _listing():
                       FLOWS.c.instance_uuid, FLOWS.c.migration_uuid,
                       FLOWS.c.project_id, FLOWS.c.job_uuid,
                       FLOWS.c.created_at, FLOWS.c.updated_at,
-                      LEASES.c.owner, LEASES.c.expires_at)
+                      LEASES.c.owner, LEASES.c.expires_at,
+                      ABANDONS.c.flow_id.label('abandoned'))
             .select_from(FLOWS.outerjoin(
-                LEASES, LEASES.c.flow_id == FLOWS.c.uuid)))
+                LEASES, LEASES.c.flow_id == FLOWS.c.uuid).outerjoin(
+                    ABANDONS, ABANDONS.c.flow_id == FLOWS.c.uuid)))
 
 
 def _row(row, now):
@@ -226,6 +240,7 @@ def _row(row, now):
         'updated_at': timeutils.iso(row.updated_at),
         'owner': row.owner,
         'live': None if row.owner is None else row.expires_at > now,
+        'abandoned': row.abandoned is not None,
     }
 
 

@@ -326,6 +326,23 @@ class FlowLease(Base):
         sa.BigInteger, nullable=False, server_default='0')
 
 
+class FlowAbandon(Base):
+    """A flow an operator gave up on (``flow abandon``): its status is
+    ``abandoned`` from then on, whatever its TaskFlow state, which is left
+    as it was with every stored atom (the flow log keeps the story). Who
+    abandoned it, when and why."""
+    __tablename__ = 'flow_abandons'
+
+    flow_id: orm.Mapped[str] = orm.mapped_column(sa.String(36),
+                                                 primary_key=True)
+    reason: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    user_id: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(255))
+    project_id: orm.Mapped[Optional[str]] = orm.mapped_column(
+        sa.String(255))
+    abandoned_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        sa.DateTime, default=utcnow)
+
+
 # -- the flow log ------------------------------------------------------------
 
 #: Microseconds on MySQL/MariaDB too (their DATETIME keeps whole seconds by
