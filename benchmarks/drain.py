@@ -16,11 +16,11 @@ side in that cloud:
   confirm each.
 
 The process is warmed up first (one small move between the destination
-hosts, untimed). Reported: the baseline, the drain's wall time, their ratio (target: at
-most 1.3x with N=1), where the servers went, and with N=2 the speed-up
-over N=1. As root the page cache is dropped before the baseline and
-before the drain (cold reads for both). Timings are figures to compare
-within one run, never test assertions.
+hosts, untimed). Reported: the baseline, the drain's wall time, their
+ratio (target: at most 1.3x with N=1), where the servers went, and with
+N=2 the speed-up over N=1. As root the page cache is dropped before
+each baseline copy and before the drain (cold reads for both). Timings
+are figures to compare within one run, never test assertions.
 
     .venv/bin/python benchmarks/drain.py [--servers 4 --data-gib 0.25
                                           --parallel 1 2]
