@@ -1,18 +1,21 @@
 """Host disable/enable and host drain on the libvirt test driver."""
 import io
 import json
+import threading
 
 import pytest
 
 from resize_flows import api
 from resize_flows.cmd import shell
 from resize_flows import exception
+from resize_flows import flowstatus
 from resize_flows.persistence import instance_actions
 from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import faults
 from resize_flows.testing import state
 from resize_flows import virt
+from tests.redis_fixtures import jobboard_conf  # noqa: F401 (a fixture)
 
 
 def _everything():
@@ -144,6 +147,39 @@ def test_refusals_change_nothing(full, call, error):
         call(full)
     assert '\n' not in str(e.value)
     assert _everything() == before
+
+
+def test_drain_through_conductors(full, jobboard_conf):
+    """With the jobboard on, each move and confirm is a job that the
+    conductors run; the drain posts it and waits for its flow."""
+    from resize_flows import conductor
+    from resize_flows import jobboard
+    runners = [conductor.Conductor(name='drain-%d:%s' % (
+        i, jobboard.conductor_name())) for i in range(2)]
+    threads = [threading.Thread(target=c.run, daemon=True)
+               for c in runners]
+    for thread in threads:
+        thread.start()
+    try:
+        faults.inject('CopyDisk', faults.BEFORE_EXECUTE, times=1)
+        rows = api.drain_host(full.ctx, 'host1', parallel=2)
+        assert sorted(r['status'] for r in rows) == ['confirmed'] * 5 + [
+            'failed']
+        failed = [r for r in rows if r['status'] == 'failed'][0]
+        assert failed['reason'].startswith('OperationFailed')
+        assert 'InjectedFault' in failed['reason']
+        again = api.drain_host(full.ctx, 'host1', parallel=2)
+        assert [(r['server'], r['status']) for r in again] == [
+            (failed['server'], 'confirmed')]
+        assert {f['job_uuid'] is not None for f in
+                flowstatus.list_flows()} == {True}
+    finally:
+        for runner in runners:
+            runner.stop()
+        for thread in threads:
+            thread.join(60)
+    assert _guests('host1') == []
+    assert state.leaks() == []
 
 
 # -- the CLI -----------------------------------------------------------------
