@@ -64,7 +64,9 @@ def drain_host(ctx, host, parallel=1, confirm=True):
     2. Every ACTIVE or SHUTOFF server on the host is migrated (the
        scheduler chooses, alternates included); the next move starts
        once the one before has claimed its destination, so that parallel
-       moves spread over the hosts by free capacity. A move that fails is
+       moves spread over the hosts by free capacity. Each is confirmed
+       once it has finished, beside the next moves (a confirm does not
+       take one of the ``parallel`` places). A move that fails is
        undone by its flow, reported ``failed`` with the reason, and tried
        again by the next run.
     3. Servers in error, busy (a task under way) or RESIZED onto this
@@ -83,33 +85,11 @@ def drain_host(ctx, host, parallel=1, confirm=True):
     LOG.info('drain of host %s (request %s): host disabled, %d at a time',
              host, ctx.request_id, parallel)
 
-    rows, todo = [], []
-    for mig in repository.migration_list(status=states.MIGRATION_FINISHED):
-        if mig['source_compute'] != host:
-            continue
-        inst = repository.instance_get(mig['instance_uuid'])
-        row = _row(inst, host, to=mig['dest_compute'])
-        rows.append(row)
-        if confirm:
-            todo.append((_confirm_one, inst, row))
-        else:
-            row.update(status=MOVED, reason='waits for its confirm')
-    for inst in repository.instance_list(host=host):
-        row = _row(inst, host)
-        skip = _why_skipped(inst)
-        rows.append(row)
-        if skip:
-            row.update(status=SKIPPED, reason=skip)
-        else:
-            todo.append((_move_one, inst, row))
-
-    gate = threading.Lock()
-    with futures.ThreadPoolExecutor(
-            max_workers=parallel,
-            thread_name_prefix='drain-%s' % host) as pool:
-        done = [pool.submit(_timed, step, ctx, inst, row, confirm, gate)
-                for step, inst, row in todo]
-        futures.wait(done)
+    drain = _Drain(ctx, host, parallel)
+    try:
+        _plan(drain, host, confirm)
+    finally:
+        rows = drain.finish()
     for row in rows:
         LOG.info('drain of host %s: server %s %s%s', host, row['server'],
                  row['status'], ' (%s)' % row['reason']
@@ -117,9 +97,23 @@ def drain_host(ctx, host, parallel=1, confirm=True):
     return rows
 
 
-def _row(inst, host, to=None):
-    return {'server': inst['uuid'], 'name': inst['name'], 'from': host,
-            'to': to, 'status': None, 'reason': None, 'seconds': 0.0}
+def _plan(drain, host, confirm):
+    for mig in repository.migration_list(status=states.MIGRATION_FINISHED):
+        if mig['source_compute'] != host:
+            continue
+        inst = repository.instance_get(mig['instance_uuid'])
+        row = drain.add(inst, to=mig['dest_compute'])
+        if confirm:
+            drain.confirm_later(inst, row, time.monotonic())
+        else:
+            row.update(status=MOVED, reason='waits for its confirm')
+    for inst in repository.instance_list(host=host):
+        row = drain.add(inst)
+        skip = _why_skipped(inst)
+        if skip:
+            row.update(status=SKIPPED, reason=skip)
+        else:
+            drain.move_later(inst, row, confirm)
 
 
 def _why_skipped(inst):
@@ -134,40 +128,83 @@ def _why_skipped(inst):
     return None
 
 
-def _timed(step, ctx, inst, row, confirm, gate):
-    started = time.monotonic()
+class _Drain:
+    """The moves of one drain, ``parallel`` at a time, and their confirms
+    (as many at a time: a confirm is no move, so it does not hold up the
+    next one)."""
+
+    def __init__(self, ctx, host, parallel):
+        self.ctx, self.host = ctx, host
+        self.rows = []
+        self.moves = futures.ThreadPoolExecutor(
+            max_workers=parallel, thread_name_prefix='drain-%s' % host)
+        self.confirms = futures.ThreadPoolExecutor(
+            max_workers=parallel,
+            thread_name_prefix='drain-confirm-%s' % host)
+        self.moving = []
+        # The next move starts once the one before has claimed.
+        self.gate = threading.Lock()
+
+    def add(self, inst, to=None):
+        row = {'server': inst['uuid'], 'name': inst['name'],
+               'from': self.host, 'to': to, 'status': None, 'reason': None,
+               'seconds': 0.0}
+        self.rows.append(row)
+        return row
+
+    def move_later(self, inst, row, confirm):
+        self.moving.append(self.moves.submit(self._move, inst, row,
+                                             confirm))
+
+    def confirm_later(self, inst, row, started):
+        self.confirms.submit(self._confirm, inst, row, started)
+
+    def finish(self):
+        """Wait for every move, then every confirm; the rows."""
+        futures.wait(self.moving)
+        self.moves.shutdown()
+        self.confirms.shutdown()
+        return self.rows
+
+    def _failed(self, inst, row, started, error):
+        LOG.warning('drain: server %s failed: %s', inst['uuid'], error)
+        row.update(status=FAILED, reason=one_line(error),
+                   seconds=round(time.monotonic() - started, 1))
+
+    def _move(self, inst, row, confirm):
+        started = time.monotonic()
+        op = None
+        try:
+            with self.gate:
+                op = moves.migrate(self.ctx, inst['uuid'], wait=False)
+                _wait_claimed(op)
+            op.wait()
+        except Exception as e:      # one server's failure is its row's
+            if op is not None:
+                row['to'] = _dest_of(op)
+                _record_event(self.ctx, inst, self.host, 'Error',
+                              one_line(e))
+            return self._failed(inst, row, started, e)
+        row.update(to=_dest_of(op), status=MOVED,
+                   seconds=round(time.monotonic() - started, 1))
+        _record_event(self.ctx, inst, self.host, 'Success')
+        if confirm:
+            self.confirm_later(inst, row, started)
+
+    def _confirm(self, inst, row, started):
+        try:
+            moves.confirm_resize(self.ctx, inst['uuid'], wait=True)
+        except Exception as e:
+            return self._failed(inst, row, started, e)
+        row.update(status=CONFIRMED,
+                   seconds=round(time.monotonic() - started, 1))
+
+
+def _dest_of(op):
     try:
-        step(ctx, inst, row, confirm, gate)
-    except Exception as e:      # one server's failure is its row's
-        LOG.warning('drain: server %s failed: %s', inst['uuid'], e)
-        row.update(status=FAILED, reason=one_line(e))
-    finally:
-        row['seconds'] = round(time.monotonic() - started, 1)
-
-
-def _confirm_one(ctx, inst, row, confirm, gate):
-    moves.confirm_resize(ctx, inst['uuid'], wait=True)
-    row['status'] = CONFIRMED
-
-
-def _move_one(ctx, inst, row, confirm, gate):
-    op = None
-    try:
-        with gate:
-            op = moves.migrate(ctx, inst['uuid'], wait=False)
-            _wait_claimed(op)
-        op.wait()
-    except Exception as e:
-        if op is not None:
-            row['to'] = op.migration['dest_compute']
-            _record_event(ctx, inst, row['from'], 'Error', one_line(e))
-        raise
-    row['to'] = op.migration['dest_compute']
-    row['status'] = MOVED
-    _record_event(ctx, inst, row['from'], 'Success')
-    if confirm:
-        moves.confirm_resize(ctx, inst['uuid'], wait=True)
-        row['status'] = CONFIRMED
+        return op.migration['dest_compute']
+    except Exception:
+        return None
 
 
 def _wait_claimed(op):

@@ -121,7 +121,7 @@ class HostDrain(lister.Lister):
         parser.add_argument(
             '--no-confirm', dest='confirm', action='store_false',
             help='Leave each move finished, waiting for its confirm (or '
-                 'revert); the next drain run confirms them.')
+                 'revert); a later run without it confirms them.')
         return parser
 
     def take_action(self, parsed):
