@@ -79,6 +79,7 @@ bench: venv
 	$(VENV)/bin/python benchmarks/instance_move.py
 	$(VENV)/bin/python benchmarks/conductors.py
 	$(VENV)/bin/python benchmarks/remote_hosts.py
+	$(VENV)/bin/python benchmarks/drain.py
 
 sample-config: venv
 	$(VENV)/bin/oslo-config-generator \

@@ -61,6 +61,7 @@ AUDIT = 'resize_flows:audit'
 CONDUCTOR_LIST = 'resize_flows:conductors:list'
 JOB_LIST = 'resize_flows:jobs:list'
 HOST_MANAGE = 'resize_flows:hosts:manage'
+HOST_DRAIN = 'resize_flows:hosts:drain'
 FLAVOR_MANAGE = 'resize_flows:flavors:manage'
 IMAGE_CREATE = 'resize_flows:images:create'
 IMAGE_DELETE = 'resize_flows:images:delete'
@@ -163,8 +164,14 @@ _RULES = [
     _rule(JOB_LIST, ADMIN,
           'List the jobs on the jobboard: who holds which, since when.',
           'GET', '/os-resize-flows/jobs'),
-    _rule(HOST_MANAGE, ADMIN, 'Register or remove compute hosts.',
+    _rule(HOST_MANAGE, ADMIN, 'Register, remove, disable or enable '
+                              'compute hosts.',
           'POST', '/os-resize-flows/hosts'),
+    _rule(HOST_DRAIN, ADMIN,
+          'Drain a host: disable it and cold-migrate every server off it '
+          '(each move is checked against the migrate and confirm rules '
+          'too).',
+          'POST', '/os-resize-flows/hosts/{host}/drain'),
     _rule(FLAVOR_MANAGE, ADMIN, 'Create flavors.', 'POST', '/flavors'),
     _rule(IMAGE_CREATE, ADMIN,
           'Add an image to the image store (public, as Glance\'s public '

@@ -14,7 +14,8 @@ user of these functions.
 
 This package holds the public names only; each comes from the submodule
 that does its job: :mod:`.context` (who asks, what they are told),
-:mod:`.hosts` (hosts and flavors), :mod:`.images`, :mod:`.servers`,
+:mod:`.hosts` (hosts and flavors), :mod:`.drain` (empty a host),
+:mod:`.images`, :mod:`.servers`,
 :mod:`.ports` (the ``ports`` plugin's ports), :mod:`.moves`
 (resize, migrate, confirm, revert, delete, migrations and actions) and
 :mod:`.flows` (stored flows, conductors and jobs), :mod:`.audit`
@@ -27,6 +28,7 @@ from resize_flows.api.audit import audit
 from resize_flows.api.context import DETAILS_LOG
 from resize_flows.api.context import get_admin_context
 from resize_flows.api.context import RequestContext
+from resize_flows.api.drain import drain_host
 from resize_flows.api.flows import abandon_flow
 from resize_flows.api.flows import list_conductors
 from resize_flows.api.flows import list_flows
@@ -39,6 +41,8 @@ from resize_flows.api.flows import show_flow
 from resize_flows.api.hosts import create_flavor
 from resize_flows.api.hosts import create_host
 from resize_flows.api.hosts import delete_host
+from resize_flows.api.hosts import disable_host
+from resize_flows.api.hosts import enable_host
 from resize_flows.api.hosts import get_flavor
 from resize_flows.api.hosts import list_flavors
 from resize_flows.api.hosts import list_hosts
@@ -90,6 +94,7 @@ __all__ = [
     'detach_port', 'get_port', 'list_ports',
     'create_flavor', 'create_host', 'create_image', 'create_server',
     'delete_host', 'delete_image', 'delete_server', 'DETAILS_LOG',
+    'disable_host', 'drain_host', 'enable_host',
     'flavor_names', 'get_admin_context', 'get_console_output', 'get_flavor',
     'get_hypervisor_info',
     'get_image', 'get_server', 'list_actions', 'list_conductors',

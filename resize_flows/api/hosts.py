@@ -5,6 +5,7 @@ import os
 
 from resize_flows.api import context
 from resize_flows import exception
+from resize_flows.persistence import hostflags
 from resize_flows.persistence import repository
 from resize_flows import policy
 from resize_flows import validation
@@ -153,3 +154,24 @@ def get_flavor(ctx, ident):
             and ctx.project_id not in flavor['projects']):
         raise exception.FlavorNotFound(flavor_id=ident)
     return flavor
+
+
+@context.tenant_facing
+def disable_host(ctx, name, reason=None):
+    """Disable a host: the scheduler no longer picks it for a move or a
+    new server (as Nova's ``compute service set --disable``); what runs
+    on it stays. ``reason`` (at most 255 characters) is recorded and
+    shown by ``list_hosts``. Returns the host."""
+    policy.authorize(ctx, policy.HOST_MANAGE)
+    validation.check_name('host', name)
+    if reason is not None:
+        validation.check_name('disabled reason', reason)
+    return hostflags.host_set_disabled(name, True, reason)
+
+
+@context.tenant_facing
+def enable_host(ctx, name):
+    """Enable a host again (its disabled reason goes). Returns the host."""
+    policy.authorize(ctx, policy.HOST_MANAGE)
+    validation.check_name('host', name)
+    return hostflags.host_set_disabled(name, False)

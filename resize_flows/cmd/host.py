@@ -62,15 +62,83 @@ class HostList(lister.Lister):
     """List compute hosts with their used and total capacity."""
 
     def take_action(self, parsed):
-        cols = ('Name', 'Enabled', 'vCPUs used/total', 'RAM MB used/total',
-                'Disk GB used/total', 'URI', 'Files on')
-        rows = [(h['name'], h['enabled'],
+        cols = ('Name', 'Enabled', 'Disabled Reason', 'vCPUs used/total',
+                'RAM MB used/total', 'Disk GB used/total', 'URI',
+                'Files on')
+        rows = [(h['name'], h['enabled'], h.get('disabled_reason'),
                  '%d/%d' % (h['used']['vcpus'], h['vcpus']),
                  '%d/%d' % (h['used']['memory_mb'], h['memory_mb']),
                  '%d/%d' % (h['used']['disk_gb'], h['disk_gb']), h['uri'],
                  h.get('ssh') or 'this machine')
                 for h in api.list_hosts(common.caller_context(self.app))]
         return cols, rows
+
+
+_HOST_STATE = ['name', 'enabled', 'disabled_reason']
+
+
+class HostDisable(show.ShowOne):
+    """Disable a host: the scheduler no longer picks it (its servers
+    stay)."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('name', metavar='<host>')
+        parser.add_argument('--reason', metavar='TEXT',
+                            help='Why (shown by host list).')
+        return parser
+
+    def take_action(self, parsed):
+        return common.as_columns(api.disable_host(
+            common.caller_context(self.app), parsed.name,
+            reason=parsed.reason), _HOST_STATE)
+
+
+class HostEnable(show.ShowOne):
+    """Enable a disabled host again."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('name', metavar='<host>')
+        return parser
+
+    def take_action(self, parsed):
+        return common.as_columns(api.enable_host(
+            common.caller_context(self.app), parsed.name), _HOST_STATE)
+
+
+class HostDrain(lister.Lister):
+    """Disable a host and cold-migrate every server off it, confirming
+    each; run it again to continue where it stopped. Exits 1 when a
+    server failed to move."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('name', metavar='<host>')
+        parser.add_argument(
+            '--parallel', type=int, default=1, metavar='N',
+            help='Move N servers at a time (default 1).')
+        parser.add_argument(
+            '--no-confirm', dest='confirm', action='store_false',
+            help='Leave each move finished, waiting for its confirm (or '
+                 'revert); a later run without it confirms them.')
+        return parser
+
+    def take_action(self, parsed):
+        rows = api.drain_host(common.caller_context(self.app), parsed.name,
+                              parallel=parsed.parallel,
+                              confirm=parsed.confirm)
+        self.failed = any(r['status'] == 'failed' for r in rows)
+        cols = ('Server', 'Name', 'From', 'To', 'Status', 'Reason',
+                'Seconds')
+        return cols, [(r['server'], r['name'], r['from'], r['to'],
+                       r['status'], r['reason'], r['seconds'])
+                      for r in rows]
+
+    def run(self, parsed_args):
+        self.failed = False
+        code = super().run(parsed_args)
+        return code or (1 if self.failed else 0)
 
 
 # -- flavors -----------------------------------------------------------------

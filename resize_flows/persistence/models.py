@@ -56,6 +56,10 @@ class Host(TimestampMixin, Base):
     memory_mb: orm.Mapped[int]
     disk_gb: orm.Mapped[int]
     enabled: orm.Mapped[bool] = orm.mapped_column(default=True)
+    # Why it was disabled (host disable --reason, host drain); None when
+    # enabled or disabled without a reason.
+    disabled_reason: orm.Mapped[Optional[str]] = orm.mapped_column(
+        sa.String(255), nullable=True)
 
 
 class Flavor(TimestampMixin, Base):
