@@ -186,9 +186,6 @@ def findings(host=None, hosts=True, flows=True):
         _flow_rows(rows, host, instances, migrations)
     if host is None:
         loaded, missing = enabled_plugins()
-        rows.extend(finding(PLUGIN + ' ' + name, None, None,
-                            'plugin %s: not audited: %s' % (name, why))
-                    for name, why in sorted(missing.items()))
         for plugin in loaded:
             try:
                 found = list(plugin.audit())
@@ -197,6 +194,9 @@ def findings(host=None, hosts=True, flows=True):
             rows.extend(finding(PLUGIN + ' ' + plugin.name, None, None,
                                 'plugin %s: %s' % (plugin.name, text))
                         for text in found)
+        rows.extend(finding(PLUGIN + ' ' + name, None, None,
+                            'plugin %s: not audited: %s' % (name, why))
+                    for name, why in sorted(missing.items()))
     return rows
 
 
