@@ -77,10 +77,10 @@ class FlowList(lister.Lister):
                 'More flows match: --marker %s for the next page\n'
                 % flows[-1]['flow_id'])
         cols = ('Flow', 'Operation', 'Status', 'State', 'Server', 'Owner',
-                'Created At', 'Updated At')
+                'Created At', 'Updated At', 'Reason')
         rows = [(f['flow_id'], f['operation'], f['status'], f['state'],
                  f['instance_uuid'], f['owner'], f['created_at'],
-                 f['updated_at'])
+                 f['updated_at'], f.get('reason'))
                 for f in flows]
         return cols, rows
 
@@ -123,7 +123,8 @@ class FlowShow(show.ShowOne):
         if parsed.formatter in ('table', 'value', 'shell'):
             flow['tasks'] = _tasks_text(flow['tasks'])
             flow['plugins'] = ', '.join(flow['plugins'])
-        return common.as_columns(flow, FLOW_COLUMNS + ['plugins', 'tasks'])
+        return common.as_columns(flow, FLOW_COLUMNS + [
+            'attempts', 'reason', 'plugins', 'tasks'])
 
 
 class FlowResume(common.MoveCommand):

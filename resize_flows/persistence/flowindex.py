@@ -24,6 +24,7 @@ from resize_flows import timeutils
 FLOWS = flowlog.FLOWS
 BOOKS = flowlog.BOOKS
 LEASES = models.FlowLease.__table__
+ATTEMPTS = models.FlowAttempt.__table__
 
 
 # -- lease rows --------------------------------------------------------------
@@ -179,17 +180,24 @@ def running(now):
                    _live(now))
 
 
+def _given_up():
+    """The conductors gave up on its job ([jobboard]/max_attempts)."""
+    return ATTEMPTS.c.gave_up_at.is_not(None)
+
+
 def stuck(now):
-    return sa.and_(FLOWS.c.state == tf_states.FAILURE, _not_live(now))
+    return sa.and_(sa.or_(FLOWS.c.state == tf_states.FAILURE,
+                          sa.and_(_under_way(), _given_up())),
+                   _not_live(now))
 
 
 def queued(now):
     return sa.and_(_never_run(), FLOWS.c.job_uuid.is_not(None),
-                   _not_live(now))
+                   _not_live(now), sa.not_(_given_up()))
 
 
 def interrupted(now):
-    return sa.and_(_under_way(), _not_live(now),
+    return sa.and_(_under_way(), _not_live(now), sa.not_(_given_up()),
                    sa.not_(sa.and_(_never_run(),
                                    FLOWS.c.job_uuid.is_not(None))))
 
@@ -206,14 +214,18 @@ def _listing():
                       FLOWS.c.instance_uuid, FLOWS.c.migration_uuid,
                       FLOWS.c.project_id, FLOWS.c.job_uuid,
                       FLOWS.c.created_at, FLOWS.c.updated_at,
-                      LEASES.c.owner, LEASES.c.expires_at)
+                      LEASES.c.owner, LEASES.c.expires_at,
+                      ATTEMPTS.c.attempts, ATTEMPTS.c.reason)
             .select_from(FLOWS.outerjoin(
-                LEASES, LEASES.c.flow_id == FLOWS.c.uuid)))
+                LEASES, LEASES.c.flow_id == FLOWS.c.uuid).outerjoin(
+                ATTEMPTS, ATTEMPTS.c.flow_id == FLOWS.c.uuid)))
 
 
 def _row(row, now):
     """A listed flow as a dict: its columns, its lease's ``owner`` and
-    whether that lease is ``live`` (None without a lease)."""
+    whether that lease is ``live`` (None without a lease), the
+    conductors' ``attempts`` at its job and, if they gave up, why
+    (``gave_up``)."""
     return {
         'flow_id': row.uuid,
         'operation': row.operation,
@@ -226,6 +238,8 @@ def _row(row, now):
         'updated_at': timeutils.iso(row.updated_at),
         'owner': row.owner,
         'live': None if row.owner is None else row.expires_at > now,
+        'attempts': row.attempts or 0,
+        'gave_up': row.reason,
     }
 
 
@@ -317,6 +331,8 @@ def purge(before, dry_run=False, batch=500):
             conn.execute(FLOWS.delete().where(FLOWS.c.uuid.in_(flow_ids)))
             conn.execute(LEASES.delete().where(
                 LEASES.c.flow_id.in_(flow_ids)))
+            conn.execute(ATTEMPTS.delete().where(
+                ATTEMPTS.c.flow_id.in_(flow_ids)))
             book_ids = {r.logbook_uuid for r in rows} - {None}
             if book_ids:
                 # Logbooks left empty (resize-flows keeps one per flow).
