@@ -5,6 +5,10 @@ Around it resize-flows keeps, in the same database: the lease rows (who
 holds a flow, until when, under which fencing token), the job a flow was
 posted as, and the indexed columns that list, page, filter and purge flows
 without loading them. This module is the one place that queries those.
+Each function is one transaction, run again as a whole on a lost
+database connection (``db.retrying``): each is a read, or a write whose
+second run does what the first did (a lease taken again by its owner
+keeps its token).
 What the rows mean (a flow's status) is ``flowstatus.py``'s; who may take
 a lease is ``leases.py``'s.
 """
@@ -51,6 +55,7 @@ def _next_token(previous=0):
     return max(now, (previous or 0) + 1)
 
 
+@db.retrying
 def lease_acquire(flow_id, owner, seconds):
     """Take the lease of a flow for ``seconds``: free, expired or ours
     already. Raises ``FlowBusy`` while another owner's lease is live.
@@ -87,6 +92,7 @@ def lease_acquire(flow_id, owner, seconds):
                                  expires_at='?')
 
 
+@db.retrying
 def lease_renew(flow_id, owner, seconds, token=None):
     """Extend our lease (the one of ``token``, when given); False if it is
     no longer ours."""
@@ -101,6 +107,7 @@ def lease_renew(flow_id, owner, seconds, token=None):
         return result.rowcount == 1
 
 
+@db.retrying
 def lease_release(flow_id, owner, token=None):
     """Give up our lease (the one of ``token``, when given): a lease taken
     over by another holder since is left alone."""
@@ -112,12 +119,14 @@ def lease_release(flow_id, owner, token=None):
         s.execute(sa.delete(models.FlowLease).where(*where))
 
 
+@db.retrying
 def lease_get(flow_id):
     with db.session_scope(read_only=True) as s:
         lease = s.get(models.FlowLease, flow_id)
         return None if lease is None else _lease_dict(lease)
 
 
+@db.retrying
 def lease_list():
     """{flow_id: lease} of every lease, live or expired."""
     with db.session_scope(read_only=True) as s:
@@ -127,6 +136,7 @@ def lease_list():
 
 # -- jobs --------------------------------------------------------------------
 
+@db.retrying
 def flow_posted(flow_id, job_uuid):
     """Note that a stored flow was posted as job ``job_uuid`` on the
     jobboard: until a conductor starts it, the flow is ``queued``."""
@@ -136,6 +146,7 @@ def flow_posted(flow_id, job_uuid):
                   .values(job_uuid=job_uuid))
 
 
+@db.retrying
 def job_uuid(flow_id):
     """The job a stored flow was posted as, or None."""
     with db.get_reader().connect() as conn:
@@ -243,6 +254,7 @@ def _row(row, now):
     }
 
 
+@db.retrying
 def list_rows(where=None, server=None, operation=None, limit=None,
               marker=None, project=None):
     """Stored flows, newest first (see :func:`_row`): those ``where``
@@ -280,6 +292,7 @@ def list_rows(where=None, server=None, operation=None, limit=None,
     return [_row(row, now) for row in rows]
 
 
+@db.retrying
 def get_row(flow_id):
     """One stored flow as :func:`list_rows` gives it, or None: one row
     read."""
@@ -289,6 +302,7 @@ def get_row(flow_id):
     return None if row is None else _row(row, now)
 
 
+@db.retrying
 def owner_of(flow_id):
     """{'instance_uuid', 'project_id'} of a stored flow, or None."""
     with db.get_reader().connect() as conn:
