@@ -198,7 +198,17 @@ class Conductor:
         # A job runs in a thread of the pool: named after the conductor's
         # own thread and the flow, for the logs.
         threading.current_thread().name = '%s:%s' % (self._label, flow_id)
-        self._begin_attempt(job, flow_id)
+        try:
+            self._begin_attempt(job, flow_id)
+        except GaveUp:
+            raise
+        except Exception:
+            # Not counted (the database did not answer): given back, never
+            # trashed (an error out of here would trash the job).
+            LOG.exception('could not count the attempt at flow %s; job %s '
+                          'given back', flow_id, job.uuid)
+            self._stopping.wait(1.0)
+            return self._done(job, flow_id, 'error', False)
         LOG.info('conductor %s runs flow %s (job %s)', self.name, flow_id,
                  job.uuid)
         try:

@@ -42,8 +42,9 @@ class FlowList(lister.Lister):
         parser.add_argument(
             '--state', help='queued (posted on the jobboard, no conductor '
             'has started it yet), running, interrupted, finished, '
-            '"rolled back", stuck, or a TaskFlow flow state (SUCCESS, '
-            'REVERTED, ...).')
+            '"rolled back", stuck (an undo step failed, or the conductors '
+            'gave up on its job after [jobboard]/max_attempts: see its '
+            'reason), or a TaskFlow flow state (SUCCESS, REVERTED, ...).')
         parser.add_argument('--server', help='Only this server\'s flows.')
         names = list(rf_flows.OPERATIONS)
         parser.add_argument('--operation', help='%s or %s.' % (

@@ -141,9 +141,10 @@ def test_a_job_under_the_cap_is_claimed_again_and_finishes(
     conductors('ca')
     op.wait(timeout=120)
     assert op.flow_state == tf_states.SUCCESS
-    row = attempts.get(op.flow_id)
-    assert (row['attempts'], row['gave_up_at'], row['running']) == (
-        2, None, False)
+    # The conductor notes the end of its attempt after the flow's end.
+    row = _wait(lambda: (lambda r: not r['running'] and r)(
+        attempts.get(op.flow_id)), 'the attempt never ended')
+    assert (row['attempts'], row['gave_up_at']) == (2, None)
     assert row['last_error'] == 'RuntimeError: host2 unreachable (attempt 1)'
     flow = api.show_flow(cloud.ctx, op.flow_id)
     assert (flow['status'], flow['reason']) == (flowstatus.FINISHED, None)
@@ -188,3 +189,30 @@ def test_a_conductor_that_died_holding_the_job_spent_an_attempt(
     _wait(lambda: _board_keys(board) == (set(), {job}), 'not in the trash')
     assert ca.conductor.outcomes == [(op.flow_id, 'gave up')]
     assert flowstatus.flow_brief(op.flow_id)['status'] == flowstatus.STUCK
+
+
+def test_a_claim_not_counted_gives_the_job_back_never_trashes_it(
+        cloud, conductors, max_attempts, monkeypatch):
+    """The database does not answer when a conductor counts its claim:
+    the job goes back to the board (not to the trash), and runs later."""
+    real = attempts.begin
+    calls = []
+
+    def begin(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError('database unreachable')
+        return real(*args)
+    monkeypatch.setattr(attempts, 'begin', begin)
+    server = cloud.server()
+    op = api.resize(cloud.ctx, server['uuid'], 'big')
+    ca = conductors('ca')
+    op.wait(timeout=120)
+    assert op.flow_state == tf_states.SUCCESS
+    assert len(calls) == 2
+    assert attempts.get(op.flow_id)['attempts'] == 1
+    _wait(lambda: len(ca.conductor.outcomes) == 2, 'no second outcome')
+    assert [o for _f, o in ca.conductor.outcomes] == [
+        'error', tf_states.SUCCESS]
+    board = jobboard.get_board()
+    _wait(lambda: _board_keys(board) == (set(), set()), 'left on the board')
