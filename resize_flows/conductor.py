@@ -42,6 +42,7 @@ from resize_flows import engine
 from resize_flows import exception
 from resize_flows import flowstatus
 from resize_flows import jobboard
+from resize_flows.persistence import attempts
 from resize_flows.persistence import flowlog
 from resize_flows import recovery
 from resize_flows import timeutils
@@ -124,8 +125,22 @@ class _TaskFlowConductor(impl_nonblocking.NonBlockingConductor):
     # or consumes it by rules of its own (fenced or busy: back; undone or
     # stuck: consumed). That fits neither hook, so this private method,
     # the one call TaskFlow's executor makes per claimed job, is replaced.
+    # It raising makes TaskFlow trash the job (_on_job_done): that is how
+    # a job the conductors gave up on (GaveUp) leaves the board.
     def _dispatch_job(self, job):
         return self._owner.dispatch(job)
+
+
+class GaveUp(Exception):
+    """The conductors gave up on a job ([jobboard]/max_attempts): raised
+    out of a dispatch so that TaskFlow's conductor trashes the job."""
+
+
+def _one_line(error):
+    """An error as one line: ``Class: message``."""
+    text = ' '.join(str(error).split())
+    return '%s: %s' % (type(error).__name__, text) if text else \
+        type(error).__name__
 
 
 class Conductor:
@@ -183,6 +198,17 @@ class Conductor:
         # A job runs in a thread of the pool: named after the conductor's
         # own thread and the flow, for the logs.
         threading.current_thread().name = '%s:%s' % (self._label, flow_id)
+        try:
+            self._begin_attempt(job, flow_id)
+        except GaveUp:
+            raise
+        except Exception:
+            # Not counted (the database did not answer): given back, never
+            # trashed (an error out of here would trash the job).
+            LOG.exception('could not count the attempt at flow %s; job %s '
+                          'given back', flow_id, job.uuid)
+            self._stopping.wait(1.0)
+            return self._done(job, flow_id, 'error', False)
         LOG.info('conductor %s runs flow %s (job %s)', self.name, flow_id,
                  job.uuid)
         try:
@@ -195,8 +221,9 @@ class Conductor:
         except exception.FlowBusy as e:
             # Its lease is still live: the conductor that held it may be
             # stalled rather than dead. Give the job back; whoever claims
-            # it next tries again.
+            # it next tries again (this claim spent no attempt).
             LOG.info('flow %s is busy: %s', flow_id, e)
+            self._end_attempt(flow_id, spent=False)
             self._stopping.wait(1.0)
             return self._done(job, flow_id, 'busy', False)
         except Exception as e:
@@ -204,6 +231,7 @@ class Conductor:
                 LOG.warning('conductor %s lost flow %s to another '
                             'conductor; stopped working on it', self.name,
                             flow_id)
+                self._end_attempt(flow_id, spent=False)
                 return self._done(job, flow_id, 'fenced', False)
             brief = flowstatus.flow_brief(flow_id)
             state = brief and brief['state']
@@ -213,13 +241,50 @@ class Conductor:
                 # Undone (the operation failed), stuck for an operator, or
                 # abandoned by one: either way the job is over.
                 LOG.warning('flow %s ended %s: %s', flow_id, state, e)
+                self._end_attempt(flow_id)
                 return self._done(job, flow_id, state, True)
             LOG.exception('flow %s of job %s stopped; job given back',
                           flow_id, job.uuid)
-            return self._done(job, flow_id, 'error', False)
+            self._done(job, flow_id, 'error', False)
+            reason = self._end_attempt(
+                flow_id, error=_one_line(e),
+                max_attempts=CONF.jobboard.max_attempts)
+            if reason is not None:
+                self._give_up(job, flow_id, reason)
+            return False
         if state == tf_states.SUSPENDED:
+            # Stopped between two tasks (this conductor is stopping): the
+            # flow did not fail, the attempt is not spent.
+            self._end_attempt(flow_id, spent=False)
             return self._done(job, flow_id, state, False)
+        self._end_attempt(flow_id)
         return self._done(job, flow_id, state, True)
+
+    # -- attempts ------------------------------------------------------------
+
+    def _begin_attempt(self, job, flow_id):
+        """Count this claim as an attempt (persistence/attempts.py), or
+        give the job up when [jobboard]/max_attempts were spent."""
+        verdict, what = attempts.begin(flow_id, job.uuid, self.name,
+                                       CONF.jobboard.max_attempts)
+        if verdict == attempts.GIVE_UP:
+            self._done(job, flow_id, 'gave up', False)
+            self._give_up(job, flow_id, what)
+        LOG.info('conductor %s: attempt %d of %d at flow %s', self.name,
+                 what, CONF.jobboard.max_attempts, flow_id)
+
+    def _end_attempt(self, flow_id, **kwargs):
+        try:
+            return attempts.end(flow_id, self.name, **kwargs)
+        except Exception:
+            LOG.exception('could not note the end of the attempt at flow %s',
+                          flow_id)
+            return None
+
+    def _give_up(self, job, flow_id, reason):
+        LOG.error('conductor %s: flow %s %s; its job %s goes to the '
+                  'trash', self.name, flow_id, reason, job.uuid)
+        raise GaveUp('flow %s: %s' % (flow_id, reason))
 
     def _done(self, job, flow_id, outcome, consume):
         self.outcomes.append((flow_id, outcome))

@@ -19,6 +19,7 @@ from taskflow.types import failure as tf_failure
 from resize_flows import engine
 from resize_flows import exception
 from resize_flows import flows as rf_flows
+from resize_flows.persistence import attempts
 from resize_flows.persistence import flowindex
 from resize_flows.persistence import flowlog
 from resize_flows.persistence import instance_actions
@@ -50,11 +51,14 @@ _FILTERS = {
 }
 
 
-def flow_status(flow_state, lease, job_uuid=None, abandoned=False):
+def flow_status(flow_state, lease, job_uuid=None, abandoned=False,
+                gave_up=None):
     """``queued`` (posted as job ``job_uuid``, not started, not leased:
     a conductor will start it), ``running``, ``interrupted``,
     ``finished``, ``rolled back``, ``stuck`` (an undo step failed: see
-    the failed task) or ``abandoned`` (given up on by an operator)."""
+    the failed task; or ``gave_up``: the conductors gave up on its job
+    after ``[jobboard]/max_attempts``, and say why) or ``abandoned``
+    (given up on by an operator)."""
     if flow_state == tf_states.SUCCESS:
         return FINISHED
     if flow_state == tf_states.REVERTED:
@@ -63,7 +67,7 @@ def flow_status(flow_state, lease, job_uuid=None, abandoned=False):
         return RUNNING
     if abandoned:
         return ABANDONED
-    if flow_state == tf_states.FAILURE:
+    if flow_state == tf_states.FAILURE or gave_up:
         return STUCK
     if flow_state in states.FLOW_NEVER_RUN and job_uuid is not None:
         return QUEUED
@@ -82,9 +86,12 @@ def _entry(row):
         'project_id': row['project_id'],
         'state': row['state'],
         'status': flow_status(row['state'], lease, row['job_uuid'],
-                              row.get('abandoned', False)),
+                              abandoned=row.get('abandoned', False),
+                              gave_up=row.get('gave_up')),
         'owner': lease['owner'] if lease and lease['live'] else None,
         'job_uuid': row['job_uuid'],
+        'attempts': row.get('attempts', 0),
+        'reason': row.get('gave_up'),
         'created_at': row['created_at'],
         'updated_at': row['updated_at'],
     }
@@ -187,6 +194,7 @@ def show_flow(flow_id):
     lease = flowindex.lease_get(flow_id)
     job_uuid = flowindex.job_uuid(flow_id)
     abandon = repairs.abandon_get(flow_id)
+    tried = attempts.get(flow_id) or {}
     meta = dict(detail.meta or {})
     events = _events_by_task(meta)
     tasks = []
@@ -222,10 +230,13 @@ def show_flow(flow_id):
         'migration_uuid': meta.get('migration_uuid'),
         'state': detail.state,
         'status': flow_status(detail.state, lease, job_uuid,
-                              abandon is not None),
+                              abandoned=abandon is not None,
+                              gave_up=tried.get('reason')),
         'owner': lease['owner'] if lease and lease['live'] else None,
         'job_uuid': job_uuid,
         'abandoned': abandon,
+        'attempts': tried.get('attempts', 0),
+        'reason': tried.get('reason'),
         'holders': list(meta.get('holders') or []),
         'plugins': rf_plugins.names_of_flow(
             (meta.get('factory') or {}).get('kwargs')),

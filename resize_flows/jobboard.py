@@ -21,16 +21,21 @@ import urllib.parse
 
 from taskflow import exceptions as tf_exc
 from taskflow.jobs import backends as job_backends
+from taskflow.jobs.backends import impl_redis
 from taskflow.persistence import models as tf_models
 
 from resize_flows.conf import CONF
 from resize_flows import engine
 from resize_flows import exception
 from resize_flows import leases
+from resize_flows.persistence import attempts
 from resize_flows.persistence import flowindex
 from resize_flows.persistence import flowlog
 
 LOG = logging.getLogger(__name__)
+
+#: The state ``job list`` gives a job in the board's trash.
+TRASHED = 'TRASHED'
 
 #: Key prefix of the conductors' announcements (beside TaskFlow's keys).
 _CONDUCTOR_KEY = 'resize-flows:%s:conductor:'
@@ -262,13 +267,49 @@ def redis_client():
     return redis.Redis(socket_timeout=5, **kwargs)
 
 
+def _trashed(board):
+    """The postings in the board's trash (TaskFlow's Redis trash hash:
+    the jobs the conductors gave up on), as dicts; [] on another back
+    end."""
+    if not isinstance(board, impl_redis.RedisJobBoard):
+        return []
+    try:
+        raw = board._client.hgetall(board.trash_key)
+    except Exception as e:
+        raise _unreachable(CONF.jobboard.backend_url, e)
+    out = []
+    for blob in raw.values():
+        try:
+            out.append(board._loads(blob))
+        except tf_exc.JobFailure:
+            LOG.warning('a posting in the trash of board %s cannot be read',
+                        CONF.jobboard.board_name)
+    return out
+
+
 def list_jobs():
     """Every job on the board: ``job``, ``name``, ``operation``,
-    ``instance_uuid``, ``flow_id``, ``state`` (UNCLAIMED, CLAIMED), ``owner``
-    and ``since`` (when the owner took the flow's lease), ``posted_at``."""
+    ``instance_uuid``, ``flow_id``, ``state`` (UNCLAIMED, CLAIMED, or
+    TRASHED: the conductors gave up on it after ``[jobboard]/
+    max_attempts``, see ``reason``), ``owner`` and ``since`` (when the
+    owner took the flow's lease), ``posted_at``, ``attempts`` (claims by
+    conductors so far)."""
     board = get_board()
     held = flowindex.lease_list()
     out = []
+    for posting in _trashed(board):
+        details = posting.get('details') or {}
+        flow_id = details.get('flow_uuid')
+        created = posting.get('created_on')
+        out.append({
+            'job': posting.get('uuid'), 'name': posting.get('name'),
+            'operation': details.get('operation'),
+            'instance_uuid': details.get('instance_uuid'),
+            'flow_id': flow_id, 'state': TRASHED, 'owner': None,
+            'since': None,
+            'posted_at': (created.isoformat(timespec='seconds')
+                          if hasattr(created, 'isoformat') else created),
+        })
     for job in board.iterjobs(ensure_fresh=True):
         details = job.details or {}
         flow_id = details.get('flow_uuid')
@@ -291,7 +332,13 @@ def list_jobs():
             'posted_at': (job.created_on.isoformat(timespec='seconds')
                           if job.created_on else None),
         })
-    return out
+    tried = attempts.of_flows([j['flow_id'] for j in out if j['flow_id']])
+    for entry in out:
+        row = tried.get(entry['flow_id']) or {}
+        entry['attempts'] = row.get('attempts', 0)
+        entry['reason'] = row.get('reason')
+    return sorted(out, key=lambda j: (j['state'] == TRASHED,
+                                      j['posted_at'] or ''))
 
 
 def list_conductors():

@@ -88,12 +88,16 @@ class ConductorList(lister.Lister):
 
 
 class JobList(lister.Lister):
-    """List the jobs on the jobboard: who holds which, since when (admin:
-    rule resize_flows:jobs:list)."""
+    """List the jobs on the jobboard: who holds which, since when, how
+    many times conductors claimed each; and those in the board's trash
+    (state TRASHED: the conductors gave up on them after
+    [jobboard]/max_attempts; see flow show) (admin: rule
+    resize_flows:jobs:list)."""
 
     def take_action(self, parsed):
         rows = [(j['job'], j['operation'], j['instance_uuid'], j['flow_id'],
-                 j['state'], j['owner'], j['since'], j['posted_at'])
+                 j['state'], j['attempts'], j['owner'], j['since'],
+                 j['posted_at'])
                 for j in api.list_jobs(common.caller_context(self.app))]
-        return ('Job', 'Operation', 'Server', 'Flow', 'State', 'Owner',
-                'Since', 'Posted At'), rows
+        return ('Job', 'Operation', 'Server', 'Flow', 'State', 'Attempts',
+                'Owner', 'Since', 'Posted At'), rows

@@ -42,9 +42,10 @@ class FlowList(lister.Lister):
         parser.add_argument(
             '--state', help='queued (posted on the jobboard, no conductor '
             'has started it yet), running, interrupted, finished, '
-            '"rolled back", stuck, abandoned, or a TaskFlow flow state '
-            '(SUCCESS, '
-            'REVERTED, ...).')
+            '"rolled back", stuck (an undo step failed, or the conductors '
+            'gave up on its job after [jobboard]/max_attempts: see its '
+            'reason), abandoned (given up on by an operator: flow '
+            'abandon), or a TaskFlow flow state (SUCCESS, REVERTED, ...).')
         parser.add_argument('--server', help='Only this server\'s flows.')
         names = list(rf_flows.OPERATIONS)
         parser.add_argument('--operation', help='%s or %s.' % (
@@ -78,10 +79,10 @@ class FlowList(lister.Lister):
                 'More flows match: --marker %s for the next page\n'
                 % flows[-1]['flow_id'])
         cols = ('Flow', 'Operation', 'Status', 'State', 'Server', 'Owner',
-                'Created At', 'Updated At')
+                'Created At', 'Updated At', 'Reason')
         rows = [(f['flow_id'], f['operation'], f['status'], f['state'],
                  f['instance_uuid'], f['owner'], f['created_at'],
-                 f['updated_at'])
+                 f['updated_at'], f.get('reason'))
                 for f in flows]
         return cols, rows
 
@@ -127,8 +128,8 @@ class FlowShow(show.ShowOne):
             if flow['abandoned']:
                 flow['abandoned'] = '%(abandoned_at)s by %(user_id)s: ' \
                     '%(reason)s' % flow['abandoned']
-        return common.as_columns(
-            flow, FLOW_COLUMNS + ['abandoned', 'plugins', 'tasks'])
+        return common.as_columns(flow, FLOW_COLUMNS + [
+            'attempts', 'reason', 'abandoned', 'plugins', 'tasks'])
 
 
 class FlowResume(common.MoveCommand):

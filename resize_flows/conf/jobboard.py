@@ -48,6 +48,18 @@ opts = [
         help='Name a conductor claims jobs under (followed by its process '
              'id and a random suffix, so that two conductors never share '
              'one). Default: the host name.'),
+    cfg.IntOpt(
+        'max_attempts',
+        default=3,
+        min=1,
+        help='Claims of a job by conductors before they give up on it. '
+             'Each claim counts, a conductor that dies holding the job '
+             'too (a claim that ends without trying the flow, because '
+             'another process holds it or the conductor is stopping, does '
+             'not). A job whose flow failed on this many attempts is not '
+             'claimed again: it goes to the jobboard\'s trash ("job list": '
+             'TRASHED), and its flow is stuck with the reason ("flow '
+             'show") until an operator resumes or rolls it back.'),
     cfg.FloatOpt(
         'wait_poll_interval',
         default=0.5,

@@ -12,11 +12,24 @@ fails with :class:`~resize_flows.exception.DatabaseLocked`; an SQLite
 file that cannot be opened, read or written gives
 :class:`~resize_flows.exception.DatabaseError`: one line naming the file
 and the cause, never SQLAlchemy's error with its SQL.
+
+A database server that goes away (restarted, failed over): pooled
+connections are pinged before use (``pool_pre_ping``) on the
+transactional engine, a transaction (:func:`session_scope`) takes its
+connection before its body runs and waits for the server, and what is
+safely repeatable as a whole (:func:`retrying`: reads, the flow log's
+writes, lease rows) is run again on a lost connection; each up to
+``[database]/max_retries`` times, ``retry_interval`` seconds apart
+(:func:`is_disconnect` tells such an error). A transaction cut in its
+middle is rolled back by the server and its error raised.
 """
 import contextlib
+import functools
+import logging
 import os
 import stat
 import threading
+import time
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -24,6 +37,8 @@ from sqlalchemy import orm
 
 from resize_flows.conf import CONF
 from resize_flows import exception
+
+LOG = logging.getLogger(__name__)
 
 #: The execution option that makes an SQLite transaction a deferred one.
 READ_ONLY = 'resize_flows_read_only'
@@ -80,7 +95,6 @@ def _private_sqlite_file(database):
         if (stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
                 and stat.S_IMODE(st.st_mode) & 0o077):
             os.chmod(database + suffix, stat.S_IMODE(st.st_mode) & 0o700)
-
 
 
 # What SQLite says, and what we tell (the first that the error contains).
@@ -241,6 +255,85 @@ def dispose_all():
         _READERS.clear()
 
 
+# What a lost or refused connection says (PostgreSQL, MariaDB), lower case.
+_DISCONNECTED = (
+    'connection refused', 'could not connect', 'server closed the '
+    'connection', 'terminating connection', 'connection already closed',
+    'the database system is shutting down', 'the database system is '
+    'starting up', 'the database system is in recovery', 'lost connection',
+    "can't connect", 'server has gone away', 'connection reset',
+    'broken pipe', 'no connection to the server', 'ssl syscall error',
+    'connection timed out', 'cannot connect now')
+
+
+def is_disconnect(error, _depth=0):
+    """True for an error that says the connection to the database server
+    was lost or could not be made (SQLAlchemy's, or one that it caused,
+    such as TaskFlow's StorageFailure); never for SQLite."""
+    if error is None or _depth > 5:
+        return False
+    if isinstance(error, sa.exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        if isinstance(error, (sa.exc.OperationalError,
+                              sa.exc.InterfaceError)):
+            text = str(error.orig or error).lower()
+            return any(needle in text for needle in _DISCONNECTED)
+        return False
+    return is_disconnect(error.__cause__, _depth + 1)
+
+
+def _wait_before_retry(error, tries, what):
+    """Sleep before try ``tries`` + 1 of ``what`` after a lost connection;
+    False when [database]/max_retries are spent or the error is another."""
+    if not is_disconnect(error) or tries >= CONF.database.max_retries:
+        return False
+    LOG.warning('lost the database connection in %s (%s); trying again '
+                '(%d of %d) in %gs', what, ' '.join(str(error).split()[:12]),
+                tries + 1, CONF.database.max_retries,
+                CONF.database.retry_interval)
+    time.sleep(CONF.database.retry_interval)
+    return True
+
+
+def retrying(func):
+    """Run ``func`` again, as a whole, when it fails on a lost database
+    connection (see :func:`is_disconnect`), up to ``[database]/
+    max_retries`` times. Only for what is safely repeatable: reads, and
+    writes whose second run does what the first did (a row set to given
+    values, a delete), in transactions of their own."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        tries = 0
+        while True:
+            try:
+                return func(*args, **kwargs)
+            except Exception as e:
+                if not _wait_before_retry(e, tries, func.__qualname__):
+                    raise
+                tries += 1
+    return wrapper
+
+
+def _begun(bind):
+    """A session on ``bind`` whose transaction has begun with a
+    connection, before anything of the caller's runs: a connection lost
+    (the pool's pre-ping replaces it) or refused (the server restarting)
+    is waited for, up to [database]/max_retries times."""
+    tries = 0
+    while True:
+        session = orm.Session(bind=bind, expire_on_commit=False)
+        transaction = session.begin()
+        try:
+            session.connection()
+            return session, transaction
+        except Exception as e:
+            session.close()
+            if not _wait_before_retry(e, tries, 'a transaction\'s start'):
+                raise
+            tries += 1
+
+
 @contextlib.contextmanager
 def session_scope(url=None, read_only=False):
     """A session whose transaction commits on success, rolls back on error.
@@ -248,12 +341,13 @@ def session_scope(url=None, read_only=False):
     ``read_only``: the session only reads (on SQLite its transaction takes
     no lock). A session that reads and then writes must not say so: its
     ``BEGIN IMMEDIATE`` takes the write lock before it reads what it
-    checks.
+    checks. Its connection is taken before the body runs (see
+    :func:`_begun`); the body itself is never run twice.
     """
     bind = get_reader(url) if read_only else get_engine(url)
-    session = orm.Session(bind=bind, expire_on_commit=False)
+    session, transaction = _begun(bind)
     try:
-        with session.begin():
+        with transaction:
             yield session
     finally:
         session.close()

@@ -5,6 +5,10 @@ Around it resize-flows keeps, in the same database: the lease rows (who
 holds a flow, until when, under which fencing token), the job a flow was
 posted as, and the indexed columns that list, page, filter and purge flows
 without loading them. This module is the one place that queries those.
+Each function is one transaction, run again as a whole on a lost
+database connection (``db.retrying``): each is a read, or a write whose
+second run does what the first did (a lease taken again by its owner
+keeps its token).
 What the rows mean (a flow's status) is ``flowstatus.py``'s; who may take
 a lease is ``leases.py``'s.
 """
@@ -25,6 +29,7 @@ FLOWS = flowlog.FLOWS
 BOOKS = flowlog.BOOKS
 LEASES = models.FlowLease.__table__
 ABANDONS = models.FlowAbandon.__table__
+ATTEMPTS = models.FlowAttempt.__table__
 
 
 # -- lease rows --------------------------------------------------------------
@@ -51,6 +56,7 @@ def _next_token(previous=0):
     return max(now, (previous or 0) + 1)
 
 
+@db.retrying
 def lease_acquire(flow_id, owner, seconds):
     """Take the lease of a flow for ``seconds``: free, expired or ours
     already. Raises ``FlowBusy`` while another owner's lease is live.
@@ -87,6 +93,7 @@ def lease_acquire(flow_id, owner, seconds):
                                  expires_at='?')
 
 
+@db.retrying
 def lease_renew(flow_id, owner, seconds, token=None):
     """Extend our lease (the one of ``token``, when given); False if it is
     no longer ours."""
@@ -101,6 +108,7 @@ def lease_renew(flow_id, owner, seconds, token=None):
         return result.rowcount == 1
 
 
+@db.retrying
 def lease_release(flow_id, owner, token=None):
     """Give up our lease (the one of ``token``, when given): a lease taken
     over by another holder since is left alone."""
@@ -112,12 +120,14 @@ def lease_release(flow_id, owner, token=None):
         s.execute(sa.delete(models.FlowLease).where(*where))
 
 
+@db.retrying
 def lease_get(flow_id):
     with db.session_scope(read_only=True) as s:
         lease = s.get(models.FlowLease, flow_id)
         return None if lease is None else _lease_dict(lease)
 
 
+@db.retrying
 def lease_list():
     """{flow_id: lease} of every lease, live or expired."""
     with db.session_scope(read_only=True) as s:
@@ -127,6 +137,7 @@ def lease_list():
 
 # -- jobs --------------------------------------------------------------------
 
+@db.retrying
 def flow_posted(flow_id, job_uuid):
     """Note that a stored flow was posted as job ``job_uuid`` on the
     jobboard: until a conductor starts it, the flow is ``queued``."""
@@ -136,6 +147,7 @@ def flow_posted(flow_id, job_uuid):
                   .values(job_uuid=job_uuid))
 
 
+@db.retrying
 def job_uuid(flow_id):
     """The job a stored flow was posted as, or None."""
     with db.get_reader().connect() as conn:
@@ -184,18 +196,26 @@ def running(now):
                    _live(now))
 
 
+def _given_up():
+    """The conductors gave up on its job ([jobboard]/max_attempts)."""
+    return ATTEMPTS.c.gave_up_at.is_not(None)
+
+
 def stuck(now):
-    return sa.and_(FLOWS.c.state == tf_states.FAILURE, _not_live(now),
-                   _not_abandoned())
+    return sa.and_(sa.or_(FLOWS.c.state == tf_states.FAILURE,
+                          sa.and_(_under_way(), _given_up())),
+                   _not_live(now), _not_abandoned())
 
 
 def queued(now):
     return sa.and_(_never_run(), FLOWS.c.job_uuid.is_not(None),
-                   _not_live(now), _not_abandoned())
+                   _not_live(now), _not_abandoned(),
+                   sa.not_(_given_up()))
 
 
 def interrupted(now):
     return sa.and_(_under_way(), _not_live(now), _not_abandoned(),
+                   sa.not_(_given_up()),
                    sa.not_(sa.and_(_never_run(),
                                    FLOWS.c.job_uuid.is_not(None))))
 
@@ -219,15 +239,19 @@ def _listing():
                       FLOWS.c.project_id, FLOWS.c.job_uuid,
                       FLOWS.c.created_at, FLOWS.c.updated_at,
                       LEASES.c.owner, LEASES.c.expires_at,
-                      ABANDONS.c.flow_id.label('abandoned'))
+                      ABANDONS.c.flow_id.label('abandoned'),
+                      ATTEMPTS.c.attempts, ATTEMPTS.c.reason)
             .select_from(FLOWS.outerjoin(
                 LEASES, LEASES.c.flow_id == FLOWS.c.uuid).outerjoin(
-                    ABANDONS, ABANDONS.c.flow_id == FLOWS.c.uuid)))
+                    ABANDONS, ABANDONS.c.flow_id == FLOWS.c.uuid).outerjoin(
+                    ATTEMPTS, ATTEMPTS.c.flow_id == FLOWS.c.uuid)))
 
 
 def _row(row, now):
     """A listed flow as a dict: its columns, its lease's ``owner`` and
-    whether that lease is ``live`` (None without a lease)."""
+    whether that lease is ``live`` (None without a lease), the
+    conductors' ``attempts`` at its job and, if they gave up, why
+    (``gave_up``)."""
     return {
         'flow_id': row.uuid,
         'operation': row.operation,
@@ -241,9 +265,12 @@ def _row(row, now):
         'owner': row.owner,
         'live': None if row.owner is None else row.expires_at > now,
         'abandoned': row.abandoned is not None,
+        'attempts': row.attempts or 0,
+        'gave_up': row.reason,
     }
 
 
+@db.retrying
 def list_rows(where=None, server=None, operation=None, limit=None,
               marker=None, project=None):
     """Stored flows, newest first (see :func:`_row`): those ``where``
@@ -281,6 +308,7 @@ def list_rows(where=None, server=None, operation=None, limit=None,
     return [_row(row, now) for row in rows]
 
 
+@db.retrying
 def get_row(flow_id):
     """One stored flow as :func:`list_rows` gives it, or None: one row
     read."""
@@ -290,6 +318,7 @@ def get_row(flow_id):
     return None if row is None else _row(row, now)
 
 
+@db.retrying
 def owner_of(flow_id):
     """{'instance_uuid', 'project_id'} of a stored flow, or None."""
     with db.get_reader().connect() as conn:
@@ -332,6 +361,8 @@ def purge(before, dry_run=False, batch=500):
             conn.execute(FLOWS.delete().where(FLOWS.c.uuid.in_(flow_ids)))
             conn.execute(LEASES.delete().where(
                 LEASES.c.flow_id.in_(flow_ids)))
+            conn.execute(ATTEMPTS.delete().where(
+                ATTEMPTS.c.flow_id.in_(flow_ids)))
             book_ids = {r.logbook_uuid for r in rows} - {None}
             if book_ids:
                 # Logbooks left empty (resize-flows keeps one per flow).

@@ -40,6 +40,9 @@ stops at once and no undo step of the stale process runs (each needs a
 write first). A backend not told a holder (TaskFlow's own persistence
 tests, tools) writes unconditionally.
 
+A call (one transaction doing the same when run twice) is run again on a
+lost connection to the database server (``db.retrying``).
+
 Durability is not traded for it: each write is committed before the call
 returns (on SQLite, WAL with ``synchronous=NORMAL``, so a killed process
 never loses a committed transaction), and TaskFlow reports a transition to
@@ -236,6 +239,7 @@ class Connection(base.Connection):
     def close(self):
         pass
 
+    @db.retrying
     def validate(self):
         """Check that the database answers and holds the flow log."""
         try:
@@ -260,6 +264,7 @@ class Connection(base.Connection):
 
     # -- writes --------------------------------------------------------------
 
+    @db.retrying
     def update_atom_details(self, atom_detail):
         """Save an atom detail that the log holds: one UPDATE."""
         row = flowrows.atom_row(atom_detail)
@@ -336,6 +341,7 @@ class Connection(base.Connection):
         self._insert_atoms(conn, fd.uuid, list(fd))
         return True
 
+    @db.retrying
     def update_flow_details(self, flow_detail, ignore_missing=False):
         """Save a flow detail that the log holds, and the atoms it brings
         that the log does not hold yet.
@@ -371,6 +377,7 @@ class Connection(base.Connection):
             self._backend.forget(atoms, flow_detail.uuid)
         return flow_detail
 
+    @db.retrying
     def save_logbook(self, book):
         """Save a logbook, its flow details and their atoms (new or not)."""
         try:
@@ -422,6 +429,7 @@ class Connection(base.Connection):
         for fd in flows:
             self._backend.hold_atoms(fd.uuid, [ad.uuid for ad in fd])
 
+    @db.retrying
     def _books(self, where, lazy):
         try:
             with self._reader.connect() as conn:
@@ -450,6 +458,7 @@ class Connection(base.Connection):
     def get_logbooks(self, lazy=False):
         yield from self._books([], lazy)
 
+    @db.retrying
     def _flows(self, where, lazy):
         try:
             with self._reader.connect() as conn:
@@ -471,6 +480,7 @@ class Connection(base.Connection):
                                   % fd_uuid)
         return flows[0]
 
+    @db.retrying
     def _atoms(self, where):
         try:
             with self._reader.connect() as conn:
@@ -492,6 +502,7 @@ class Connection(base.Connection):
 
     # -- resize-flows' own reads ---------------------------------------------
 
+    @db.retrying
     def find_flow(self, flow_uuid):
         """(logbook uuid, flow detail with its atoms) or NotFound: the
         flow's row by primary key and its atoms by index, nothing else."""

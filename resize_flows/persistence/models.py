@@ -436,6 +436,31 @@ class FlowAtom(Base):
         PreciseDateTime)
 
 
+class FlowAttempt(Base):
+    """How many times conductors claimed a flow's job (``[jobboard]/
+    max_attempts``), who last, how the last attempt ended, and, once the
+    conductors gave up on it, why (the flow is then ``stuck``)."""
+    __tablename__ = 'flow_attempts'
+
+    flow_id: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey('flow_details.uuid', ondelete='CASCADE'),
+        primary_key=True)
+    job_uuid: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(36))
+    attempts: orm.Mapped[int] = orm.mapped_column(
+        sa.Integer, nullable=False, server_default='0')
+    #: The conductor of the last attempt; ``running`` while it has not
+    #: said how the attempt ended (it died holding the job, or runs it).
+    owner: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(255))
+    running: orm.Mapped[bool] = orm.mapped_column(
+        sa.Boolean, nullable=False, default=False)
+    last_error: orm.Mapped[Optional[str]] = orm.mapped_column(sa.Text)
+    gave_up_at: orm.Mapped[Optional[datetime.datetime]] = orm.mapped_column(
+        sa.DateTime)
+    reason: orm.Mapped[Optional[str]] = orm.mapped_column(sa.Text)
+    updated_at: orm.Mapped[Optional[datetime.datetime]] = orm.mapped_column(
+        sa.DateTime)
+
+
 def as_dict(row):
     """A row as a plain dict of its columns (datetimes as ISO text), or
     None: what the record functions hand out, detached from any session."""
