@@ -23,6 +23,7 @@ deadline: the lease is not renewed past it plus
 own thread) loses the flow to another process, under fencing.
 """
 import logging
+import queue
 import threading
 import time
 
@@ -69,9 +70,13 @@ class Deadline:
         return kind(task=self.task, seconds=self.seconds, detail=detail)
 
 
-def seconds_for(name, follows_progress=False):
-    """The deadline in seconds of task ``name`` (0: none)."""
+def seconds_for(name, follows_progress=False, undo=False):
+    """The deadline in seconds of task ``name`` (0: none); of its undo
+    (``undo``): the entry ``Name.revert`` of ``[flows]/task_timeouts``
+    if there is one, else the task's."""
     overrides = CONF.flows.task_timeouts or {}
+    if undo and name + '.revert' in overrides:
+        name += '.revert'
     if name in overrides:
         try:
             return max(int(float(overrides[name])), 0)
@@ -97,7 +102,7 @@ def call(name, undo, follows_progress, fn):
     under its deadline (see the module); directly when this thread holds
     no flow or the task has no deadline."""
     held = leases.current()
-    seconds = seconds_for(name, follows_progress and not undo)
+    seconds = seconds_for(name, follows_progress and not undo, undo)
     if held is None or not seconds:
         if undo and held is not None:
             _wait_hung(held, name, None)
@@ -116,16 +121,20 @@ def call(name, undo, follows_progress, fn):
         except BaseException as e:     # handed to the flow's thread
             box['error'] = e
 
-    worker = threading.Thread(target=target, daemon=True,
-                              name='task-%s' % name)
+    # Named after the flow's thread (a conductor's names its job).
+    worker = threading.Thread(
+        target=target, daemon=True,
+        name='%s/%s' % (threading.current_thread().name, name))
     lease = held.lease
     if lease is not None:
         lease.deadline = deadline
+    relay = worker_held.relay = queue.Queue()
     try:
         worker.start()
         while worker.is_alive() and not deadline.passed():
             remaining = deadline.remaining()
-            worker.join(1.0 if remaining is None else min(remaining, 1.0))
+            _relay(relay, 0.2 if remaining is None else min(remaining, 0.2))
+        _relay(relay, None)
         if worker.is_alive():
             error = deadline.error()
             LOG.error('flow %s: %s', held.flow_id, error)
@@ -141,6 +150,45 @@ def call(name, undo, follows_progress, fn):
     if 'error' in box:
         raise box['error']
     return box.get('result')
+
+
+def _relay(relay, timeout):
+    """Run in the flow's thread what the worker handed it (TaskFlow's
+    storage is the flow's thread's while a task runs): wait up to
+    ``timeout`` for one call (None: only what is queued already)."""
+    while True:
+        try:
+            fn, args, done = (relay.get_nowait() if timeout is None
+                              else relay.get(timeout=timeout))
+        except queue.Empty:
+            return
+        try:
+            fn(*args)
+        except Exception:
+            LOG.exception('%s failed in the flow\'s thread', fn)
+        finally:
+            done.set()
+        timeout = None
+
+
+def in_flow_thread(fn, *args):
+    """Call ``fn(*args)`` in the flow's own thread (TaskFlow's
+    ``update_progress``, which takes the storage's lock the flow's thread
+    holds while the task runs): at once there, queued from a task's
+    worker thread, run while the flow's thread waits for the task, and
+    waited for."""
+    held = leases.current()
+    relay = getattr(held, 'relay', None)
+    if relay is None:
+        fn(*args)
+        return
+    done = threading.Event()
+    relay.put((fn, args, done))
+    # Done when the flow's thread has run it (so a report is in the flow
+    # log once this returns); not waited for once the task was given up.
+    while not done.wait(0.2):
+        if held.abandoned is not None:
+            return
 
 
 def _wait_hung(held, name, deadline):

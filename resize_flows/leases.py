@@ -153,6 +153,9 @@ class Held:
         #: Set when the thread's task was given up (past its deadline):
         #: the exception its next check raises.
         self.abandoned = None
+        #: In a task's worker thread: the queue of calls for the flow's
+        #: thread (``deadlines.in_flow_thread``).
+        self.relay = None
 
     def child(self, deadline):
         """The same hold, for a task's worker thread under ``deadline``."""

@@ -42,8 +42,9 @@ opts = [
         'task_timeouts',
         default={},
         help='Per-task deadlines in seconds that replace task_timeout, as '
-             'TaskName:seconds (e.g. PowerOffSource:900,CopyDisk:7200). '
-             '0: no deadline for that task.'),
+             'TaskName:seconds (e.g. PowerOffSource:900,CopyDisk:7200); '
+             'TaskName.revert:seconds for its undo alone. 0: no deadline '
+             'for that task.'),
     cfg.IntOpt(
         'copy_stall_timeout',
         default=120,

@@ -37,7 +37,7 @@ class _Watch:
         if fraction > self.shown:
             self.shown = fraction
             deadlines.moved()
-            self.report(fraction)
+            deadlines.in_flow_thread(self.report, fraction)
         now = time.monotonic()
         if now - self.checked >= self.CHECK_EVERY:
             self.checked = now
