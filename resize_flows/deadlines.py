@@ -136,7 +136,9 @@ def call(name, undo, follows_progress, fn):
             _relay(relay, 0.2 if remaining is None else min(remaining, 0.2))
         _relay(relay, None)
         if worker.is_alive():
-            error = deadline.error()
+            error = deadline.error(
+                HUNG_DETAIL if undo and _still_hung(held.flow_id, name)
+                else '')
             LOG.error('flow %s: %s', held.flow_id, error)
             worker_held.abandoned = error
             worker.join(STOP_WAIT)
@@ -191,6 +193,15 @@ def in_flow_thread(fn, *args):
             return
 
 
+HUNG_DETAIL = '; its execute, given up at its own deadline, still hangs'
+
+
+def _still_hung(flow_id, name):
+    with _HUNG_LOCK:
+        worker = _HUNG.get((flow_id, name))
+    return worker is not None and worker.is_alive()
+
+
 def _wait_hung(held, name, deadline):
     """Wait until the given-up execute of task ``name`` of this flow has
     ended (an undo must not run beside it): no longer than ``deadline``
@@ -203,8 +214,7 @@ def _wait_hung(held, name, deadline):
         if held.abandoned is not None:
             raise held.abandoned
         if deadline is not None and deadline.passed():
-            raise deadline.error('; its execute, given up at its own '
-                                 'deadline, still hangs')
+            raise deadline.error(HUNG_DETAIL)
         worker.join(0.5)
     with _HUNG_LOCK:
         _HUNG.pop((held.flow_id, name), None)
