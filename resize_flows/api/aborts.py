@@ -30,6 +30,7 @@ from resize_flows.persistence import repository
 from resize_flows import policy
 from resize_flows import recovery
 from resize_flows import states
+from resize_flows import validation
 
 LOG = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def abort_migration(ctx, server, wait=False, timeout=600):
     here (a queued or interrupted flow), ``aborting`` while the process
     that holds the flow has still to see the request (with ``wait``:
     poll until the flow ends, at most ``timeout`` seconds)."""
+    validation.check_whole('timeout', timeout)
     inst = servers.get_server(ctx, server)
     policy.authorize(ctx, policy.MIGRATION_ABORT, servers.rule_target(inst))
     mig, brief = _abortable(inst)
