@@ -54,9 +54,10 @@ class BeginMigration(base.ResizeFlowsTask):
 
     Reversion strategy: this is the lifecycle task, so its revert runs last
     when the flow is undone: the migration becomes ``error`` (``cancelled``
-    when an operator aborted the move) and the instance returns to its old vm_state with no task under way and no
-    old/new flavor, its power state read back from its host. Only a
-    migration this flow started: with none, nothing is undone.
+    when an operator aborted the move) and the instance returns to its old
+    vm_state with no task under way and no old/new flavor, its power state
+    read back from its host. Only a migration this flow started: with
+    none, nothing is undone.
     """
 
     lifecycle = True
