@@ -95,6 +95,9 @@ def abort_migration(ctx, server, wait=False, timeout=600):
         status = _stop(flow_id, brief)
         if wait and status != states.MIGRATION_CANCELLED:
             status = _wait(mig['uuid'], timeout)
+            if status == states.MIGRATION_FINISHED:
+                # Too late: the move finished before a safe point.
+                flowaborts.abort_delete(flow_id)
     except Exception as e:
         instance_actions.event_finish(inst['uuid'], ctx.request_id, event,
                                       'Error', traceback=str(e))
