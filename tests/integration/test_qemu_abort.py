@@ -89,7 +89,7 @@ def test_abort_during_copy_disk_on_real_qemu(qemu_cloud, monkeypatch):
 
     op = api.resize(qemu_cloud.ctx, vm, 'bigger')
     _wait_for(lambda: 0 < (_task(op.flow_id, 'CopyDisk')['progress'] or 0)
-              < 0.9, 'the copy to be under way')
+              < 0.5, 'the copy to be under way')
     out = api.abort_migration(qemu_cloud.ctx, vm, wait=True, timeout=300)
     assert out['status'] == states.MIGRATION_CANCELLED
     with pytest.raises(exception.FlowAborted):
@@ -97,7 +97,7 @@ def test_abort_during_copy_disk_on_real_qemu(qemu_cloud, monkeypatch):
     copy = _task(op.flow_id, 'CopyDisk')
     assert copy['state'] == tf_states.REVERTED
     # Stopped in the middle: not all of the 48 MiB of data was copied.
-    assert 0 < sum(copied) < 40 * MiB
+    assert 0 < sum(copied) < 46 * MiB
 
     # virsh, qemu-img and the records: as before the move.
     assert _virsh_domains('host1') == [vm] and _virsh_domains('host2') == []
