@@ -83,7 +83,8 @@ from resize_flows.operations import running_operations
 from resize_flows.operations import wait_all
 
 __all__ = [
-    'abort_migration', 'arm_configured_faults', 'attach_port', 'clean_image_cache',
+    'abort_migration',
+    'arm_configured_faults', 'attach_port', 'clean_image_cache',
     'confirm_expired', 'confirm_resize', 'create_port', 'delete_port',
     'detach_port', 'get_port', 'list_ports',
     'create_flavor', 'create_host', 'create_image', 'create_server',
