@@ -225,7 +225,8 @@ def run(handle, listeners=()):
             fenced = False
             if handle.lease is not None:
                 stack.enter_context(leases.holding(
-                    handle.flow_id, handle.lease.owner, handle.lease.token))
+                    handle.flow_id, handle.lease.owner, handle.lease.token,
+                    lease=handle.lease))
             try:
                 engine.run()
             except Exception as e:

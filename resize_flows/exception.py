@@ -370,3 +370,34 @@ class DatabaseLocked(DatabaseError):
     msg_fmt = ("Database %(database)s is locked: another process has held "
                "its write lock for more than %(seconds)s s (%(reason)s); "
                "try again")
+
+
+# aborts and deadlines --------------------------------------------------------
+
+class FlowAborted(ResizeFlowsException):
+    """Raised at a safe point of a flow an operator asked to abort
+    (``server migration abort``): the task fails, the flow is undone and
+    its migration ends ``cancelled``."""
+    msg_fmt = "Flow %(flow_id)s was aborted by %(requested_by)s."
+
+
+class TaskTimeout(ResizeFlowsException):
+    """A task (or its undo) ran past its deadline (``[flows]/task_timeout``,
+    ``[flows]/task_timeouts``) or, for the disk copy, moved no byte for
+    ``[flows]/copy_stall_timeout``."""
+    msg_fmt = ("%(task)s did not finish within its deadline of "
+               "%(seconds)s s%(detail)s.")
+
+    def __init__(self, message=None, **kwargs):
+        kwargs.setdefault('detail', '')
+        super().__init__(message, **kwargs)
+
+
+class CopyStalled(TaskTimeout):
+    msg_fmt = ("%(task)s stalled: no byte of the disk copy moved for "
+               "%(seconds)s s%(detail)s.")
+
+
+class MigrationNotAbortable(Conflict):
+    msg_fmt = ("Cannot abort the move of server %(instance_id)s: "
+               "%(reason)s")

@@ -24,10 +24,12 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid as uuidlib
 
 from resize_flows.conf import CONF
 from resize_flows import exception
+from resize_flows.persistence import flowaborts
 from resize_flows.persistence import flowindex
 from resize_flows.persistence import flowlog
 
@@ -74,6 +76,12 @@ class Lease:
         self._stop = threading.Event()
         self._thread = None
         self.lost = False
+        #: The deadline of the task this lease's flow runs now (set by
+        #: ``deadlines``): past it plus ``[flows]/deadline_grace`` the
+        #: lease is no longer renewed, so that a holder hung in a call
+        #: that never returns loses the flow.
+        self.deadline = None
+        self.overdue = False
 
     def backend(self):
         """The flow log, fenced by this lease."""
@@ -90,6 +98,8 @@ class Lease:
     def _renew(self):
         seconds = CONF.flows.lease_seconds
         while not self._stop.wait(seconds / 3.0):
+            if self._past_deadline():
+                continue
             try:
                 if not flowindex.lease_renew(self.flow_id, self.owner,
                                              seconds, self.token):
@@ -101,6 +111,19 @@ class Lease:
             except Exception:
                 LOG.exception('could not renew the lease of flow %s',
                               self.flow_id)
+
+    def _past_deadline(self):
+        deadline = self.deadline
+        if deadline is None or deadline.expires is None or \
+                time.monotonic() < deadline.expires + \
+                CONF.flows.deadline_grace:
+            self.overdue = False
+            return False
+        if not self.overdue:
+            LOG.error('flow %s: %s is past its deadline; its lease is no '
+                      'longer renewed', self.flow_id, deadline.task)
+        self.overdue = True
+        return True
 
     def release(self):
         self._stop.set()
@@ -115,11 +138,43 @@ class Lease:
 _CURRENT = threading.local()
 
 
+class Held:
+    """What a thread works for: a flow under a lease (its owner and
+    token, and the :class:`Lease` when this process holds it), and, in a
+    task's worker thread (``deadlines``), the task's deadline and the
+    error to raise at its next :func:`check` once it was given up."""
+
+    def __init__(self, flow_id, owner, token, lease=None, deadline=None):
+        self.flow_id = flow_id
+        self.owner = owner
+        self.token = token
+        self.lease = lease
+        self.deadline = deadline
+        #: Set when the thread's task was given up (past its deadline):
+        #: the exception its next check raises.
+        self.abandoned = None
+        #: In a task's worker thread: the queue of calls for the flow's
+        #: thread (``deadlines.in_flow_thread``).
+        self.relay = None
+
+    def child(self, deadline):
+        """The same hold, for a task's worker thread under ``deadline``."""
+        return Held(self.flow_id, self.owner, self.token, self.lease,
+                    deadline)
+
+
+def current():
+    """What this thread works for (a :class:`Held`), or None."""
+    return getattr(_CURRENT, 'held', None)
+
+
 @contextlib.contextmanager
-def holding(flow_id, owner, token):
-    """The flow this thread runs, under this lease, for the block."""
+def holding(flow_id, owner=None, token=None, lease=None):
+    """The flow this thread runs, under this lease, for the block
+    (``flow_id`` may be a :class:`Held` already)."""
     before = getattr(_CURRENT, 'held', None)
-    _CURRENT.held = (flow_id, owner, token)
+    _CURRENT.held = flow_id if isinstance(flow_id, Held) else Held(
+        flow_id, owner, token, lease)
     try:
         yield
     finally:
@@ -127,13 +182,22 @@ def holding(flow_id, owner, token):
 
 
 def check(what='its next step'):
-    """Raise FlowFenced when this thread's flow is no longer held by it."""
+    """A safe point of a running flow. Raise FlowFenced when this
+    thread's flow is no longer held by it, FlowAborted when an operator
+    asked to abort it, and the task's TaskTimeout when the task this
+    thread runs was given up past its deadline."""
     held = getattr(_CURRENT, 'held', None)
     if held is None:
         return
-    flow_id, owner, token = held
-    lease = flowindex.lease_get(flow_id)
-    if lease is None or lease['owner'] != owner or (
-            token is not None and lease['token'] != token):
-        raise exception.FlowFenced(flow_id=flow_id, owner=owner,
-                                   token=token, what=what)
+    if held.abandoned is not None:
+        raise held.abandoned
+    lease = flowindex.lease_get(held.flow_id)
+    if lease is None or lease['owner'] != held.owner or (
+            held.token is not None and lease['token'] != held.token):
+        raise exception.FlowFenced(flow_id=held.flow_id, owner=held.owner,
+                                   token=held.token, what=what)
+    request = flowaborts.abort_get(held.flow_id)
+    if request is not None:
+        raise exception.FlowAborted(
+            flow_id=held.flow_id,
+            requested_by=request['requested_by'] or 'an operator')

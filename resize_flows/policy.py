@@ -75,6 +75,7 @@ VOLUME_DELETE = 'resize_flows:volumes:delete'
 VOLUME_ATTACH = 'os_compute_api:os-volumes-attachments:create'
 VOLUME_DETACH = 'os_compute_api:os-volumes-attachments:delete'
 PORTS = 'resize_flows:ports:%s'
+MIGRATION_ABORT = 'os_compute_api:servers:migrations:delete'
 PORT_CREATE = PORTS % 'create'
 PORT_LIST = PORTS % 'list'
 PORT_SHOW = PORTS % 'show'
@@ -140,6 +141,10 @@ _RULES = [
           'Confirm every resize older than [compute]/resize_confirm_window '
           '(the periodic task; resize-flows confirm-expired).',
           'POST', '/os-resize-flows/confirm-expired'),
+    _rule(MIGRATION_ABORT, ADMIN,
+          'Abort a server\'s move in progress: its flow stops at its next '
+          'safe point and is undone; the migration ends cancelled.',
+          'DELETE', '/servers/{server_id}/migrations/{migration_id}'),
     _rule(FLOW_LIST, ADMIN, 'List the flows of every server.',
           'GET', '/os-resize-flows/flows'),
     _rule(FLOW_SHOW, ADMIN, 'Show a flow and its tasks.',

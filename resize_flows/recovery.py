@@ -32,6 +32,7 @@ from resize_flows import exception
 from resize_flows import flowstatus
 from resize_flows import flows as rf_flows
 from resize_flows import leases
+from resize_flows.persistence import flowaborts
 from resize_flows.persistence import models
 from resize_flows.persistence import repairs
 from resize_flows.persistence import repository
@@ -350,6 +351,9 @@ def rollback(flow_id, listeners=()):
             # server's other operations, and whose resume or rollback
             # claims the server before it undoes anything.
             _check_finished_move(handle)
+            # An abort that came too late (the move finished first) is
+            # not this undo's: the migration ends error, not cancelled.
+            flowaborts.abort_delete(flow_id)
             handle.meta[UNDOING_FINISHED_MOVE] = True
             engine.storage.update_flow_metadata(
                 {UNDOING_FINISHED_MOVE: True})

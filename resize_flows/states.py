@@ -62,15 +62,21 @@ MIGRATION_CONFIRMED = 'confirmed'
 MIGRATION_REVERTING = 'reverting'
 MIGRATION_REVERTED = 'reverted'
 MIGRATION_ERROR = 'error'
+#: An aborted move, undone (``server migration abort``).
+MIGRATION_CANCELLED = 'cancelled'
 
 MIGRATION_STATUSES = (
     MIGRATION_PRE_MIGRATING, MIGRATION_MIGRATING, MIGRATION_POST_MIGRATING,
     MIGRATION_FINISHED, MIGRATION_CONFIRMING, MIGRATION_CONFIRMED,
     MIGRATION_REVERTING, MIGRATION_REVERTED, MIGRATION_ERROR,
+    MIGRATION_CANCELLED,
 )
 # A migration in one of these holds nothing and moves nothing any more.
 MIGRATION_TERMINAL = (MIGRATION_CONFIRMED, MIGRATION_REVERTED,
-                      MIGRATION_ERROR)
+                      MIGRATION_ERROR, MIGRATION_CANCELLED)
+#: A move's migration in these can be aborted (its flow is under way).
+MIGRATION_ABORTABLE = (MIGRATION_PRE_MIGRATING, MIGRATION_MIGRATING,
+                       MIGRATION_POST_MIGRATING)
 
 # Allowed status changes. A flow that is rolled back walks these backwards,
 # so each forward edge has its reverse where an undo exists.
@@ -87,7 +93,11 @@ MIGRATION_TRANSITIONS = {
     MIGRATION_REVERTING: {MIGRATION_REVERTED, MIGRATION_FINISHED},
     MIGRATION_REVERTED: {MIGRATION_REVERTING},
     MIGRATION_ERROR: set(),
+    MIGRATION_CANCELLED: set(),
 }
+# An aborted move's undo ends it cancelled from where it was.
+for _status in MIGRATION_ABORTABLE:
+    MIGRATION_TRANSITIONS[_status].add(MIGRATION_CANCELLED)
 
 MIGRATION_TYPE_RESIZE = 'resize'
 MIGRATION_TYPE_MIGRATION = 'migration'

@@ -19,11 +19,13 @@ that does its job: :mod:`.context` (who asks, what they are told),
 :mod:`.ports` (the ``ports`` plugin's ports), :mod:`.moves`
 (resize, migrate, confirm, revert, delete, migrations and actions) and
 :mod:`.flows` (stored flows, conductors and jobs), :mod:`.audit`
-(audit and repair), :mod:`.volumes` (the
+(audit and repair), :mod:`.aborts` (abort a move in progress),
+:mod:`.volumes` (the
 ``volumes`` plugin's volumes, attach and detach), :mod:`.process` (what
 a process using the API does at its start and end). The operation
 handles are :mod:`resize_flows.operations`'.
 """
+from resize_flows.api.aborts import abort_migration
 from resize_flows.api.audit import audit
 from resize_flows.api.context import DETAILS_LOG
 from resize_flows.api.context import get_admin_context
@@ -88,8 +90,8 @@ from resize_flows.operations import running_operations
 from resize_flows.operations import wait_all
 
 __all__ = [
-    'abandon_flow', 'arm_configured_faults', 'attach_port', 'audit',
-    'clean_image_cache',
+    'abandon_flow', 'abort_migration', 'arm_configured_faults',
+    'attach_port', 'audit', 'clean_image_cache',
     'confirm_expired', 'confirm_resize', 'create_port', 'delete_port',
     'detach_port', 'get_port', 'list_ports',
     'create_flavor', 'create_host', 'create_image', 'create_server',

@@ -1,6 +1,6 @@
 """The ``server`` commands: create, list, show, delete, lock, console
 log; resize, migrate, confirm and revert (flows); its migrations and
-events; and ``confirm-expired``.
+events; abort a move in progress; and ``confirm-expired``.
 """
 from cliff import command as command_base
 from cliff import lister
@@ -292,3 +292,26 @@ class ServerEventList(lister.Lister):
                 rows.append(('', '', ev['event'], ev['result'],
                              ev['start_time'], ev['finish_time']))
         return cols, rows
+
+
+class ServerMigrationAbort(show.ShowOne):
+    """Abort a server's move in progress (admin): its flow stops at its
+    next safe point and is undone, the migration ends cancelled."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument('server', metavar='<server>')
+        parser.add_argument(
+            '--wait', action='store_true',
+            help='Wait until the move is undone (or has ended otherwise).')
+        parser.add_argument(
+            '--timeout', type=int, default=600,
+            help='Seconds to wait at most with --wait (default 600).')
+        return parser
+
+    def take_action(self, parsed):
+        out = api.abort_migration(common.caller_context(self.app),
+                                  parsed.server, wait=parsed.wait,
+                                  timeout=parsed.timeout)
+        cols = ('migration_uuid', 'flow_id', 'status')
+        return cols, tuple(out[c] for c in cols)

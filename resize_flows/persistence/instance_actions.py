@@ -71,3 +71,13 @@ def event_finish(instance_uuid, request_id, event, result, traceback=None):
         ev.finish_time = models.utcnow()
         ev.result = result
         ev.traceback = traceback
+
+
+def action_start(instance_uuid, request_id, action, user_id=None,
+                 project_id=None):
+    """Record an action that no flow starts in the records (an operator's
+    command on a move, e.g. ``abort_migration``)."""
+    with db.session_scope() as s:
+        s.add(models.InstanceAction(
+            request_id=request_id, instance_uuid=instance_uuid,
+            action=action, user_id=user_id, project_id=project_id))

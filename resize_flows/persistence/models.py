@@ -473,3 +473,19 @@ def as_dict(row):
             value = timeutils.iso(value)
         out[column.key] = value
     return out
+
+
+class FlowAbort(Base):
+    """An operator's request to abort a move's flow (``server migration
+    abort``): whichever process holds the flow sees it at its next safe
+    point (``leases.check``) and undoes the flow; the flow's undo ends
+    the migration ``cancelled``. Kept after the flow ends, as its story."""
+    __tablename__ = 'flow_aborts'
+
+    flow_id: orm.Mapped[str] = orm.mapped_column(sa.String(36),
+                                                 primary_key=True)
+    requested_at: orm.Mapped[datetime.datetime] = orm.mapped_column(
+        sa.DateTime, default=utcnow, nullable=False)
+    requested_by: orm.Mapped[Optional[str]] = orm.mapped_column(
+        sa.String(255))
+    request_id: orm.Mapped[Optional[str]] = orm.mapped_column(sa.String(255))

@@ -10,7 +10,9 @@ import functools
 
 from taskflow import task
 
+from resize_flows import deadlines
 from resize_flows import exception
+from resize_flows import leases
 from resize_flows.persistence import repository
 from resize_flows.persistence import values
 from resize_flows import states
@@ -19,17 +21,26 @@ from resize_flows import virt
 
 
 def _with_points(method, before, after, check_result=False):
+    undo = not check_result
+
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        faults.hit(self.name, before)
-        result = method(self, *args, **kwargs)
-        if check_result:
-            # Here, a value the flow log refuses fails this task (and the
-            # flow is undone); once handed to TaskFlow, it would abort the
-            # engine with the task left RUNNING.
-            values.check(result, 'the result of %s' % self.name)
-        faults.hit(self.name, after)
-        return result
+        def body():
+            if not undo:
+                # A safe point: a flow fenced or aborted meanwhile stops
+                # before this task does anything.
+                leases.check('the start of %s' % self.name)
+            faults.hit(self.name, before)
+            result = method(self, *args, **kwargs)
+            if check_result:
+                # Here, a value the flow log refuses fails this task (and
+                # the flow is undone); once handed to TaskFlow, it would
+                # abort the engine with the task left RUNNING.
+                values.check(result, 'the result of %s' % self.name)
+            faults.hit(self.name, after)
+            return result
+        return deadlines.call(self.name, undo,
+                              self.deadline_follows_progress, body)
     wrapper.fault_points = True
     return wrapper
 
@@ -60,6 +71,13 @@ class ResizeFlowsTask(task.Task):
         undoes what the API did before it stored the flow: the engine fails
         it with :class:`~resize_flows.exception.FlowCancelled` to cancel a
         flow that never ran.
+    ``deadline_follows_progress``
+        True on the disk copy: its deadline follows its progress
+        (:mod:`resize_flows.deadlines`).
+
+    Each execute and revert runs under the task's deadline
+    (:mod:`resize_flows.deadlines`), and each execute starts with a safe
+    point (``leases.check``: fenced, aborted).
     """
 
     #: True when execute deletes what revert would need (see the class).
@@ -67,6 +85,11 @@ class ResizeFlowsTask(task.Task):
 
     #: True on the task that begins an operation in the records.
     lifecycle = False
+
+    #: True on a task whose deadline is ``[flows]/copy_stall_timeout``
+    #: from the last time its work moved (``deadlines.moved()``), instead
+    #: of ``[flows]/task_timeout`` from its start.
+    deadline_follows_progress = False
 
     def __init__(self, name=None, **kwargs):
         super().__init__(name=name or type(self).__name__, **kwargs)

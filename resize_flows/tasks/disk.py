@@ -1,6 +1,8 @@
 """Tasks that move disks between hosts."""
 import dataclasses
+import time
 
+from resize_flows import deadlines
 from resize_flows import imagestore
 from resize_flows import leases
 from resize_flows.persistence import images
@@ -18,6 +20,30 @@ def _image_of(instance_uuid):
     return imagestore.for_driver(images.image_find(image_id))
 
 
+class _Watch:
+    """The copy's progress callback: reports a fraction that grew to the
+    flow log and restarts the copy's stall deadline
+    (``deadlines.moved``), and is a safe point (``leases.check``) at most
+    every :data:`CHECK_EVERY` seconds, whose error stops the copy."""
+
+    CHECK_EVERY = 1.0
+
+    def __init__(self, report):
+        self.report = report
+        self.shown = -1.0
+        self.checked = time.monotonic()
+
+    def __call__(self, fraction):
+        if fraction > self.shown:
+            self.shown = fraction
+            deadlines.moved()
+            deadlines.in_flow_thread(self.report, fraction)
+        now = time.monotonic()
+        if now - self.checked >= self.CHECK_EVERY:
+            self.checked = now
+            leases.check('the disk copy')
+
+
 class CopyDisk(base.ResizeFlowsTask):
     """Copy the stashed source instance directory, every file of it, into
     ``<uuid>/`` on the destination, the backing files of its disks made
@@ -28,16 +54,23 @@ class CopyDisk(base.ResizeFlowsTask):
     the migration ``post-migrating``. Provides the copied disk's size and
     allocation.
 
+    Between chunks (and every second of a silent rsync) the copy is at a
+    safe point (:class:`_Watch`): an abort or a lost lease stops it
+    there (rsync killed); its deadline follows its progress
+    (``[flows]/copy_stall_timeout`` with no byte moved).
+
     Reversion strategy: remove the destination's ``<uuid>`` directory (on
     the same host only while the source is safely in ``<uuid>_resize``)
     and put task and migration back to ``resize_migrating``/``migrating``.
     """
 
+    deadline_follows_progress = True
+
     def execute(self, migration_uuid, dest_host):
         mig = repository.migration_get(migration_uuid)
         info = self.driver(mig['source_compute']).copy_disk_to(
             mig['instance_uuid'], self.driver(dest_host),
-            progress=lambda fraction: self.update_progress(fraction),
+            progress=_Watch(self.update_progress),
             image=_image_of(mig['instance_uuid']))
         # A copy can outlive this process's hold on the flow (a stalled
         # conductor): then the new holder owns the records.

@@ -9,6 +9,7 @@ is undone, its revert undoes it, last. Each has ``lifecycle = True``
 it to cancel a flow that never ran.
 """
 from resize_flows import exception
+from resize_flows.persistence import flowaborts
 from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.tasks import base
@@ -52,10 +53,11 @@ class BeginMigration(base.ResizeFlowsTask):
     and fails (:class:`~resize_flows.exception.FlowNotStarted`).
 
     Reversion strategy: this is the lifecycle task, so its revert runs last
-    when the flow is undone: the migration becomes ``error`` and the
-    instance returns to its old vm_state with no task under way and no
-    old/new flavor, its power state read back from its host. Only a
-    migration this flow started: with none, nothing is undone.
+    when the flow is undone: the migration becomes ``error`` (``cancelled``
+    when an operator aborted the move) and the instance returns to its old
+    vm_state with no task under way and no old/new flavor, its power state
+    read back from its host. Only a migration this flow started: with
+    none, nothing is undone.
     """
 
     lifecycle = True
@@ -77,8 +79,10 @@ class BeginMigration(base.ResizeFlowsTask):
             'host': source, 'flavor_id': mig['old_flavor_id'],
             'old_flavor_id': None, 'new_flavor_id': None,
             'power_state': base.power_state(source, mig['instance_uuid'])})
-        repository.migration_update(migration_uuid,
-                                    {'status': states.MIGRATION_ERROR})
+        aborted = flowaborts.abort_get(mig['flow_id']) is not None
+        repository.migration_update(migration_uuid, {
+            'status': (states.MIGRATION_CANCELLED if aborted
+                       else states.MIGRATION_ERROR)})
 
 
 class BeginConfirm(base.ResizeFlowsTask):

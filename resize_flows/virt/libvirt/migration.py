@@ -54,8 +54,10 @@ class _Progress:
         self._show(self.done / self.total)
 
     def _show(self, fraction):
+        # The same fraction again is passed on too: a copy's tick while
+        # no byte moves (its caller's chance to stop it).
         fraction = min(fraction, 1.0)
-        if self.callback is not None and fraction > self.shown:
+        if self.callback is not None and fraction >= self.shown:
             self.shown = fraction
             self.callback(fraction)
 
@@ -158,7 +160,7 @@ def _copy_file(src, src_path, dest, dst_path, size, progress):
         dest.files.adopt(dst_path)
         return
     transfer.copy_disk(src.files, src_path, dest.files, dst_path,
-                       progress=progress)
+                       progress=progress, total=size)
 
 
 def rebase(files, path, base, base_format):

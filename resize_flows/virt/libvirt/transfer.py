@@ -11,6 +11,7 @@ destination and the next run continues from it.
 import contextlib
 import os
 import re
+import selectors
 import shutil
 import signal
 import stat
@@ -24,7 +25,10 @@ from resize_flows.virt.libvirt import files
 from resize_flows.virt.libvirt import remote
 from resize_flows.virt.libvirt import sparsecopy
 
-_PERCENT = re.compile(rb'\s(\d{1,3})%\s')
+_PERCENT = re.compile(rb'([\d,]+)\s+(\d{1,3})%\s')
+# Seconds between two calls of a copy's progress while rsync says
+# nothing: the caller's chance to stop it (an abort, a stall).
+TICK = 1.0
 # Seconds a stopped rsync has to save its partial file.
 _STOP_GRACE = 10
 
@@ -84,11 +88,15 @@ def _open_source(src, instances_path):
             'esac; ').format(remote.q(src), remote.q(instances_path))
 
 
-def copy_disk(src_files, src, dst_files, dst, progress=None):
+def copy_disk(src_files, src, dst_files, dst, progress=None, total=None):
     """Copy the disk ``src`` of ``src_files`` to ``dst`` of ``dst_files``
     (whose directory exists), the way this pair of hosts needs (see the
-    module). ``progress(fraction)`` is called as it goes; an exception it
-    raises stops the copy, which the next call resumes. Returns a
+    module). ``progress(fraction)`` is called as it goes, and at least
+    every :data:`TICK` seconds while rsync says nothing (with the same
+    fraction: no byte moved); an exception it raises stops the copy
+    (rsync is killed), which the next call resumes. ``total``: the
+    source's size in bytes, for a fraction of rsync's bytes rather than
+    its whole percents. Returns a
     :class:`.sparsecopy.CopyStats` (for rsync: ``copied`` is the data sent,
     ``reused`` what a cut-off earlier copy already held).
 
@@ -146,7 +154,7 @@ def copy_disk(src_files, src, dst_files, dst, progress=None):
             argv = remote.ssh_argv(src_files.address) + [
                 '--', remote.remote_command(remote.GUARDS + script)]
         out = _run_with_progress(argv, src_files, dst_files, progress,
-                                 pass_fds=pass_fds)
+                                 pass_fds=pass_fds, total=total)
     dst_files.adopt(dst)
     # A copy stopped a moment ago may have saved its part only now.
     dst_files.remove_rsync_temp(dst, partial=True)
@@ -187,10 +195,12 @@ def _stopped_with_us(argv):
             % ' '.join(remote.q(a) for a in argv))
 
 
-def _run_with_progress(argv, src_files, dst_files, progress, pass_fds=()):
-    """Run ``argv``, passing rsync's percentages to ``progress``. The
-    process (and what it started) is killed if ``progress`` raises or
-    this process dies."""
+def _run_with_progress(argv, src_files, dst_files, progress, pass_fds=(),
+                       total=None):
+    """Run ``argv``, passing rsync's progress to ``progress`` (bytes of
+    ``total`` when given, else its percentages), and the same fraction
+    again every :data:`TICK` seconds of silence. The process (and what
+    it started) is killed if ``progress`` raises or this process dies."""
     # stdin stays open, unused, for as long as this process wants the
     # copy (see _stopped_with_us).
     # stderr goes to a file: a pipe nobody reads while the copy runs
@@ -204,16 +214,23 @@ def _run_with_progress(argv, src_files, dst_files, progress, pass_fds=()):
     try:
         if progress is not None:
             progress(0.0)
-        while True:
-            chunk = proc.stdout.read1(4096)
-            if not chunk:
-                break
-            out = (out + chunk)[-4096:]
-            for match in _PERCENT.finditer(chunk):
-                fraction = min(int(match.group(1)), 99) / 100.0
-                if progress is not None and fraction > done:
-                    done = fraction
-                    progress(fraction)
+        selector = selectors.DefaultSelector()
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        with selector:
+            while True:
+                if not selector.select(TICK):
+                    if progress is not None:
+                        progress(done)
+                    continue
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                out = (out + chunk)[-4096:]
+                for match in _PERCENT.finditer(chunk):
+                    fraction = _fraction(match, total)
+                    if progress is not None and fraction > done:
+                        done = fraction
+                        progress(fraction)
         status = proc.wait()
         errors.seek(0)
         stderr = errors.read()
@@ -240,6 +257,14 @@ def _run_with_progress(argv, src_files, dst_files, progress, pass_fds=()):
     if progress is not None:
         progress(1.0)
     return out
+
+
+def _fraction(match, total):
+    """The fraction copied of an rsync progress line's match."""
+    if total:
+        sent = int(match.group(1).replace(b',', b''))
+        return min(sent / float(total), 0.99)
+    return min(int(match.group(2)), 99) / 100.0
 
 
 def _rsync_stats(out):

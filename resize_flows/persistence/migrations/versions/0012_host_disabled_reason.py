@@ -1,7 +1,7 @@
 """hosts keep the reason they were disabled
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-02
 
 ``host disable HOST --reason TEXT`` (and ``host drain``, which disables
@@ -13,7 +13,7 @@ from alembic import op
 import sqlalchemy as sa
 
 revision = '0012'
-down_revision = '0010'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 

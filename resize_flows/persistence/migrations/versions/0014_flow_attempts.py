@@ -1,6 +1,6 @@
 """the attempts of conductors at a flow's job
 
-Revision ID: 0015
+Revision ID: 0014
 Revises: 0013
 Create Date: 2026-12-02
 
@@ -15,7 +15,7 @@ flow.
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0015'
+revision = '0014'
 down_revision = '0013'
 branch_labels = None
 depends_on = None
