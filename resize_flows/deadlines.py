@@ -22,6 +22,7 @@ deadline: the lease is not renewed past it plus
 ``[flows]/deadline_grace``, so a process hung elsewhere (in the flow's
 own thread) loses the flow to another process, under fencing.
 """
+import contextlib
 import logging
 import queue
 import threading
@@ -55,6 +56,10 @@ class Deadline:
     def moved(self):
         if self.follows_progress and self.seconds:
             self.expires = time.monotonic() + self.seconds
+
+    def pause(self):
+        if self.follows_progress:
+            self.expires = None
 
     def passed(self):
         return self.expires is not None and time.monotonic() >= self.expires
@@ -95,6 +100,25 @@ def moved():
     held = leases.current()
     if held is not None and held.deadline is not None:
         held.deadline.moved()
+
+
+@contextlib.contextmanager
+def waiting():
+    """A wait of the running task for another process's work that has a
+    bound of its own (the lock of another fetch of the same image base,
+    ``[image_cache]/fetch_lock_timeout``): a deadline that follows
+    progress stops meanwhile (no byte moves, and nothing is stalled),
+    and starts again from its end."""
+    held = leases.current()
+    deadline = held.deadline if held is not None else None
+    if deadline is None or not deadline.follows_progress:
+        yield
+        return
+    deadline.pause()
+    try:
+        yield
+    finally:
+        deadline.moved()
 
 
 def call(name, undo, follows_progress, fn):

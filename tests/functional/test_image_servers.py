@@ -5,6 +5,7 @@ of CopyDisk resumed; a fault before and after each task of a resize
 undone to the snapshot of the cloud from before."""
 import os
 import subprocess
+import time
 
 import pytest
 from taskflow import states as tf_states
@@ -14,6 +15,7 @@ from resize_flows.persistence import repository
 from resize_flows.testing import faults
 from resize_flows.testing import state
 from resize_flows import virt
+from resize_flows.virt.libvirt import imagecache
 from resize_flows.virt.libvirt import layout
 from resize_flows.virt.libvirt import sparsecopy
 from tests.unit.virt import imagehelp
@@ -158,3 +160,40 @@ def test_a_fault_in_a_resize_leaves_the_cloud_as_it_was(icloud, task,
     assert state.leaks() == []
     api.resize(icloud.ctx, vm['uuid'], 'fuller', wait=True)
     assert _has_data('host2', vm['uuid'])
+
+
+def _openers(path):
+    """How many descriptors of this process lead to ``path``."""
+    found = 0
+    for fd in os.listdir('/proc/self/fd'):
+        try:
+            found += os.readlink('/proc/self/fd/' + fd) == path
+        except OSError:
+            continue
+    return found
+
+
+def test_waiting_for_another_fetch_is_not_a_stalled_copy(icloud, conf):
+    """The destination's base is being fetched by another process (its
+    lock held): the move waits for it longer than copy_stall_timeout
+    without failing CopyDisk, since no copy of its own stalled."""
+    conf.set_override('copy_stall_timeout', 1, group='flows')
+    vm = _server(icloud, power_on=False)
+    dest = _driver('host2').files
+    imagecache._ensure_base_dir(dest)
+    lock = imagecache._lock_path(
+        dest, layout.image_base_name(icloud.image['sha256']))
+    with dest.fetch_lock(lock, 0) as held:
+        assert held
+        op = api.migrate(icloud.ctx, vm['uuid'])
+        while _openers(lock) < 2:           # the move waits for it
+            if op.done():
+                op.wait()                   # its error, if it failed
+            assert not op.done()
+            time.sleep(0.05)
+        time.sleep(3)                       # three stall timeouts
+        assert not op.done()
+    assert op.wait(600)['flow_state'] == tf_states.SUCCESS
+    assert _has_data('host2', vm['uuid'])
+    assert state.leaks() == []
+    conf.clear_override('copy_stall_timeout', group='flows')

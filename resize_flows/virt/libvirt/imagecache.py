@@ -33,6 +33,7 @@ are older than ``[image_cache]/remove_unused_minimum_age_seconds`` (the
 fetch crashed), never sooner, and never while a fetch holds the lock of
 their base (it is resuming them).
 """
+import contextlib
 import logging
 import os
 import posixpath
@@ -41,6 +42,7 @@ import secrets
 import uuid as uuidlib
 
 from resize_flows.conf import CONF
+from resize_flows import deadlines
 from resize_flows import exception
 from resize_flows.virt.libvirt import disk
 from resize_flows.virt.libvirt import layout
@@ -144,7 +146,11 @@ def ensure_image_base(files, sha256, sources, progress=None):
         return final, 0
     timeout = CONF.image_cache.fetch_lock_timeout
     lock = _lock_path(files, name)
-    with files.fetch_lock(lock, timeout) as held:
+    with contextlib.ExitStack() as stack:
+        # Waiting for another fetch is not a stalled copy (bounded by
+        # the timeout above).
+        with deadlines.waiting():
+            held = stack.enter_context(files.fetch_lock(lock, timeout))
         if not held:
             LOG.warning('image base %s on %s: the lock of its fetch was '
                         'held for %d seconds; fetching it under a name of '
