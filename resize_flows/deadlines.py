@@ -135,6 +135,8 @@ def call(name, undo, follows_progress, fn):
     deadline = Deadline(label, seconds, follows_progress and not undo)
     worker_held = held.child(deadline)
     box = {}
+    finished = threading.Event()
+    relay = worker_held.relay = queue.Queue()
 
     def target():
         try:
@@ -144,6 +146,10 @@ def call(name, undo, follows_progress, fn):
                 box['result'] = fn()
         except BaseException as e:     # handed to the flow's thread
             box['error'] = e
+        finally:
+            # Wakes the flow's thread at once (not at its next poll).
+            finished.set()
+            relay.put((_nothing, (), threading.Event()))
 
     # Named after the flow's thread (a conductor's names its job).
     worker = threading.Thread(
@@ -152,14 +158,13 @@ def call(name, undo, follows_progress, fn):
     lease = held.lease
     if lease is not None:
         lease.deadline = deadline
-    relay = worker_held.relay = queue.Queue()
     try:
         worker.start()
-        while worker.is_alive() and not deadline.passed():
+        while not finished.is_set() and not deadline.passed():
             remaining = deadline.remaining()
             _relay(relay, 0.2 if remaining is None else min(remaining, 0.2))
         _relay(relay, None)
-        if worker.is_alive():
+        if not finished.is_set():
             error = deadline.error(
                 HUNG_DETAIL if undo and _still_hung(held.flow_id, name)
                 else '')
@@ -176,6 +181,10 @@ def call(name, undo, follows_progress, fn):
     if 'error' in box:
         raise box['error']
     return box.get('result')
+
+
+def _nothing():
+    """What a worker that ended hands the flow's thread: a wake-up."""
 
 
 def _relay(relay, timeout):
