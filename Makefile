@@ -2,7 +2,7 @@
 #
 #   make test            system packages, .venv, then pytest over tests/ on
 #                        two workers (integration tests included: they run
-#                        real QEMU; the crash matrix as a 39-case sample,
+#                        real QEMU; the crash matrix as a 22-case sample,
 #                        5 of the 14 crash-window kills, 8 seeds of kills
 #                        at random instants; half the cases of each
 #                        fault sweep marked "sweep")

@@ -220,13 +220,14 @@ def copies(monkeypatch):
     real = transfer.copy_disk
     calls = []
 
-    def spy(src_files, src, dst_files, dst, progress=None):
+    def spy(src_files, src, dst_files, dst, progress=None, **kwargs):
         def reporting(fraction):
             progress(fraction)
             if spy.crash_at is not None and fraction >= spy.crash_at:
                 spy.crash_at = None
                 raise faults.SimulatedCrash('crash while copying')
-        stats = real(src_files, src, dst_files, dst, progress=reporting)
+        stats = real(src_files, src, dst_files, dst, progress=reporting,
+                     **kwargs)
         calls.append(stats)
         return stats
 

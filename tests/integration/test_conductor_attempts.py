@@ -25,9 +25,21 @@ from tests.integration.conftest import domains_of
 from tests.integration.test_conductors import _conductor
 from tests.integration.test_conductors import _stop
 from tests.integration.test_conductors import board  # noqa: F401
+from tests.integration.conftest import full_crash_run
 from tests import redis_fixtures
 
-pytestmark = pytest.mark.integration
+# Real conductor processes killed: with the crash matrix (make
+# crash-matrix, as CI runs it); tests/functional/test_job_attempts.py
+# covers the caps in make test.
+pytestmark = [pytest.mark.integration, pytest.mark.crash_matrix]
+
+
+@pytest.fixture(autouse=True)
+def _with_the_crash_matrix(request):
+    if not full_crash_run(request.config):
+        pytest.skip('conductors killed: runs with -m crash_matrix or '
+                    'RESIZE_FLOWS_CRASH_MATRIX=full')
+
 
 CRASH = 'CopyDisk:before-execute:crash'
 

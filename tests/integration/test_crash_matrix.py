@@ -50,12 +50,11 @@ With both plugins the flows have 12 (resize, migrate), 6 (confirm) and
 9 (revert) tasks: the whole matrix is 180 cases (156 kills while doing,
 24 while undoing) and takes about 30 minutes with ``-n 2`` on a
 2-core machine. A plain run (``make test``) runs a sample of
-39 that still kills every task of resize, confirm and revert once (task i
-of a flow gets point and recovery number i, plus an offset per flow, of
-the four), four tasks of migrate (which takes resize's path: its copy,
-its plugins' step and its finish, one with each point and recovery), both
-refusals past a point of no return, and every other task's undo (undo
-point i % 2). The whole matrix
+22: four tasks of each flow spread over it (its first, its last and two
+between; for migrate, which takes resize's path, its copy, its plugins'
+step and its finish), each with another of the four points and
+recoveries, both refusals past a point of no return, and four tasks'
+undo. The whole matrix
 runs when the marker is selected (``-m crash_matrix``, as CI does) or with
 ``RESIZE_FLOWS_CRASH_MATRIX=full``; the rest are skipped, saying so.
 """
@@ -125,16 +124,23 @@ _COMBOS = ((faults.BEFORE_EXECUTE, 'resume'),
            (faults.BEFORE_EXECUTE, 'rollback'))
 _OFFSET = {'resize': 0, 'migrate': 2, 'confirm_resize': 1,
            'revert_resize': 3}
-_MIGRATE_SAMPLE = ('MoveSourceToResize', 'CopyDisk',
-                   'volumes.ConnectOnDestination', 'FinishMigration')
-_SAMPLED = dict(TASKS, migrate=list(_MIGRATE_SAMPLE))
+
+
+def _spread(tasks, n=4):
+    """``n`` tasks spread over the flow: its first, its last and between."""
+    return [tasks[round(i * (len(tasks) - 1) / (n - 1))] for i in range(n)]
+
+
+_SAMPLED = dict({op: _spread(TASKS[op]) for op in _FLOWS},
+                migrate=['MoveSourceToResize', 'CopyDisk',
+                         'volumes.ConnectOnDestination', 'FinishMigration'])
 SAMPLE = (
     {'%s-%s-%s-%s' % ((op, task) + _COMBOS[(i + _OFFSET[op]) % 4])
      for op in _FLOWS for i, task in enumerate(_SAMPLED[op])} |
     {'%s-%s-%s-rollback' % (op, task, faults.AFTER_EXECUTE)
      for op in _FLOWS for task in TASKS[op] if task in NO_RETURN} |
-    {'%s-%s' % (task, REVERT_POINTS[(i // 2) % 2])
-     for i, task in enumerate(TASKS['resize']) if i % 2})
+    {'%s-%s' % (task, REVERT_POINTS[i % 2])
+     for i, task in enumerate(_spread(TASKS['resize']))})
 
 
 @pytest.fixture(autouse=True)

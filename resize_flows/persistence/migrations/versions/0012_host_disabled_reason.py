@@ -24,5 +24,7 @@ def upgrade():
 
 
 def downgrade():
-    with op.batch_alter_table('hosts') as batch:
-        batch.drop_column('disabled_reason')
+    # Plain DROP COLUMN (SQLite has it since 3.35), not a batch: a batch
+    # recreates the table on SQLite, whose DROP TABLE the foreign keys of
+    # the instances and allocations that name a host refuse.
+    op.drop_column('hosts', 'disabled_reason')
