@@ -6,8 +6,10 @@ committed are in ``disk.part`` and its sidecar, as after a crash (a crash
 in the middle of a chunk also leaves uncommitted bytes, which
 ``test_uncommitted_bytes_are_cut_off`` adds by hand).
 """
+import ctypes
 import filecmp
 import json
+import mmap
 import os
 import random
 import subprocess
@@ -301,6 +303,67 @@ def test_file_system_error_is_a_disk_error_and_keeps_the_part(tmp_path,
     with pytest.raises(exception.DiskError):
         sparsecopy.sparse_copy(raw, str(tmp_path / 'nowhere' / 'disk'), 'here')
     assert os.path.exists(part)
+
+
+def _resident(path):
+    """Bytes of ``path`` in the page cache, as mincore(2) reports them
+    (read from outside the copy: its own mapping of the file)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_int, ctypes.c_long)
+    libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t,
+                             ctypes.c_void_p)
+    libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+    page = os.sysconf('SC_PAGE_SIZE')
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        assert addr not in (None, ctypes.c_void_p(-1).value)
+        try:
+            vec = (ctypes.c_ubyte * (-(-size // page)))()
+            assert libc.mincore(addr, size, vec) == 0, ctypes.get_errno()
+            return sum(b & 1 for b in vec) * page
+        finally:
+            libc.munmap(addr, size)
+    finally:
+        os.close(fd)
+
+
+def _read_all(path):
+    with open(path, 'rb') as handle:       # cached, as if read
+        while handle.read(8 * MiB):
+            pass
+
+
+def test_copy_leaves_neither_file_in_the_page_cache(tmp_path, raw):
+    dst, _part, _sidecar = _paths(tmp_path)
+    _read_all(raw)
+    data = _data(raw)
+    assert _resident(raw) >= data      # the check sees cached pages
+    stats = sparsecopy.sparse_copy(raw, dst, 'here', chunk_size=CHUNK)
+    assert stats.copied == data
+    # Neither file is left in the cache (a page or two may be read back
+    # by the file system's own lookups, never a chunk).
+    assert _resident(raw) < CHUNK
+    assert _resident(dst) < CHUNK
+    assert _identical(raw, dst)
+
+
+def test_a_copy_drops_what_it_committed_as_it_goes(tmp_path, raw):
+    """Not only at the end: a copy cut off halfway has dropped both files
+    below its last commit (a long copy does not fill the cache first)."""
+    dst, part, sidecar = _paths(tmp_path)
+    _read_all(raw)
+    assert _resident(raw) == RAW_SIZE
+    _interrupted_copy(raw, dst)
+    committed = _committed(sidecar)
+    assert committed >= 40 * MiB       # past half the data: cut late
+    # What is left in the cache lies above the commit (the copy's pages
+    # between the commit and the cut, and the source's not copied yet).
+    assert _resident(raw) <= RAW_SIZE - committed + CHUNK
+    assert _resident(part) <= os.path.getsize(part) - committed + CHUNK
 
 
 # -- through the driver --------------------------------------------------
