@@ -44,6 +44,17 @@ def _refuse(inst, reason):
                                            reason=reason)
 
 
+def _too_late(mig):
+    """Why the move of migration ``mig`` can no longer be aborted."""
+    last = 'its last move (migration %s)' % mig['uuid']
+    if mig['status'] == states.MIGRATION_FINISHED:
+        return '%s has finished: confirm or revert it instead' % last
+    if mig['status'] in states.MIGRATION_TERMINAL:
+        return '%s has ended (%s)' % (last, mig['status'])
+    return '%s is %s, past the point where it can be aborted' % (
+        last, mig['status'])
+
+
 def _abortable(inst):
     """(migration, flow brief) of the server's move in progress, or raise
     MigrationNotAbortable saying why there is none to abort."""
@@ -53,9 +64,7 @@ def _abortable(inst):
         raise _refuse(inst, 'it has no move')
     mig = migrations[-1]
     if mig['status'] not in states.MIGRATION_ABORTABLE:
-        raise _refuse(inst, 'its last move (migration %s) is %s, past the '
-                            'point where it can be aborted' % (
-                                mig['uuid'], mig['status']))
+        raise _refuse(inst, _too_late(mig))
     brief = flowstatus.flow_brief(mig['flow_id'])
     if brief is None or brief['operation'] not in MOVES:
         raise _refuse(inst, 'migration %s has no move flow' % mig['uuid'])

@@ -148,9 +148,9 @@ def test_refusals_change_nothing(cloud):
     err = _refused(cloud, vm['uuid'], 'has no move')
     assert isinstance(err, exception.MigrationNotAbortable)
     api.resize(cloud.ctx, vm['uuid'], 'big', wait=True)
-    _refused(cloud, vm['uuid'], 'is finished, past the point')
+    _refused(cloud, vm['uuid'], 'has finished: confirm or revert it')
     api.confirm_resize(cloud.ctx, vm['uuid'], wait=True)
-    _refused(cloud, vm['uuid'], 'is confirmed, past the point')
+    _refused(cloud, vm['uuid'], 'has ended (confirmed)')
     # A member may not (admin only), even on its own server.
     with pytest.raises(exception.Forbidden):
         api.abort_migration(cloud.member(), vm['uuid'])

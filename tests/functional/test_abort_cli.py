@@ -52,6 +52,6 @@ def test_a_finished_move_is_not_aborted(rf):
                          '-q')
     assert code == 0, err
     line = assert_one_line_error(rf, ('server', 'migration', 'abort', 'vm1'),
-                                 'is finished, past the point where it can '
-                                 'be aborted')
+                                 'has finished: confirm or revert it '
+                                 'instead')
     assert line.startswith('Cannot abort the move of server ')
