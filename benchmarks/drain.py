@@ -32,6 +32,7 @@ import math
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -59,9 +60,25 @@ def _instance_dir(uuid):
     return os.path.join(host['instances_path'], uuid)
 
 
-def build(work, servers, data_gib):
-    """A cloud in ``work``: host1 with the servers, host2 and host3
-    empty. Returns the servers' uuids and their data in bytes."""
+def make_image(ctx, work, image_gib):
+    """Image 'bench-image' in the store: a qcow2 of ``image_gib`` GiB,
+    all of it data. Returns its record."""
+    path = os.path.join(work, 'image.qcow2')
+    size = int(image_gib * GiB)
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', path,
+                    str(size)], check=True)
+    subprocess.run(['qemu-io', '-f', 'qcow2', '-c',
+                    'write -q -P 0x5a 0 %d' % size, path], check=True,
+                   capture_output=True)
+    image = api.create_image(ctx, 'bench-image', path)
+    os.unlink(path)
+    return image
+
+
+def build(work, servers, data_gib, image_gib=0):
+    """A cloud in ``work``: host1 with the servers (booted from an image
+    of ``image_gib`` GiB when it is not 0), host2 and host3 empty.
+    Returns the servers' uuids, their data in bytes, and the image."""
     CONF.set_override('state_dir', os.path.join(work, 'state'))
     virt.reset()
     url = 'sqlite:///' + os.path.join(work, 'rf.sqlite')
@@ -70,16 +87,20 @@ def build(work, servers, data_gib):
     ctx = api.get_admin_context()
     for name in ('host1', 'host2', 'host3'):
         api.create_host(ctx, name, 64, 65536, 1000)
-    api.create_flavor(ctx, 'bench', 1, 64, int(math.ceil(2 * data_gib)) + 1)
+    api.create_flavor(ctx, 'bench', 1, 64, max(
+        int(math.ceil(2 * data_gib)) + 1, int(math.ceil(image_gib))))
     warm_up(ctx)
+    image = make_image(ctx, work, image_gib) if image_gib else None
     uuids, data = [], 0
     for i in range(servers):
-        uuid = api.create_server(ctx, 'vm%d' % i, 'bench', 'host1')['uuid']
+        uuid = api.create_server(
+            ctx, 'vm%d' % i, 'bench', 'host1',
+            image=image['name'] if image else None)['uuid']
         disk = os.path.join(_instance_dir(uuid), layout.DISK)
         instance_move.fill(disk, int(data_gib * GiB), 7 + 13 * i)
         data += disk_copy.data_bytes(disk)
         uuids.append(uuid)
-    return uuids, data
+    return uuids, data, image
 
 
 def warm_up(ctx):
@@ -91,6 +112,20 @@ def warm_up(ctx):
     api.migrate(ctx, uuid, host='host3', wait=True)
     api.confirm_resize(ctx, uuid, wait=True)
     api.delete_server(ctx, uuid)
+
+
+def base_copy(work, image):
+    """One copy of the image's base on host1 with sparse_copy, as a
+    move's fetch of it into a destination's cache copies it."""
+    src = os.path.join(repository.host_get('host1')['instances_path'],
+                       '_base', layout.image_base_name(image['sha256']))
+    target = os.path.join(work, 'baseline-base')
+    disk_copy.drop_caches()
+    start = time.monotonic()
+    sparsecopy.sparse_copy(src, target, 'bench')
+    took = time.monotonic() - start
+    os.unlink(target)
+    return took
 
 
 def baseline(work, uuids):
@@ -116,8 +151,10 @@ def baseline(work, uuids):
 def run_one(args, parallel):
     work = tempfile.mkdtemp(prefix='drain-bench-', dir=args.dir)
     try:
-        uuids, data = build(work, args.servers, args.data_gib)
+        uuids, data, image = build(work, args.servers, args.data_gib,
+                                   args.image_gib)
         base = baseline(work, uuids)
+        one_base = base_copy(work, image) if image else 0.0
         disk_copy.drop_caches()
         start = time.monotonic()
         rows = api.drain_host(api.get_admin_context(), 'host1',
@@ -125,13 +162,17 @@ def run_one(args, parallel):
         wall = time.monotonic() - start
         statuses = collections.Counter(r['status'] for r in rows)
         spread = collections.Counter(r['to'] for r in rows)
+        # The image's base is fetched once into each destination's cache.
+        base += one_base * len(spread)
         wanted = 'confirmed' if args.confirm else 'moved'
         if statuses != {wanted: len(uuids)}:
             raise SystemExit('the drain did not end every server %s: %s'
                              % (wanted, rows))
-        print('N=%d  %d servers, %.2f GiB of data: disk copies alone %6.2f '
-              's, drain %6.2f s: %.2fx   (to %s; per server %s s)' % (
-                  parallel, len(uuids), data / GiB, base, wall, wall / base,
+        print('N=%d  %d servers, %.2f GiB of data%s: disk copies alone '
+              '%6.2f s, drain %6.2f s: %.2fx   (to %s; per server %s s)' % (
+                  parallel, len(uuids), data / GiB,
+                  ' (image %.2f GiB)' % args.image_gib if image else '',
+                  base, wall, wall / base,
                   ', '.join('%s %d' % kv for kv in sorted(spread.items())),
                   ' '.join('%.1f' % r['seconds'] for r in rows)))
         return base, wall
@@ -148,6 +189,10 @@ def main():
                         metavar='D')
     parser.add_argument('--parallel', type=int, nargs='+', default=[1, 2],
                         metavar='N')
+    parser.add_argument('--image-gib', type=float, default=0, metavar='I',
+                        help='boot the servers from one image of I GiB '
+                        '(all data); the baseline then adds one copy of '
+                        'its base per destination host')
     parser.add_argument('--no-confirm', dest='confirm',
                         action='store_false',
                         help='the drain leaves each move unconfirmed (as '

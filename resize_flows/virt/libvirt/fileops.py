@@ -60,17 +60,35 @@ class LocalOps:
         except FileNotFoundError:
             return {}
 
-    def sha256(self, path):
+    def sha256(self, path, tick=None):
         """The sha256 (hex) of the file ``path``, read through a
-        descriptor of a checked file; None if there is none."""
+        descriptor of a checked file; None if there is none. ``tick()``
+        is called after every 64 MiB read (a long hash is progress)."""
         try:
             with self.area.open_file(path) as fd:
                 digest = hashlib.sha256()
+                done = 0
                 while True:
                     chunk = os.read(fd, 1 << 20)
                     if not chunk:
                         return digest.hexdigest()
                     digest.update(chunk)
+                    done += 1
+                    if tick is not None and done % 64 == 0:
+                        tick()
+        except FileNotFoundError:
+            return None
+
+    def identity(self, path):
+        """What changes whenever the file ``path`` does: (device, inode,
+        size, mtime, ctime) of a checked file, times in nanoseconds; None
+        if there is none. Its owner cannot set the ctime back: a write, a
+        rename, new times or a new mode move it to now."""
+        try:
+            with self.area.open_file(path) as fd:
+                st = os.fstat(fd)
+                return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                        st.st_ctime_ns)
         except FileNotFoundError:
             return None
 
@@ -207,11 +225,21 @@ class SshOps:
                 now - max(float(mtime), float(ctime)))
         return found
 
-    def sha256(self, path):
+    def sha256(self, path, tick=None):
+        # One command: no tick while sha256sum reads.
         out = self.run('realdir {1}; plain {0}; if test -e {0}; then '
                        'sha256sum < {0}; fi'.format(
                            remote.q(path), remote.q(posixpath.dirname(path))))
         return out.split()[0].decode() if out.strip() else None
+
+    def identity(self, path):
+        # find's %T@ and %C@: seconds with their fraction (nanoseconds);
+        # run from / (see scan).
+        out = self.run('realdir {1}; plain {0}; if test -e {0}; then '
+                       'cd / && find {0} -maxdepth 0 -printf '
+                       '"%D %i %s %T@ %C@"; fi'.format(remote.q(path),
+                                   remote.q(posixpath.dirname(path))))
+        return tuple(out.decode().split()) if out.strip() else None
 
     def touch(self, path):
         out = self.run('realdir {1}; plain {0}; if test -e {0}; then '

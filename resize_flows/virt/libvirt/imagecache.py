@@ -32,6 +32,15 @@ hex>.blank``; :func:`clean` removes those and the lock files once they
 are older than ``[image_cache]/remove_unused_minimum_age_seconds`` (the
 fetch crashed), never sooner, and never while a fetch holds the lock of
 their base (it is resuming them).
+
+A cached base is hashed once per process, not on every move: the
+process remembers the identity of each base it hashed (device, inode,
+size, mtime and ctime: :meth:`.fileops.LocalOps.identity`) and takes a
+base of the same identity as checked. Any change to the file (written,
+replaced, renamed, its times or mode set) moves its ctime, which its
+owner cannot set back, and the next move hashes it again. Bytes read for
+a hash count as progress for the disk copy's stall deadline (on this
+machine; over ssh sha256sum runs as one command).
 """
 import contextlib
 import logging
@@ -39,6 +48,7 @@ import os
 import posixpath
 import re
 import secrets
+import threading
 import uuid as uuidlib
 
 from resize_flows.conf import CONF
@@ -61,6 +71,56 @@ _NAMESPACE = uuidlib.UUID('8d1f3c0e-6a55-4a8e-9a53-2c7f3b3f5e10')
 # How many times the instance directories are read again when they
 # changed while their disks were read (a move renamed one meanwhile).
 _STABLE_TRIES = 5
+
+# {(host, path): (identity, sha256)} of the bases this process hashed.
+_HASHED = {}
+_HASHED_LOCK = threading.Lock()
+
+
+def _remember(files, path, identity, sha256):
+    with _HASHED_LOCK:
+        if identity is None:
+            _HASHED.pop((files.host, path), None)
+        else:
+            _HASHED[(files.host, path)] = (identity, sha256)
+
+
+def _known(files, path, identity, sha256):
+    """Whether this process hashed ``path`` as ``sha256`` when it had
+    ``identity`` (not None)."""
+    with _HASHED_LOCK:
+        return _HASHED.get((files.host, path)) == (identity, sha256)
+
+
+def _hashes_to(files, path, sha256, identity=None):
+    """Whether the file ``path`` of ``files`` has that sha256: known from
+    an earlier hash of the same file (``identity``: the one it had, when
+    the caller took it before a change of its own), or hashed now."""
+    now = files.identity(path)
+    if now is None:
+        return False
+    if _known(files, path, identity or now, sha256):
+        _remember(files, path, now, sha256)
+        return True
+    got = files.sha256(path, tick=deadlines.moved)
+    if got == sha256 and files.identity(path) == now:
+        _remember(files, path, now, sha256)
+    return got == sha256
+
+
+def _cached(files, final, sha256):
+    """Whether the base ``final`` is cached with the right sha256; it is
+    touched first, so that a clean coming after this check sees a young
+    file. Only the touch may have changed it since an earlier hash: the
+    same file (device, inode, size) whose identity before the touch is
+    the one remembered."""
+    before = files.identity(final)
+    files.touch(final)
+    if before is not None:
+        after = files.identity(final)
+        if after is None or after[:3] != before[:3]:
+            before = None
+    return _hashes_to(files, final, sha256, identity=before)
 
 
 def _join(files):
@@ -140,9 +200,7 @@ def ensure_image_base(files, sha256, sources, progress=None):
     name = layout.image_base_name(sha256)
     final = base_path(files, name)
     _ensure_base_dir(files)
-    # Touched first: a clean that comes after the hash sees a young file.
-    files.touch(final)
-    if files.sha256(final) == sha256:
+    if _cached(files, final, sha256):
         return final, 0
     timeout = CONF.image_cache.fetch_lock_timeout
     lock = _lock_path(files, name)
@@ -158,8 +216,7 @@ def ensure_image_base(files, sha256, sources, progress=None):
                         timeout)
             return _fetch(files, sha256, sources, progress, None)
         try:
-            files.touch(final)
-            if files.sha256(final) == sha256:
+            if _cached(files, final, sha256):
                 return final, 0             # made while we waited
             return _fetch(files, sha256, sources, progress,
                           base_path(files, '.%s.fetch' % name))
@@ -184,12 +241,12 @@ def _fetch(files, sha256, sources, progress, fixed):
             if src_files.getsize(src_path) is None:
                 reasons.append('%s is missing' % where)
                 continue
-            if keep and files.sha256(tmp) == sha256:
+            if keep and files.sha256(tmp, tick=deadlines.moved) == sha256:
                 copied = 0      # copied by a fetch cut off before rename
             else:
                 copied = transfer.copy_disk(src_files, src_path, files, tmp,
                                             progress=progress).copied
-            got = files.sha256(tmp)
+            got = files.sha256(tmp, tick=deadlines.moved)
             if got != sha256:
                 reasons.append('%s has sha256 %s' % (where, got))
                 keep = False
@@ -197,11 +254,12 @@ def _fetch(files, sha256, sources, progress, fixed):
             # The cached file may have been replaced or removed
             # meanwhile; a good one is replaced by the same bytes.
             files.replace(tmp, final)
+            _remember(files, final, files.identity(final), sha256)
             LOG.info('image base %s copied to %s from %s (%d bytes)',
                      sha256, files.host, where, copied)
             return final, copied
         except (exception.DiskError, exception.HypervisorUnavailable) as exc:
-            if files.exists(final) and files.sha256(final) == sha256:
+            if _hashes_to(files, final, sha256):
                 # Another fetch put it there meanwhile.
                 return final, 0
             LOG.warning('image base %s from %s to %s: %s', sha256, where,

@@ -147,6 +147,69 @@ def test_a_corrupt_cached_base_is_replaced(conf, cn1, store):
     assert _base_listing(cn1) == [SHA]
 
 
+def _count_hashes(monkeypatch, host_files):
+    """The paths host_files.sha256 is asked for, in order."""
+    hashed = []
+    real = host_files.sha256
+
+    def spy(path, tick=None):
+        hashed.append(path)
+        return real(path, tick=tick)
+    monkeypatch.setattr(host_files, 'sha256', spy)
+    return hashed
+
+
+def test_a_cached_base_is_hashed_once_per_process(conf, cn1, store,
+                                                  monkeypatch):
+    src = store.put('img', IMAGE)
+    hashed = _count_hashes(monkeypatch, cn1)
+    path, _ = imagecache.ensure_image_base(cn1, SHA, [(store.files, src)])
+    assert path not in hashed          # its fetch's copy was hashed
+    for _ in range(3):                 # then the moves onto the host
+        assert imagecache.ensure_image_base(
+            cn1, SHA, [(store.files, src)]) == (path, 0)
+    assert path not in hashed
+    imagecache._HASHED.clear()         # another process: hashes it once
+    for _ in range(2):
+        assert imagecache.ensure_image_base(
+            cn1, SHA, [(store.files, src)]) == (path, 0)
+    assert hashed.count(path) == 1
+    # Still touched every time: a clean sees a young base.
+    assert time.time() - os.lstat(path).st_mtime < 600
+
+
+def test_a_base_changed_with_its_size_and_times_kept_is_hashed_again(
+        conf, cn1, store, monkeypatch):
+    """Its owner wrote into it and set its times back (os.utime): the
+    ctime moved all the same, so it is hashed, found wrong, replaced."""
+    src = store.put('img', IMAGE)
+    path, _ = imagecache.ensure_image_base(cn1, SHA, [(store.files, src)])
+    hashed = _count_hashes(monkeypatch, cn1)
+    before = os.lstat(path)
+    with open(path, 'r+b') as f:
+        f.write(b'evil')
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.lstat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino, before.st_size, before.st_mtime_ns)
+    path, copied = imagecache.ensure_image_base(
+        cn1, SHA, [(store.files, src)])
+    assert hashed[0] == path
+    assert copied > 0 and _content(path) == IMAGE
+
+
+def test_a_hash_ticks_as_it_reads(conf, cn1):
+    """A long hash is progress for the copy's stall deadline: tick() after
+    every 64 MiB read."""
+    path = os.path.join(cn1.instances_path, 'big')
+    with open(path, 'wb') as f:
+        f.truncate(130 << 20)              # holes read as zeros: quick
+    ticks = []
+    assert cn1.sha256(path, tick=lambda: ticks.append(1)) == _sha(
+        bytes(130 << 20))
+    assert len(ticks) == 2
+
+
 def test_a_wrong_or_missing_source_is_skipped(conf, cn1, store):
     wrong = store.put('wrong', os.urandom(1 << 20))
     good = store.put('img', IMAGE)
@@ -531,7 +594,8 @@ def test_blank_bases_are_the_same_on_every_host(conf, cn1, cn2):
 
 # -- another machine, over ssh ----------------------------------------------
 
-def test_the_cache_on_another_machine(conf, machines, cn1, store):
+def test_the_cache_on_another_machine(conf, machines, cn1, store,
+                                      monkeypatch):
     machine = machines()
     machine.run('mkdir -m 700 {0} && chown {1}:{1} {0}'.format(
         machine.path('i'), NOBODY))
@@ -541,8 +605,16 @@ def test_the_cache_on_another_machine(conf, machines, cn1, store):
     path, copied = imagecache.ensure_image_base(there, SHA,
                                                 [(store.files, src)])
     assert copied > 0 and there.sha256(path) == SHA
+    hashed = _count_hashes(monkeypatch, there)
     assert imagecache.ensure_image_base(
         there, SHA, [(store.files, src)]) == (path, 0)
+    assert hashed == []                # known: its identity over ssh
+    machine.run('printf evil | dd of={0} conv=notrunc status=none'.format(
+        path))
+    path, copied = imagecache.ensure_image_base(
+        there, SHA, [(store.files, src)])
+    assert hashed[0] == path and copied > 0      # changed: hashed again
+    assert there.sha256(path) == SHA
     os.unlink(src)
     here, _ = imagecache.ensure_image_base(cn1, SHA, [(there, path)])
     assert _content(here) == IMAGE
