@@ -14,7 +14,9 @@ import time
 from concurrent import futures
 
 from resize_flows.api import context
+from resize_flows.api import flows as api_flows
 from resize_flows.api import moves
+from resize_flows import flowstatus
 from resize_flows.persistence import hostflags
 from resize_flows.persistence import instance_actions
 from resize_flows.persistence import repository
@@ -37,6 +39,9 @@ STATUSES = (MOVED, CONFIRMED, FAILED, SKIPPED)
 
 #: How often the start of a move is polled for its destination claim.
 _CLAIM_POLL = 0.1
+#: The operations of a drain's flows: its moves, and their confirms.
+_MOVES = ('migrate', 'resize')
+_CONFIRM = 'confirm_resize'
 
 
 def one_line(error):
@@ -61,7 +66,13 @@ def drain_host(ctx, host, parallel=1, confirm=True):
     1. Moves off the host that finished and wait for a confirm (an
        earlier drain run with ``confirm=False``, or one that stopped) are
        confirmed (with ``confirm``) or reported ``moved``.
-    2. Every ACTIVE or SHUTOFF server on the host is migrated (the
+    2. Moves off the host and their confirms that were interrupted (the
+       process that ran them died, an earlier drain run say, and nobody
+       holds their flow) are resumed, a move in one of the ``parallel``
+       places; a move that then finishes is confirmed as in 3, one that
+       its resume undid (it was being undone) is reported ``failed`` and
+       the next run moves it again.
+    3. Every ACTIVE or SHUTOFF server on the host is migrated (the
        scheduler chooses, alternates included); the next move starts
        once the one before has claimed its destination, so that parallel
        moves spread over the hosts by free capacity. Each is confirmed
@@ -69,9 +80,10 @@ def drain_host(ctx, host, parallel=1, confirm=True):
        take one of the ``parallel`` places). A move that fails is
        undone by its flow, reported ``failed`` with the reason, and tried
        again by the next run.
-    3. Servers in error, busy (a task under way) or RESIZED onto this
-       host (waiting for their own confirm or revert) are reported
-       ``skipped`` with the reason.
+    4. Servers in error, busy (a task under way: the reason names its
+       flow, and says when that flow is interrupted and not a drain's to
+       resume) or RESIZED onto this host (waiting for their own confirm
+       or revert) are reported ``skipped`` with the reason.
 
     Returns a list of rows, one per server, in the order of the host's
     servers: {'server' (uuid), 'name', 'from', 'to', 'status' (one of
@@ -98,28 +110,67 @@ def drain_host(ctx, host, parallel=1, confirm=True):
 
 
 def _plan(drain, host, confirm):
+    interrupted = {}                   # instance uuid: its newest such flow
+    for flow in flowstatus.list_flows(status=flowstatus.INTERRUPTED):
+        interrupted.setdefault(flow['instance_uuid'], flow)
     for mig in repository.migration_list(status=states.MIGRATION_FINISHED):
         if mig['source_compute'] != host:
             continue
         inst = repository.instance_get(mig['instance_uuid'])
+        if _resumable(interrupted.get(inst['uuid']), mig) == _CONFIRM:
+            continue                   # its confirm was cut off: below
         row = drain.add(inst, to=mig['dest_compute'])
         if confirm:
             drain.confirm_later(inst, row, time.monotonic())
         else:
             row.update(status=MOVED, reason='waits for its confirm')
+    for flow in interrupted.values():
+        mig = _migration(flow)
+        if mig is None or mig['source_compute'] != host or \
+                _resumable(flow, mig) is None:
+            continue
+        inst = repository.instance_get(mig['instance_uuid'])
+        row = drain.add(inst, to=mig['dest_compute'])
+        drain.resume_later(inst, row, flow, confirm)
     for inst in repository.instance_list(host=host):
+        if drain.has(inst):
+            continue
         row = drain.add(inst)
-        skip = _why_skipped(inst)
+        skip = _why_skipped(inst, interrupted.get(inst['uuid']))
         if skip:
             row.update(status=SKIPPED, reason=skip)
         else:
             drain.move_later(inst, row, confirm)
 
 
-def _why_skipped(inst):
+def _migration(flow):
+    if not flow.get('migration_uuid'):
+        return None
+    try:
+        return repository.migration_get(flow['migration_uuid'])
+    except Exception:          # gone (purged): not a drain's to resume
+        return None
+
+
+def _resumable(flow, mig):
+    """The operation of ``flow`` when it is an interrupted move of
+    migration ``mig`` or its confirm, which a drain resumes; else None."""
+    if flow is None or flow.get('migration_uuid') != mig['uuid']:
+        return None
+    if flow['operation'] in _MOVES or flow['operation'] == _CONFIRM:
+        return flow['operation']
+    return None
+
+
+def _why_skipped(inst, interrupted=None):
     if inst['vm_state'] == states.ERROR:
         return 'in error: reset or rebuild it first'
     if inst['task_state'] is not None:
+        if interrupted is not None:
+            return ('busy: task_state %s; its %s flow %s is interrupted '
+                    '(flow resume or flow rollback it)' % (
+                        inst['task_state'], interrupted['operation'],
+                        interrupted['flow_id']))
         return 'busy: task_state %s' % inst['task_state']
     if inst['vm_state'] == states.RESIZED:
         return 'resized onto this host: confirm or revert it first'
@@ -145,6 +196,9 @@ class _Drain:
         # The next move starts once the one before has claimed.
         self.gate = threading.Lock()
 
+    def has(self, inst):
+        return any(row['server'] == inst['uuid'] for row in self.rows)
+
     def add(self, inst, to=None):
         row = {'server': inst['uuid'], 'name': inst['name'],
                'from': self.host, 'to': to, 'status': None, 'reason': None,
@@ -155,6 +209,13 @@ class _Drain:
     def move_later(self, inst, row, confirm):
         self.moving.append(self.moves.submit(self._move, inst, row,
                                              confirm))
+
+    def resume_later(self, inst, row, flow, confirm):
+        if flow['operation'] == _CONFIRM:
+            self.confirms.submit(self._resume, inst, row, flow, confirm)
+        else:
+            self.moving.append(self.moves.submit(self._resume, inst, row,
+                                                 flow, confirm))
 
     def confirm_later(self, inst, row, started):
         self.confirms.submit(self._confirm, inst, row, started)
@@ -190,6 +251,33 @@ class _Drain:
         _record_event(self.ctx, inst, self.host, 'Success')
         if confirm:
             self.confirm_later(inst, row, started)
+
+    def _resume(self, inst, row, flow, confirm):
+        """Resume the interrupted ``flow`` (a move of ``inst`` off the
+        host, or its confirm) to its end; then as a move or a confirm
+        that ran here."""
+        started = time.monotonic()
+        try:
+            api_flows.resume_flow(self.ctx, flow['flow_id'])
+        except Exception as e:
+            return self._failed(inst, row, started, e)
+        mig = repository.migration_get(flow['migration_uuid'])
+        seconds = round(time.monotonic() - started, 1)
+        if mig['status'] == states.MIGRATION_CONFIRMED:
+            row.update(status=CONFIRMED, seconds=seconds)
+        elif mig['status'] == states.MIGRATION_FINISHED:
+            row.update(status=MOVED, seconds=seconds)
+            if confirm:
+                self.confirm_later(inst, row, started)
+            else:
+                row['reason'] = 'waits for its confirm'
+        else:
+            reason = ('its interrupted %s flow %s was being undone: '
+                      'resumed, it left the migration %s; the next run '
+                      'moves it again' % (flow['operation'],
+                                          flow['flow_id'], mig['status']))
+            row.update(to=None, status=FAILED, reason=reason,
+                       seconds=seconds)
 
     def _confirm(self, inst, row, started):
         try:

@@ -98,6 +98,95 @@ def test_drain_parallel_with_a_failed_move_then_again(full):
     assert state.leaks() == []
 
 
+def _crash(task, point, call, *args, **kwargs):
+    """``call`` dies at ``task``'s ``point`` as its process would (no
+    undo step runs, nobody holds the flow afterwards): the flow is left
+    interrupted, as a drain that died leaves its moves."""
+    faults.inject(task, point, exc_class=faults.SimulatedCrash)
+    with pytest.raises(faults.SimulatedCrash):
+        call(*args, **kwargs)
+    faults.clear()
+
+
+def _newest_flow(uuid):
+    return flowstatus.list_flows(server=uuid)[0]
+
+
+def test_a_drain_run_again_resumes_what_a_dead_one_left(full):
+    """What a drain that died leaves: a move cut off in its copy, a
+    confirm cut off before its clean-up, and a move cut off while being
+    undone. The next run resumes the first two, reports the third failed
+    (its resume finished the undo) and moves the rest; the run after
+    that moves the third."""
+    ctx = full.ctx
+    cut, confirming, undoing = full.servers[:3]
+    _crash('CopyDisk', faults.BEFORE_EXECUTE, api.migrate, ctx, cut,
+           host='host2', wait=True)
+    api.migrate(ctx, confirming, host='host3', wait=True)
+    _crash('CleanupSource', faults.BEFORE_EXECUTE, api.confirm_resize, ctx,
+           confirming, wait=True)
+    faults.inject('FinishMigration', faults.BEFORE_EXECUTE, times=1)
+    _crash('CopyDisk', faults.BEFORE_REVERT, api.migrate, ctx, undoing,
+           host='host2', wait=True)
+    flows = {uuid: _newest_flow(uuid) for uuid in (cut, confirming, undoing)}
+    assert {f['status'] for f in flows.values()} == {flowstatus.INTERRUPTED}
+    assert [flows[u]['operation'] for u in (cut, confirming, undoing)] == [
+        'migrate', 'confirm_resize', 'migrate']
+
+    rows = {r['server']: r for r in api.drain_host(ctx, 'host1')}
+    assert set(rows) == set(full.servers)
+    assert (rows[cut]['status'], rows[cut]['to']) == ('confirmed', 'host2')
+    assert (rows[confirming]['status'], rows[confirming]['to']) == (
+        'confirmed', 'host3')
+    assert rows[undoing]['status'] == 'failed'
+    assert 'was being undone' in rows[undoing]['reason']
+    assert flows[undoing]['flow_id'] in rows[undoing]['reason']
+    for uuid in set(full.servers) - {undoing}:
+        assert rows[uuid]['status'] == 'confirmed', rows[uuid]
+        inst = repository.instance_get(uuid)
+        assert inst['host'] != 'host1' and inst['task_state'] is None
+        assert uuid in _guests(inst['host'])
+    # The same flows were resumed, not new ones started for those moves.
+    for uuid in (cut, confirming, undoing):
+        assert flowstatus.flow_row(flows[uuid]['flow_id'])['status'] in (
+            flowstatus.FINISHED, flowstatus.ROLLED_BACK)
+    assert [m['status'] for m in repository.migration_list(cut)] == [
+        'confirmed']
+    stays = repository.instance_get(undoing)
+    assert (stays['host'], stays['task_state']) == ('host1', None)
+    assert _guests('host1') == [undoing]
+    assert state.leaks() == []
+
+    again = api.drain_host(ctx, 'host1')
+    assert [(r['server'], r['status']) for r in again] == [
+        (undoing, 'confirmed')]
+    assert _guests('host1') == []
+    assert repository.allocation_list(host='host1') == []
+    assert state.leaks() == []
+
+
+def test_a_busy_server_names_its_interrupted_flow(full):
+    """An interrupted flow that is not a drain's to resume (a revert):
+    skipped, and the reason says which flow and what to do."""
+    ctx = full.ctx
+    vm = full.servers[0]
+    api.migrate(ctx, vm, host='host2', wait=True)
+    api.confirm_resize(ctx, vm, wait=True)
+    api.migrate(ctx, vm, host='host1', wait=True)     # back, RESIZED
+    _crash('RestoreSource', faults.BEFORE_EXECUTE,
+           api.revert_resize, ctx, vm, wait=True)
+    flow = _newest_flow(vm)
+    assert (flow['operation'], flow['status']) == ('revert_resize',
+                                                   flowstatus.INTERRUPTED)
+    inst = repository.instance_get(vm)
+    rows = {r['server']: r for r in api.drain_host(ctx, inst['host'])}
+    assert rows[vm]['status'] == 'skipped'
+    assert rows[vm]['reason'] == (
+        'busy: task_state %s; its revert_resize flow %s is interrupted '
+        '(flow resume or flow rollback it)' % (inst['task_state'],
+                                               flow['flow_id']))
+
+
 def test_no_confirm_then_again_and_servers_in_error(full):
     broken = full.servers[0]
     repository.instance_update(broken, {'vm_state': states.ERROR})
