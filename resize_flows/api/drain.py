@@ -263,14 +263,16 @@ class _Drain:
             return self._failed(inst, row, started, e)
         mig = repository.migration_get(flow['migration_uuid'])
         seconds = round(time.monotonic() - started, 1)
+        resumed = 'resumed its interrupted %s flow %s' % (
+            flow['operation'], flow['flow_id'])
         if mig['status'] == states.MIGRATION_CONFIRMED:
-            row.update(status=CONFIRMED, seconds=seconds)
+            row.update(status=CONFIRMED, reason=resumed, seconds=seconds)
         elif mig['status'] == states.MIGRATION_FINISHED:
-            row.update(status=MOVED, seconds=seconds)
+            row.update(status=MOVED, reason=resumed, seconds=seconds)
             if confirm:
                 self.confirm_later(inst, row, started)
             else:
-                row['reason'] = 'waits for its confirm'
+                row['reason'] += '; waits for its confirm'
         else:
             reason = ('its interrupted %s flow %s was being undone: '
                       'resumed, it left the migration %s; the next run '

@@ -138,6 +138,10 @@ def test_a_drain_run_again_resumes_what_a_dead_one_left(full):
     assert (rows[cut]['status'], rows[cut]['to']) == ('confirmed', 'host2')
     assert (rows[confirming]['status'], rows[confirming]['to']) == (
         'confirmed', 'host3')
+    assert rows[cut]['reason'] == 'resumed its interrupted migrate flow ' \
+        '%s' % flows[cut]['flow_id']
+    assert rows[confirming]['reason'] == 'resumed its interrupted ' \
+        'confirm_resize flow %s' % flows[confirming]['flow_id']
     assert rows[undoing]['status'] == 'failed'
     assert 'was being undone' in rows[undoing]['reason']
     assert flows[undoing]['flow_id'] in rows[undoing]['reason']
