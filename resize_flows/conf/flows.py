@@ -51,7 +51,10 @@ opts = [
         min=0,
         help='The disk copy fails (CopyStalled) when no byte of it has '
              'moved for this many seconds (a stopped rsync, a hung '
-             'transfer), and the flow is undone. 0: never.'),
+             'transfer), and the flow is undone. Also how long a fetch '
+             'of an image base waits for the lock of another fetch of '
+             'it that does not move (see [image_cache]/'
+             'fetch_lock_timeout). 0: never.'),
     cfg.IntOpt(
         'deadline_grace',
         default=30,

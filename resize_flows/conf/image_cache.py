@@ -24,11 +24,14 @@ opts = [
              'under a fixed temporary name, so that a fetch cut off by '
              'a crash is resumed by the next one; one that waited then '
              'finds the base made (nothing copied). When the lock is '
-             'still held after this long (its holder is stuck), the '
-             'fetch copies under a temporary name of its own instead: '
-             'correct, but not resumable, and the stuck one\'s copy is '
-             'not reused. A lock is released when the process holding '
-             'it ends, even by a crash. 0: never wait.'),
+             'still held after this long, or sooner when its holder has '
+             'not touched the lock file for [flows]/copy_stall_timeout '
+             'seconds (its copy and hash touch it as they move: a holder '
+             'that does not is stalled), the fetch copies under a '
+             'temporary name of its own instead: correct, but not '
+             'resumable, and the stuck one\'s copy is not reused. A lock '
+             'is released when the process holding it ends, even by a '
+             'crash. 0: never wait.'),
 ]
 
 

@@ -14,8 +14,10 @@ writes that a crash must not strand (:data:`WINDOWS`); a fault
 ``flow-stored:window:crash``.
 
 Actions: ``raise`` (an exception of a given class, by default
-:class:`InjectedFault`) or ``crash`` (the process dies at once through
-``os._exit``: no cleanup, no ``finally`` blocks, no flow log update).
+:class:`InjectedFault`), ``crash`` (the process dies at once through
+``os._exit``: no cleanup, no ``finally`` blocks, no flow log update) or
+``stop`` (the process stops itself with SIGSTOP, alive and holding what
+it holds, as a hung process would, until a SIGCONT).
 
 Every task of :mod:`resize_flows.tasks` consults this registry; an empty
 registry costs one dict lookup per call.
@@ -31,6 +33,7 @@ conductor) never arms a fault whatever its configuration says.
 import importlib
 import logging
 import os
+import signal
 import threading
 
 BEFORE_EXECUTE = 'before-execute'
@@ -55,11 +58,14 @@ WINDOWS = {
                         'disk, the records not yet deleted',
     'device-held': 'an attach or detach of a port or volume holds the '
                    'server by its task state, nothing else changed yet',
+    'fetch-locked': 'a fetch of an image base holds the lock of that base '
+                    'on its host, nothing copied yet',
 }
 
 RAISE = 'raise'
 CRASH = 'crash'
-ACTIONS = (RAISE, CRASH)
+STOP = 'stop'
+ACTIONS = (RAISE, CRASH, STOP)
 
 CRASH_EXIT_CODE = 137
 
@@ -222,4 +228,9 @@ def hit(task, point):
         action, exc_class = fault['action'], fault['exc_class']
     if action == CRASH:
         os._exit(CRASH_EXIT_CODE)
+    if action == STOP:
+        LOG.warning('fault injected into %s at %s: this process stops '
+                    '(SIGSTOP)', task, point)
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return
     raise exc_class('fault injected into %s at %s' % (task, point))

@@ -175,23 +175,29 @@ def _openers(path):
 
 def test_waiting_for_another_fetch_is_not_a_stalled_copy(icloud, conf):
     """The destination's base is being fetched by another process (its
-    lock held): the move waits for it longer than copy_stall_timeout
-    without failing CopyDisk, since no copy of its own stalled."""
-    conf.set_override('copy_stall_timeout', 1, group='flows')
+    lock held, and its fetch moving: it beats): the move waits for it
+    longer than copy_stall_timeout without failing CopyDisk, since no
+    copy of its own stalled. (A holder that stops beating is passed by:
+    tests/unit/virt/test_imagecache.py.)"""
+    conf.set_override('copy_stall_timeout', 2, group='flows')
     vm = _server(icloud, power_on=False)
     dest = _driver('host2').files
     imagecache._ensure_base_dir(dest)
     lock = imagecache._lock_path(
         dest, layout.image_base_name(icloud.image['sha256']))
-    with dest.fetch_lock(lock, 0) as held:
+    with dest.fetch_lock(lock, 0, stale=2) as held:
         assert held
         op = api.migrate(icloud.ctx, vm['uuid'])
         while _openers(lock) < 2:           # the move waits for it
             if op.done():
                 op.wait()                   # its error, if it failed
             assert not op.done()
+            held.beat()
             time.sleep(0.05)
-        time.sleep(3)                       # three stall timeouts
+        end = time.monotonic() + 6          # three stall timeouts
+        while time.monotonic() < end:
+            held.beat()
+            time.sleep(0.05)
         assert not op.done()
     assert op.wait(600)['flow_state'] == tf_states.SUCCESS
     assert _has_data('host2', vm['uuid'])

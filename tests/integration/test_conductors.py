@@ -9,6 +9,7 @@ over once the claim expires and finishes the flow from the flow log.
 Without Redis the test skips (it fails where CI=true).
 """
 import contextlib
+import hashlib
 import os
 import signal
 import sqlite3
@@ -28,7 +29,9 @@ from resize_flows.persistence import repository
 from resize_flows import states
 from resize_flows.testing import faults
 from resize_flows.testing import state
+from resize_flows.virt.libvirt import daemon
 from tests.integration.conftest import domains_of
+from tests.integration.conftest import IMAGE
 from tests import redis_fixtures
 
 pytestmark = pytest.mark.integration
@@ -72,7 +75,7 @@ def board(crash_cloud, conf, tmp_path):
         os.unlink(path)
 
 
-def _conductor(crash_cloud, board, name, fault=None):
+def _conductor(crash_cloud, board, name, fault=None, extra=()):
     env = dict(os.environ)
     env.pop('OS_TESTING__FAULTS', None)
     env.pop(faults.SWITCH, None)
@@ -83,7 +86,9 @@ def _conductor(crash_cloud, board, name, fault=None):
     return subprocess.Popen(
         [sys.executable, '-m', 'resize_flows.cmd.shell',
          '--config-file', crash_cloud.hosts.config_file,
-         '--config-file', board, 'conductor', '--name', name],
+         '--config-file', board]
+        + [a for path in extra for a in ('--config-file', path)]
+        + ['conductor', '--name', name],
         env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -225,3 +230,80 @@ def test_a_stalled_conductor_process_is_fenced(crash_cloud, board):
     api.confirm_resize(crash_cloud.ctx, vm, wait=True)
     assert list(domains_of(vm)) == [repository.instance_get(vm)['host']]
     assert state.leaks() == []
+
+
+#: The stall time of the conductors of the test below: a fetch whose lock
+#: went this long without a beat is passed by.
+_STALL_CONFIG = """\
+[flows]
+copy_stall_timeout = 10
+"""
+
+
+def test_a_conductor_stalled_in_an_image_fetch_is_passed_by(
+        crash_cloud, board):
+    """ca stops (SIGSTOP, at the fault window fetch-locked) while it
+    fetches the image base onto the destination, holding that base's
+    fetch lock there. cb takes the flow over; its fetch waits for the
+    lock only until the lock file went copy_stall_timeout without a beat
+    of its holder (not [image_cache]/fetch_lock_timeout, 600 s), fetches
+    the base under a name of its own and finishes the move. When ca goes
+    on, it loses the flow."""
+    dest_base = os.path.join(daemon.hosts_dir(), 'host2', 'instances',
+                             '_base')
+    image = api.get_image(crash_cloud.ctx, IMAGE)
+    base = os.path.join(dest_base, image['sha256'])
+    if os.path.exists(base):
+        os.unlink(base)     # no server uses it: each test deletes its own
+    stall = os.path.join(crash_cloud.hosts.base, 'stall.conf')
+    with open(stall, 'w') as handle:
+        handle.write(_STALL_CONFIG)
+    vm = crash_cloud.server(host='host1')
+    op = api.resize(crash_cloud.ctx, vm, 'bigger')
+    ca = _conductor(crash_cloud, board, 'ca', fault='fetch-locked:window:stop',
+                    extra=[stall])
+    cb = None
+    try:
+        deadline = time.monotonic() + 120
+        while _proc_state(ca.pid) != 'T':
+            assert ca.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        cb = _conductor(crash_cloud, board, 'cb', extra=[stall])
+        op.wait(timeout=300)
+        ca.send_signal(signal.SIGCONT)
+        log = os.path.join(crash_cloud.hosts.base, 'ca.log')
+        deadline = time.monotonic() + 60
+        while 'lost flow %s' % op.flow_id not in open(log).read():
+            assert time.monotonic() < deadline, open(log).read()[-3000:]
+            time.sleep(0.2)
+    finally:
+        ca.send_signal(signal.SIGCONT)
+        ca_exit = _stop(ca)
+        cb_exit = _stop(cb) if cb is not None else None
+        os.unlink(stall)
+    assert (ca_exit, cb_exit) == (0, 0)
+    cb_log = open(os.path.join(crash_cloud.hosts.base, 'cb.log')).read()
+    assert 'has not moved for 10 seconds' in cb_log, cb_log[-3000:]
+
+    assert op.flow_state == tf_states.SUCCESS
+    flow = flowstatus.show_flow(op.flow_id)
+    assert [h['owner'].split(':')[0] for h in flow['holders']] == ['ca', 'cb']
+    assert sha256_of(base) == image['sha256']
+    jobboard.CONF.set_override('enabled', False, group='jobboard')
+    api.confirm_resize(crash_cloud.ctx, vm, wait=True)
+    assert list(domains_of(vm)) == ['host2']
+    assert state.leaks() == []
+
+
+def _proc_state(pid):
+    """The state letter of process ``pid`` (T: stopped)."""
+    with open('/proc/%d/stat' % pid) as handle:
+        return handle.read().rsplit(')', 1)[-1].split()[0]
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as handle:
+        for block in iter(lambda: handle.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()

@@ -6,7 +6,9 @@ that module short): list a directory with what each entry is
 (:meth:`~LocalOps.scan`), the sha256 of a file, touch, remove or rename a
 file, make a formatted blank file, and hold the lock of a fetch
 (:meth:`~LocalOps.fetch_lock`: ``flock`` on a lock file, here or by a
-long-lived ``flock`` over ssh, released when this process dies). They
+long-lived ``flock`` over ssh, released when this process dies; its
+holder beats while its fetch moves, so that a waiter can tell a stalled
+holder from a slow one: :class:`FetchLock`). They
 work as the rest of those classes do: on this machine through
 :mod:`.guarded` (no link followed, no file trusted that is not a regular
 file with one link of the owner or ours), on another one with the
@@ -38,6 +40,48 @@ _KINDS = {'f': 'file', 'd': 'dir', 'l': 'link'}
 _LOCK_POLL = 0.2
 #: Seconds a released ssh lock holder has to exit before it is killed.
 _LOCK_EXIT = 10
+#: Most seconds between two beats of a lock's holder.
+_BEAT_MAX = 1.0
+#: What a try of a lock ends in: held, held by another for the whole
+#: timeout, or held by another that did not beat for ``stale`` seconds.
+_HELD, _TIMED_OUT, _STALE = 'held', 'timed out', 'stale'
+#: The exit status of the ssh lock script for a stale holder.
+_STALE_EXIT = 4
+
+
+class FetchLock:
+    """What :meth:`LocalOps.fetch_lock` yields: true while the lock is
+    held. Its holder calls :meth:`beat` as its fetch moves (bytes copied
+    or hashed), which touches the lock file at most every
+    ``min(1, stale / 4)`` seconds. A process waiting for the lock with
+    ``stale`` set gives up when the lock file went that long without a
+    beat (nor was it touched since that process began to wait): its holder
+    is alive but stalled (SIGSTOP, a hung disk), and may stay so for ever.
+    ``stale`` then says why the lock was not held."""
+
+    def __init__(self, held, stale=False, touch=None, every=_BEAT_MAX):
+        self.held = held
+        self.stale = stale
+        self._touch = touch
+        self._every = every
+        self._last = time.monotonic()
+
+    def __bool__(self):
+        return self.held
+
+    def beat(self):
+        if not self.held or self._touch is None:
+            return
+        now = time.monotonic()
+        if now - self._last >= self._every:
+            self._last = now
+            self._touch()
+
+
+def _beat_every(stale):
+    return min(_BEAT_MAX, stale / 4.0) if stale > 0 else _BEAT_MAX
+
+
 _LOCK_FLAGS = (os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
                | os.O_NONBLOCK | os.O_NOCTTY)
 
@@ -136,26 +180,31 @@ class LocalOps:
             os.fsync(dfd)
 
     @contextlib.contextmanager
-    def fetch_lock(self, path, timeout):
+    def fetch_lock(self, path, timeout, stale=0):
         """Hold an exclusive ``flock`` of the file ``path`` (created 0600
         if missing, no link followed; refused unless a regular file with
-        one link of ours or of the owner): yields True while held, False
-        if another process held it for ``timeout`` seconds. The kernel
-        drops it when this process dies. A lock file removed (by
-        :func:`.imagecache.clean`, which holds it then) while we waited
-        is opened again: what is held is the file under the name."""
+        one link of ours or of the owner): yields a :class:`FetchLock`,
+        true while held; false if another process held it for ``timeout``
+        seconds, or (``stale`` > 0) held it without a beat for ``stale``
+        seconds. The kernel drops it when this process dies. A lock file
+        removed (by :func:`.imagecache.clean`, which holds it then) while
+        we waited is opened again: what is held is the file under the
+        name."""
         deadline = time.monotonic() + max(timeout, 0)
+        since = time.time()
         with self.area.parent(path) as (dfd, name):
             while True:
                 fd = self._open_lock(dfd, name, path)
                 try:
-                    held = _flock(fd, deadline)
-                    if held and _same_file(fd, disk.lstat_at(name, dfd)):
+                    got = _flock(fd, deadline, stale, since)
+                    if got == _HELD and _same_file(
+                            fd, disk.lstat_at(name, dfd)):
                         os.utime(fd)      # young while held
-                        yield True
+                        yield FetchLock(True, touch=lambda: os.utime(fd),
+                                        every=_beat_every(stale))
                         return
-                    if not held:
-                        yield False
+                    if got != _HELD:
+                        yield FetchLock(False, stale=got == _STALE)
                         return
                 finally:
                     os.close(fd)
@@ -237,8 +286,9 @@ class SshOps:
         # run from / (see scan).
         out = self.run('realdir {1}; plain {0}; if test -e {0}; then '
                        'cd / && find {0} -maxdepth 0 -printf '
-                       '"%D %i %s %T@ %C@"; fi'.format(remote.q(path),
-                                   remote.q(posixpath.dirname(path))))
+                       '"%D %i %s %T@ %C@"; fi'.format(
+                           remote.q(path),
+                           remote.q(posixpath.dirname(path))))
         return tuple(out.decode().split()) if out.strip() else None
 
     def touch(self, path):
@@ -265,18 +315,30 @@ class SshOps:
                               q(new), q(folder)))
 
     @contextlib.contextmanager
-    def fetch_lock(self, path, timeout):
+    def fetch_lock(self, path, timeout, stale=0):
         # A flock held on the machine by a process whose stdin is ours:
-        # closed (released, or this process died), cat ends, and with it
-        # the lock. A lock file removed while we waited is opened again.
+        # closed (released, or this process died), its loop ends, and
+        # with it the lock; each line it reads is a beat (the lock file
+        # touched through the descriptor that holds it). A waiter tries
+        # every _LOCK_POLL seconds, and gives up at the timeout (exit 1)
+        # or when the lock file went ``stale`` seconds without a beat
+        # (exit 4), by the machine's clock. A lock file removed while we
+        # waited is opened again.
         folder = posixpath.dirname(path)
-        wait = '-n' if timeout <= 0 else '-w %d' % timeout
-        script = ('realdir {1}; plain {0}; while :; do exec 9<>{0}; '
-                  'plain {0}; flock {2} 9 || exit 1; [ "$(stat -L -c %d:%i '
-                  '/dev/fd/9)" = "$(stat -c %d:%i {0} 2>/dev/null)" ] && '
-                  'break; exec 9<&-; done; touch -c {0}; echo locked; '
-                  'exec cat >/dev/null'.format(remote.q(path),
-                                               remote.q(folder), wait))
+        script = (
+            'realdir {1}; plain {0}; start=$(date +%s); '
+            'end=$((start + {2})); while :; do exec 9<>{0}; plain {0}; '
+            'until flock -n 9; do now=$(date +%s); if [ {3} -gt 0 ]; then '
+            'm=$(stat -L -c %Y /dev/fd/9) || exit 1; '
+            '[ "$m" -gt "$start" ] || m=$start; '
+            '[ $((now - m)) -ge {3} ] && exit {5}; fi; '
+            '[ "$now" -ge "$end" ] && exit 1; sleep {4}; done; '
+            '[ "$(stat -L -c %d:%i /dev/fd/9)" = "$(stat -c %d:%i {0} '
+            '2>/dev/null)" ] && break; exec 9<&-; done; '
+            'touch -c /dev/fd/9; echo locked; '
+            'while read -r beat; do touch -c /dev/fd/9; done'.format(
+                remote.q(path), remote.q(folder), max(int(timeout), 0),
+                max(int(stale), 0), _LOCK_POLL, _STALE_EXIT))
         argv = remote.ssh_argv(self.address) + [
             '--', remote.as_owner_command(self.instances_path, script)]
         try:
@@ -288,12 +350,13 @@ class SshOps:
                 host=self.host, reason='%s: %s' % (argv[0], exc))
         try:
             if proc.stdout.readline().strip() == b'locked':
-                yield True
+                yield FetchLock(True, touch=lambda: _beat_holder(proc),
+                                every=_beat_every(stale))
                 return
             _out, stderr = proc.communicate()
             status = proc.returncode
-            if status == 1:
-                yield False         # flock timed out
+            if status in (1, _STALE_EXIT):
+                yield FetchLock(False, stale=status == _STALE_EXIT)
                 return
             _raise_for(self, status, stderr, 'flock %s' % path)
         finally:
@@ -334,15 +397,21 @@ def _run_env(host, argv, env, pass_fds=()):
             (proc.stderr or proc.stdout).strip()))
 
 
-def _flock(fd, deadline):
-    """Lock ``fd`` (LOCK_EX), trying until ``deadline``; whether held."""
+def _flock(fd, deadline, stale=0, since=0.0):
+    """Lock ``fd`` (LOCK_EX), trying until ``deadline``, or until the
+    file went ``stale`` seconds (> 0) without a beat of its holder nor a
+    touch since ``since`` (when the wait began, by the clock):
+    ``_HELD``, ``_TIMED_OUT`` or ``_STALE``."""
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
+            return _HELD
         except BlockingIOError:
+            if stale > 0 and time.time() - max(
+                    os.fstat(fd).st_mtime, since) >= stale:
+                return _STALE
             if time.monotonic() >= deadline:
-                return False
+                return _TIMED_OUT
             time.sleep(_LOCK_POLL)
 
 
@@ -363,6 +432,14 @@ def _raise_for(files, status, stderr, what):
     raise exception.DiskError(host=files.host, reason='on %s: %s failed '
                               '(%d): %s' % (files.address, what, status,
                                             message))
+
+
+def _beat_holder(proc):
+    """A beat of an ssh lock holder: a line on its stdin (lost if it
+    is gone: its lock is too)."""
+    with contextlib.suppress(OSError, ValueError):
+        proc.stdin.write(b'beat\n')
+        proc.stdin.flush()
 
 
 def _end_holder(proc):

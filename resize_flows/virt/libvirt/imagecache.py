@@ -54,6 +54,7 @@ import uuid as uuidlib
 from resize_flows.conf import CONF
 from resize_flows import deadlines
 from resize_flows import exception
+from resize_flows.testing import faults
 from resize_flows.virt.libvirt import disk
 from resize_flows.virt.libvirt import layout
 from resize_flows.virt.libvirt import transfer
@@ -92,7 +93,7 @@ def _known(files, path, identity, sha256):
         return _HASHED.get((files.host, path)) == (identity, sha256)
 
 
-def _hashes_to(files, path, sha256, identity=None):
+def _hashes_to(files, path, sha256, identity=None, beat=None):
     """Whether the file ``path`` of ``files`` has that sha256: known from
     an earlier hash of the same file (``identity``: the one it had, when
     the caller took it before a change of its own), or hashed now."""
@@ -102,25 +103,50 @@ def _hashes_to(files, path, sha256, identity=None):
     if _known(files, path, identity or now, sha256):
         _remember(files, path, now, sha256)
         return True
-    got = files.sha256(path, tick=deadlines.moved)
+    got = files.sha256(path, tick=_ticking(beat))
     if got == sha256 and files.identity(path) == now:
         _remember(files, path, now, sha256)
     return got == sha256
 
 
-def _cached(files, final, sha256):
+def _cached(files, final, sha256, beat=None):
     """Whether the base ``final`` is cached with the right sha256; it is
     touched first, so that a clean coming after this check sees a young
     file. Only the touch may have changed it since an earlier hash: the
     same file (device, inode, size) whose identity before the touch is
-    the one remembered."""
+    the one remembered. ``beat()`` as a hash moves."""
     before = files.identity(final)
     files.touch(final)
     if before is not None:
         after = files.identity(final)
         if after is None or after[:3] != before[:3]:
             before = None
-    return _hashes_to(files, final, sha256, identity=before)
+    return _hashes_to(files, final, sha256, identity=before, beat=beat)
+
+
+def _ticking(beat):
+    """What a hash calls as it moves: the task's deadline, and ``beat``."""
+    if beat is None:
+        return deadlines.moved
+
+    def tick():
+        deadlines.moved()
+        beat()
+    return tick
+
+
+def _beating(progress, beat):
+    """``progress`` of a copy that also beats the lock held when bytes
+    moved (the copy also calls it when none did)."""
+    last = [None]
+
+    def moved(fraction):
+        if beat is not None and (last[0] is None or fraction > last[0]):
+            last[0] = fraction
+            beat()
+        if progress is not None:
+            progress(fraction)
+    return moved
 
 
 def _join(files):
@@ -203,33 +229,47 @@ def ensure_image_base(files, sha256, sources, progress=None):
     if _cached(files, final, sha256):
         return final, 0
     timeout = CONF.image_cache.fetch_lock_timeout
+    stale = CONF.flows.copy_stall_timeout
     lock = _lock_path(files, name)
     with contextlib.ExitStack() as stack:
         # Waiting for another fetch is not a stalled copy (bounded by
-        # the timeout above).
+        # the timeout above, and by that fetch's beats).
         with deadlines.waiting():
-            held = stack.enter_context(files.fetch_lock(lock, timeout))
+            held = stack.enter_context(files.fetch_lock(lock, timeout,
+                                                        stale=stale))
         if not held:
-            LOG.warning('image base %s on %s: the lock of its fetch was '
-                        'held for %d seconds; fetching it under a name of '
-                        'its own (not resumable)', sha256, files.host,
-                        timeout)
+            if held.stale:
+                LOG.warning('image base %s on %s: the fetch that holds its '
+                            'lock has not moved for %d seconds (its process '
+                            'is stalled); fetching it under a name of its '
+                            'own (not resumable)', sha256, files.host, stale)
+            else:
+                LOG.warning('image base %s on %s: the lock of its fetch '
+                            'was held for %d seconds; fetching it under a '
+                            'name of its own (not resumable)', sha256,
+                            files.host, timeout)
             return _fetch(files, sha256, sources, progress, None)
+        faults.window('fetch-locked')
         try:
-            if _cached(files, final, sha256):
+            if _cached(files, final, sha256, beat=held.beat):
                 return final, 0             # made while we waited
             return _fetch(files, sha256, sources, progress,
-                          base_path(files, '.%s.fetch' % name))
+                          base_path(files, '.%s.fetch' % name),
+                          beat=held.beat)
         finally:
             # Removed while held: a fetch waiting for it opens the
             # lock file again (fetch_lock), so it is never held twice.
             _drop_temp(files, lock, what=('lock',))
 
 
-def _fetch(files, sha256, sources, progress, fixed):
+def _fetch(files, sha256, sources, progress, fixed, beat=None):
     """Copy the base from the first usable source into ``fixed`` (kept
     when cut off, for the next fetch) or, when None, into a new name of
-    its own (always removed); then rename it."""
+    its own (always removed); then rename it. ``beat()`` as it moves (the
+    beat of the lock held, if any)."""
+    tick = _ticking(beat)
+    if progress is not None or beat is not None:
+        progress = _beating(progress, beat)
     name = layout.image_base_name(sha256)
     final = base_path(files, name)
     reasons = []
@@ -241,12 +281,12 @@ def _fetch(files, sha256, sources, progress, fixed):
             if src_files.getsize(src_path) is None:
                 reasons.append('%s is missing' % where)
                 continue
-            if keep and files.sha256(tmp, tick=deadlines.moved) == sha256:
+            if keep and files.sha256(tmp, tick=tick) == sha256:
                 copied = 0      # copied by a fetch cut off before rename
             else:
                 copied = transfer.copy_disk(src_files, src_path, files, tmp,
                                             progress=progress).copied
-            got = files.sha256(tmp, tick=deadlines.moved)
+            got = files.sha256(tmp, tick=tick)
             if got != sha256:
                 reasons.append('%s has sha256 %s' % (where, got))
                 keep = False

@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 import uuid as uuid_lib
 
@@ -463,6 +464,56 @@ def test_a_lock_held_too_long_fetches_under_a_name_of_its_own(
     assert conf.image_cache.fetch_lock_timeout == 600
 
 
+def test_a_stalled_fetch_is_passed_by(conf, cn1, store):
+    """The fetch that holds the lock stalled (its process alive but
+    stopped: the lock file goes untouched). Another fetch waits
+    copy_stall_timeout for a beat, not fetch_lock_timeout, then fetches
+    under a name of its own."""
+    src = store.put('img', IMAGE)
+    cn1.makedir(imagecache.base_dir(cn1))
+    lock = imagecache.base_path(cn1, _lock_name(SHA))
+    conf.set_override('copy_stall_timeout', 1, group='flows')
+    assert conf.image_cache.fetch_lock_timeout == 600
+    with cn1.fetch_lock(lock, 0, stale=1) as held:
+        assert held
+        with cn1.fetch_lock(lock, 600, stale=1) as other:
+            assert not other and other.stale
+        path, copied = imagecache.ensure_image_base(
+            cn1, SHA, [(store.files, src)])
+        assert copied == len(IMAGE) - (4 << 20)
+        assert _content(path) == IMAGE
+        assert _base_listing(cn1) == sorted([SHA, _lock_name(SHA)])
+
+
+def _beat_for(held, seconds):
+    """Beat the lock ``held`` (as a fetch that moves) for ``seconds``."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        held.beat()
+        time.sleep(0.05)
+
+
+def test_a_fetch_that_beats_is_waited_for(conf, cn1, store):
+    """The fetch that holds the lock beats as it moves: another fetch
+    waits for it past copy_stall_timeout (three times over here), then
+    finds the base it made and copies nothing."""
+    src = store.put('img', IMAGE)
+    cn1.makedir(imagecache.base_dir(cn1))
+    lock = imagecache.base_path(cn1, _lock_name(SHA))
+    conf.set_override('copy_stall_timeout', 2, group='flows')
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(
+        imagecache.ensure_image_base(cn1, SHA, [(store.files, src)])))
+    with cn1.fetch_lock(lock, 0, stale=2) as held:
+        assert held
+        waiter.start()
+        _beat_for(held, 6)
+        _put_base(cn1, SHA, IMAGE)
+    waiter.join(300)
+    assert got == [(imagecache.base_path(cn1, SHA), 0)]
+    assert _base_listing(cn1) == [SHA]
+
+
 def test_clean_leaves_a_lock_that_is_held(conf, cn1):
     """A held lock is a fetch going on: neither it nor the partial copy
     it resumes is removed, however old."""
@@ -715,6 +766,38 @@ def test_the_lock_on_another_machine(conf, machines, store):
         imagecache.ensure_image_base(there, SHA, [(store.files, src)])
     assert '\n' not in str(info.value)
     assert there.listdir(folder) == [_lock_name(SHA)]
+
+
+def test_a_stalled_lock_holder_on_another_machine(conf, machines, store):
+    """Over ssh as here: a holder that does not beat is passed by after
+    the stale time; one that beats is waited for."""
+    machine = machines()
+    machine.run('mkdir -m 700 {0} && chown {1}:{1} {0}'.format(
+        machine.path('i'), NOBODY))
+    there = files.for_host('there', machine.path('i'), machine.address)
+    src = store.put('img', IMAGE)
+    there.makedir(imagecache.base_dir(there))
+    lock = imagecache.base_path(there, _lock_name(SHA))
+    conf.set_override('copy_stall_timeout', 1, group='flows')
+    with there.fetch_lock(lock, 0, stale=1) as held:
+        assert held
+        with there.fetch_lock(lock, 600, stale=1) as other:
+            assert not other and other.stale
+        path, copied = imagecache.ensure_image_base(
+            there, SHA, [(store.files, src)])
+        assert copied > 0 and there.sha256(path) == SHA
+    got = []
+
+    def wait():
+        with there.fetch_lock(lock, 600, stale=2) as other:
+            got.append((bool(other), other.stale))
+    waiter = threading.Thread(target=wait)
+    with there.fetch_lock(lock, 0, stale=2) as held:
+        assert held
+        waiter.start()
+        _beat_for(held, 6)
+    waiter.join(300)
+    assert got == [(True, False)]
 
 
 def _two_partial_copies(run, folder):
