@@ -92,6 +92,22 @@ def _conductor(crash_cloud, board, name, fault=None, extra=()):
         env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def _wait_telling(crash_cloud, op, timeout=300):
+    """``op.wait(timeout)``; when it does not end, fail with the end of
+    each conductor's log."""
+    try:
+        op.wait(timeout=timeout)
+    except TimeoutError as exc:
+        logs = []
+        for name in ('ca', 'cb'):
+            path = os.path.join(crash_cloud.hosts.base, name + '.log')
+            with open(path, errors='replace') as handle:
+                lines = [line for line in handle.read().splitlines()
+                         if ' DEBUG ' not in line]
+            logs.append('--- %s.log:\n%s' % (name, '\n'.join(lines[-40:])))
+        raise AssertionError('%s\n%s' % (exc, '\n'.join(logs))) from None
+
+
 def _stop(proc):
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -200,7 +216,7 @@ def test_a_stalled_conductor_process_is_fenced(crash_cloud, board):
         with _sqlite_write_lock(crash_cloud.hosts.connection):
             ca.send_signal(signal.SIGSTOP)
         cb = _conductor(crash_cloud, board, 'cb')
-        op.wait(timeout=300)
+        _wait_telling(crash_cloud, op)
         ca.send_signal(signal.SIGCONT)
         log = os.path.join(crash_cloud.hosts.base, 'ca.log')
         deadline = time.monotonic() + 60
@@ -269,7 +285,7 @@ def test_a_conductor_stalled_in_an_image_fetch_is_passed_by(
             assert ca.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         cb = _conductor(crash_cloud, board, 'cb', extra=[stall])
-        op.wait(timeout=300)
+        _wait_telling(crash_cloud, op)
         ca.send_signal(signal.SIGCONT)
         log = os.path.join(crash_cloud.hosts.base, 'ca.log')
         deadline = time.monotonic() + 60
