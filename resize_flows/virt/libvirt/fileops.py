@@ -200,8 +200,12 @@ class LocalOps:
                     if got == _HELD and _same_file(
                             fd, disk.lstat_at(name, dfd)):
                         os.utime(fd)      # young while held
-                        yield FetchLock(True, touch=lambda: os.utime(fd),
-                                        every=_beat_every(stale))
+                        lock = FetchLock(True, touch=lambda: os.utime(fd),
+                                         every=_beat_every(stale))
+                        try:
+                            yield lock
+                        finally:
+                            lock.held = False   # no beat on a closed fd
                         return
                     if got != _HELD:
                         yield FetchLock(False, stale=got == _STALE)
@@ -329,7 +333,7 @@ class SshOps:
             'realdir {1}; plain {0}; start=$(date +%s); '
             'end=$((start + {2})); while :; do exec 9<>{0}; plain {0}; '
             'until flock -n 9; do now=$(date +%s); if [ {3} -gt 0 ]; then '
-            'm=$(stat -L -c %Y /dev/fd/9) || exit 1; '
+            'm=$(stat -L -c %Y /dev/fd/9) || m=$now; '
             '[ "$m" -gt "$start" ] || m=$start; '
             '[ $((now - m)) -ge {3} ] && exit {5}; fi; '
             '[ "$now" -ge "$end" ] && exit 1; sleep {4}; done; '
@@ -350,8 +354,12 @@ class SshOps:
                 host=self.host, reason='%s: %s' % (argv[0], exc))
         try:
             if proc.stdout.readline().strip() == b'locked':
-                yield FetchLock(True, touch=lambda: _beat_holder(proc),
-                                every=_beat_every(stale))
+                lock = FetchLock(True, touch=lambda: _beat_holder(proc),
+                                 every=_beat_every(stale))
+                try:
+                    yield lock
+                finally:
+                    lock.held = False
                 return
             _out, stderr = proc.communicate()
             status = proc.returncode

@@ -509,6 +509,7 @@ def test_a_fetch_that_beats_is_waited_for(conf, cn1, store):
         waiter.start()
         _beat_for(held, 6)
         _put_base(cn1, SHA, IMAGE)
+    assert not held         # released: a beat now touches nothing
     waiter.join(300)
     assert got == [(imagecache.base_path(cn1, SHA), 0)]
     assert _base_listing(cn1) == [SHA]
