@@ -40,6 +40,10 @@ _KINDS = {'f': 'file', 'd': 'dir', 'l': 'link'}
 _LOCK_POLL = 0.2
 #: Seconds a released ssh lock holder has to exit before it is killed.
 _LOCK_EXIT = 10
+#: A hash ticks after every this many bytes read.
+_TICK_BYTES = 64 << 20
+#: How a remote hash tells how far it has read, and how often (seconds).
+_POS_TAG, _POS_EVERY = 'rf-hashed', 0.1
 #: Most seconds between two beats of a lock's holder.
 _BEAT_MAX = 1.0
 #: What a try of a lock ends in: held, held by another for the whole
@@ -111,14 +115,15 @@ class LocalOps:
         try:
             with self.area.open_file(path) as fd:
                 digest = hashlib.sha256()
-                done = 0
+                done, next_tick = 0, _TICK_BYTES
                 while True:
                     chunk = os.read(fd, 1 << 20)
                     if not chunk:
                         return digest.hexdigest()
                     digest.update(chunk)
-                    done += 1
-                    if tick is not None and done % 64 == 0:
+                    done += len(chunk)
+                    while tick is not None and done >= next_tick:
+                        next_tick += _TICK_BYTES
                         tick()
         except FileNotFoundError:
             return None
@@ -279,10 +284,32 @@ class SshOps:
         return found
 
     def sha256(self, path, tick=None):
-        # One command: no tick while sha256sum reads.
-        out = self.run('realdir {1}; plain {0}; if test -e {0}; then '
-                       'sha256sum < {0}; fi'.format(
-                           remote.q(path), remote.q(posixpath.dirname(path))))
+        # sha256sum in the background, and while it runs how far it has
+        # read (the offset of its stdin, from /proc) on stderr every
+        # _POS_EVERY seconds, then the size it read: tick() after every
+        # 64 MiB read. The loop ends when its descriptor is gone (it
+        # exited, even as a zombie).
+        guard = 'realdir {1}; plain {0}; if test -e {0}; then '.format(
+            remote.q(path), remote.q(posixpath.dirname(path)))
+        if tick is None:
+            out = self.run(guard + 'sha256sum < %s; fi' % remote.q(path))
+            return out.split()[0].decode() if out.strip() else None
+        script = guard + (
+            'sha256sum < {0} & p=$!; while sed -n "s/^pos:[[:space:]]*/'
+            '{1} /p" /proc/$p/fdinfo/0 >&2 2>/dev/null; do sleep {2}; '
+            'done; wait $p || exit $?; echo "{1} $(stat -L -c %s {0})" '
+            '>&2; fi'.format(remote.q(path), _POS_TAG, _POS_EVERY))
+        ticked = [0]
+
+        def read(line):
+            tag, _, pos = line.decode(errors='replace').partition(' ')
+            if tag != _POS_TAG or not pos.strip().isdigit():
+                return False
+            while int(pos) >= (ticked[0] + 1) * _TICK_BYTES:
+                ticked[0] += 1
+                tick()
+            return True
+        out = self.run(script, on_stderr=read)
         return out.split()[0].decode() if out.strip() else None
 
     def identity(self, path):

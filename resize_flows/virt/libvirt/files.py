@@ -19,6 +19,8 @@ import json
 import os
 import posixpath
 import subprocess
+import sys
+import threading
 
 from resize_flows import exception
 from resize_flows.virt.libvirt import disk
@@ -169,18 +171,24 @@ class SshFiles(fileops.SshOps):
                                         self.instances_path)
 
     # -- plumbing --------------------------------------------------------
-    def run(self, script, stdin=None, check=True, as_owner=True):
+    def run(self, script, stdin=None, check=True, as_owner=True,
+            on_stderr=None):
         """Run the shell ``script`` on the machine (as the owner of the
         instances path, unless ``as_owner`` is False); its stdout (bytes).
         With ``check=False`` returns ``(status, stdout)`` instead of
-        raising for a non-zero status of the script."""
+        raising for a non-zero status of the script. ``on_stderr(line)``
+        sees each line of its stderr as it comes (no ``stdin`` then); a
+        line it returns True for is not part of an error message."""
         command = (remote.as_owner_command(self.instances_path, script)
                    if as_owner
                    else remote.remote_command(remote.GUARDS + script))
         argv = remote.ssh_argv(self.address) + ['--', command]
         try:
-            proc = subprocess.run(argv, input=stdin, capture_output=True,
-                                  check=False)
+            if on_stderr is None:
+                proc = subprocess.run(argv, input=stdin,
+                                      capture_output=True, check=False)
+            else:
+                proc = _run_reading_stderr(argv, on_stderr)
         except OSError as exc:
             raise exception.HypervisorUnavailable(
                 host=self.host, reason='%s: %s' % (argv[0], exc))
@@ -352,3 +360,30 @@ def _bytes(text):
 def _is_rsync_temp(entry, name):
     prefix = '.%s.' % name
     return entry.startswith(prefix) and len(entry) == len(prefix) + 6
+
+
+def _run_reading_stderr(argv, on_stderr):
+    """``subprocess.run(argv)`` whose stderr lines are given to
+    ``on_stderr`` as they come (stdout is read by a thread meanwhile);
+    the lines it did not take are the result's stderr."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = []
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()),
+                              daemon=True)
+    reader.start()
+    kept = []
+    try:
+        for line in proc.stderr:
+            if not on_stderr(line):
+                kept.append(line)
+    finally:
+        if proc.poll() is None and sys.exc_info()[0] is not None:
+            proc.kill()
+        proc.wait()
+        reader.join()
+        proc.stdout.close()
+        proc.stderr.close()
+    return subprocess.CompletedProcess(argv, proc.returncode,
+                                       out[0] if out else b'',
+                                       b''.join(kept))

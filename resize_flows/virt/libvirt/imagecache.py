@@ -39,8 +39,8 @@ size, mtime and ctime: :meth:`.fileops.LocalOps.identity`) and takes a
 base of the same identity as checked. Any change to the file (written,
 replaced, renamed, its times or mode set) moves its ctime, which its
 owner cannot set back, and the next move hashes it again. Bytes read for
-a hash count as progress for the disk copy's stall deadline (on this
-machine; over ssh sha256sum runs as one command).
+a hash count as progress for the disk copy's stall deadline and beat the
+fetch lock held (here and over ssh).
 """
 import contextlib
 import logging

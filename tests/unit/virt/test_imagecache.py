@@ -199,16 +199,35 @@ def test_a_base_changed_with_its_size_and_times_kept_is_hashed_again(
     assert copied > 0 and _content(path) == IMAGE
 
 
-def test_a_hash_ticks_as_it_reads(conf, cn1):
-    """A long hash is progress for the copy's stall deadline: tick() after
-    every 64 MiB read."""
-    path = os.path.join(cn1.instances_path, 'big')
-    with open(path, 'wb') as f:
-        f.truncate(130 << 20)              # holes read as zeros: quick
+@pytest.mark.parametrize('where', ['local', 'ssh'])
+def test_a_hash_ticks_as_it_reads(conf, cn1, machines, where):
+    """A long hash is progress for the copy's stall deadline (and a beat
+    of the fetch lock held): tick() after every 64 MiB read, here and over
+    ssh (where sha256sum's read offset is sampled while it runs)."""
+    if where == 'local':
+        host_files = cn1
+        path = os.path.join(cn1.instances_path, 'big')
+        with open(path, 'wb') as f:
+            f.truncate(130 << 20)          # holes read as zeros: quick
+    else:
+        machine = machines()
+        machine.run('mkdir -m 700 {0} && truncate -s 130M {0}/big && '
+                    'chown -R {1}:{1} {0}'.format(machine.path('i'), NOBODY))
+        host_files = files.for_host('there', machine.path('i'),
+                                    machine.address)
+        path = posixpath.join(machine.path('i'), 'big')
     ticks = []
-    assert cn1.sha256(path, tick=lambda: ticks.append(1)) == _sha(
+    assert host_files.sha256(path, tick=lambda: ticks.append(1)) == _sha(
         bytes(130 << 20))
     assert len(ticks) == 2
+    assert host_files.sha256(path) == _sha(bytes(130 << 20))
+    missing = path + '.missing'
+    assert host_files.sha256(missing, tick=lambda: ticks.append(1)) is None
+    assert len(ticks) == 2
+    if where == 'ssh':
+        machine.run('ln -s /etc/passwd {0}'.format(missing))
+        with pytest.raises(exception.DiskError, match='refused: '):
+            host_files.sha256(missing, tick=lambda: ticks.append(1))
 
 
 def test_a_wrong_or_missing_source_is_skipped(conf, cn1, store):
