@@ -19,7 +19,6 @@ import json
 import os
 import posixpath
 import subprocess
-import sys
 import threading
 
 from resize_flows import exception
@@ -377,9 +376,10 @@ def _run_reading_stderr(argv, on_stderr):
         for line in proc.stderr:
             if not on_stderr(line):
                 kept.append(line)
+    except BaseException:
+        proc.kill()
+        raise
     finally:
-        if proc.poll() is None and sys.exc_info()[0] is not None:
-            proc.kill()
         proc.wait()
         reader.join()
         proc.stdout.close()
