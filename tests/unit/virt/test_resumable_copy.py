@@ -356,7 +356,9 @@ def test_a_copy_drops_what_it_committed_as_it_goes(tmp_path, raw):
     below its last commit (a long copy does not fill the cache first)."""
     dst, part, sidecar = _paths(tmp_path)
     _read_all(raw)
-    assert _resident(raw) == RAW_SIZE
+    # The check sees cached pages (the kernel may reclaim a few of them
+    # meanwhile: this machine runs DAMON reclaim).
+    assert _resident(raw) >= RAW_SIZE - 8 * MiB
     _interrupted_copy(raw, dst)
     committed = _committed(sidecar)
     assert committed >= 40 * MiB       # past half the data: cut late
