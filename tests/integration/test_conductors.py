@@ -9,7 +9,6 @@ over once the claim expires and finishes the flow from the flow log.
 Without Redis the test skips (it fails where CI=true).
 """
 import contextlib
-import hashlib
 import os
 import signal
 import sqlite3
@@ -33,6 +32,7 @@ from resize_flows.virt.libvirt import daemon
 from tests.integration.conftest import domains_of
 from tests.integration.conftest import IMAGE
 from tests import redis_fixtures
+from tests.unit.virt import imagehelp
 
 pytestmark = pytest.mark.integration
 
@@ -106,6 +106,15 @@ def _wait_telling(crash_cloud, op, timeout=300):
                          if ' DEBUG ' not in line]
             logs.append('--- %s.log:\n%s' % (name, '\n'.join(lines[-40:])))
         raise AssertionError('%s\n%s' % (exc, '\n'.join(logs))) from None
+
+
+def _wait_lost(crash_cloud, op):
+    """Wait until conductor ca's log says it lost the flow of ``op``."""
+    log = os.path.join(crash_cloud.hosts.base, 'ca.log')
+    deadline = time.monotonic() + 60
+    while 'lost flow %s' % op.flow_id not in open(log).read():
+        assert time.monotonic() < deadline, open(log).read()[-3000:]
+        time.sleep(0.2)
 
 
 def _stop(proc):
@@ -218,11 +227,7 @@ def test_a_stalled_conductor_process_is_fenced(crash_cloud, board):
         cb = _conductor(crash_cloud, board, 'cb')
         _wait_telling(crash_cloud, op)
         ca.send_signal(signal.SIGCONT)
-        log = os.path.join(crash_cloud.hosts.base, 'ca.log')
-        deadline = time.monotonic() + 60
-        while 'lost flow %s' % op.flow_id not in open(log).read():
-            assert time.monotonic() < deadline, open(log).read()[-3000:]
-            time.sleep(0.2)
+        _wait_lost(crash_cloud, op)
         assert ca.poll() is None        # alive, claiming other jobs
     finally:
         ca.send_signal(signal.SIGCONT)
@@ -287,11 +292,7 @@ def test_a_conductor_stalled_in_an_image_fetch_is_passed_by(
         cb = _conductor(crash_cloud, board, 'cb', extra=[stall])
         _wait_telling(crash_cloud, op)
         ca.send_signal(signal.SIGCONT)
-        log = os.path.join(crash_cloud.hosts.base, 'ca.log')
-        deadline = time.monotonic() + 60
-        while 'lost flow %s' % op.flow_id not in open(log).read():
-            assert time.monotonic() < deadline, open(log).read()[-3000:]
-            time.sleep(0.2)
+        _wait_lost(crash_cloud, op)
     finally:
         ca.send_signal(signal.SIGCONT)
         ca_exit = _stop(ca)
@@ -304,7 +305,7 @@ def test_a_conductor_stalled_in_an_image_fetch_is_passed_by(
     assert op.flow_state == tf_states.SUCCESS
     flow = flowstatus.show_flow(op.flow_id)
     assert [h['owner'].split(':')[0] for h in flow['holders']] == ['ca', 'cb']
-    assert sha256_of(base) == image['sha256']
+    assert imagehelp.sha256(base) == image['sha256']
     jobboard.CONF.set_override('enabled', False, group='jobboard')
     api.confirm_resize(crash_cloud.ctx, vm, wait=True)
     assert list(domains_of(vm)) == ['host2']
@@ -315,11 +316,3 @@ def _proc_state(pid):
     """The state letter of process ``pid`` (T: stopped)."""
     with open('/proc/%d/stat' % pid) as handle:
         return handle.read().rsplit(')', 1)[-1].split()[0]
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        for block in iter(lambda: handle.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()

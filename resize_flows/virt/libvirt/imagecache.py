@@ -141,7 +141,7 @@ def _beating(progress, beat):
     last = [None]
 
     def moved(fraction):
-        if beat is not None and (last[0] is None or fraction > last[0]):
+        if last[0] is None or fraction > last[0]:
             last[0] = fraction
             beat()
         if progress is not None:
@@ -238,16 +238,12 @@ def ensure_image_base(files, sha256, sources, progress=None):
             held = stack.enter_context(files.fetch_lock(lock, timeout,
                                                         stale=stale))
         if not held:
-            if held.stale:
-                LOG.warning('image base %s on %s: the fetch that holds its '
-                            'lock has not moved for %d seconds (its process '
-                            'is stalled); fetching it under a name of its '
-                            'own (not resumable)', sha256, files.host, stale)
-            else:
-                LOG.warning('image base %s on %s: the lock of its fetch '
-                            'was held for %d seconds; fetching it under a '
-                            'name of its own (not resumable)', sha256,
-                            files.host, timeout)
+            why = ('the fetch that holds its lock has not moved for %d '
+                   'seconds (its process is stalled)' % stale if held.stale
+                   else 'the lock of its fetch was held for %d seconds'
+                   % timeout)
+            LOG.warning('image base %s on %s: %s; fetching it under a name '
+                        'of its own (not resumable)', sha256, files.host, why)
             return _fetch(files, sha256, sources, progress, None)
         faults.window('fetch-locked')
         try:
@@ -268,7 +264,7 @@ def _fetch(files, sha256, sources, progress, fixed, beat=None):
     its own (always removed); then rename it. ``beat()`` as it moves (the
     beat of the lock held, if any)."""
     tick = _ticking(beat)
-    if progress is not None or beat is not None:
+    if beat is not None:
         progress = _beating(progress, beat)
     name = layout.image_base_name(sha256)
     final = base_path(files, name)

@@ -29,6 +29,16 @@ from tests.ssh_fixtures import ssh_keys  # noqa: F401 (fixture)
 NOBODY = 65534
 
 
+def _another_machine(machines):
+    """A machine over ssh with an instances path ``i`` of the guests'
+    user; ``(machine, its files)``."""
+    machine = machines()
+    machine.run('mkdir -m 700 {0} && chown {1}:{1} {0}'.format(
+        machine.path('i'), NOBODY))
+    return machine, files.for_host('there', machine.path('i'),
+                                   machine.address)
+
+
 def _sha(data):
     return hashlib.sha256(data).hexdigest()
 
@@ -210,12 +220,10 @@ def test_a_hash_ticks_as_it_reads(conf, cn1, machines, where):
         with open(path, 'wb') as f:
             f.truncate(130 << 20)          # holes read as zeros: quick
     else:
-        machine = machines()
-        machine.run('mkdir -m 700 {0} && truncate -s 130M {0}/big && '
-                    'chown -R {1}:{1} {0}'.format(machine.path('i'), NOBODY))
-        host_files = files.for_host('there', machine.path('i'),
-                                    machine.address)
+        machine, host_files = _another_machine(machines)
         path = posixpath.join(machine.path('i'), 'big')
+        machine.run('truncate -s 130M {0} && chown {1}:{1} {0}'.format(
+            path, NOBODY))
     ticks = []
     assert host_files.sha256(path, tick=lambda: ticks.append(1)) == _sha(
         bytes(130 << 20))
@@ -667,10 +675,7 @@ def test_blank_bases_are_the_same_on_every_host(conf, cn1, cn2):
 
 def test_the_cache_on_another_machine(conf, machines, cn1, store,
                                       monkeypatch):
-    machine = machines()
-    machine.run('mkdir -m 700 {0} && chown {1}:{1} {0}'.format(
-        machine.path('i'), NOBODY))
-    there = files.for_host('there', machine.path('i'), machine.address)
+    machine, there = _another_machine(machines)
     src = store.put('img', IMAGE)
     # From here's store, then from the other machine's cache to here.
     path, copied = imagecache.ensure_image_base(there, SHA,
@@ -718,10 +723,7 @@ class CutOff(Exception):
 
 def test_a_fetch_to_another_machine_cut_off_is_resumed(conf, machines,
                                                        store):
-    machine = machines()
-    machine.run('mkdir -m 700 {0} && chown {1}:{1} {0}'.format(
-        machine.path('i'), NOBODY))
-    there = files.for_host('there', machine.path('i'), machine.address)
+    machine, there = _another_machine(machines)
     data = os.urandom(8 << 20)
     sha = _sha(data)
     src = store.put('img', data)
@@ -755,10 +757,7 @@ def test_a_fetch_to_another_machine_cut_off_is_resumed(conf, machines,
 
 
 def test_the_lock_on_another_machine(conf, machines, store):
-    machine = machines()
-    machine.run('mkdir -m 700 {0} && chown {1}:{1} {0}'.format(
-        machine.path('i'), NOBODY))
-    there = files.for_host('there', machine.path('i'), machine.address)
+    machine, there = _another_machine(machines)
     src = store.put('img', IMAGE)
     there.makedir(imagecache.base_dir(there))
     folder = imagecache.base_dir(there)
@@ -791,10 +790,7 @@ def test_the_lock_on_another_machine(conf, machines, store):
 def test_a_stalled_lock_holder_on_another_machine(conf, machines, store):
     """Over ssh as here: a holder that does not beat is passed by after
     the stale time; one that beats is waited for."""
-    machine = machines()
-    machine.run('mkdir -m 700 {0} && chown {1}:{1} {0}'.format(
-        machine.path('i'), NOBODY))
-    there = files.for_host('there', machine.path('i'), machine.address)
+    machine, there = _another_machine(machines)
     src = store.put('img', IMAGE)
     there.makedir(imagecache.base_dir(there))
     lock = imagecache.base_path(there, _lock_name(SHA))
@@ -840,11 +836,7 @@ def test_a_finished_rsync_keeps_another_files_partial_copy(conf, machines,
         def run(script):
             subprocess.run(['sh', '-c', script], check=True)
     else:
-        machine = machines()
-        machine.run('mkdir -m 700 {0} && chown {1}:{1} {0}'.format(
-            machine.path('i'), NOBODY))
-        host_files = files.for_host('there', machine.path('i'),
-                                    machine.address)
+        machine, host_files = _another_machine(machines)
         folder = machine.path('i', 'f')
         run = machine.run
     partial = _two_partial_copies(run, folder)
